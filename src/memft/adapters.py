@@ -1,0 +1,153 @@
+"""LoRA adapters through PEFT: where they go (presets), and saving/loading them atomically with `memft.json`.
+
+An adapter folder is a standard PEFT adapter (`PeftModel.from_pretrained` loads it) plus `memft.json`, which says
+how to rebuild the base (spec, dtype), how prompts were built (template) and what was certified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from memft.config import LoraSettings
+from memft.errors import AdapterError, ConfigError
+
+META = "memft.json"
+
+
+def layer_stack(lm: nn.Module) -> nn.ModuleList:
+    """The list of decoder blocks of a causal LM (Llama-style `model.layers`, GPT-2-style `transformer.h`, ...)."""
+    n = getattr(lm.config, "num_hidden_layers", None) or getattr(lm.config, "n_layer", None)
+    for _, mod in lm.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) == n:
+            return mod
+    raise AdapterError(f"cannot find the decoder blocks of {type(lm).__name__}; give --target-modules explicitly")
+
+
+def _stack_prefix(lm: nn.Module, stack: nn.ModuleList) -> str:
+    return next(name for name, mod in lm.named_modules() if mod is stack)
+
+
+def default_probe_layer(n_layers: int) -> int:
+    """The paper's probe depth: about two thirds of the way up (layer 20 of 30)."""
+    return (2 * n_layers) // 3
+
+
+def resolve_layers(n_layers: int, lora: LoraSettings) -> tuple[int, ...]:
+    if lora.layers is not None:
+        bad = [i for i in lora.layers if not -n_layers <= i < n_layers]
+        if bad:
+            raise ConfigError(f"--layers {','.join(map(str, bad))} out of range: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+        return tuple(sorted({i % n_layers for i in lora.layers}))
+    if lora.preset == "probe":
+        return (default_probe_layer(n_layers),)
+    return tuple(range(n_layers))
+
+
+def _is_linear(mod: nn.Module) -> bool:
+    return isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"  # GPT-2 uses transformers' Conv1D
+
+
+def target_names(lm: nn.Module, lora: LoraSettings) -> tuple[tuple[int, ...], list[str]]:
+    """(adapted layer indices, full names of the linear modules that get LoRA)."""
+    stack = layer_stack(lm)
+    layers = resolve_layers(len(stack), lora)
+    prefix = _stack_prefix(lm, stack)
+    names = []
+    for i in layers:
+        for sub, mod in stack[i].named_modules():
+            if not _is_linear(mod):
+                continue
+            if lora.target_modules is not None:
+                ok = sub.split(".")[-1] in lora.target_modules or sub in lora.target_modules
+            elif lora.preset == "probe":
+                ok = sub.startswith("mlp.")
+            else:
+                ok = True
+            if ok:
+                names.append(f"{prefix}.{i}.{sub}")
+    if not names:
+        raise ConfigError(f"no linear modules match --target-modules {lora.target_modules} in layers {layers}")
+    return layers, names
+
+
+def attach(model: nn.Module, lora: LoraSettings, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Wrap a frozen base in a fresh LoRA adapter (seeded init: A random, B zero) -> (peft model, placement info)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    layers, names = target_names(model, lora)
+    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.scale_alpha, target_modules=names, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, cfg)
+    # LoRA weights and optimizer state stay fp32 even over a bf16 base.
+    for p in peft_model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return peft_model, {"layers": list(layers), "modules": names}
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse, before any work, to write over something that is not a memft adapter."""
+    if out.exists() and not out.is_dir():
+        raise AdapterError(f"--out {out}: is a file; give a folder for the adapter")
+    if out.is_dir() and any(out.iterdir()) and not (out / META).exists():
+        raise AdapterError(f"--out {out}: the folder holds files that are not a memft adapter; choose another folder or empty it")
+
+
+def write_atomic(out: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a fresh sibling folder, then swap it in: readers see the old adapter or the new one, never a mixture."""
+    out = Path(out)
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def save(peft_model: Any, out: Path, meta: dict[str, Any]) -> None:
+    def fill(tmp: Path) -> None:
+        peft_model.save_pretrained(tmp)
+        (tmp / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    write_atomic(Path(out), fill)
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
+    meta_path = folder / META
+    if not meta_path.exists():
+        raise AdapterError(f"{folder}: not a memft adapter (no {META}); give the --out folder of `memft write`")
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterError(f"{meta_path}: unreadable ({e}); the adapter is damaged, write it again") from None
+
+
+def load(folder: str | Path, base_model: nn.Module) -> Any:
+    """Load the PEFT adapter in `folder` onto a freshly loaded base (frozen, eval mode)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=False)
+    model.eval()
+    return model

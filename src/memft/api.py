@@ -1,0 +1,188 @@
+"""The Python API: write records into an adapter, recall a key, verify a record set. The CLI only calls these."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memft import __version__, adapters
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
+from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
+from memft.errors import AdapterError
+from memft.metrics import RecordReport, summarize
+from memft.modeling import Base, load_base
+from memft.records import Record, records_hash
+
+
+@dataclass
+class WriteResult:
+    out: Path
+    summary: dict[str, Any]  # see memft.metrics.summarize
+    reports: list[RecordReport]
+    meta: dict[str, Any]  # what was saved as memft.json
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def all_certified(self) -> bool:
+        return self.summary["certified"] == 1.0
+
+
+@dataclass
+class VerifyResult:
+    summary: dict[str, Any]
+    reports: list[RecordReport]
+    dtype: str  # precision this verification ran in
+    certified_dtype: str  # precision the adapter was certified in at write time
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.summary,
+            "dtype": self.dtype,
+            "certified_dtype": self.certified_dtype,
+            "notes": self.notes,
+            "per_record": [r.to_json() for r in self.reports],
+        }
+
+
+def write(
+    records: Sequence[Record],
+    out: str | Path,
+    model: str = "smollm2-135m",
+    lora: LoraSettings | None = None,
+    train: TrainConfig | None = None,
+    runtime: RuntimeConfig | None = None,
+    base: Base | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> WriteResult:
+    """Train a LoRA adapter until every record is certified (or the step budget ends) and save it to `out`.
+
+    The adapter is saved in either case; `result.all_certified` says whether every record is recalled exactly.
+    Pass a loaded `base` to reuse it across writes (its weights are restored afterwards).
+    """
+    from memft.evaluate import evaluate
+    from memft.train import train as train_loop
+
+    lora, train, runtime = lora or LoraSettings(), train or TrainConfig(), runtime or RuntimeConfig()
+    out = Path(out)
+    adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
+    own_base = base is None
+    base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
+    items = encode_all(records, base.tokenizer, train.template)
+    peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
+    try:
+        res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
+        reports = evaluate(peft_model, base.tokenizer, items, generate="uncertified", batch_size=train.batch_size)
+        summary = summarize(reports)
+        meta = {
+            "memft_version": __version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "base": {"spec": base.spec, "dtype": base.dtype, "device": base.device},
+            "template": train.template,
+            "lora": {**to_json(lora), **placement},
+            "train": {
+                **to_json(train),
+                "steps": res.steps,
+                "certified_at": res.certified_at,
+                "seconds": round(res.seconds, 3),
+                "loss_init": res.loss_init,
+                "loss_final": summary["loss"],
+            },
+            "records": {
+                "count": len(records),
+                "hash": records_hash(records),
+                "value_tokens": sum(e.n_value for e in items),
+                "max_target_tokens": max(len(e.targets) for e in items),
+                "digests": sorted(r.digest() for r in records),
+            },
+            "certification": {
+                "dtype": base.dtype,
+                "device": base.device,
+                "certified": summary["certified"],
+                "p_above_half": summary["p_above_half"],
+                "min_prob": summary["min_prob"],
+                "failed_keys": [r.key for r in reports if not r.certified],
+            },
+        }
+        adapters.save(peft_model, out, meta)
+    finally:
+        if not own_base:
+            peft_model.unload()  # give the caller its base back without LoRA layers
+    return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
+
+
+@dataclass
+class Loaded:
+    """An adapter on its base, ready to recall: the PEFT model, tokenizer, and memft.json."""
+
+    model: Any
+    tokenizer: Any
+    meta: dict[str, Any]
+    dtype: str
+    device: str
+
+
+def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = None) -> Loaded:
+    """Load an adapter folder on the base named in its memft.json (dtype: the certified one unless given)."""
+    meta = adapters.read_meta(folder)
+    try:
+        spec = meta["base"]["spec"]
+        dtype = dtype or meta["certification"]["dtype"]
+    except KeyError as e:
+        raise AdapterError(f"{folder}/memft.json lacks {e}; the adapter is damaged, write it again") from None
+    base = load_base(spec, device, dtype, seed=meta.get("train", {}).get("seed", 0))
+    return Loaded(adapters.load(folder, base.model), base.tokenizer, meta, base.dtype, base.device)
+
+
+@dataclass
+class Recalled:
+    key: str
+    value: str
+    certified: bool  # the recalled (key, value) is one that was certified when the adapter was written
+    min_prob: float  # smallest probability greedy decoding gave a chosen token
+
+
+def recall(folder: str | Path | Loaded, key: str) -> Recalled:
+    """Greedy-decode the value stored under `key` (no context, no retrieval: only the adapter's weights)."""
+    from memft.evaluate import greedy, teacher_forced
+    from memft.forward import Runner
+
+    ld = folder if isinstance(folder, Loaded) else load_adapter(folder)
+    prompt = prompt_ids(key, ld.tokenizer, ld.meta.get("template", "raw"))
+    limit = int(ld.meta.get("records", {}).get("max_target_tokens", 256))
+    probe = Encoded(key=key, prompt=prompt, targets=(ld.tokenizer.eos_token_id,))
+    gen = greedy(ld.model, [probe], ld.tokenizer, max_new=limit)[0]
+    value = decode_value(gen, ld.tokenizer)
+    # min_prob: one teacher-forced pass over what was generated gives each chosen token's probability.
+    stats = teacher_forced(Runner(ld.model, [Encoded(key, prompt, tuple(gen))], ld.tokenizer.pad_token_id))[0]
+    digests = set(ld.meta.get("records", {}).get("digests", []))
+    failed = set(ld.meta.get("certification", {}).get("failed_keys", []))
+    ok = Record(key=key, value=value).digest() in digests and key not in failed and bool(gen) and gen[-1] == ld.tokenizer.eos_token_id
+    return Recalled(key=key, value=value, certified=ok, min_prob=min(stats.prob))
+
+
+def verify(
+    folder: str | Path | Loaded,
+    records: Sequence[Record],
+    generate: str = "uncertified",
+    device: str = "auto",
+    dtype: str | None = None,
+    batch_size: int = 64,
+) -> VerifyResult:
+    """Certify every record in one teacher-forced pass; generate greedily where asked (see evaluate())."""
+    from memft.evaluate import evaluate
+
+    ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
+    items = encode_all(records, ld.tokenizer, ld.meta.get("template", "raw"))
+    reports = evaluate(ld.model, ld.tokenizer, items, generate=generate, batch_size=batch_size)
+    certified_dtype = ld.meta.get("certification", {}).get("dtype", "fp32")
+    notes = []
+    if ld.dtype != certified_dtype:
+        notes.append(
+            f"verified in {ld.dtype} but certified in {certified_dtype} at write time: "
+            "these verdicts are for the precision used now"
+        )
+    return VerifyResult(summarize(reports), reports, ld.dtype, certified_dtype, notes)

@@ -1,0 +1,1 @@
+"""Benchmark data generators: pure functions of (config, tokenizer, seed) -> records."""

@@ -1,0 +1,1 @@
+"""The `memft` command line: parses options, calls memft.api, prints tables or JSON. No math lives here."""

@@ -1,0 +1,198 @@
+"""`memft` CLI. Exit codes: 0 success, 1 the memory is not exact (some record not certified/recalled), 2 bad input.
+
+torch and transformers are imported inside the commands, so `memft --help` answers fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from memft import __version__
+from memft.errors import ConfigError, MemftError
+
+app = typer.Typer(
+    help="Exact parametric memory: write records into a LoRA adapter and prove greedy decoding gives them back verbatim.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"memft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+def _ints(text: Optional[str], option: str) -> Optional[tuple[int, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give comma-separated integers like 18,19,20") from None
+
+
+def _names(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+Model = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), tiny-random, a local folder, a .gguf file, or a hub id.")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | bf16 | fp16 (precision of the frozen base)")]
+
+
+@app.command()
+def write(
+    records: Annotated[Path, typer.Argument(help="JSONL file: one {\"key\": ..., \"value\": ...} per line.")],
+    out: Annotated[Path, typer.Option("--out", help="Adapter folder to create (or replace, if it holds a memft adapter).")],
+    model: Model = "smollm2-135m",
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default: = rank).")] = None,
+    preset: Annotated[str, typer.Option(help="probe (MLP of one layer at ~2/3 depth) | all (every linear layer).")] = "probe",
+    layers: Annotated[Optional[str], typer.Option(help="Decoder layers to adapt, e.g. 20 or 18,19,20.")] = None,
+    target_modules: Annotated[Optional[str], typer.Option(help="Module names to adapt, e.g. gate_proj,up_proj,down_proj.")] = None,
+    method: Annotated[str, typer.Option(help="Training objective (sft).")] = "sft",
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
+    max_steps: Annotated[int, typer.Option(help="Most optimizer steps; training stops earlier once all records certify.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Records per step (>= record count: full batch).")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for adapter init and batch order.")] = 0,
+    template: Annotated[str, typer.Option(help="raw (key then value tokens) | chat (the model's chat template).")] = "raw",
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or tables.")] = False,
+) -> None:
+    """Write records into a LoRA adapter. Exit 0 if every record is certified, 1 if not (the adapter is still saved)."""
+    from memft import api
+    from memft.cli import render
+    from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+    from memft.records import load_records
+
+    lora = LoraSettings(rank=rank, alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
+    train = TrainConfig(method=method, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, template=template)
+    runtime = RuntimeConfig(device=device, dtype=dtype)
+    recs = load_records(records)
+    with render.training_progress(max_steps, enabled=not quiet) as on_step:
+        res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=on_step)
+    report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "per_record": [r.to_json() for r in res.reports]}
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not quiet:
+        failed = [r for r in res.reports if not r.certified]
+        if failed:
+            render.console.print(render.records_table(failed))
+        render.console.print(render.summary_table(res.summary, title=f"written to {out}"))
+    raise typer.Exit(0 if res.all_certified else 1)
+
+
+@app.command()
+def recall(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder written by `memft write`.")],
+    key: Annotated[str, typer.Argument(help="The key to recall.")],
+    device: Device = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON with value, certified and min_prob.")] = False,
+) -> None:
+    """Print exactly the value stored under KEY, then a newline."""
+    from memft import api
+
+    r = api.recall(api.load_adapter(adapter, device), key)
+    if as_json:
+        typer.echo(json.dumps({"key": r.key, "value": r.value, "certified": r.certified, "min_prob": r.min_prob}, ensure_ascii=False))
+    else:
+        sys.stdout.write(r.value + "\n")
+
+
+@app.command()
+def verify(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder written by `memft write`.")],
+    records: Annotated[Path, typer.Argument(help="JSONL records to check.")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON summary here.")] = None,
+    generate: Annotated[bool, typer.Option("--generate", help="Also run greedy generation for certified records (a cross-check).")] = False,
+    device: Device = "auto",
+    dtype: Annotated[Optional[str], typer.Option(help="Precision to verify in (default: the one it was certified in).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No tables.")] = False,
+) -> None:
+    """Check that every record comes back exactly. Exit 0 if all do, 1 otherwise."""
+    from memft import api
+    from memft.cli import render
+    from memft.config import RuntimeConfig
+    from memft.records import load_records
+
+    RuntimeConfig(device=device, dtype=dtype or "auto")
+    recs = load_records(records)
+    res = api.verify(adapter, recs, generate="always" if generate else "uncertified", device=device, dtype=dtype)
+    if json_out:
+        json_out.write_text(json.dumps(res.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not quiet:
+        render.console.print(render.records_table(res.reports))
+        render.console.print(render.summary_table(res.summary, title=f"verify {adapter} ({res.dtype})"))
+        for note in res.notes:
+            render.console.print(f"[yellow]note:[/yellow] {note}")
+    raise typer.Exit(0 if res.summary["exact_match"] == 1.0 else 1)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")] = Path("memft-demo"),
+    records: Annotated[int, typer.Option(help="Phone-book records to write.")] = 40,
+    model: Model = "smollm2-135m",
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
+    max_steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the phone book and of training.")] = 0,
+    device: Device = "auto",
+) -> None:
+    """The main job: write a seeded synthetic phone book into an adapter, verify it, print the table."""
+    import time
+
+    from memft import api
+    from memft.bench.phonebook import phonebook
+    from memft.cli import render
+    from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+    from memft.records import write_records
+
+    if records <= 0:
+        raise ConfigError(f"--records must be positive, got {records}")
+    t0 = time.perf_counter()
+    recs = phonebook(records, seed=seed)
+    lora, train = LoraSettings(rank=rank), TrainConfig(lr=lr, max_steps=max_steps, seed=seed)
+    render.console.print(f"memft demo: writing {len(recs)} phone-book records into {out} (model {model}, rank {rank}, probe preset)")
+    with render.training_progress(max_steps) as on_step:
+        res = api.write(recs, out, model=model, lora=lora, train=train, runtime=RuntimeConfig(device=device), on_step=on_step)
+    write_records(recs, out / "demo-records.jsonl")  # written after the adapter, so `memft verify` can be rerun on it
+    ver = api.verify(out, recs, generate="always", device=device)
+    render.console.print(render.records_table(ver.reports, limit=records))
+    render.console.print(render.summary_table(ver.summary, title=f"verified by greedy generation ({ver.dtype})"))
+    render.console.print(
+        f"steps {res.meta['train']['steps']}  (certified at step {res.meta['train']['certified_at']}), "
+        f"total {time.perf_counter() - t0:.1f} s.  Try: memft recall {out} {recs[0].key!r}"
+    )
+    raise typer.Exit(0 if ver.summary["exact_match"] == 1.0 else 1)
+
+
+def main() -> None:
+    try:
+        app()
+    except MemftError as e:
+        typer.echo(f"memft: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("memft: interrupted; nothing was saved over an existing adapter", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Rich tables and the training progress bar (presentation only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)  # tables and progress on stderr; stdout stays for values and JSON
+out = Console()
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def records_table(reports: Sequence[Any], limit: int = 50) -> Table:
+    t = Table(title="records", show_lines=False)
+    for col in ("key", "ℓ", "certified", "exact", "min p", "first error", "stubborn"):
+        t.add_column(col, overflow="fold")
+    for r in reports[:limit]:
+        exact = "—" if r.exact is None else ("yes" if r.exact else "no")
+        ff = r.first_failure if r.first_failure is not None else r.first_error_tf
+        t.add_row(
+            r.key[:40], str(r.length), "yes" if r.certified else "[red]no[/red]", exact, f"{r.min_prob:.3f}",
+            "—" if ff is None else str(ff), str(len(r.stubborn_positions)),
+        )
+    if len(reports) > limit:
+        t.caption = f"{len(reports) - limit} more records not shown"
+    return t
+
+
+def summary_table(summary: dict[str, Any], title: str = "summary") -> Table:
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in ("records", "certified", "exact_match", "token_accuracy", "token_accuracy_tf", "p_above_half", "stubborn_tokens", "min_prob", "loss"):
+        v = summary.get(k)
+        if k in ("certified", "exact_match", "token_accuracy", "token_accuracy_tf", "p_above_half"):
+            s = _pct(v)
+        elif isinstance(v, float):
+            s = f"{v:.4f}"
+        else:
+            s = str(v)
+        t.add_row(k, s)
+    return t
+
+
+@contextmanager
+def training_progress(max_steps: int, enabled: bool = True) -> Iterator[Any]:
+    """Yields an on_step callback that drives a rich progress bar (step, loss, certified, stubborn, min p)."""
+    if not enabled:
+        yield None
+        return
+    prog = Progress(
+        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  certified {task.fields[cert]:.0%}  stubborn {task.fields[stub]}  min p {task.fields[minp]:.3f}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+    with prog:
+        task = prog.add_task("train", total=max_steps, loss=float("nan"), cert=0.0, stub=0, minp=0.0)
+
+        def on_step(row: dict[str, float]) -> None:
+            prog.update(task, completed=row["step"], loss=row["loss"], cert=row["certified"], stub=int(row["stubborn"]), minp=row["min_prob"])
+
+        yield on_step

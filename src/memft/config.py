@@ -1,0 +1,109 @@
+"""Typed, validated settings. Every problem in a config is reported at once, before any work starts.
+
+The resolved configs are saved next to every result (`memft.json`), so each number traces back to its settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from memft.errors import ConfigError
+
+PRESETS = ("probe", "all")
+TEMPLATES = ("raw", "chat")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+def _check(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+@dataclass
+class LoraSettings:
+    """Where and how big the adapter is.
+
+    preset: `probe` = the MLP (gate/up/down) of one decoder layer, at about two thirds of the depth by default
+    (the paper's probe); `all` = every linear layer of every decoder block. `layers` and `target_modules` override.
+    """
+
+    rank: int = 8
+    alpha: float | None = None  # None: alpha = rank (scale 1), so the learning rate means the same at every rank
+    preset: str = "probe"
+    layers: tuple[int, ...] | None = None
+    target_modules: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.rank, int) or self.rank <= 0:
+            problems.append(f"--rank must be a positive integer, got {self.rank}")
+        if self.alpha is not None and self.alpha <= 0:
+            problems.append(f"--alpha must be positive, got {self.alpha}")
+        if self.preset not in PRESETS:
+            problems.append(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.layers is not None:
+            self.layers = tuple(self.layers)
+            if not self.layers:
+                problems.append("--layers is empty; give layer indices like 20 or 18,19,20")
+        if self.target_modules is not None:
+            self.target_modules = tuple(self.target_modules)
+        _check(problems)
+
+    @property
+    def scale_alpha(self) -> float:
+        return float(self.alpha if self.alpha is not None else self.rank)
+
+
+@dataclass
+class TrainConfig:
+    """How the adapter is trained. Defaults suit the embedded model on a CPU."""
+
+    method: str = "sft"
+    lr: float = 1e-2
+    max_steps: int = 300
+    batch_size: int = 64  # records per micro-batch; every step sees all (active) records, so this bounds memory only
+    seed: int = 0
+    template: str = "raw"
+    weight_decay: float = 0.0
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.lr > 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if not isinstance(self.max_steps, int) or self.max_steps < 0:
+            problems.append(f"--max-steps must be an integer >= 0, got {self.max_steps}")
+        if not isinstance(self.batch_size, int) or self.batch_size <= 0:
+            problems.append(f"--batch-size must be a positive integer, got {self.batch_size}")
+        if self.template not in TEMPLATES:
+            problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        if self.weight_decay < 0:
+            problems.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        from memft.objectives import OBJECTIVES  # local: objectives import torch lazily too
+
+        if self.method not in OBJECTIVES:
+            problems.append(f"--method must be one of {', '.join(OBJECTIVES)}, got {self.method!r}")
+        _check(problems)
+
+
+@dataclass
+class RuntimeConfig:
+    """Where the work runs. `auto` picks CUDA when present; dtype `auto` picks bf16 on CUDA with bf16, else fp32."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.device not in DEVICES:
+            problems.append(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            problems.append(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _check(problems)
+
+
+def to_json(obj: Any) -> dict[str, Any]:
+    """A dataclass config as plain JSON-able data (tuples become lists)."""
+    return asdict(obj)

@@ -1,0 +1,82 @@
+"""Records -> token ids, with the key (prompt) and the value (target) tokenized separately.
+
+Layout of one sequence:  [prompt ids] [value ids] [eos]
+The targets are the value ids plus the end-of-sequence token, so greedy recall stops exactly after the value.
+Everything that is measured (loss, lengths, accuracies) covers targets only; `n_value` excludes the eos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from memft.errors import RecordsError
+from memft.records import Record
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One record as token ids: `prompt` then `targets` (= value ids + eos)."""
+
+    key: str
+    prompt: tuple[int, ...]
+    targets: tuple[int, ...]
+
+    @property
+    def n_value(self) -> int:
+        """Answer length ℓ in tokens, without the trailing eos."""
+        return len(self.targets) - 1
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.prompt + self.targets
+
+
+def prompt_ids(key: str, tokenizer: Any, template: str) -> tuple[int, ...]:
+    """The exact prefix that recall feeds the model for `key` (training uses the same function: train/recall parity)."""
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise RecordsError("--template chat: this model's tokenizer has no chat template; use --template raw")
+        out = tokenizer.apply_chat_template([{"role": "user", "content": key}], add_generation_prompt=True, tokenize=True)
+        ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+        return tuple(int(i) for i in ids)
+    return tuple(tokenizer(key, add_special_tokens=True)["input_ids"])
+
+
+def value_ids(record: Record, tokenizer: Any) -> tuple[int, ...]:
+    """Token ids of the value; text values must survive tokenize -> decode unchanged (else recall could not match)."""
+    if record.value_ids is not None:
+        bad = [i for i in record.value_ids if i >= len(tokenizer)]
+        if bad:
+            raise RecordsError(f"record {record.key!r}: value_ids {bad[:3]} are outside the vocabulary (size {len(tokenizer)})")
+        return record.value_ids
+    ids = tuple(tokenizer(record.value, add_special_tokens=False)["input_ids"])
+    back = tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if back != record.value:
+        raise RecordsError(
+            f"record {record.key!r}: its value does not survive tokenize -> decode with this tokenizer "
+            f"({record.value[:40]!r} came back as {back[:40]!r}); remove the characters it changes"
+        )
+    return ids
+
+
+def encode(record: Record, tokenizer: Any, template: str = "raw") -> Encoded:
+    ids = value_ids(record, tokenizer)
+    prompt = prompt_ids(record.key, tokenizer, template)
+    if not prompt:
+        raise RecordsError(f"record {record.key!r}: the key encodes to no tokens; use a non-empty key")
+    return Encoded(key=record.key, prompt=prompt, targets=ids + (int(tokenizer.eos_token_id),))
+
+
+def encode_all(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> list[Encoded]:
+    return [encode(r, tokenizer, template) for r in records]
+
+
+def decode_value(ids: Sequence[int], tokenizer: Any) -> str:
+    """Generated ids -> the recalled text, cut at the first eos."""
+    ids = list(ids)
+    eos = tokenizer.eos_token_id
+    if eos in ids:
+        ids = ids[: ids.index(eos)]
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)

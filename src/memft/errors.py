@@ -1,0 +1,25 @@
+"""Every error a user can cause, in one place.
+
+Each message says what was wrong, where (file:line, record key, option) and how to fix it. The CLI prints the
+message as one line on stderr and exits with code 2; the Python API raises these exceptions unchanged.
+"""
+
+
+class MemftError(Exception):
+    """Base class: a problem with the user's input, options or environment (exit code 2 on the CLI)."""
+
+
+class RecordsError(MemftError):
+    """A records file is missing, malformed or inconsistent."""
+
+
+class ConfigError(MemftError):
+    """An option or combination of options is impossible."""
+
+
+class ModelError(MemftError):
+    """A base model cannot be found or loaded."""
+
+
+class AdapterError(MemftError):
+    """An adapter folder is missing, foreign or inconsistent with its base model."""

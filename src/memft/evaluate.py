@@ -1,0 +1,111 @@
+"""Teacher-forced certification in one forward pass, and real greedy generation with the KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from memft.batching import Batch, chunks
+from memft.encoding import Encoded, decode_value
+from memft.forward import Runner
+from memft.metrics import RecordReport, TokenStats, record_report
+
+
+def token_table(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    """Per-target-token loss, probability and argmax check from logits [N, V] -> dict of [N] tensors."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    lp = logp.gather(1, batch.targets[:, None]).squeeze(1)  # [N]
+    return {"loss": -lp, "prob": lp.exp(), "correct": logits.argmax(-1) == batch.targets}
+
+
+def split_per_record(table: dict[str, torch.Tensor], batch: Batch) -> list[TokenStats]:
+    """[N] token tensors -> one TokenStats per record of the batch (targets are stored record by record)."""
+    sizes = batch.lengths.tolist()
+    cols = {k: v.detach().cpu().split(sizes) for k, v in table.items()}
+    tg = batch.targets.cpu().split(sizes)
+    return [
+        TokenStats(targets=tg[b].tolist(), prob=cols["prob"][b].tolist(), correct=cols["correct"][b].tolist(), loss=cols["loss"][b].tolist())
+        for b in range(len(sizes))
+    ]
+
+
+@torch.no_grad()
+def teacher_forced(runner: Runner, batch_size: int = 64, indices: Sequence[int] | None = None) -> dict[int, TokenStats]:
+    """One teacher-forced forward pass over the records -> {record index: TokenStats}."""
+    indices = range(len(runner.items)) if indices is None else indices
+    out: dict[int, TokenStats] = {}
+    for idx in chunks(list(indices), runner.items, batch_size):
+        logits, batch = runner.logits(idx)
+        for i, st in zip(idx, split_per_record(token_table(logits, batch), batch)):
+            out[i] = st
+    return out
+
+
+@torch.no_grad()
+def greedy(model: Any, items: Sequence[Encoded], tokenizer: Any, batch_size: int = 32, max_new: int | None = None) -> list[list[int]]:
+    """Greedy decoding from each record's prompt (left-padded batches, KV cache) -> generated ids per record.
+
+    Generation stops at eos or after len(targets) + 1 tokens (enough to see a missing eos).
+    """
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    out: list[list[int]] = [[] for _ in items]
+    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        P = max(len(items[i].prompt) for i in idx)
+        ids = torch.full((len(idx), P), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), P), dtype=torch.long)
+        for b, i in enumerate(idx):
+            p = items[i].prompt
+            ids[b, P - len(p) :] = torch.tensor(p)
+            mask[b, P - len(p) :] = 1
+        n_new = max_new or max(len(items[i].targets) for i in idx) + 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=n_new,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+        )
+        for b, i in enumerate(idx):
+            seq = gen[b, P:].tolist()
+            if tokenizer.eos_token_id in seq:
+                seq = seq[: seq.index(tokenizer.eos_token_id) + 1]
+            out[i] = seq
+    return out
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[Encoded],
+    generate: str = "uncertified",
+    batch_size: int = 64,
+    runner: Runner | None = None,
+) -> list[RecordReport]:
+    """Per-record reports. generate: "never" | "uncertified" (only where certification fails) | "always".
+
+    A certified record is exact by construction, so generation for it is only a cross-check.
+    """
+    runner = runner or Runner(model, items, tokenizer.pad_token_id)
+    stats = teacher_forced(runner, batch_size)
+    want = {
+        "never": [],
+        "uncertified": [i for i in range(len(items)) if not all(stats[i].correct)],
+        "always": list(range(len(items))),
+    }[generate]
+    gen = dict(zip(want, greedy(model, [items[i] for i in want], tokenizer, batch_size))) if want else {}
+    reports = []
+    for i, e in enumerate(items):
+        g = gen.get(i)
+        if g is None and generate != "never" and all(stats[i].correct):
+            g = list(e.targets)  # certified => greedy reproduces the targets exactly (see memft.metrics)
+        recalled = decode_value(g, tokenizer) if g is not None else None
+        reports.append(record_report(e.key, stats[i], g, recalled))
+    return reports

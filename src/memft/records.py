@@ -1,0 +1,138 @@
+"""Key -> value records: the unit of memory, and the JSONL files that hold them.
+
+A record is a key (the prompt) and a value that must come back verbatim. Values are text, or token ids for targets
+that do not survive a decode -> encode round trip (random-token stress tests). Files are JSONL, one object a line,
+with `key`/`value`; the paper's field names (`query`/`target`, `question`/`matching`) are accepted too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from memft.errors import RecordsError
+
+# (key field, value field) pairs, tried in order: ours first, then the paper's PhoneBook and long-context files.
+FIELD_PAIRS = (("key", "value"), ("query", "target"), ("question", "matching"))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One memory: `key` is the prompt; exactly one of `value` (text) or `value_ids` (token ids) is set."""
+
+    key: str
+    value: str | None = None
+    value_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.value_ids is None):
+            raise ValueError("a Record needs exactly one of `value` (text) or `value_ids` (token ids)")
+
+    @property
+    def target(self) -> str | tuple[int, ...]:
+        return self.value if self.value is not None else self.value_ids  # type: ignore[return-value]
+
+    def digest(self) -> str:
+        """sha256 of the canonical record; stored in the adapter instead of the value itself."""
+        blob = json.dumps([self.key, self.target], ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def records_hash(records: Iterable[Record]) -> str:
+    """Order-independent sha256 over a record set (two files with the same records in another order agree)."""
+    h = hashlib.sha256()
+    for d in sorted(r.digest() for r in records):
+        h.update(d.encode())
+    return h.hexdigest()
+
+
+def _parse_line(obj: object, where: str) -> Record:
+    if not isinstance(obj, dict):
+        raise RecordsError(f"{where}: expected a JSON object like {{\"key\": \"...\", \"value\": \"...\"}}, got {type(obj).__name__}")
+    for kf, vf in FIELD_PAIRS:
+        if kf in obj:
+            break
+    else:
+        raise RecordsError(f"{where}: no `key` field (also accepted: `query`, `question`); add the prompt as \"key\"")
+    key = obj[kf]
+    if not isinstance(key, str) or not key:
+        raise RecordsError(f"{where}: `{kf}` must be a non-empty string, got {json.dumps(key)}")
+    if "value_ids" in obj:
+        ids = obj["value_ids"]
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise RecordsError(f"{where}: `value_ids` of key {key!r} must be a non-empty list of token ids (integers >= 0)")
+        return Record(key=key, value_ids=tuple(ids))
+    if vf not in obj:
+        raise RecordsError(f"{where}: key {key!r} has no `{vf}` field; add the text to remember as \"{vf}\"")
+    value = obj[vf]
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        raise RecordsError(
+            f"{where}: `{vf}` of key {key!r} is a number ({json.dumps(value)}); quote it as a string "
+            f"(\"{vf}\": \"{value}\"), since numbers lose leading zeros and formatting"
+        )
+    if not isinstance(value, str):
+        raise RecordsError(f"{where}: `{vf}` of key {key!r} must be a string, got {type(value).__name__}")
+    if value == "":
+        raise RecordsError(f"{where}: `{vf}` of key {key!r} is empty; there is nothing to remember, remove the line")
+    return Record(key=key, value=value)
+
+
+def parse_records(lines: Sequence[str], source: str = "<records>") -> list[Record]:
+    """Parse JSONL text lines into records, checking every rule; `source` names the file in errors."""
+    records: list[Record] = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RecordsError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object") from None
+        records.append(_parse_line(obj, where))
+    if not records:
+        raise RecordsError(f"{source}: no records; add JSON lines like {{\"key\": \"Alice:\", \"value\": \"555-0100\"}}")
+    return dedupe(records, source)
+
+
+def dedupe(records: Sequence[Record], source: str = "<records>") -> list[Record]:
+    """Drop exact repeats; a key given two different values is an error listing every such key."""
+    seen: dict[str, Record] = {}
+    conflicts: list[str] = []
+    for r in records:
+        old = seen.get(r.key)
+        if old is None:
+            seen[r.key] = r
+        elif old.target != r.target and r.key not in conflicts:
+            conflicts.append(r.key)
+    if conflicts:
+        shown = ", ".join(repr(k) for k in conflicts[:10]) + (" ..." if len(conflicts) > 10 else "")
+        raise RecordsError(f"{source}: {len(conflicts)} key(s) have conflicting values: {shown}; keep one value per key")
+    return list(seen.values())
+
+
+def load_records(path: str | Path) -> list[Record]:
+    """Read and validate a JSONL records file (UTF-8). Raises RecordsError with file:line on any problem."""
+    p = Path(path)
+    if not p.exists():
+        raise RecordsError(f"{p}: file not found; give the path of a JSONL file with one {{\"key\", \"value\"}} object per line")
+    if p.is_dir():
+        raise RecordsError(f"{p}: is a folder, not a JSONL records file")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise RecordsError(f"{p}:{line}: bytes that are not UTF-8 (offset {e.start}); save the file as UTF-8") from None
+    # split on "\n" only: str.splitlines() would also cut at U+2028 etc., which JSON strings may hold raw.
+    return parse_records(text.lstrip("\ufeff").split("\n"), str(p))
+
+
+def write_records(records: Iterable[Record], path: str | Path) -> None:
+    """Write records as JSONL (the inverse of load_records)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            obj = {"key": r.key, "value": r.value} if r.value is not None else {"key": r.key, "value_ids": list(r.value_ids or ())}
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")

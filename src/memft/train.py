@@ -1,0 +1,121 @@
+"""The training loop: one optimizer step per batch of records, stopping as soon as every record is certified."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from memft import objectives
+from memft.batching import Batch
+from memft.config import TrainConfig
+from memft.encoding import Encoded
+from memft.evaluate import teacher_forced, token_table
+from memft.forward import Runner
+
+
+@dataclass
+class TrainResult:
+    steps: int  # optimizer updates made
+    certified_at: int | None  # step at which every record was certified (None: never)
+    loss_init: float  # mean target-token loss before training
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+
+
+def step_batches(n: int, batch_size: int, seed: int) -> Callable[[], list[int]]:
+    """Yields the record indices of each step: all of them (full batch) or seeded reshuffled epochs."""
+    if batch_size >= n:
+        return lambda: list(range(n))
+    rng = random.Random(seed)
+    queue: list[int] = []
+
+    def nxt() -> list[int]:
+        nonlocal queue
+        if not queue:
+            queue = list(range(n))
+            rng.shuffle(queue)
+        take, queue = queue[:batch_size], queue[batch_size:]
+        return take
+
+    return nxt
+
+
+def train(
+    model: Any,
+    items: Sequence[Encoded],
+    pad_id: int,
+    cfg: TrainConfig,
+    start_layer: int,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train the adapter of `model` (a PEFT model) on `items` until certified or cfg.max_steps updates."""
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    objective = objectives.get(cfg.method)
+    runner = Runner(model, items, pad_id, start=start_layer, cache=True)
+    n = len(items)
+    full_batch = cfg.batch_size >= n
+    next_batch = step_batches(n, cfg.batch_size, cfg.seed)
+    # Per-record "last seen certified"; exact for full batch, at most one epoch stale otherwise (then confirmed).
+    stats0 = teacher_forced(runner, cfg.batch_size)
+    ok = {i: all(st.correct) for i, st in stats0.items()}
+    losses0 = [x for st in stats0.values() for x in st.loss]
+    loss_init = sum(losses0) / len(losses0)
+    state: dict[str, Any] = {}
+    history: list[dict[str, float]] = []
+    certified_at = None
+    step = 0
+    while True:
+        idx = next_batch()
+        logits, batch = runner.logits(idx)  # [N, V]
+        tab = token_table(logits, batch)
+        seen = {k: v.detach() for k, v in tab.items()}
+        for i, good in zip(idx, _per_record_all(tab["correct"], batch)):
+            ok[i] = good
+        row = {
+            "step": step,
+            "loss": float(seen["loss"].mean()),
+            "certified": sum(ok.values()) / n,
+            "stubborn": int((seen["prob"] <= 0.5).sum()),
+            "min_prob": float(seen["prob"].min()),
+            "seconds": time.perf_counter() - t0,
+        }
+        if all(ok.values()) and (full_batch or _confirm(runner, ok, cfg.batch_size)):
+            certified_at = step  # these parameters certify every record: stop before changing them
+        if certified_at is not None or step >= cfg.max_steps:
+            history.append(row)
+            break
+        tokens = objectives.Tokens(loss=tab["loss"], correct=tab["correct"], record=torch.tensor(idx, device=batch.rows.device)[batch.rows], offset=batch.offset)
+        loss, ostats = objective(tokens, state, **cfg.method_options)
+        row.update(ostats)
+        history.append(row)
+        if on_step:
+            on_step(row)
+        if loss is not None:  # None: the objective has nothing to learn from this batch
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        step += 1
+    if on_step:
+        on_step(history[-1])
+    return TrainResult(steps=step, certified_at=certified_at, loss_init=loss_init, seconds=time.perf_counter() - t0, history=history)
+
+
+def _per_record_all(correct: torch.Tensor, batch: Batch) -> list[bool]:
+    return [bool(c.all()) for c in correct.split(batch.lengths.tolist())]
+
+
+def _confirm(runner: Runner, ok: dict[int, bool], batch_size: int) -> bool:
+    """Mini-batch mode: re-check every record with the current parameters before declaring success."""
+    fresh = teacher_forced(runner, batch_size)
+    for i, st in fresh.items():
+        ok[i] = all(st.correct)
+    return all(ok.values())
+
