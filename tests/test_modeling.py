@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from memft.errors import ModelError
+from memft.modeling import load_base, resolve_dtype, tiny_random
+
+
+def test_tiny_random_is_deterministic_by_seed():
+    a, _ = tiny_random(seed=1)
+    b, _ = tiny_random(seed=1)
+    c, _ = tiny_random(seed=2)
+    wa, wb, wc = (m.model.layers[0].mlp.up_proj.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_base_is_frozen_and_tokenizer_has_eos():
+    b = load_base("tiny-random", device="cpu", dtype="fp32")
+    assert not any(p.requires_grad for p in b.model.parameters())
+    assert b.tokenizer.eos_token_id is not None and b.dtype == "fp32" and b.device == "cpu"
+
+
+def test_bf16_base():
+    b = load_base("tiny-random", device="cpu", dtype="bf16")
+    assert next(b.model.parameters()).dtype == torch.bfloat16
+    assert resolve_dtype("auto", "cpu") == "fp32"
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [("no-such-model", "unknown model"), ("/nonexistent/model.gguf", "not found"), ("memft-test/not-a-real-model", "not in the local Hugging Face cache")],
+)
+def test_model_errors(spec, needle):
+    with pytest.raises(ModelError, match=needle):
+        load_base(spec, device="cpu")

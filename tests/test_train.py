@@ -1,0 +1,53 @@
+import torch
+
+from memft import adapters
+from memft.bench.phonebook import phonebook
+from memft.config import LoraSettings, TrainConfig
+from memft.encoding import encode_all
+from memft.evaluate import teacher_forced
+from memft.forward import Runner
+from memft.train import step_batches, train
+
+
+def _run(tiny, cfg, n=6, lora=None):
+    items = encode_all(phonebook(n, seed=5), tiny.tokenizer)
+    model, place = adapters.attach(tiny.model, lora or LoraSettings(rank=8, layers=(2,)), seed=cfg.seed)
+    res = train(model, items, tiny.tokenizer.pad_token_id, cfg, min(place["layers"]))
+    return model, items, res
+
+
+def test_stops_at_certification_and_params_certify(tiny):
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=200))
+    assert res.certified_at is not None and res.steps == res.certified_at
+    assert res.history[-1]["certified"] == 1.0 and len(res.history) == res.steps + 1
+    stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
+    assert all(all(s.correct) for s in stats.values())
+    assert res.loss_init > res.history[-1]["loss"]
+
+
+def test_deterministic_for_a_seed(tiny):
+    from memft.modeling import load_base
+
+    _, _, a = _run(tiny, TrainConfig(lr=2e-2, max_steps=15, seed=3))
+    _, _, b = _run(load_base("tiny-random", device="cpu", dtype="fp32"), TrainConfig(lr=2e-2, max_steps=15, seed=3))
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+def test_max_steps_zero_makes_no_update(tiny):
+    model, _, res = _run(tiny, TrainConfig(max_steps=0))
+    assert res.steps == 0 and res.certified_at is None
+    assert all(torch.count_nonzero(p) == 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_minibatch_mode_certifies_all_records(tiny):
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=400, batch_size=3), n=9)
+    assert res.certified_at is not None
+    stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
+    assert all(all(s.correct) for s in stats.values())
+
+
+def test_step_batches_cover_each_epoch():
+    nxt = step_batches(7, 3, seed=1)
+    epoch = nxt() + nxt() + nxt()
+    assert sorted(epoch) == list(range(7))
+    assert step_batches(4, 10, seed=0)() == [0, 1, 2, 3]
