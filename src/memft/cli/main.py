@@ -177,10 +177,24 @@ def demo(
     render.console.print(render.records_table(ver.reports, limit=records))
     render.console.print(render.summary_table(ver.summary, title=f"verified by greedy generation ({ver.dtype})"))
     render.console.print(
-        f"steps {res.meta['train']['steps']}  (certified at step {res.meta['train']['certified_at']}), "
-        f"total {time.perf_counter() - t0:.1f} s.  Try: memft recall {out} {recs[0].key!r}"
+        f"steps {res.meta['train']['steps']} (certified at step {res.meta['train']['certified_at']}), "
+        f"training {res.meta['train']['seconds']:.1f} s, total {time.perf_counter() - t0:.1f} s, "
+        f"peak memory {peak_memory_mib():.0f} MiB.  Try: memft recall {out} {recs[0].key!r}"
     )
     raise typer.Exit(0 if ver.summary["exact_match"] == 1.0 else 1)
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process (Linux/macOS), plus the CUDA allocator's peak when on a GPU."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mib = rss / 1024 if sys.platform != "darwin" else rss / 2**20
+    if torch.cuda.is_available():
+        mib += torch.cuda.max_memory_allocated() / 2**20
+    return mib
 
 
 def main() -> None:
