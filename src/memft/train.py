@@ -93,6 +93,7 @@ def train(
             history.append(row)
             break
         tokens = objectives.Tokens(loss=tab["loss"], correct=tab["correct"], record=torch.tensor(idx, device=batch.rows.device)[batch.rows], offset=batch.offset)
+        state.update(step=step, max_steps=cfg.max_steps, n_records=n)  # what schedules (curricula) may read
         loss, ostats = objective(tokens, state, **cfg.method_options)
         row.update(ostats)
         history.append(row)
