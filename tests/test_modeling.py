@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from memft.errors import ModelError
-from memft.modeling import load_base, resolve_dtype, tiny_random
+from memft.modeling import cpu_has_fast_bf16, load_base, resolve_dtype, tiny_random
 
 
 def test_tiny_random_is_deterministic_by_seed():
@@ -22,7 +22,8 @@ def test_base_is_frozen_and_tokenizer_has_eos():
 def test_bf16_base():
     b = load_base("tiny-random", device="cpu", dtype="bf16")
     assert next(b.model.parameters()).dtype == torch.bfloat16
-    assert resolve_dtype("auto", "cpu") == "fp32"
+    assert resolve_dtype("fp32", "cpu") == "fp32"
+    assert resolve_dtype("auto", "cpu") == ("bf16" if cpu_has_fast_bf16() else "fp32")
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ class RecordsError(MemftError):
     """A records file is missing, malformed or inconsistent."""
 
 
-class ConfigError(MemftError):
+class ConfigError(MemftError, ValueError):
     """An option or combination of options is impossible."""
 
 

@@ -1,0 +1,123 @@
+"""Long-context stress test: one prompt -> one target of exactly ℓ tokens, natural text with a fraction ρ made random.
+
+The target is a window of `length` consecutive tokens of a natural text; then round(ρ·ℓ) of its positions are
+replaced by random non-special vocabulary tokens. ρ = 0 is plain text, ρ = 1 pure random tokens. Targets are token
+ids (`Record.value_ids`), since random tokens do not survive a decode -> encode round trip.
+
+Default text: CPython's `pydoc_data.topics` (the English documentation topics, shipped with every Python), so no
+download is needed; it changes between Python versions, so pass `text` to pin the source exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from pathlib import Path
+from typing import Any
+
+from memft.errors import ConfigError
+from memft.records import Record, load_records
+
+DEFAULT_PROMPT = "Please output the content of the memory stored in this adapter."
+
+
+def default_text() -> str:
+    """The documentation topics of this Python's `pydoc_data.topics`, joined in sorted key order."""
+    from pydoc_data.topics import topics
+
+    return "\n".join(topics[k] for k in sorted(topics))
+
+
+def text_ids(text: str, tokenizer: Any, source: str = "text") -> list[int]:
+    """`text` tokenized as a value is (add_special_tokens=False); special tokens inside it are an error.
+
+    A special token in a target (say a literal "<|im_end|>" that the tokenizer reads as eos) would end recall early.
+    """
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    special = set(tokenizer.all_special_ids)
+    bad = sorted({i for i in ids if i in special})
+    if bad:
+        names = ", ".join(repr(t) for t in tokenizer.convert_ids_to_tokens(bad))
+        raise ConfigError(f"{source}: contains {names}, which this tokenizer reads as special tokens; remove them from the text")
+    return ids
+
+
+def stress_with_positions(
+    length: int,
+    ratio: float,
+    tokenizer: Any,
+    seed: int = 0,
+    text: str | None = None,
+    prompt: str = DEFAULT_PROMPT,
+) -> tuple[Record, list[int]]:
+    """The stress record (see `stress`) and the sorted positions in [0, length) whose tokens were replaced."""
+    if length <= 0:
+        raise ConfigError(f"stress: length must be a positive number of tokens, got {length}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ConfigError(f"stress: ratio is the fraction of tokens made random, in [0, 1]; got {ratio}")
+    if not prompt:
+        raise ConfigError("stress: the prompt is empty; give a non-empty key prompt")
+    source = "the pydoc_data.topics text" if text is None else "the given text"
+    ids = text_ids(default_text() if text is None else text, tokenizer, source)
+    if len(ids) < length:
+        raise ConfigError(f"stress: {source} is {len(ids)} tokens long, shorter than length={length}; give a longer text")
+
+    rng = random.Random(seed)
+    # Draw order matters: the window first, then one full permutation of positions, then one token per position in
+    # permutation order. So, for one seed, every ρ shares the same text window, and the replaced positions and
+    # their tokens at a smaller ρ are a subset of those at a larger ρ (nested noise levels).
+    start = rng.randrange(len(ids) - length + 1)
+    window = ids[start : start + length]
+    order = list(range(length))
+    rng.shuffle(order)
+    positions = order[: round(ratio * length)]
+    vocab = sorted(set(range(len(tokenizer))) - set(tokenizer.all_special_ids))  # non-special ids, ascending
+    if len(vocab) < 2:
+        raise ConfigError("stress: the tokenizer has fewer than two non-special tokens to draw random tokens from")
+    target = list(window)
+    for p in positions:
+        # Uniform over the non-special tokens other than the original, so every replaced position really changes
+        # and the fraction of changed tokens is exactly round(ρ·ℓ)/ℓ. (The original is non-special: text_ids.)
+        j = rng.randrange(len(vocab) - 1)
+        if j >= bisect.bisect_left(vocab, window[p]):
+            j += 1
+        target[p] = vocab[j]
+    return Record(key=prompt, value_ids=tuple(target)), sorted(positions)
+
+
+def stress(
+    length: int,
+    ratio: float,
+    tokenizer: Any,
+    seed: int = 0,
+    text: str | None = None,
+    prompt: str = DEFAULT_PROMPT,
+) -> Record:
+    """One record: `prompt` -> `length` token ids of natural text with round(ratio·length) positions made random.
+
+    The text window starts at a seeded token offset of the tokenized `text` (default: `default_text()`); the
+    replaced positions are drawn uniformly without replacement, each given a uniformly random non-special token
+    that differs from the original.
+
+    >>> from memft.modeling import tiny_tokenizer
+    >>> r = stress(8, 0.0, tiny_tokenizer(), text="hello stress test")
+    >>> len(r.value_ids), tiny_tokenizer().decode(list(r.value_ids)) in "hello stress test"
+    (8, True)
+    """
+    return stress_with_positions(length, ratio, tokenizer, seed, text, prompt)[0]
+
+
+def load_paper_stress(path: str | Path, tokenizer: Any, length: int | None = None) -> Record:
+    """The paper's long-context file (`question`/`matching` JSON, first line) as question -> first `length` tokens.
+
+    `matching` is tokenized with `tokenizer` (add_special_tokens=False); `length=None` keeps all its tokens.
+    """
+    first = load_records(path)[0]
+    ids = list(first.value_ids) if first.value_ids is not None else text_ids(first.value or "", tokenizer, str(path))
+    if length is not None:
+        if length <= 0:
+            raise ConfigError(f"load_paper_stress: length must be a positive number of tokens, got {length}")
+        if length > len(ids):
+            raise ConfigError(f"{path}: the target is {len(ids)} tokens with this tokenizer, fewer than length={length}")
+        ids = ids[:length]
+    return Record(key=first.key, value_ids=tuple(ids))

@@ -1,0 +1,37 @@
+from memft import api
+from memft.bench.phonebook import phonebook
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+from memft.encoding import encode_all
+from memft.evaluate import teacher_forced
+from memft.forward import Runner
+
+
+def test_write_then_verify_in_other_precision_reports_it(tmp_path):
+    recs = phonebook(12, seed=4)
+    res = api.write(recs, tmp_path / "ad", model="tiny-random", lora=LoraSettings(rank=8, preset="all"),
+                    train=TrainConfig(lr=2e-2, max_steps=300), runtime=RuntimeConfig(device="cpu", dtype="fp32"))
+    assert res.all_certified and res.meta["certification"]["dtype"] == "fp32"
+    same = api.verify(tmp_path / "ad", recs, device="cpu")
+    assert same.dtype == "fp32" and same.notes == [] and same.summary["certified"] == 1.0
+    other = api.verify(tmp_path / "ad", recs, device="cpu", dtype="bf16")
+    assert other.dtype == "bf16" and other.certified_dtype == "fp32"
+    assert len(other.notes) == 1 and "certified in fp32" in other.notes[0]
+    # The bf16 verdicts are computed in bf16, not copied from write time: check against a direct bf16 pass.
+    ld = api.load_adapter(tmp_path / "ad", device="cpu", dtype="bf16")
+    items = encode_all(recs, ld.tokenizer)
+    stats = teacher_forced(Runner(ld.model, items, ld.tokenizer.pad_token_id))
+    assert [r.certified for r in other.reports] == [all(stats[i].correct) for i in range(len(items))]
+    assert [r.min_prob for r in other.reports] != [r.min_prob for r in same.reports]  # precision changes the numbers
+
+
+def test_write_reuses_a_loaded_base_and_restores_it(tmp_path):
+    from memft.modeling import load_base
+
+    base = load_base("tiny-random", device="cpu")
+    before = {n: p.clone() for n, p in base.model.named_parameters()}
+    recs = phonebook(3, seed=0)
+    a = api.write(recs, tmp_path / "a", base=base, lora=LoraSettings(rank=4), train=TrainConfig(lr=2e-2, max_steps=100))
+    b = api.write(recs, tmp_path / "b", base=base, lora=LoraSettings(rank=4), train=TrainConfig(lr=2e-2, max_steps=100))
+    assert a.meta["train"]["steps"] == b.meta["train"]["steps"]  # the second run started from the same clean base
+    after = dict(base.model.named_parameters())
+    assert set(after) == set(before) and all((after[n] == before[n]).all() for n in before)
