@@ -48,6 +48,39 @@ class VerifyResult:
         }
 
 
+@dataclass
+class Fit:
+    """An adapter trained in memory (not saved): the PEFT model, its records' reports and the training result."""
+
+    model: Any
+    placement: dict[str, Any]
+    reports: list[RecordReport]
+    summary: dict[str, Any]
+    train: Any  # memft.train.TrainResult
+    value_tokens: int
+    max_target_tokens: int
+
+
+def fit(
+    records: Sequence[Record],
+    base: Base,
+    lora: LoraSettings,
+    train: TrainConfig,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+    generate: str = "uncertified",
+) -> Fit:
+    """Attach a fresh adapter to `base`, train it on `records`, evaluate every record. Call `fit.model.unload()`
+    to give the base back without LoRA layers."""
+    from memft.evaluate import evaluate
+    from memft.train import train as train_loop
+
+    items = encode_all(records, base.tokenizer, train.template)
+    peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
+    res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
+    reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size)
+    return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
+
+
 def write(
     records: Sequence[Record],
     out: str | Path,
@@ -63,26 +96,20 @@ def write(
     The adapter is saved in either case; `result.all_certified` says whether every record is recalled exactly.
     Pass a loaded `base` to reuse it across writes (its weights are restored afterwards).
     """
-    from memft.evaluate import evaluate
-    from memft.train import train as train_loop
-
     lora, train, runtime = lora or LoraSettings(), train or TrainConfig(), runtime or RuntimeConfig()
     out = Path(out)
     adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
     own_base = base is None
     base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
-    items = encode_all(records, base.tokenizer, train.template)
-    peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
+    f = fit(records, base, lora, train, on_step)
     try:
-        res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
-        reports = evaluate(peft_model, base.tokenizer, items, generate="uncertified", batch_size=train.batch_size)
-        summary = summarize(reports)
+        res, summary, reports = f.train, f.summary, f.reports
         meta = {
             "memft_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "base": {"spec": base.spec, "dtype": base.dtype, "device": base.device},
             "template": train.template,
-            "lora": {**to_json(lora), **placement},
+            "lora": {**to_json(lora), **f.placement},
             "train": {
                 **to_json(train),
                 "steps": res.steps,
@@ -94,8 +121,8 @@ def write(
             "records": {
                 "count": len(records),
                 "hash": records_hash(records),
-                "value_tokens": sum(e.n_value for e in items),
-                "max_target_tokens": max(len(e.targets) for e in items),
+                "value_tokens": f.value_tokens,
+                "max_target_tokens": f.max_target_tokens,
                 "digests": sorted(r.digest() for r in records),
             },
             "certification": {
@@ -107,10 +134,10 @@ def write(
                 "failed_keys": [r.key for r in reports if not r.certified],
             },
         }
-        adapters.save(peft_model, out, meta)
+        adapters.save(f.model, out, meta)
     finally:
         if not own_base:
-            peft_model.unload()  # give the caller its base back without LoRA layers
+            f.model.unload()  # give the caller its base back without LoRA layers
     return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
 
 

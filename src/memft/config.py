@@ -81,10 +81,12 @@ class TrainConfig:
             problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
         if self.weight_decay < 0:
             problems.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        from memft.objectives import OBJECTIVES  # local: objectives import torch lazily too
+        from memft.objectives import OBJECTIVES, option_problems
 
         if self.method not in OBJECTIVES:
             problems.append(f"--method must be one of {', '.join(OBJECTIVES)}, got {self.method!r}")
+        else:
+            problems += option_problems(self.method, self.method_options)
         _check(problems)
 
 
