@@ -57,7 +57,8 @@ def plain_step_fn(base, items, peft_model, lr):
     b = collate(items, base.tokenizer.pad_token_id).to(base.device)
     labels = torch.full_like(b.input_ids, -100)
     labels[b.rows, b.cols + 1] = b.targets  # HF shifts labels by one inside the loss
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+    # weight_decay=0 as in memft's TrainConfig (torch's AdamW default is 0.01): same math, only the implementation differs.
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
 
     def step():
         out = peft_model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=labels)
@@ -74,7 +75,7 @@ def memft_step_fn(base, items, peft_model, start, lr):
     runner = Runner(peft_model, items, base.tokenizer.pad_token_id, start=start, cache=True)
     idx = list(range(len(items)))
     runner.logits(idx)  # fills the prefix cache (done once per record set; timed separately)
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
 
     def step():
         logits, b = runner.logits(idx)

@@ -76,8 +76,12 @@ def fit(
 
     items = encode_all(records, base.tokenizer, train.template)
     peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
-    res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
-    reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size)
+    try:
+        res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
+        reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size)
+    except BaseException:
+        peft_model.unload()  # never leave LoRA layers in a base the caller may reuse
+        raise
     return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
 
 

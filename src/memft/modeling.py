@@ -101,15 +101,16 @@ def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", s
             raise ModelError(f"GGUF file {spec} not found; give the path of an existing .gguf file")
         model, tok = _load_folder(_gguf_cache_dir(Path(spec)), dtype)
     elif Path(spec).is_dir():
-        model, tok = _load_folder(Path(spec), dtype)
+        model, tok = _load_folder(Path(spec), dtype, _device_map(device))
     elif "/" in spec and not spec.startswith((".", "/")):
-        model, tok = _load_hub(spec, dtype)
+        model, tok = _load_hub(spec, dtype, _device_map(device))
     else:
         raise ModelError(
             f"unknown model {spec!r}: use {EMBEDDED} (embedded), {TINY}, a local model folder, a .gguf file, "
             "or a Hugging Face hub id like Qwen/Qwen3-0.6B"
         )
-    model.to(device=device, dtype=torch_dtype(dtype))
+    if getattr(model, "hf_device_map", None) is None:  # a model sharded by device_map is already placed
+        model.to(device=device, dtype=torch_dtype(dtype))
     model.eval()
     model.requires_grad_(False)
     if tok.pad_token_id is None:
@@ -131,21 +132,28 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _load_folder(path: Path, dtype: str) -> tuple[Any, Any]:
+def _device_map(device: str) -> str | None:
+    """Shard across GPUs (accelerate's device_map="auto") only when there are several; one device needs no map."""
+    import torch
+
+    return "auto" if device == "cuda" and torch.cuda.device_count() > 1 else None
+
+
+def _load_folder(path: Path, dtype: str, device_map: str | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), local_files_only=True, device_map=device_map)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load a causal LM from {path}: {str(e).splitlines()[0]}") from None
     return model, tok
 
 
-def _load_hub(model_id: str, dtype: str) -> tuple[Any, Any]:
+def _load_hub(model_id: str, dtype: str, device_map: str | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kw = {"dtype": torch_dtype(dtype)}
+    kw = {"dtype": torch_dtype(dtype), "device_map": device_map}
     try:  # the local HF cache first: no network unless it is missing
         return AutoModelForCausalLM.from_pretrained(model_id, local_files_only=True, **kw), AutoTokenizer.from_pretrained(
             model_id, local_files_only=True

@@ -64,7 +64,8 @@ def write(
     preset: Annotated[str, typer.Option(help="probe (MLP of one layer at ~2/3 depth) | all (every linear layer).")] = "probe",
     layers: Annotated[Optional[str], typer.Option(help="Decoder layers to adapt, e.g. 20 or 18,19,20.")] = None,
     target_modules: Annotated[Optional[str], typer.Option(help="Module names to adapt, e.g. gate_proj,up_proj,down_proj.")] = None,
-    method: Annotated[str, typer.Option(help="Training objective (sft).")] = "sft",
+    method: Annotated[str, typer.Option(help="Training objective: sft, memft-ot, memft-ot-margin, memft-sw, memft-sw-curriculum, focal.")] = "sft",
+    method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, e.g. '{\"threshold\": 0.6}'.")] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
     max_steps: Annotated[int, typer.Option(help="Most optimizer steps; training stops earlier once all records certify.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Records per step (>= record count: full batch).")] = 64,
@@ -82,7 +83,8 @@ def write(
     from memft.records import load_records
 
     lora = LoraSettings(rank=rank, alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
-    train = TrainConfig(method=method, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, template=template)
+    train = TrainConfig(method=method, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, template=template,
+                        method_options=experiments._method_options(method_options))
     runtime = RuntimeConfig(device=device, dtype=dtype)
     recs = load_records(records)
     with render.training_progress(max_steps, enabled=not quiet) as on_step:
@@ -182,6 +184,12 @@ def demo(
         f"peak memory {peak_memory_mib():.0f} MiB.  Try: memft recall {out} {recs[0].key!r}"
     )
     raise typer.Exit(0 if ver.summary["exact_match"] == 1.0 else 1)
+
+
+from memft.cli import experiments  # noqa: E402 - registered below; imports no torch
+
+app.command()(experiments.compare)
+app.command()(experiments.bench)
 
 
 def peak_memory_mib() -> float:

@@ -68,3 +68,43 @@ def training_progress(max_steps: int, enabled: bool = True) -> Iterator[Any]:
             prog.update(task, completed=row["step"], loss=row["loss"], cert=row["certified"], stub=int(row["stubborn"]), minp=row["min_prob"])
 
         yield on_step
+
+
+def _cell(metric: str, v: Any) -> str:
+    if v is None:
+        return "—"
+    if metric in ("exact_match", "token_accuracy", "token_accuracy_tf", "certified", "heldout_exact_match", "heldout_token_accuracy", "p_above_half"):
+        return f"{100 * v:.1f}"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def method_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
+    """One line per (method, rank), the columns of the paper's method comparison."""
+    t = Table(title=title)
+    for col in ("method", "rank", "token acc %", "exact %", "certified %", "steps to certify", "seconds", "final loss"):
+        t.add_column(col, justify="right" if col not in ("method",) else "left")
+    for r in sorted(rows, key=lambda r: (r["method"], r["rank"])):
+        t.add_row(
+            r["method"], str(r["rank"]), _cell("token_accuracy", r["token_accuracy"]), _cell("exact_match", r["exact_match"]),
+            _cell("certified", r["certified"]), _cell("", r["steps_to_certify"]), f"{r['seconds']:.1f}", f"{r['loss_final']:.4f}",
+        )
+    return t
+
+
+def pivot_table(rows: Sequence[dict[str, Any]], metric: str, title: str = "") -> Table:
+    """Paper layout: one line per (method, ρ, ℓ), one column per rank; cells are `metric` (percent for fractions)."""
+    ranks = sorted({r["rank"] for r in rows})
+    t = Table(title=title)
+    t.add_column("method")
+    t.add_column("ρ", justify="right")
+    t.add_column("ℓ", justify="right")
+    for rk in ranks:
+        t.add_column(f"r={rk}", justify="right")
+    lines: dict[tuple, dict[int, Any]] = {}
+    for r in rows:
+        lines.setdefault((r["method"], r.get("ratio"), r["length"]), {})[r["rank"]] = r.get(metric)
+    for (m, rho, ln), cells in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
+        t.add_row(m, "—" if rho is None else f"{100 * rho:g}%", str(ln), *(_cell(metric, cells.get(rk)) for rk in ranks))
+    return t

@@ -1,0 +1,79 @@
+"""MemFT vs SFT on the embedded model, equal step budgets: a phone book and one long random-token sequence.
+
+    python benchmarks/bench_methods.py [--model smollm2-135m] [--out benchmarks/results/methods]
+
+Writes methods.json ({"command", "machine", "rows"}), methods.csv and methods.md (tables + what they show is
+written by hand in benchmarks/README.md, from these numbers). Every (method, rank) starts from the same seed,
+hence the same initial adapter and data; training stops at certification or at the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from memft.bench.phonebook import phonebook
+from memft.bench.stress import stress
+from memft.cli.render import _cell
+from memft.config import LoraSettings, TrainConfig
+from memft.modeling import load_base
+from memft.runs import rows_to_csv, run_point
+
+METHODS = ("sft", "memft-ot", "memft-ot-margin", "memft-sw")
+RANKS = (1, 2, 4, 8)
+
+
+def markdown(rows: list[dict], dataset: str) -> str:
+    head = "| method | rank | token acc % | exact % | certified % | every p > 0.5 % | steps to certify | seconds | final loss |\n"
+    head += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    body = "".join(
+        f"| {r['method']} | {r['rank']} | {_cell('token_accuracy', r['token_accuracy'])} | {_cell('exact_match', r['exact_match'])} | "
+        f"{_cell('certified', r['certified'])} | {_cell('p_above_half', r['p_above_half'])} | {_cell('', r['steps_to_certify'])} | "
+        f"{r['seconds']:.1f} | {r['loss_final']:.4f} |\n"
+        for r in rows if r["dataset"] == dataset
+    )
+    return head + body
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "methods")
+    p.add_argument("--records", type=int, default=50)
+    p.add_argument("--random-length", type=int, default=128)
+    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--dtype", default="auto")
+    a = p.parse_args()
+    base = load_base(a.model, dtype=a.dtype)
+    data = {
+        f"phonebook-{a.records}": phonebook(a.records, seed=0),
+        f"random-{a.random_length}": [stress(a.random_length, 1.0, base.tokenizer, seed=0)],
+    }
+    rows = []
+    for name, recs in data.items():
+        for rank in RANKS:
+            for method in METHODS:
+                row = run_point(recs, base, LoraSettings(rank=rank), TrainConfig(method=method, lr=a.lr, max_steps=a.max_steps),
+                                extra={"benchmark": "methods", "dataset": name})
+                rows.append(row)
+                print(f"{name} {method} r={rank}: exact {row['exact_match']:.3f} steps {row['steps_to_certify']} {row['seconds']:.1f}s", flush=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    meta = {"command": "python " + " ".join(sys.argv), "machine": {"platform": platform.platform(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}, "model": a.model, "dtype": base.dtype, "max_steps": a.max_steps, "lr": a.lr}
+    (a.out / "methods.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    rows_to_csv(rows, a.out / "methods.csv")
+    md = f"Command: `{meta['command']}` · model {a.model} ({base.dtype}) · budget {a.max_steps} steps · lr {a.lr}\n\n"
+    for name in data:
+        md += f"### {name}\n\n{markdown(rows, name)}\n"
+    (a.out / "methods.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

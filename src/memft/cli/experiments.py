@@ -1,0 +1,192 @@
+"""`memft compare` and `memft bench`: grids of experiment points over one loaded base (see memft.runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from memft.errors import ConfigError
+
+BENCHMARKS = ("phonebook", "stress", "rule")
+
+
+def _list(text: str, cast: Any, option: str) -> list[Any]:
+    try:
+        out = [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give a comma-separated list like 1,2,4") from None
+    if not out:
+        raise ConfigError(f"{option} is empty")
+    return out
+
+
+def _method_options(text: Optional[str]) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--method-options is not JSON ({e.msg}); give e.g. '{{\"threshold\": 0.6}}'") from None
+    if not isinstance(opts, dict):
+        raise ConfigError("--method-options must be a JSON object, e.g. '{\"threshold\": 0.6}'")
+    return opts
+
+
+def _grid(points: list[dict[str, Any]], base: Any, run: Any, quiet: bool) -> list[dict[str, Any]]:
+    """Run every point with an overall progress bar and a bar for the current run."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from memft.cli.render import console
+
+    rows = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet) as prog:
+        overall = prog.add_task("runs", total=len(points))
+        for p in points:
+            cur = prog.add_task(f"  {p['label']}", total=p["train"].max_steps)
+            rows.append(run(p, lambda row, cur=cur: prog.update(cur, completed=row["step"])))
+            prog.remove_task(cur)
+            prog.advance(overall)
+    return rows
+
+
+def _save(rows: list[dict[str, Any]], json_out: Optional[Path], csv_out: Optional[Path], command: str) -> None:
+    from memft.runs import rows_to_csv
+
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"command": command, "rows": rows}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if csv_out:
+        rows_to_csv(rows, csv_out)
+
+
+Model = Annotated[str, typer.Option("--model", help="Base model (see `memft write --help`).")]
+
+
+def compare(
+    records: Annotated[Path, typer.Argument(help="JSONL records to write with every method.")],
+    methods: Annotated[str, typer.Option(help="Comma-separated objectives.")] = "sft,memft-ot,memft-sw",
+    ranks: Annotated[str, typer.Option(help="Comma-separated LoRA ranks.")] = "1,2,4",
+    model: Model = "smollm2-135m",
+    preset: Annotated[str, typer.Option(help="probe | all")] = "probe",
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
+    max_steps: Annotated[int, typer.Option(help="Step budget per run (equal for every method).")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Records per step.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed: same adapter init and batch order for every method.")] = 0,
+    method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, for every method that has them.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} here.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
+) -> None:
+    """Train each method at each rank from the same seed and initial adapter; print the paper-style table."""
+    import sys
+
+    from memft.cli.render import console, method_table
+    from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+    from memft.modeling import load_base
+    from memft.records import load_records
+    from memft.runs import run_point
+
+    ms, rs = _list(methods, str, "--methods"), _list(ranks, int, "--ranks")
+    opts = _method_options(method_options)
+    loras = [LoraSettings(rank=r, preset=preset) for r in rs]
+    for m in ms:
+        TrainConfig(method=m)  # unknown method names fail here, before any option logic
+    # Each method takes the options it knows (validated by TrainConfig); an option no method knows is an error.
+    trains = {
+        m: TrainConfig(method=m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed,
+                       method_options={k: v for k, v in opts.items() if k in _option_names(m)})
+        for m in ms
+    }
+    unused = set(opts) - {k for m in ms for k in _option_names(m)}
+    if unused:
+        raise ConfigError(f"--method-options {', '.join(sorted(unused))}: not an option of any of {', '.join(ms)}")
+    runtime = RuntimeConfig(device=device, dtype=dtype)
+    recs = load_records(records)
+    base = load_base(model, runtime.device, runtime.dtype, seed=seed)
+    points = [{"label": f"{m} r={lo.rank}", "lora": lo, "train": trains[m]} for lo in loras for m in ms]
+    rows = _grid(points, base, lambda p, cb: run_point(recs, base, p["lora"], p["train"], extra={"benchmark": "compare"}, on_step=cb), quiet)
+    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]))
+    if not quiet:
+        console.print(method_table(rows, title=f"{records.name}: {len(recs)} records, {base.spec}, {base.dtype}"))
+
+
+def _option_names(method: str) -> set[str]:
+    import inspect
+
+    from memft.objectives import get
+
+    return {k for k, p in inspect.signature(get(method)).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def bench(
+    benchmark: Annotated[str, typer.Argument(help="phonebook | stress | rule")],
+    model: Model = "smollm2-135m",
+    ranks: Annotated[str, typer.Option(help="Comma-separated LoRA ranks.")] = "1,2,4,8",
+    lengths: Annotated[Optional[str], typer.Option(help="Answer tokens ℓ (phonebook: total over records; stress: the one target). Rule: training pairs.")] = None,
+    ratios: Annotated[str, typer.Option(help="Stress only: fractions ρ of random tokens, e.g. 0,1 (or percent: 0,100).")] = "0,1",
+    methods: Annotated[str, typer.Option(help="Comma-separated objectives.")] = "sft",
+    preset: Annotated[str, typer.Option(help="probe | all")] = "probe",
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
+    max_steps: Annotated[int, typer.Option(help="Step budget per run.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
+    heldout: Annotated[int, typer.Option(help="Rule only: held-out pairs for generalization.")] = 100,
+    text: Annotated[Optional[Path], typer.Option(help="Stress only: UTF-8 text file to build targets from (default: pydoc topics).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} here.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
+) -> None:
+    """Run a benchmark grid (ranks x lengths x ratios x methods) and print the paper-style table."""
+    import sys
+
+    from memft.bench import phonebook, rule, stress
+    from memft.cli.render import console, pivot_table
+    from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+    from memft.modeling import load_base
+    from memft.runs import run_point
+
+    if benchmark not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {benchmark!r}: use one of {', '.join(BENCHMARKS)}")
+    rs, ms = _list(ranks, int, "--ranks"), _list(methods, str, "--methods")
+    default_lengths = {"phonebook": "100,200,400", "stress": "64,128,256", "rule": "50,100"}[benchmark]
+    ls = _list(lengths or default_lengths, int, "--lengths")
+    rhos = [x / 100 if x > 1 else x for x in _list(ratios, float, "--ratios")] if benchmark == "stress" else [None]
+    if any(not 0 <= r <= 1 for r in rhos if r is not None):
+        raise ConfigError(f"--ratios {ratios}: fractions in [0, 1] (or percentages 0..100)")
+    if any(x <= 0 for x in rs + ls):
+        raise ConfigError("--ranks and --lengths must be positive")
+    trains = {m: TrainConfig(method=m, lr=lr, max_steps=max_steps, seed=seed) for m in ms}
+    loras = {r: LoraSettings(rank=r, preset=preset) for r in rs}
+    runtime = RuntimeConfig(device=device, dtype=dtype)
+    source = text.read_text(encoding="utf-8") if text else None
+    base = load_base(model, runtime.device, runtime.dtype, seed=seed)
+    tok = base.tokenizer
+
+    def data(length: int, rho: float | None) -> tuple[list, list | None]:
+        if benchmark == "phonebook":
+            return phonebook.phonebook_by_length(length, tok, seed=seed), None
+        if benchmark == "stress":
+            return [stress.stress(length, rho, tok, seed=seed, text=source)], None
+        return rule.rule_split(length, heldout, seed=seed)
+
+    datasets = {(ln, rho): data(ln, rho) for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
+    points = [
+        {"label": f"{m} r={r} ℓ={ln}" + (f" ρ={rho:g}" if rho is not None else ""), "key": (ln, rho), "lora": loras[r], "train": trains[m], "ratio": rho}
+        for (ln, rho) in datasets for r in rs for m in ms
+    ]
+
+    def run(p: dict[str, Any], cb: Any) -> dict[str, Any]:
+        recs, held = datasets[p["key"]]
+        return run_point(recs, base, p["lora"], p["train"], heldout=held, extra={"benchmark": benchmark, "ratio": p["ratio"]}, on_step=cb)
+
+    rows = _grid(points, base, run, quiet)
+    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]))
+    if not quiet:
+        for metric in ("exact_match", "token_accuracy", "delta_loss") + (("heldout_exact_match",) if benchmark == "rule" else ()):
+            console.print(pivot_table(rows, metric, title=f"{benchmark} · {metric} · {base.spec}"))
