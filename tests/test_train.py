@@ -51,3 +51,12 @@ def test_step_batches_cover_each_epoch():
     epoch = nxt() + nxt() + nxt()
     assert sorted(epoch) == list(range(7))
     assert step_batches(4, 10, seed=0)() == [0, 1, 2, 3]
+
+
+def test_fixed_budget_trains_past_certification_and_records_first_certified_step(tiny):
+    from memft.modeling import load_base
+
+    _, _, early = _run(tiny, TrainConfig(lr=2e-2, max_steps=200))
+    _, _, full = _run(load_base("tiny-random", device="cpu", dtype="fp32"), TrainConfig(lr=2e-2, max_steps=early.steps + 10, stop_when_certified=False))
+    assert full.steps == early.steps + 10 and full.certified_at == early.certified_at
+    assert [h["loss"] for h in full.history[: early.steps + 1]] == [h["loss"] for h in early.history]

@@ -68,6 +68,8 @@ class TrainConfig:
     template: str = "raw"
     weight_decay: float = 0.0
     method_options: dict[str, Any] = field(default_factory=dict)
+    # False: train the whole budget even after certification (law studies measure ΔL at a fixed budget).
+    stop_when_certified: bool = True
 
     def __post_init__(self) -> None:
         problems = []

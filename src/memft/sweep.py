@@ -60,6 +60,7 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0])  # seed of the data and of training
     lr: float = 1e-2
     max_steps: int = 300
+    stop_when_certified: bool = True  # False: a fixed budget for every run (what the law's ΔL is measured at)
     preset: str = "probe"
     dtype: str = "auto"
     device: str = "auto"
@@ -89,6 +90,8 @@ class SweepConfig:
             got = _ints(getattr(self, name), name, problems, low=low, scalar=True)
             if got:
                 setattr(self, name, got[0])
+        if not isinstance(self.stop_when_certified, bool):
+            problems.append(f"stop_when_certified must be true or false, got {self.stop_when_certified!r}")
         for name, allowed in (("preset", PRESETS), ("dtype", DTYPES), ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -168,6 +171,7 @@ class SweepConfig:
                 p = {
                     "model": model, "benchmark": bench, "length": length, "ratio": ratio, "rank": rank,
                     "method": method, "seed": seed, "lr": self.lr, "max_steps": self.max_steps, "preset": self.preset,
+                    "stop_when_certified": self.stop_when_certified,
                     "dtype": self.dtype, "method_options": self.options_for(method),
                     "heldout": self.heldout if bench == "rule" else None,
                     "text_sha256": text_sha if bench == "stress" else None,
@@ -222,7 +226,8 @@ class _Worker:
         base = self._base(p)
         records, held = self._dataset(p, base.tokenizer)
         lora = LoraSettings(rank=p["rank"], preset=p["preset"])
-        train = TrainConfig(method=p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"])
+        train = TrainConfig(method=p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"],
+                            stop_when_certified=p["stop_when_certified"])
         got: dict[str, Any] = {}
 
         def on_fit(f: Any) -> None:

@@ -21,7 +21,7 @@ from memft.forward import Runner
 @dataclass
 class TrainResult:
     steps: int  # optimizer updates made
-    certified_at: int | None  # step at which every record was certified (None: never)
+    certified_at: int | None  # first step at which every record was certified (None: never)
     loss_init: float  # mean target-token loss before training
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)  # one row per step
@@ -87,9 +87,10 @@ def train(
             "min_prob": float(seen["prob"].min()),
             "seconds": time.perf_counter() - t0,
         }
-        if all(ok.values()) and (full_batch or _confirm(runner, ok, cfg.batch_size)):
-            certified_at = step  # these parameters certify every record: stop before changing them
-        if certified_at is not None or step >= cfg.max_steps:
+        certified = all(ok.values()) and (full_batch or _confirm(runner, ok, cfg.batch_size))
+        if certified and certified_at is None:
+            certified_at = step  # the first parameters that certify every record
+        if (certified and cfg.stop_when_certified) or step >= cfg.max_steps:  # stop before changing them
             history.append(row)
             break
         tokens = objectives.Tokens(loss=tab["loss"], correct=tab["correct"], record=torch.tensor(idx, device=batch.rows.device)[batch.rows], offset=batch.offset)

@@ -10,7 +10,6 @@ import typer
 
 from memft.errors import ConfigError
 
-BENCHMARKS = ("phonebook", "stress", "rule")
 
 
 def _list(text: str, cast: Any, option: str) -> list[Any]:
@@ -135,6 +134,7 @@ def bench(
     max_steps: Annotated[int, typer.Option(help="Step budget per run.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
     heldout: Annotated[int, typer.Option(help="Rule only: held-out pairs for generalization.")] = 100,
+    fixed_budget: Annotated[bool, typer.Option(help="Train every run for --max-steps, even after certification (for law fits).")] = False,
     text: Annotated[Optional[Path], typer.Option(help="Stress only: UTF-8 text file to build targets from (default: pydoc topics).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
@@ -145,37 +145,29 @@ def bench(
     """Run a benchmark grid (ranks x lengths x ratios x methods) and print the paper-style table."""
     import sys
 
-    from memft.bench import phonebook, rule, stress
     from memft.cli.render import console, pivot_table
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.modeling import load_base
     from memft.runs import run_point
+    from memft.sweep import DEFAULT_LENGTHS, build_dataset
 
-    if benchmark not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {benchmark!r}: use one of {', '.join(BENCHMARKS)}")
+    if benchmark not in DEFAULT_LENGTHS:
+        raise ConfigError(f"unknown benchmark {benchmark!r}: use one of {', '.join(DEFAULT_LENGTHS)}")
     rs, ms = _list(ranks, int, "--ranks"), _list(methods, str, "--methods")
-    default_lengths = {"phonebook": "100,200,400", "stress": "64,128,256", "rule": "50,100"}[benchmark]
-    ls = _list(lengths or default_lengths, int, "--lengths")
+    ls = _list(lengths, int, "--lengths") if lengths else DEFAULT_LENGTHS[benchmark]
     rhos = [x / 100 if x > 1 else x for x in _list(ratios, float, "--ratios")] if benchmark == "stress" else [None]
     if any(not 0 <= r <= 1 for r in rhos if r is not None):
         raise ConfigError(f"--ratios {ratios}: fractions in [0, 1] (or percentages 0..100)")
     if any(x <= 0 for x in rs + ls):
         raise ConfigError("--ranks and --lengths must be positive")
-    trains = {m: TrainConfig(method=m, lr=lr, max_steps=max_steps, seed=seed) for m in ms}
+    trains = {m: TrainConfig(method=m, lr=lr, max_steps=max_steps, seed=seed, stop_when_certified=not fixed_budget) for m in ms}
     loras = {r: LoraSettings(rank=r, preset=preset) for r in rs}
     runtime = RuntimeConfig(device=device, dtype=dtype)
     source = text.read_text(encoding="utf-8") if text else None
     base = load_base(model, runtime.device, runtime.dtype, seed=seed)
     tok = base.tokenizer
 
-    def data(length: int, rho: float | None) -> tuple[list, list | None]:
-        if benchmark == "phonebook":
-            return phonebook.phonebook_by_length(length, tok, seed=seed), None
-        if benchmark == "stress":
-            return [stress.stress(length, rho, tok, seed=seed, text=source)], None
-        return rule.rule_split(length, heldout, seed=seed)
-
-    datasets = {(ln, rho): data(ln, rho) for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
+    datasets = {(ln, rho): build_dataset(benchmark, ln, rho, tok, seed, heldout, source) for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
     points = [
         {"label": f"{m} r={r} ℓ={ln}" + (f" ρ={rho:g}" if rho is not None else ""), "key": (ln, rho), "lora": loras[r], "train": trains[m], "ratio": rho}
         for (ln, rho) in datasets for r in rs for m in ms
@@ -190,3 +182,32 @@ def bench(
     if not quiet:
         for metric in ("exact_match", "token_accuracy", "delta_loss") + (("heldout_exact_match",) if benchmark == "rule" else ()):
             console.print(pivot_table(rows, metric, title=f"{benchmark} · {metric} · {base.spec}"))
+
+
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Sweep config (YAML): models, benchmarks, ratios, lengths, ranks, methods, seeds, lr, max_steps …")],
+    store: Annotated[Path, typer.Option("--store", help="SQLite results store (created if missing; a rerun resumes).")] = Path("memft-results.db"),
+    backend: Annotated[str, typer.Option(help="local (in this process) | ray (one Ray task per run).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray instance).")] = None,
+    gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs per run (fractions share a GPU).")] = 0.0,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run every point of a sweep into a results store; killed and restarted, it skips finished runs. Exit 1 if any run failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from memft.cli.render import console
+    from memft.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig.from_yaml(config)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet) as prog:
+        overall = prog.add_task("sweep", total=len(cfg.points()))
+        current = prog.add_task("  run", total=cfg.max_steps)
+
+        def on_progress(done: int, total: int, label: Optional[str]) -> None:
+            prog.update(overall, completed=done, total=total)
+            prog.update(current, completed=0, description=f"  {label or 'done'}")
+
+        summary = run_sweep(cfg, store, on_progress=on_progress, backend=backend, address=address, gpus_per_run=gpus_per_run,
+                            on_step=lambda row: prog.update(current, completed=row["step"]))
+    typer.echo(json.dumps({k: v for k, v in summary.items()}, ensure_ascii=False))
+    raise typer.Exit(1 if summary["failed"] else 0)

@@ -190,6 +190,7 @@ from memft.cli import experiments  # noqa: E402 - registered below; imports no t
 
 app.command()(experiments.compare)
 app.command()(experiments.bench)
+app.command()(experiments.sweep)
 
 
 def peak_memory_mib() -> float:
