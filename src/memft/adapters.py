@@ -131,6 +131,13 @@ def save(peft_model: Any, out: Path, meta: dict[str, Any]) -> None:
     write_atomic(Path(out), fill)
 
 
+def update_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Replace memft.json of an existing adapter atomically (temp file + rename)."""
+    tmp = Path(folder) / f".{META}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, Path(folder) / META)
+
+
 def read_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():

@@ -107,41 +107,49 @@ def write(
     base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
     f = fit(records, base, lora, train, on_step)
     try:
-        res, summary, reports = f.train, f.summary, f.reports
-        meta = {
-            "memft_version": __version__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "base": {"spec": base.spec, "dtype": base.dtype, "device": base.device},
-            "template": train.template,
-            "lora": {**to_json(lora), **f.placement},
-            "train": {
-                **to_json(train),
-                "steps": res.steps,
-                "certified_at": res.certified_at,
-                "seconds": round(res.seconds, 3),
-                "loss_init": res.loss_init,
-                "loss_final": summary["loss"],
-            },
-            "records": {
-                "count": len(records),
-                "hash": records_hash(records),
-                "value_tokens": f.value_tokens,
-                "max_target_tokens": f.max_target_tokens,
-                "digests": sorted(r.digest() for r in records),
-            },
-            "certification": {
-                "dtype": base.dtype,
-                "device": base.device,
-                "certified": summary["certified"],
-                "p_above_half": summary["p_above_half"],
-                "min_prob": summary["min_prob"],
-                "failed_keys": [r.key for r in reports if not r.certified],
-            },
-        }
-        adapters.save(f.model, out, meta)
+        result = save_fit(f, records, base, lora, train, out)
     finally:
         if not own_base:
             f.model.unload()  # give the caller its base back without LoRA layers
+    return result
+
+
+def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, train: TrainConfig, out: Path,
+             extra: dict[str, Any] | None = None) -> WriteResult:
+    """Save a trained adapter atomically with its memft.json (what it holds, how it was made and certified)."""
+    res, summary, reports = f.train, f.summary, f.reports
+    meta = {
+        "memft_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "base": {"spec": base.spec, "dtype": base.dtype, "device": base.device},
+        "template": train.template,
+        "lora": {**to_json(lora), **f.placement},
+        "train": {
+            **to_json(train),
+            "steps": res.steps,
+            "certified_at": res.certified_at,
+            "seconds": round(res.seconds, 3),
+            "loss_init": res.loss_init,
+            "loss_final": summary["loss"],
+        },
+        "records": {
+            "count": len(records),
+            "hash": records_hash(records),
+            "value_tokens": f.value_tokens,
+            "max_target_tokens": f.max_target_tokens,
+            "digests": sorted(r.digest() for r in records),
+        },
+        "certification": {
+            "dtype": base.dtype,
+            "device": base.device,
+            "certified": summary["certified"],
+            "p_above_half": summary["p_above_half"],
+            "min_prob": summary["min_prob"],
+            "failed_keys": [r.key for r in reports if not r.certified],
+        },
+        **(extra or {}),
+    }
+    adapters.save(f.model, Path(out), meta)
     return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memft.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
+from memft.plots import ALL_FIGURES, Fit, Row, _num, save, stubborn_failure_spearman
 
 # Keys a law fit may use for its held-out error, first present wins: (key, label, is a fraction).
 HELDOUT_KEYS = (("heldout_mape", "MAPE", True), ("heldout_rmse", "RMSE", False), ("heldout_error", "", False))
@@ -36,14 +36,6 @@ figcaption { color: #555; font-size: .9em; } .muted { color: #777; } .ci { color
 
 def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

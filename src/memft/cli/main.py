@@ -59,7 +59,9 @@ def write(
     records: Annotated[Path, typer.Argument(help="JSONL file: one {\"key\": ..., \"value\": ...} per line.")],
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to create (or replace, if it holds a memft adapter).")],
     model: Model = "smollm2-135m",
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    rank: Annotated[str, typer.Option(help="LoRA rank, or `auto`: the smallest rank that certifies every record (real training runs).")] = "8",
+    max_rank: Annotated[int, typer.Option(help="With --rank auto: the largest rank to try.")] = 256,
+    law: Annotated[Optional[Path], typer.Option(help="With --rank auto: law fit JSON whose planner gives the first rank to try.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default: = rank).")] = None,
     preset: Annotated[str, typer.Option(help="probe (MLP of one layer at ~2/3 depth) | all (every linear layer).")] = "probe",
     layers: Annotated[Optional[str], typer.Option(help="Decoder layers to adapt, e.g. 20 or 18,19,20.")] = None,
@@ -82,13 +84,21 @@ def write(
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.records import load_records
 
-    lora = LoraSettings(rank=rank, alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
+    auto = rank == "auto"
+    if not auto and not rank.lstrip("-").isdigit():
+        raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
+    lora = LoraSettings(rank=1 if auto else int(rank), alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
     train = TrainConfig(method=method, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, template=template,
                         method_options=experiments._method_options(method_options))
     runtime = RuntimeConfig(device=device, dtype=dtype)
     recs = load_records(records)
-    with render.training_progress(max_steps, enabled=not quiet) as on_step:
-        res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=on_step)
+    if auto:
+        res = _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet)
+        if res is None:
+            raise typer.Exit(1)
+    else:
+        with render.training_progress(max_steps, enabled=not quiet) as on_step:
+            res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=on_step)
     report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "per_record": [r.to_json() for r in res.reports]}
     if json_out:
         json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -98,6 +108,30 @@ def write(
             render.console.print(render.records_table(failed))
         render.console.print(render.summary_table(res.summary, title=f"written to {out}"))
     raise typer.Exit(0 if res.all_certified else 1)
+
+
+def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  # noqa: ANN001, ANN202 - CLI glue
+    from memft.cli import render
+    from memft.cli.lawcmd import DEFAULT_LAW, pick_fit
+    from memft.ranksearch import write_auto_rank
+
+    fit = None
+    if law is not None or (model == "smollm2-135m" and DEFAULT_LAW.is_file()):
+        try:  # key -> value records are PhoneBook-like; a file without that setting falls back to Combined
+            fit = pick_fit(law or DEFAULT_LAW, "PhoneBook")
+        except ConfigError:
+            fit = pick_fit(law or DEFAULT_LAW, "Combined")
+
+    def on_try(t: dict) -> None:
+        if not quiet:
+            render.console.print(f"rank {t['rank']}: certified {100 * t['certified']:.1f}% after {t['steps']} steps ({t['seconds']:.1f} s)")
+
+    res, tries = write_auto_rank(recs, out, model, lora, train, runtime, law_fit=fit, max_rank=max_rank, on_try=on_try)
+    if res is None:
+        render.console.print(f"[red]no rank up to {max_rank} certified every record[/red]; tried {[t['rank'] for t in tries]}")
+    else:
+        render.console.print(f"smallest certifying rank: {res.meta['lora']['rank']} (tried {[t['rank'] for t in tries]})")
+    return res
 
 
 @app.command()
@@ -186,11 +220,14 @@ def demo(
     raise typer.Exit(0 if ver.summary["exact_match"] == 1.0 else 1)
 
 
-from memft.cli import experiments  # noqa: E402 - registered below; imports no torch
+from memft.cli import experiments, lawcmd  # noqa: E402 - registered below; imports no torch
 
 app.command()(experiments.compare)
 app.command()(experiments.bench)
 app.command()(experiments.sweep)
+app.add_typer(lawcmd.law_app, name="law")
+app.command()(lawcmd.plan)
+app.command()(lawcmd.report)
 
 
 def peak_memory_mib() -> float:

@@ -1,0 +1,126 @@
+"""`memft law fit`, `memft plan` and `memft report`: reading a results store, fitting the law, planning ranks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from memft.errors import ConfigError
+
+law_app = typer.Typer(help="The Parametric Memory Law: ΔL(r, ℓ) = C·r^α·ℓ^(−β) + b.", no_args_is_help=True)
+DEFAULT_LAW = Path(__file__).resolve().parents[1] / "data" / "law_smollm2-135m.json"
+
+
+def store_rows(path: Path, with_probs: bool = False) -> list[dict[str, Any]]:
+    """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids."""
+    from memft.store import Store
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such results store; run `memft sweep CONFIG.yaml --store {path}` first")
+    with Store(path) as st:
+        rows = st.rows()
+        if with_probs:
+            for r in rows:
+                r["probs"] = [p["prob"] for p in st.positions(r["run_id"])]
+    return rows
+
+
+def _fits_table(fits: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    t = Table(title="Parametric Memory Law fits: ΔL = C·r^α·ℓ^(−β) + b")
+    for col in ("setting", "method", "C", "α", "β", "b", "R²", "MAPE %", "held-out MAPE %", "n"):
+        t.add_column(col, justify="left" if col in ("setting", "method") else "right")
+
+    def f(v: Any, d: int = 3) -> str:
+        return "—" if v is None else f"{v:.{d}f}"
+
+    for x in fits:
+        if x.get("skipped"):
+            t.add_row(x["setting"], x.get("method", ""), *["—"] * 7, f"{x.get('n', 0)} (skipped: {x['skipped'][:40]})")
+            continue
+        hm = x.get("heldout_mape")
+        t.add_row(x["setting"], x.get("method", ""), f(x["C"]), f(x["alpha"]), f(x["beta"]), f(x["b"]), f(x["r2"], 4),
+                  f(100 * x["mape"], 1), "—" if hm is None else f"{100 * hm:.1f}", str(x["n"]))
+    return t
+
+
+@law_app.command("fit")
+def fit_cmd(
+    store: Annotated[Path, typer.Argument(help="Results store written by `memft sweep`.")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write {\"fits\": [...]} here (usable by `memft plan --law`).")] = None,
+    eps: Annotated[float, typer.Option(help="Saturation: runs with ΔL ≥ (1 − eps)·L_init are excluded.")] = 0.05,
+    huber: Annotated[Optional[float], typer.Option(help="Huber loss on residuals with this delta (in units of ΔL).")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % intervals.")] = 200,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Fit the law per setting (r0 … r100, Combined, PhoneBook) and print the table."""
+    from memft.cli.render import console
+    from memft.law import fit_settings
+
+    fits = fit_settings(store_rows(store), eps=eps, n_boot=n_boot, seed=seed, huber=huber)
+    if json_out:
+        json_out.write_text(json.dumps({"store": str(store), "eps": eps, "huber": huber, "fits": fits}, indent=2) + "\n", encoding="utf-8")
+    console.print(_fits_table(fits))
+
+
+def plan(
+    length: Annotated[Optional[float], typer.Option(help="Answer tokens ℓ to store.")] = None,
+    records: Annotated[Optional[int], typer.Option(help="Or: number of records (ℓ = records × --tokens-per-record).")] = None,
+    tokens_per_record: Annotated[float, typer.Option(help="Value tokens per record, with --records.")] = 10.0,
+    law: Annotated[Optional[Path], typer.Option(help="Law fit JSON from `memft law fit --json` (default: the fit shipped for smollm2-135m).")] = None,
+    setting: Annotated[str, typer.Option(help="Which fit of the file to use (e.g. Combined, r100, PhoneBook).")] = "Combined",
+    method: Annotated[Optional[str], typer.Option(help="Which method's fit, when the file holds several.")] = None,
+    loss_init: Annotated[Optional[float], typer.Option(help="Mean loss before training (default: the fit's median).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Predict the smallest LoRA rank whose predicted final loss is below ln 2 for ℓ answer tokens."""
+    from memft.law import length_for_records, plan_rank
+
+    if (length is None) == (records is None):
+        raise ConfigError("give exactly one of --length ℓ or --records N")
+    ell = length if length is not None else length_for_records(records, tokens_per_record)
+    fit = pick_fit(law or DEFAULT_LAW, setting, method)
+    p = plan_rank(fit, ell, loss_init=loss_init)
+    out = {"length": ell, "setting": fit["setting"], "method": fit.get("method"), **p}
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    if p.get("rank") is None:
+        typer.echo(f"ℓ = {ell:g}: no rank reaches the line ({p.get('reason')})")
+        return
+    typer.echo(f"ℓ = {ell:g}: rank {p['rank']} (power of two: {p['rank_pow2']}), predicted final loss {p['loss_final_pred']:.3f}; "
+               f"95 % range {p.get('rank_optimistic')}–{p.get('rank_pessimistic')} [fit {fit['setting']}, {fit.get('method')}]")
+
+
+def pick_fit(path: Path, setting: str, method: str | None = None) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such law fit; make one with `memft law fit STORE.db --json {path}`")
+    try:
+        fits = json.loads(path.read_text(encoding="utf-8"))["fits"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ConfigError(f"{path}: not a law fit file (expected {{\"fits\": [...]}} from `memft law fit --json`)") from None
+    ok = [f for f in fits if f.get("setting") == setting and not f.get("skipped") and (method is None or f.get("method") == method)]
+    if not ok:
+        have = sorted({f"{f.get('setting')}/{f.get('method')}" for f in fits if not f.get("skipped")})
+        raise ConfigError(f"{path}: no usable fit for setting {setting!r}" + (f" method {method!r}" if method else "") + f"; it has {', '.join(have) or 'none'}")
+    return ok[0]
+
+
+def report(
+    store: Annotated[Path, typer.Argument(help="Results store written by `memft sweep`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and figures/.")] = Path("memft-report"),
+    eps: Annotated[float, typer.Option(help="Saturation threshold of the law fits.")] = 0.05,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 200,
+) -> None:
+    """Build a self-contained static HTML report (figures embedded, fit and method tables)."""
+    from memft.law import fit_settings
+    from memft.report import build_report
+
+    rows = store_rows(store, with_probs=True)
+    fits = fit_settings(rows, eps=eps, n_boot=n_boot)
+    index = build_report(rows, fits, out, title=f"memft report: {store.name}")
+    typer.echo(str(index))

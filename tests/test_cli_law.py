@@ -1,0 +1,74 @@
+"""`memft law fit`, `memft plan` and `memft report` on a store filled with rows that follow a known law."""
+
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from memft.store import Store, run_id
+
+TRUE = {"C": 2.0, "alpha": 0.6, "beta": 0.4, "b": 0.1}
+
+
+def _memft(*args):
+    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "s.db"
+    rng = np.random.default_rng(0)
+    with Store(path) as st:
+        for bench, ratio in (("stress", 0.0), ("stress", 1.0), ("phonebook", None)):
+            for r in (1, 2, 4, 8, 16):
+                for ell in (64, 128, 256, 512):
+                    d = TRUE["C"] * r ** TRUE["alpha"] * ell ** -TRUE["beta"] + TRUE["b"]
+                    d *= 1 + 0.01 * rng.standard_normal()
+                    cfg = {"benchmark": bench, "ratio": ratio, "rank": r, "length": ell, "model": "m", "method": "sft", "seed": 0}
+                    rid = run_id(cfg)
+                    st.claim(rid, cfg)
+                    st.finish(rid, {**cfg, "loss_init": 5.0, "loss_final": 5.0 - d, "delta_loss": d,
+                                    "first_failure": [ell // r], "earliest_stubborn": [ell // r - 1], "stubborn_positions": [[ell // r - 1]]},
+                              positions=[{"prob": [0.9, 0.4, 0.7], "correct": [True, False, True]}])
+    return path
+
+
+def test_law_fit_plan_report(store, tmp_path):
+    r = _memft("law", "fit", store, "--json", tmp_path / "fit.json", "--n-boot", "20")
+    assert r.returncode == 0, r.stderr
+    fits = {f["setting"]: f for f in json.loads((tmp_path / "fit.json").read_text())["fits"]}
+    assert {"r0", "r100", "Combined", "PhoneBook"} <= set(fits)
+    for f in fits.values():
+        assert abs(f["alpha"] - 0.6) < 0.05 and abs(f["beta"] - 0.4) < 0.05 and f["r2"] > 0.99
+    p1 = json.loads(_memft("plan", "--length", "500", "--law", tmp_path / "fit.json", "--json").stdout)
+    p2 = json.loads(_memft("plan", "--records", "200", "--tokens-per-record", "10", "--law", tmp_path / "fit.json", "--json").stdout)
+    assert p1["length"] == 500 and p2["length"] == 2000 and p1["rank"] <= p2["rank"]
+    # by hand: smallest r with 5 - (2 r^0.6 500^-0.4 + 0.1) < ln 2, using the fitted parameters
+    f = fits["Combined"]
+    need = (5.0 - np.log(2) - f["b"]) / (f["C"] * 500 ** -f["beta"])
+    assert p1["rank"] == int(np.floor(need ** (1 / f["alpha"]))) + 1
+    bad = _memft("plan", "--length", "500", "--records", "3", "--law", tmp_path / "fit.json")
+    assert bad.returncode == 2 and "exactly one of" in bad.stderr
+    rep = _memft("report", store, "--out", tmp_path / "rep", "--n-boot", "10")
+    assert rep.returncode == 0, rep.stderr
+    index = tmp_path / "rep" / "index.html"
+    text = index.read_text()
+    assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
+
+    class Links(HTMLParser):
+        refs: list = []
+
+        def handle_starttag(self, tag, attrs):
+            self.refs += [v for k, v in attrs if k in ("href", "src") and v and not v.startswith(("data:", "#"))]
+
+    links = Links()
+    links.feed(text)
+    assert links.refs and all((index.parent / ref).exists() for ref in links.refs)
+
+
+def test_missing_store_is_exit_2(tmp_path):
+    r = _memft("law", "fit", tmp_path / "none.db")
+    assert r.returncode == 2 and "no such results store" in r.stderr
