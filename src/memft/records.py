@@ -52,7 +52,7 @@ def records_hash(records: Iterable[Record]) -> str:
 def _parse_line(obj: object, where: str) -> Record:
     if not isinstance(obj, dict):
         raise RecordsError(f"{where}: expected a JSON object like {{\"key\": \"...\", \"value\": \"...\"}}, got {type(obj).__name__}")
-    for kf, vf in FIELD_PAIRS:
+    for kf, vf in FIELD_PAIRS:  # noqa: B007 - the matching pair is used after the loop
         if kf in obj:
             break
     else:

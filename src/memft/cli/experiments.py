@@ -34,7 +34,7 @@ def _method_options(text: Optional[str]) -> dict[str, Any]:
     return opts
 
 
-def _grid(points: list[dict[str, Any]], base: Any, run: Any, quiet: bool) -> list[dict[str, Any]]:
+def _grid(points: list[dict[str, Any]], run: Any, quiet: bool) -> list[dict[str, Any]]:
     """Run every point with an overall progress bar and a bar for the current run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -108,7 +108,7 @@ def compare(
     recs = load_records(records)
     base = load_base(model, runtime.device, runtime.dtype, seed=seed)
     points = [{"label": f"{m} r={lo.rank}", "lora": lo, "train": trains[m]} for lo in loras for m in ms]
-    rows = _grid(points, base, lambda p, cb: run_point(recs, base, p["lora"], p["train"], extra={"benchmark": "compare"}, on_step=cb), quiet)
+    rows = _grid(points, lambda p, cb: run_point(recs, base, p["lora"], p["train"], extra={"benchmark": "compare"}, on_step=cb), quiet)
     _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]))
     if not quiet:
         console.print(method_table(rows, title=f"{records.name}: {len(recs)} records, {base.spec}, {base.dtype}"))
@@ -177,7 +177,7 @@ def bench(
         recs, held = datasets[p["key"]]
         return run_point(recs, base, p["lora"], p["train"], heldout=held, extra={"benchmark": benchmark, "ratio": p["ratio"]}, on_step=cb)
 
-    rows = _grid(points, base, run, quiet)
+    rows = _grid(points, run, quiet)
     _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]))
     if not quiet:
         for metric in ("exact_match", "token_accuracy", "delta_loss") + (("heldout_exact_match",) if benchmark == "rule" else ()):
