@@ -21,7 +21,7 @@ from memft.bench.phonebook import phonebook
 from memft.bench.stress import stress
 from memft.cli.render import _cell
 from memft.config import LoraSettings, TrainConfig
-from memft.modeling import load_base
+from memft.modeling import load_base, unreachable_tokens
 from memft.runs import rows_to_csv, run_point
 
 METHODS = ("sft", "memft-ot", "memft-ot-margin", "memft-sw")
@@ -53,17 +53,26 @@ def main() -> None:
     base = load_base(a.model, dtype=a.dtype)
     data = {
         f"phonebook-{a.records}": phonebook(a.records, seed=0),
-        f"random-{a.random_length}": [stress(a.random_length, 1.0, base.tokenizer, seed=0)],
+        f"random-{a.random_length}": [stress(a.random_length, 1.0, base.tokenizer, seed=0, exclude=unreachable_tokens(base.model))],
     }
-    rows = []
-    for name, recs in data.items():
-        for rank in RANKS:
+    # Rows are appended to rows.jsonl as each run ends, and runs already there are skipped: a killed run resumes.
+    a.out.mkdir(parents=True, exist_ok=True)
+    log = a.out / "rows.jsonl"
+    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    done = {(r["dataset"], r["method"], r["rank"]) for r in rows}
+    # Cheap runs first (the random sequence, then high ranks), so an interrupted run has the most points.
+    for name, recs in sorted(data.items(), key=lambda kv: kv[0].startswith("phonebook")):
+        for rank in sorted(RANKS, reverse=True):
             for method in METHODS:
+                if (name, method, rank) in done:
+                    continue
                 row = run_point(recs, base, LoraSettings(rank=rank), TrainConfig(method=method, lr=a.lr, max_steps=a.max_steps),
                                 extra={"benchmark": "methods", "dataset": name})
                 rows.append(row)
+                with log.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
                 print(f"{name} {method} r={rank}: exact {row['exact_match']:.3f} steps {row['steps_to_certify']} {row['seconds']:.1f}s", flush=True)
-    a.out.mkdir(parents=True, exist_ok=True)
+    rows.sort(key=lambda r: (r["dataset"], r["method"], r["rank"]))
     meta = {"command": "python " + " ".join(sys.argv), "machine": {"platform": platform.platform(), "torch": torch.__version__,
             "threads": torch.get_num_threads()}, "model": a.model, "dtype": base.dtype, "max_steps": a.max_steps, "lr": a.lr}
     (a.out / "methods.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")

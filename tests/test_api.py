@@ -35,3 +35,20 @@ def test_write_reuses_a_loaded_base_and_restores_it(tmp_path):
     assert a.meta["train"]["steps"] == b.meta["train"]["steps"]  # the second run started from the same clean base
     after = dict(base.model.named_parameters())
     assert set(after) == set(before) and all((after[n] == before[n]).all() for n in before)
+
+
+def test_write_refuses_a_target_token_greedy_decoding_cannot_produce(tmp_path):
+    import pytest
+    import torch
+
+    from memft.errors import RecordsError
+    from memft.modeling import load_base
+    from memft.records import Record
+
+    base = load_base("tiny-random", device="cpu", dtype="fp32")
+    with torch.no_grad():
+        base.model.get_output_embeddings().weight[100] = base.model.get_output_embeddings().weight[50]
+    with pytest.raises(RecordsError, match=r"record 'k': target token 100 at position 2 can never be produced"):
+        api.write([Record("k", value_ids=(5, 6, 100))], tmp_path / "ad", base=base)
+    assert not (tmp_path / "ad").exists()
+    assert not any("lora" in n for n, _ in base.model.named_parameters())

@@ -159,3 +159,14 @@ def test_paper_pb1000_is_1000_value_tokens(shared_paper):
     raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len(records) == 100 and sum(o["target_len"] for o in raw) == 1000
     assert all(len(r.value) == 10 and r.value.isdigit() for r in records)
+
+
+def test_stress_exclude_redraws_only_where_needed():
+    tok = tiny_tokenizer()
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    rec, pos = stress_with_positions(64, 0.5, tok, seed=3, text=text)
+    same, _ = stress_with_positions(64, 0.5, tok, seed=3, text=text, exclude={10**6})
+    assert same == rec  # nothing excluded was drawn: identical record
+    drawn = {rec.value_ids[p] for p in pos}
+    other, pos2 = stress_with_positions(64, 0.5, tok, seed=3, text=text, exclude=drawn)
+    assert pos2 == pos and not drawn & {other.value_ids[p] for p in pos}

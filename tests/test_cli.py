@@ -109,3 +109,13 @@ def test_bad_input_missing_file_non_utf8_foreign_out(tmp_path):
     assert r.returncode == 2 and "no such adapter folder" in r.stderr
     r = memft("write", good, "--out", tmp_path / "x", "--bogus-option")
     assert r.returncode == 2
+
+
+def test_demo_on_tiny_model(tmp_path):
+    r = memft("demo", "--model", "tiny-random", "--records", "4", "--lr", "0.02", "--out", tmp_path / "demo", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "exact_match" in r.stderr and "100.0%" in r.stderr and "peak memory" in r.stderr
+    recs = [json.loads(x) for x in (tmp_path / "demo" / "demo-records.jsonl").read_text().splitlines()]
+    assert len(recs) == 4 and all(len(x["value"]) == 10 and x["value"].isdigit() for x in recs)
+    got = memft("recall", tmp_path / "demo", recs[0]["key"], "--device", "cpu")
+    assert got.stdout == recs[0]["value"] + "\n"

@@ -33,3 +33,16 @@ def test_bf16_base():
 def test_model_errors(spec, needle):
     with pytest.raises(ModelError, match=needle):
         load_base(spec, device="cpu")
+
+
+def test_unreachable_tokens_are_twins_of_lower_ids():
+    from memft.modeling import unreachable_tokens
+
+    model, _ = tiny_random(seed=0)
+    assert unreachable_tokens(model) == {}
+    model2, _ = tiny_random(seed=0)
+    with torch.no_grad():  # tied embeddings: the LM head row of 100 becomes that of 50
+        model2.get_output_embeddings().weight[100] = model2.get_output_embeddings().weight[50]
+    assert unreachable_tokens(model2) == {100: 50}
+    logits = model2(input_ids=torch.tensor([[5, 6, 7]])).logits[0, -1]
+    assert logits[100] == logits[50]  # always tied, and argmax takes the lower id

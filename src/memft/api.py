@@ -11,7 +11,7 @@ from typing import Any
 from memft import __version__, adapters
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
-from memft.errors import AdapterError
+from memft.errors import AdapterError, RecordsError
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
 from memft.records import Record, records_hash
@@ -75,6 +75,7 @@ def fit(
     from memft.train import train as train_loop
 
     items = encode_all(records, base.tokenizer, train.template)
+    check_reachable(items, base)
     peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
     try:
         res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
@@ -83,6 +84,21 @@ def fit(
         peft_model.unload()  # never leave LoRA layers in a base the caller may reuse
         raise
     return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
+
+
+def check_reachable(items: Sequence[Encoded], base: Base) -> None:
+    """Refuse targets that greedy decoding can never produce with this base (see modeling.unreachable_tokens)."""
+    from memft.modeling import unreachable_tokens
+
+    twins = unreachable_tokens(base.model)
+    for e in items:
+        for pos, t in enumerate(e.targets):
+            if t in twins:
+                raise RecordsError(
+                    f"record {e.key!r}: target token {t} at position {pos} can never be produced by greedy decoding with "
+                    f"{base.spec} (its output-layer row equals token {twins[t]}'s, and ties go to the lower id); "
+                    "no adapter can memorize it: replace that token"
+                )
 
 
 def write(

@@ -120,6 +120,34 @@ def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", s
     return Base(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype)
 
 
+def unreachable_tokens(model: Any) -> dict[int, int]:
+    """{token id: its twin} for tokens greedy decoding can never produce with `model`.
+
+    If two rows of the output layer are identical, the two tokens always get the same logit and argmax returns the
+    lower id, so the higher one can never be the argmax (p <= 1/2 at best) and no adapter can teach it. Seen in the
+    embedded SmolLM2 GGUF: 11 such ids (49152 rows, 49141 distinct). Cached on the model object.
+    """
+    import torch
+
+    cached = getattr(model, "_memft_unreachable", None)
+    if cached is not None:
+        return cached
+    head = model.get_output_embeddings()
+    rows = head.weight.detach()
+    if getattr(head, "bias", None) is not None:
+        rows = torch.cat([rows, head.bias.detach()[:, None]], dim=1)
+    _, group = torch.unique(rows, dim=0, return_inverse=True)  # [V] group id of each row
+    first: dict[int, int] = {}
+    twins: dict[int, int] = {}
+    for tok, g in enumerate(group.tolist()):
+        if g in first:
+            twins[tok] = first[g]
+        else:
+            first[g] = tok
+    model._memft_unreachable = twins
+    return twins
+
+
 def _quiet_transformers() -> None:
     import warnings
 

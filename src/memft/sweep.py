@@ -29,7 +29,7 @@ import hashlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,9 +187,11 @@ def label(point: dict[str, Any]) -> str:
 
 
 def build_dataset(
-    benchmark: str, length: int, ratio: float | None, tokenizer: Any, seed: int, heldout: int, text: str | None = None
+    benchmark: str, length: int, ratio: float | None, tokenizer: Any, seed: int, heldout: int, text: str | None = None,
+    exclude: Collection[int] = (),
 ) -> tuple[list[Record], list[Record] | None]:
-    """(records, held-out records or None) of one benchmark point; `text` is the stress source text (not a path)."""
+    """(records, held-out records or None) of one benchmark point; `text` is the stress source text (not a path);
+    `exclude`: token ids the stress test must not draw (the model's unreachable tokens)."""
     from memft.bench import phonebook, rule, stress
 
     if benchmark == "phonebook":
@@ -197,7 +199,7 @@ def build_dataset(
     if benchmark == "stress":
         if ratio is None:
             raise ConfigError("stress needs a ratio: the fraction of target tokens made random, in [0, 1]")
-        return [stress.stress(length, ratio, tokenizer, seed=seed, text=text)], None
+        return [stress.stress(length, ratio, tokenizer, seed=seed, text=text, exclude=exclude)], None
     if benchmark == "rule":
         return rule.rule_split(length, heldout, seed=seed)
     raise ConfigError(f"unknown benchmark {benchmark!r}: use one of {', '.join(BENCHMARKS)}")
@@ -258,10 +260,13 @@ class _Worker:
         return self.base
 
     def _dataset(self, p: dict[str, Any], tokenizer: Any) -> tuple[list[Record], list[Record] | None]:
+        from memft.modeling import unreachable_tokens
+
         key = (p["benchmark"], p["length"], p["ratio"], p["seed"], p["heldout"])
         if key not in self.datasets:
             try:
-                self.datasets[key] = build_dataset(p["benchmark"], p["length"], p["ratio"], tokenizer, p["seed"], p["heldout"], self.text)
+                self.datasets[key] = build_dataset(p["benchmark"], p["length"], p["ratio"], tokenizer, p["seed"], p["heldout"], self.text,
+                                                   exclude=unreachable_tokens(self.base.model))
             except Exception as e:  # noqa: BLE001 - remembered: every point of this dataset fails the same way
                 self.datasets[key] = e
         data = self.datasets[key]

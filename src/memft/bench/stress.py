@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,13 @@ def stress_with_positions(
     seed: int = 0,
     text: str | None = None,
     prompt: str = DEFAULT_PROMPT,
+    exclude: Collection[int] = (),
 ) -> tuple[Record, list[int]]:
-    """The stress record (see `stress`) and the sorted positions in [0, length) whose tokens were replaced."""
+    """The stress record (see `stress`) and the sorted positions in [0, length) whose tokens were replaced.
+
+    `exclude`: token ids never drawn as random tokens (memft.modeling.unreachable_tokens: ids that greedy decoding
+    cannot produce with a given model). They are rejected and redrawn, so a record that drew none of them is
+    the same with or without `exclude`."""
     if length <= 0:
         raise ConfigError(f"stress: length must be a positive number of tokens, got {length}")
     if not 0.0 <= ratio <= 1.0:
@@ -78,9 +84,12 @@ def stress_with_positions(
     for p in positions:
         # Uniform over the non-special tokens other than the original, so every replaced position really changes
         # and the fraction of changed tokens is exactly round(ρ·ℓ)/ℓ. (The original is non-special: text_ids.)
-        j = rng.randrange(len(vocab) - 1)
-        if j >= bisect.bisect_left(vocab, window[p]):
-            j += 1
+        while True:
+            j = rng.randrange(len(vocab) - 1)
+            if j >= bisect.bisect_left(vocab, window[p]):
+                j += 1
+            if vocab[j] not in exclude:
+                break
         target[p] = vocab[j]
     return Record(key=prompt, value_ids=tuple(target)), sorted(positions)
 
@@ -92,6 +101,7 @@ def stress(
     seed: int = 0,
     text: str | None = None,
     prompt: str = DEFAULT_PROMPT,
+    exclude: Collection[int] = (),
 ) -> Record:
     """One record: `prompt` -> `length` token ids of natural text with round(ratio·length) positions made random.
 
@@ -104,7 +114,7 @@ def stress(
     >>> len(r.value_ids), tiny_tokenizer().decode(list(r.value_ids)) in "hello stress test"
     (8, True)
     """
-    return stress_with_positions(length, ratio, tokenizer, seed, text, prompt)[0]
+    return stress_with_positions(length, ratio, tokenizer, seed, text, prompt, exclude)[0]
 
 
 def load_paper_stress(path: str | Path, tokenizer: Any, length: int | None = None) -> Record:

@@ -147,7 +147,7 @@ def bench(
 
     from memft.cli.render import console, pivot_table
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
-    from memft.modeling import load_base
+    from memft.modeling import load_base, unreachable_tokens
     from memft.runs import run_point
     from memft.sweep import DEFAULT_LENGTHS, build_dataset
 
@@ -167,7 +167,8 @@ def bench(
     base = load_base(model, runtime.device, runtime.dtype, seed=seed)
     tok = base.tokenizer
 
-    datasets = {(ln, rho): build_dataset(benchmark, ln, rho, tok, seed, heldout, source) for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
+    exclude = unreachable_tokens(base.model)  # tokens greedy decoding can never produce with this model
+    datasets = {(ln, rho): build_dataset(benchmark, ln, rho, tok, seed, heldout, source, exclude) for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
     points = [
         {"label": f"{m} r={r} ℓ={ln}" + (f" ρ={rho:g}" if rho is not None else ""), "key": (ln, rho), "lora": loras[r], "train": trains[m], "ratio": rho}
         for (ln, rho) in datasets for r in rs for m in ms
