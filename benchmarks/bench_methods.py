@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--finalize", action="store_true", help="write the outputs from the runs in rows.jsonl, run nothing")
     a = p.parse_args()
     base = load_base(a.model, dtype=a.dtype)
     data = {
@@ -64,7 +65,7 @@ def main() -> None:
     for name, recs in sorted(data.items(), key=lambda kv: kv[0].startswith("phonebook")):
         for rank in sorted(RANKS, reverse=True):
             for method in METHODS:
-                if (name, method, rank) in done:
+                if (name, method, rank) in done or a.finalize:
                     continue
                 row = run_point(recs, base, LoraSettings(rank=rank), TrainConfig(method=method, lr=a.lr, max_steps=a.max_steps),
                                 extra={"benchmark": "methods", "dataset": name})

@@ -20,7 +20,13 @@ from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.modeling import load_base
 
-METHODS = ("sft", "memft-ot", "memft-ot-margin")
+# name -> (objective, options)
+VARIANTS = {
+    "sft": ("sft", {}),
+    "memft-ot": ("memft-ot", {}),  # the paper's exact OT, p* = 0.5
+    "memft-ot-margin": ("memft-ot-margin", {}),  # enter at 0.5, leave above 0.7, floor 0.05
+    "memft-ot p*=0.9": ("memft-ot", {"threshold": 0.9}),  # train every token until p > 0.9
+}
 
 
 def summarize_curve(history: list[dict]) -> dict:
@@ -48,18 +54,22 @@ def main() -> None:
     p.add_argument("--records", type=int, default=50)
     p.add_argument("--rank", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stability")
+    p.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants and merge them into the existing output")
     a = p.parse_args()
     base = load_base(a.model)
     recs = phonebook(a.records, seed=0)
-    out = {"command": "python " + " ".join(sys.argv), "model": a.model, "dtype": base.dtype, "rank": a.rank, "records": a.records, "methods": {}}
-    for m in METHODS:
-        f = fit(recs, base, LoraSettings(rank=a.rank), TrainConfig(method=m, lr=1e-2, max_steps=a.steps, stop_when_certified=False))
+    path = a.out / "stability.json"
+    out = json.loads(path.read_text()) if a.only and path.exists() else {"model": a.model, "dtype": base.dtype, "rank": a.rank, "records": a.records, "methods": {}}
+    out.setdefault("commands", []).append("python " + " ".join(sys.argv))
+    for m in a.only or VARIANTS:
+        method, opts = VARIANTS[m]
+        f = fit(recs, base, LoraSettings(rank=a.rank), TrainConfig(method=method, lr=1e-2, max_steps=a.steps, stop_when_certified=False, method_options=opts))
         f.model.unload()
         hist = [{k: h[k] for k in ("step", "loss", "certified", "stubborn", "min_prob")} for h in f.train.history]
         out["methods"][m] = {**summarize_curve(hist), "curve": hist}
         print(m, json.dumps({k: v for k, v in out["methods"][m].items() if k != "curve"}), flush=True)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "stability.json").write_text(json.dumps(out, indent=1) + "\n")
+        a.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1) + "\n")  # after each variant: an interrupted run keeps what it has
 
 
 if __name__ == "__main__":

@@ -60,3 +60,13 @@ def test_fixed_budget_trains_past_certification_and_records_first_certified_step
     _, _, full = _run(load_base("tiny-random", device="cpu", dtype="fp32"), TrainConfig(lr=2e-2, max_steps=early.steps + 10, stop_when_certified=False))
     assert full.steps == early.steps + 10 and full.certified_at == early.certified_at
     assert [h["loss"] for h in full.history[: early.steps + 1]] == [h["loss"] for h in early.history]
+
+
+def test_minibatch_certification_is_confirmed_at_the_end(tiny):
+    # At step 22 the last-seen statuses (up to an epoch old) still show a failing record, but the parameters as
+    # they are certify all 9: the final check must see that (it once reported "never certified").
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=22, batch_size=3), n=9, lora=LoraSettings(rank=8, preset="all"))
+    assert res.history[-1]["certified"] < 1.0  # stale statuses
+    stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
+    assert all(all(s.correct) for s in stats.values())
+    assert res.certified_at == res.steps == 22

@@ -87,10 +87,12 @@ def train(
             "min_prob": float(seen["prob"].min()),
             "seconds": time.perf_counter() - t0,
         }
-        certified = all(ok.values()) and (full_batch or _confirm(runner, ok, cfg.batch_size))
+        last = step >= cfg.max_steps
+        # Mini-batch mode: statuses may be an epoch stale, so confirm when they all pass, and always at the end.
+        certified = (all(ok.values()) or (last and not full_batch)) and (full_batch or _confirm(runner, ok, cfg.batch_size))
         if certified and certified_at is None:
             certified_at = step  # the first parameters that certify every record
-        if (certified and cfg.stop_when_certified) or step >= cfg.max_steps:  # stop before changing them
+        if (certified and cfg.stop_when_certified) or last:  # stop before changing them
             history.append(row)
             break
         tokens = objectives.Tokens(loss=tab["loss"], correct=tab["correct"], record=torch.tensor(idx, device=batch.rows.device)[batch.rows], offset=batch.offset)
