@@ -67,6 +67,23 @@ def register(name: str, check: Callable[..., list[str]] | None = None) -> Callab
     return deco
 
 
+def register_variant(name: str, base: str, doc: str, **defaults: Any) -> None:
+    """Register `name` as objective `base` with other option defaults (same options, same checks)."""
+    fn = OBJECTIVES[base]
+    sig = inspect.signature(fn)
+    sig = sig.replace(parameters=[p.replace(default=defaults[p.name]) if p.name in defaults else p for p in sig.parameters.values()])
+
+    def variant(tokens: Tokens, state: dict, **options: Any) -> tuple[Any, dict[str, float]]:
+        return fn(tokens, state, **{**defaults, **options})
+
+    variant.__signature__ = sig  # type: ignore[attr-defined]  # option_problems reads the defaults from here
+    variant.__doc__ = doc
+    variant.__name__ = name.replace("-", "_")
+    OBJECTIVES[name] = variant
+    if base in CHECKS:
+        CHECKS[name] = CHECKS[base]
+
+
 def get(name: str) -> Callable[..., tuple[Any, dict[str, float]]]:
     try:
         return OBJECTIVES[name]
@@ -172,12 +189,10 @@ def memft_ot(
     return out, stats
 
 
-@register("memft-ot-margin", check=_ot_problems)
-def memft_ot_margin(
-    tokens: Tokens, state: dict, *, threshold: float = 0.5, margin: float | None = 0.7, hysteresis: bool = True, floor: float = 0.05
-) -> tuple[Any, dict[str, float]]:
-    """memft-ot with the stabilising defaults: enter at p <= 0.5, train until p > 0.7, weight 0.05 elsewhere."""
-    return memft_ot(tokens, state, threshold=threshold, margin=margin, hysteresis=hysteresis, floor=floor)
+register_variant(
+    "memft-ot-margin", "memft-ot", "memft-ot with the hysteresis defaults: enter at p <= 0.5, train until p > 0.7, weight 0.05 elsewhere.",
+    margin=0.7, hysteresis=True, floor=0.05,
+)
 
 
 # ---------------------------------------------------------------------------------------------------- spatial window
@@ -350,26 +365,7 @@ def memft_sw(
     return out, stats
 
 
-@register("memft-sw-curriculum", check=_sw_problems)
-def memft_sw_curriculum(
-    tokens: Tokens,
-    state: dict,
-    *,
-    s: float = 10.0,
-    window: float | None = 50,
-    tau: float = 20.0,
-    floor: float = 0.01,
-    patience: int = 3,
-    grow: float = 0.5,
-    max_window_factor: float = 4.0,
-    curriculum: bool = True,
-    seed: int = 0,
-    ratios: Sequence[float] = RATIOS,
-    boundaries: Sequence[int] | None = None,
-) -> tuple[Any, dict[str, float]]:
-    """memft-sw with the temporal curriculum on (and the spatial window, W = 50)."""
-    opts = dict(s=s, window=window, tau=tau, floor=floor, patience=patience, grow=grow, max_window_factor=max_window_factor)
-    return memft_sw(tokens, state, **opts, curriculum=curriculum, seed=seed, ratios=ratios, boundaries=boundaries)
+register_variant("memft-sw-curriculum", "memft-sw", "memft-sw with the temporal curriculum on (and the spatial window, W = 50).", curriculum=True)
 
 
 # ---------------------------------------------------------------------------------------------------- focal
