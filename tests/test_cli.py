@@ -119,3 +119,15 @@ def test_demo_on_tiny_model(tmp_path):
     assert len(recs) == 4 and all(len(x["value"]) == 10 and x["value"].isdigit() for x in recs)
     got = memft("recall", tmp_path / "demo", recs[0]["key"], "--device", "cpu")
     assert got.stdout == recs[0]["value"] + "\n"
+
+
+def test_write_rank_auto_reports_tries(tmp_path):
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": f"k{i}:", "value": f"{i * 7919:05d}"}) for i in range(4)])
+    w = memft("write", f, "--out", tmp_path / "ad", "--rank", "auto", "--max-rank", "8", "--max-steps", "40", *FAST)
+    assert w.returncode == 0, w.stderr
+    meta = json.loads((tmp_path / "ad" / "memft.json").read_text())
+    tries = meta["rank_search"]["tries"]
+    assert tries[0]["rank"] == 1 and meta["lora"]["rank"] == min(t["rank"] for t in tries if t["certified"] == 1.0)
+    assert "smallest certifying rank" in w.stderr
+    bad = memft("write", f, "--out", tmp_path / "x", "--rank", "big", *FAST)
+    assert bad.returncode == 2 and "--rank 'big'" in bad.stderr

@@ -71,13 +71,16 @@ def plan(
     length: Annotated[Optional[float], typer.Option(help="Answer tokens ℓ to store.")] = None,
     records: Annotated[Optional[int], typer.Option(help="Or: number of records (ℓ = records × --tokens-per-record).")] = None,
     tokens_per_record: Annotated[float, typer.Option(help="Value tokens per record, with --records.")] = 10.0,
-    law: Annotated[Optional[Path], typer.Option(help="Law fit JSON from `memft law fit --json` (default: the fit shipped for smollm2-135m).")] = None,
+    law: Annotated[Optional[Path], typer.Option(help="Law fit JSON from `memft law fit --json` (default: the fit shipped for smollm2-135m, measured at a 30-step budget: it predicts the rank that certifies within 30 steps).")] = None,
     setting: Annotated[str, typer.Option(help="Which fit of the file to use (e.g. Combined, r100, PhoneBook).")] = "Combined",
     method: Annotated[Optional[str], typer.Option(help="Which method's fit, when the file holds several.")] = None,
     loss_init: Annotated[Optional[float], typer.Option(help="Mean loss before training (default: the fit's median).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Predict the smallest LoRA rank whose predicted final loss is below ln 2 for ℓ answer tokens."""
+    """Predict the smallest LoRA rank whose predicted final loss is below ln 2 for ℓ answer tokens.
+
+    A law fit holds for the training budget its sweep used; plan with a fit made at the budget you will train with.
+    """
     from memft.law import length_for_records, plan_rank
 
     if (length is None) == (records is None):

@@ -61,7 +61,7 @@ def write(
     model: Model = "smollm2-135m",
     rank: Annotated[str, typer.Option(help="LoRA rank, or `auto`: the smallest rank that certifies every record (real training runs).")] = "8",
     max_rank: Annotated[int, typer.Option(help="With --rank auto: the largest rank to try.")] = 256,
-    law: Annotated[Optional[Path], typer.Option(help="With --rank auto: law fit JSON whose planner gives the first rank to try.")] = None,
+    law: Annotated[Optional[Path], typer.Option(help="With --rank auto: law fit JSON (measured at this training budget) whose planner gives the first rank to try; without it the search starts at rank 1.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default: = rank).")] = None,
     preset: Annotated[str, typer.Option(help="probe (MLP of one layer at ~2/3 depth) | all (every linear layer).")] = "probe",
     layers: Annotated[Optional[str], typer.Option(help="Decoder layers to adapt, e.g. 20 or 18,19,20.")] = None,
@@ -112,15 +112,15 @@ def write(
 
 def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  # noqa: ANN001, ANN202 - CLI glue
     from memft.cli import render
-    from memft.cli.lawcmd import DEFAULT_LAW, pick_fit
+    from memft.cli.lawcmd import pick_fit
     from memft.ranksearch import write_auto_rank
 
     fit = None
-    if law is not None or (model == "smollm2-135m" and DEFAULT_LAW.is_file()):
+    if law is not None:  # a law is budget-specific: only a fit the user chose for this budget gives the first guess
         try:  # key -> value records are PhoneBook-like; a file without that setting falls back to Combined
-            fit = pick_fit(law or DEFAULT_LAW, "PhoneBook")
+            fit = pick_fit(law, "PhoneBook")
         except ConfigError:
-            fit = pick_fit(law or DEFAULT_LAW, "Combined")
+            fit = pick_fit(law, "Combined")
 
     def on_try(t: dict) -> None:
         if not quiet:
