@@ -63,7 +63,7 @@ class TrainConfig:
     method: str = "sft"
     lr: float = 1e-2
     max_steps: int = 300
-    batch_size: int = 64  # records per micro-batch; every step sees all (active) records, so this bounds memory only
+    batch_size: int = 64  # records per optimizer step; at least the record count means full batch
     seed: int = 0
     template: str = "raw"
     weight_decay: float = 0.0

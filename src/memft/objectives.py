@@ -1,7 +1,7 @@
 """Training objectives: pure functions of per-token losses -> (loss, stats), picked by name.
 
 Signature of every objective:  fn(tokens: Tokens, state: dict, **options) -> (loss | None, stats)
-`tokens` covers every target token of the step (all micro-batches); `state` persists across steps (for objectives
+`tokens` covers every target token of the step's batch; `state` persists across steps (for objectives
 that track anchors or curricula); a loss of None means "no update this step" (nothing to learn).
 Losses are sums over tokens divided by the number (or total weight) of tokens, never averaged twice.
 
@@ -91,9 +91,14 @@ def get(name: str) -> Callable[..., tuple[Any, dict[str, float]]]:
         raise KeyError(f"unknown objective {name!r}; known: {', '.join(OBJECTIVES)}") from None
 
 
+def option_defaults(name: str) -> dict[str, Any]:
+    """The options of objective `name` (its keyword-only parameters) with their defaults."""
+    return {k: p.default for k, p in inspect.signature(get(name)).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
 def option_problems(name: str, options: dict[str, Any]) -> list[str]:
     """Every unknown or invalid option of objective `name`, as messages (empty: the options are fine)."""
-    params = {k: p.default for k, p in inspect.signature(get(name)).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    params = option_defaults(name)
     unknown = sorted(set(options) - set(params))
     if unknown:
         known = ", ".join(params) or "none"

@@ -114,7 +114,7 @@ class SweepConfig:
         return {b: ls for b in self.benchmarks}
 
     def _method_problems(self) -> list[str]:
-        from memft.objectives import OBJECTIVES, option_problems
+        from memft.objectives import OBJECTIVES, option_defaults, option_problems
 
         if not isinstance(self.method_options, dict):
             return [f"method_options must be a mapping like {{threshold: 0.6}}, got {self.method_options!r}"]
@@ -122,14 +122,16 @@ class SweepConfig:
         known = [m for m in self.methods if m in OBJECTIVES]
         for m in known:
             out += option_problems(m, self.options_for(m))
-        unused = set(self.method_options) - {k for m in known for k in _option_names(m)}
+        unused = set(self.method_options) - {k for m in known for k in option_defaults(m)}
         if known and unused:
             out.append(f"method_options {', '.join(sorted(unused))}: not an option of any of {', '.join(known)}")
         return out
 
     def options_for(self, method: str) -> dict[str, Any]:
         """The method options that `method` takes (the others belong to other methods of the sweep)."""
-        names = _option_names(method)
+        from memft.objectives import option_defaults
+
+        names = option_defaults(method)
         return {k: v for k, v in sorted(self.method_options.items()) if k in names}
 
     @classmethod
@@ -405,17 +407,6 @@ def _run_ray(
     finally:
         if started:
             ray.shutdown()
-
-
-def _option_names(method: str) -> set[str]:
-    import inspect
-
-    from memft.objectives import get
-
-    return {k for k, p in inspect.signature(get(method)).parameters.items() if p.kind is p.KEYWORD_ONLY}
-
-
-# ---------------------------------------------------------------------------------------------- validation helpers
 
 
 def _listify(value: Any) -> list[Any]:

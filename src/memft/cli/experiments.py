@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from memft.cli.options import CsvRows, Device, Dtype, JsonRows, Model, Quiet
 from memft.errors import ConfigError
 
 
@@ -61,9 +62,6 @@ def _save(rows: list[dict[str, Any]], json_out: Optional[Path], csv_out: Optiona
         rows_to_csv(rows, csv_out)
 
 
-Model = Annotated[str, typer.Option("--model", help="Base model (see `memft write --help`).")]
-
-
 def compare(
     records: Annotated[Path, typer.Argument(help="JSONL records to write with every method.")],
     methods: Annotated[str, typer.Option(help="Comma-separated objectives.")] = "sft,memft-ot,memft-sw",
@@ -75,11 +73,11 @@ def compare(
     batch_size: Annotated[int, typer.Option(help="Records per step.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed: same adapter init and batch order for every method.")] = 0,
     method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, for every method that has them.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} here.")] = None,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV here.")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    json_out: JsonRows = None,
+    csv_out: CsvRows = None,
+    quiet: Quiet = False,
 ) -> None:
     """Train each method at each rank from the same seed and initial adapter; print the paper-style table."""
     import sys
@@ -87,6 +85,7 @@ def compare(
     from memft.cli.render import console, method_table
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.modeling import load_base
+    from memft.objectives import option_defaults
     from memft.records import load_records
     from memft.runs import run_point
 
@@ -98,10 +97,10 @@ def compare(
     # Each method takes the options it knows (validated by TrainConfig); an option no method knows is an error.
     trains = {
         m: TrainConfig(method=m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed,
-                       method_options={k: v for k, v in opts.items() if k in _option_names(m)})
+                       method_options={k: v for k, v in opts.items() if k in option_defaults(m)})
         for m in ms
     }
-    unused = set(opts) - {k for m in ms for k in _option_names(m)}
+    unused = set(opts) - {k for m in ms for k in option_defaults(m)}
     if unused:
         raise ConfigError(f"--method-options {', '.join(sorted(unused))}: not an option of any of {', '.join(ms)}")
     runtime = RuntimeConfig(device=device, dtype=dtype)
@@ -112,14 +111,6 @@ def compare(
     _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]))
     if not quiet:
         console.print(method_table(rows, title=f"{records.name}: {len(recs)} records, {base.spec}, {base.dtype}"))
-
-
-def _option_names(method: str) -> set[str]:
-    import inspect
-
-    from memft.objectives import get
-
-    return {k for k, p in inspect.signature(get(method)).parameters.items() if p.kind is p.KEYWORD_ONLY}
 
 
 def bench(
@@ -136,11 +127,11 @@ def bench(
     heldout: Annotated[int, typer.Option(help="Rule only: held-out pairs for generalization.")] = 100,
     fixed_budget: Annotated[bool, typer.Option(help="Train every run for --max-steps, even after certification (for law fits).")] = False,
     text: Annotated[Optional[Path], typer.Option(help="Stress only: UTF-8 text file to build targets from (default: pydoc topics).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | fp32 | bf16")] = "auto",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} here.")] = None,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV here.")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars or tables.")] = False,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    json_out: JsonRows = None,
+    csv_out: CsvRows = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run a benchmark grid (ranks x lengths x ratios x methods) and print the paper-style table."""
     import sys

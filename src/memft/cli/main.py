@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from memft import __version__
+from memft.cli.options import Device, Dtype, Model
 from memft.errors import ConfigError, MemftError
 
 app = typer.Typer(
@@ -49,9 +50,6 @@ def _names(text: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-Model = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), tiny-random, a local folder, a .gguf file, or a hub id.")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | bf16 | fp16 (precision of the frozen base)")]
 
 
 @app.command()
