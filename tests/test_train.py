@@ -65,8 +65,36 @@ def test_fixed_budget_trains_past_certification_and_records_first_certified_step
 def test_minibatch_certification_is_confirmed_at_the_end(tiny):
     # At step 22 the last-seen statuses (up to an epoch old) still show a failing record, but the parameters as
     # they are certify all 9: the final check must see that (it once reported "never certified").
-    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=22, batch_size=3), n=9, lora=LoraSettings(rank=8, preset="all"))
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=22, batch_size=3, margin=0.0), n=9, lora=LoraSettings(rank=8, preset="all"))
     assert res.history[-1]["certified"] < 1.0  # stale statuses
     stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
     assert all(all(s.correct) for s in stats.values())
     assert res.certified_at == res.steps == 22
+
+
+def test_margin_goal_trains_past_bare_certification(tiny):
+    from memft.modeling import load_base
+
+    _, _, bare = _run(tiny, TrainConfig(lr=2e-2, max_steps=300, margin=0.0))
+    model, items, held = _run(load_base("tiny-random", device="cpu", dtype="fp32"), TrainConfig(lr=2e-2, max_steps=300, margin=0.9))
+    assert held.certified_at is not None and held.steps > bare.steps
+    stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
+    assert all(all(s.correct) and min(s.prob) > 0.9 for s in stats.values())
+    # the run with margin 0.9 passed bare certification on the way, at the same step (same seed, same updates)
+    assert bare.history[-1]["min_prob"] <= 0.9
+
+
+def test_forget_trains_a_record_away_and_keeps_the_others(tiny):
+    from memft.metrics import forgotten
+
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=300))
+    assert res.certified_at is not None
+    res2 = train(model, items, tiny.tokenizer.pad_token_id, TrainConfig(lr=2e-2, max_steps=300), 2, forget={0, 3})
+    assert res2.certified_at is not None and 0 < res2.steps < 300
+    assert "forget_tokens" in res2.history[0] and res2.history[0]["forget_tokens"] == len(items[0].targets) + len(items[3].targets)
+    stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
+    for i, s in stats.items():
+        if i in (0, 3):
+            assert forgotten(s.correct, s.prob) and not all(s.correct)
+        else:
+            assert all(s.correct) and min(s.prob) > 0.5

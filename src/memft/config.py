@@ -70,6 +70,9 @@ class TrainConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     # False: train the whole budget even after certification (law studies measure ΔL at a fixed budget).
     stop_when_certified: bool = True
+    # Training goal: every target token is the argmax AND has p > margin. 0.5 is the paper's sufficient line and
+    # leaves headroom against precision shifts (merging, bf16/fp16); 0 stops at bare certification (argmax only).
+    margin: float = 0.5
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +86,8 @@ class TrainConfig:
             problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
         if self.weight_decay < 0:
             problems.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
+            problems.append(f"--margin must be a probability in [0, 1), got {self.margin}")
         from memft.objectives import OBJECTIVES, option_problems
 
         if self.method not in OBJECTIVES:

@@ -15,10 +15,16 @@ from memft.metrics import RecordReport, TokenStats, record_report
 
 
 def token_table(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-    """Per-target-token loss, probability and argmax check from logits [N, V] -> dict of [N] tensors."""
+    """Per-target-token loss, probability, argmax check and gap from logits [N, V] -> dict of [N] tensors.
+
+    gap = p(target) - p(best other token): > 0 exactly where the target is the strict argmax; how far a precision
+    shift (merging, bf16) can move the probabilities before greedy decoding picks another token.
+    """
     logp = F.log_softmax(logits.float(), dim=-1)
     lp = logp.gather(1, batch.targets[:, None]).squeeze(1)  # [N]
-    return {"loss": -lp, "prob": lp.exp(), "correct": logits.argmax(-1) == batch.targets}
+    other = logp.scatter(1, batch.targets[:, None], float("-inf")).max(-1).values  # [N] best non-target
+    p = lp.exp()
+    return {"loss": -lp, "prob": p, "correct": logits.argmax(-1) == batch.targets, "gap": p - other.exp()}
 
 
 def split_per_record(table: dict[str, torch.Tensor], batch: Batch) -> list[TokenStats]:
@@ -27,7 +33,8 @@ def split_per_record(table: dict[str, torch.Tensor], batch: Batch) -> list[Token
     cols = {k: v.detach().cpu().split(sizes) for k, v in table.items()}
     tg = batch.targets.cpu().split(sizes)
     return [
-        TokenStats(targets=tg[b].tolist(), prob=cols["prob"][b].tolist(), correct=cols["correct"][b].tolist(), loss=cols["loss"][b].tolist())
+        TokenStats(targets=tg[b].tolist(), prob=cols["prob"][b].tolist(), correct=cols["correct"][b].tolist(), loss=cols["loss"][b].tolist(),
+                   gap=cols["gap"][b].tolist())
         for b in range(len(sizes))
     ]
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 L_CRIT = math.log(2.0)  # loss of a token with p = 0.5: the certification line of the paper
+# A record is forgotten when some position's target is not the argmax AND has p < FORGET_P: greedy decoding then
+# leaves the value there, with headroom so that a precision shift cannot flip a near-tie back.
+FORGET_P = 0.1
 
 
 @dataclass
@@ -26,6 +29,7 @@ class TokenStats:
     prob: list[float]  # p(target)
     correct: list[bool]  # target == argmax
     loss: list[float]  # -log p(target)
+    gap: list[float] = field(default_factory=list)  # p(target) - p(best other token); > 0 iff target is the argmax
 
 
 @dataclass
@@ -44,6 +48,7 @@ class RecordReport:
     p_above_half: bool
     loss: float  # mean target loss
     recalled: str | None = None
+    min_gap: float | None = None  # smallest p(target) - p(best other token); None when gaps were not computed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +72,24 @@ def free_run_compare(generated: Sequence[int], targets: Sequence[int]) -> tuple[
     return exact, sum(agree) / n, first_false(agree)
 
 
+def meets_margin(correct: Sequence[bool], prob: Sequence[float], margin: float) -> bool:
+    """Certified with headroom: the target is the argmax everywhere and every p(target) > margin (0: argmax only).
+
+    >>> meets_margin([True, True], [0.9, 0.45], 0.0), meets_margin([True, True], [0.9, 0.45], 0.5)
+    (True, False)
+    """
+    return all(correct) and min(prob) > margin
+
+
+def forgotten(correct: Sequence[bool], prob: Sequence[float]) -> bool:
+    """Greedy decoding cannot reproduce the record, with headroom: some target is not the argmax and has p < FORGET_P.
+
+    >>> forgotten([True, False], [0.9, 0.05]), forgotten([True, False], [0.9, 0.3]), forgotten([True, True], [0.9, 0.05])
+    (True, False, False)
+    """
+    return any(not c and p < FORGET_P for c, p in zip(correct, prob))
+
+
 def record_report(key: str, stats: TokenStats, generated: Sequence[int] | None = None, recalled: str | None = None) -> RecordReport:
     n = len(stats.prob)
     stubborn = [i for i, p in enumerate(stats.prob) if p <= 0.5]
@@ -88,6 +111,7 @@ def record_report(key: str, stats: TokenStats, generated: Sequence[int] | None =
         p_above_half=not stubborn,
         loss=sum(stats.loss) / n,
         recalled=recalled,
+        min_gap=min(stats.gap) if stats.gap else None,
     )
 
 
@@ -105,5 +129,6 @@ def summarize(reports: Sequence[RecordReport]) -> dict[str, Any]:
         "token_accuracy_tf": sum(r.token_accuracy_tf * (r.length + 1) for r in reports) / tokens,
         "stubborn_tokens": sum(len(r.stubborn_positions) for r in reports),
         "min_prob": min(r.min_prob for r in reports),
+        "min_gap": min((r.min_gap for r in reports if r.min_gap is not None), default=None),
         "loss": sum(r.loss * (r.length + 1) for r in reports) / tokens,
     }
