@@ -123,10 +123,14 @@ def write_atomic(out: Path, fill: Callable[[Path], None]) -> None:
         os.replace(tmp, out)
 
 
-def save(peft_model: Any, out: Path, meta: dict[str, Any]) -> None:
+def save(peft_model: Any, out: Path, meta: dict[str, Any], files: dict[str, str] | None = None) -> None:
+    """Save the adapter, memft.json and any extra text `files` (name -> content) as one atomic swap."""
+
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(tmp)
         (tmp / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
     write_atomic(Path(out), fill)
 
@@ -151,10 +155,17 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         raise AdapterError(f"{meta_path}: unreadable ({e}); the adapter is damaged, write it again") from None
 
 
-def load(folder: str | Path, base_model: nn.Module) -> Any:
-    """Load the PEFT adapter in `folder` onto a freshly loaded base (frozen, eval mode)."""
+def load(folder: str | Path, base_model: nn.Module, trainable: bool = False) -> Any:
+    """Load the PEFT adapter in `folder` onto a freshly loaded base (frozen base, eval mode).
+
+    trainable=True: the LoRA weights can be trained further (append, forget); they are kept in fp32 as in attach.
+    """
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=False)
+    model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)
+    if trainable:
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
     model.eval()
     return model

@@ -12,8 +12,11 @@ from memft import __version__, adapters
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.errors import AdapterError, RecordsError
+from memft.ledger import LEDGER, Ledger, next_ledger
+from memft.ledger import dumps as ledger_dumps
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
+from memft.parity import check_parity
 from memft.records import Record, records_hash
 
 
@@ -76,6 +79,7 @@ def fit(
 
     items = encode_all(records, base.tokenizer, train.template)
     check_reachable(items, base)
+    check_parity(items, base.tokenizer, train.template, base.model)
     peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
     try:
         res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
@@ -131,12 +135,21 @@ def write(
 
 
 def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, train: TrainConfig, out: Path,
-             extra: dict[str, Any] | None = None) -> WriteResult:
-    """Save a trained adapter atomically with its memft.json (what it holds, how it was made and certified)."""
+             extra: dict[str, Any] | None = None, old_ledger: Ledger | None = None, changed: set[str] | None = None,
+             event: dict[str, Any] | None = None) -> WriteResult:
+    """Save a trained adapter atomically with its memft.json (what it holds, how it was made and certified) and its
+    ledger (memft.ledger): `old_ledger` is the one it replaces, `changed` the keys added or changed now (default:
+    all), `event` the history line (default: a fresh write)."""
     res, summary, reports = f.train, f.summary, f.reports
+    now = _now()
+    changed = {r.key for r in records} if changed is None else changed
+    event = event or {"op": "write", "added": len(records), "updated": 0, "removed": 0}
+    event = {**event, "held": len(records), "steps": res.steps, "certified_at": res.certified_at, "seconds": round(res.seconds, 3),
+             "certified": summary["certified"], "min_prob": summary["min_prob"]}
+    book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event)
     meta = {
         "memft_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": now,
         "base": {"spec": base.spec, "dtype": base.dtype, "device": base.device},
         "template": train.template,
         "lora": {**to_json(lora), **f.placement},
@@ -165,8 +178,12 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
         },
         **(extra or {}),
     }
-    adapters.save(f.model, Path(out), meta)
+    adapters.save(f.model, Path(out), meta, files={LEDGER: ledger_dumps(book)})
     return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -178,10 +195,14 @@ class Loaded:
     meta: dict[str, Any]
     dtype: str
     device: str
+    folder: Path | None = None
+    base: Base | None = None  # the base it sits on (its model is the one the adapter wraps)
 
 
-def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = None) -> Loaded:
-    """Load an adapter folder on the base named in its memft.json (dtype: the certified one unless given)."""
+def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = None, trainable: bool = False) -> Loaded:
+    """Load an adapter folder on the base named in its memft.json (dtype: the certified one unless given).
+
+    trainable=True: its LoRA weights can be trained further (append, forget)."""
     meta = adapters.read_meta(folder)
     try:
         spec = meta["base"]["spec"]
@@ -189,7 +210,7 @@ def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = N
     except KeyError as e:
         raise AdapterError(f"{folder}/memft.json lacks {e}; the adapter is damaged, write it again") from None
     base = load_base(spec, device, dtype, seed=meta.get("train", {}).get("seed", 0))
-    return Loaded(adapters.load(folder, base.model), base.tokenizer, meta, base.dtype, base.device)
+    return Loaded(adapters.load(folder, base.model, trainable), base.tokenizer, meta, base.dtype, base.device, Path(folder), base)
 
 
 @dataclass

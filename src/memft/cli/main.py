@@ -71,6 +71,7 @@ def write(
     batch_size: Annotated[int, typer.Option(help="Records per step (>= record count: full batch).")] = 64,
     seed: Annotated[int, typer.Option(help="Seed for adapter init and batch order.")] = 0,
     template: Annotated[str, typer.Option(help="raw (key then value tokens) | chat (the model's chat template).")] = "raw",
+    margin: Annotated[float, typer.Option(help="Train until every target token is the argmax with probability above this (headroom against merging/precision shifts); 0: stop at bare certification.")] = 0.5,
     device: Device = "auto",
     dtype: Dtype = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
@@ -87,7 +88,7 @@ def write(
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
     lora = LoraSettings(rank=1 if auto else int(rank), alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
     train = TrainConfig(method=method, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, template=template,
-                        method_options=experiments._method_options(method_options))
+                        method_options=experiments._method_options(method_options), margin=margin)
     runtime = RuntimeConfig(device=device, dtype=dtype)
     recs = load_records(records)
     if auto:
@@ -218,7 +219,7 @@ def demo(
     raise typer.Exit(0 if ver.summary["exact_match"] == 1.0 else 1)
 
 
-from memft.cli import experiments, lawcmd  # noqa: E402 - registered below; imports no torch
+from memft.cli import experiments, lawcmd, memory  # noqa: E402 - registered below; imports no torch
 
 app.command()(experiments.compare)
 app.command()(experiments.bench)
@@ -226,6 +227,9 @@ app.command()(experiments.sweep)
 app.add_typer(lawcmd.law_app, name="law")
 app.command()(lawcmd.plan)
 app.command()(lawcmd.report)
+app.command()(memory.append)
+app.command()(memory.forget)
+app.command()(memory.ledger)
 
 
 def peak_memory_mib() -> float:

@@ -1,0 +1,122 @@
+"""`memft append`, `memft forget`, `memft ledger`: change a written adapter without losing what it holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from memft.cli.options import Device, Quiet
+
+Lr = Annotated[Optional[float], typer.Option(help="AdamW learning rate (default: the one the adapter was written with).")]
+MaxSteps = Annotated[Optional[int], typer.Option(help="Most optimizer steps (default: the adapter's).")]
+Margin = Annotated[Optional[float], typer.Option(help="Train until every target probability exceeds this (default: the adapter's).")]
+Method = Annotated[Optional[str], typer.Option(help="Training objective (default: the adapter's).")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")]
+
+
+def append(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder written by `memft write`.")],
+    records: Annotated[Path, typer.Argument(help="JSONL file of records to add.")],
+    update: Annotated[bool, typer.Option("--update", help="Allow new values for keys the adapter already holds.")] = False,
+    lr: Lr = None,
+    max_steps: MaxSteps = None,
+    margin: Margin = None,
+    method: Method = None,
+    device: Device = "auto",
+    json_out: JsonOut = None,
+    quiet: Quiet = False,
+) -> None:
+    """Add records to an adapter, replaying the ones it holds. Exit 0 when saved, 1 when some record did not certify
+    (the folder keeps the previous adapter)."""
+    from memft.config import RuntimeConfig
+    from memft.records import load_records
+    from memft.rewrite import append as do_append
+
+    recs = load_records(records)
+    res = _run(lambda on_step: do_append(adapter, recs, update, _overrides(lr, max_steps, margin, method), RuntimeConfig(device=device), on_step),
+               max_steps, quiet)
+    _finish(res, json_out, quiet)
+
+
+def forget(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder written by `memft write`.")],
+    keys: Annotated[list[str], typer.Argument(help="Keys to remove.")],
+    lr: Lr = None,
+    max_steps: MaxSteps = None,
+    device: Device = "auto",
+    json_out: JsonOut = None,
+    quiet: Quiet = False,
+) -> None:
+    """Remove keys: train their values away, then check greedy recall no longer gives them back. Exit 0 when saved."""
+    from memft.config import RuntimeConfig
+    from memft.rewrite import forget as do_forget
+
+    res = _run(lambda on_step: do_forget(adapter, keys, _overrides(lr, max_steps, None, None), RuntimeConfig(device=device), on_step),
+               max_steps, quiet)
+    _finish(res, json_out, quiet)
+
+
+def ledger(
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder written by `memft write`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ledger as JSON.")] = False,
+) -> None:
+    """List the records an adapter holds (keys, digests, when written, certification at the last write) and its history."""
+    from rich.table import Table
+
+    from memft.cli import render
+    from memft.ledger import read
+
+    book = read(adapter)
+    if as_json:
+        typer.echo(json.dumps(book.to_json(), indent=2, ensure_ascii=False))
+        return
+    t = Table(title=f"{adapter}: {len(book.entries)} records, generation {book.generation}")
+    for col in ("key", "sha256", "written", "gen", "certified", "min p", "min gap"):
+        t.add_column(col, overflow="fold")
+    for e in book.entries:
+        gap = "—" if e.min_gap is None else f"{e.min_gap:.3f}"
+        t.add_row(e.key[:40], e.digest[:12], e.written, str(e.generation), "yes" if e.certified else "[red]no[/red]", f"{e.min_prob:.3f}", gap)
+    render.out.print(t)
+    h = Table(title="history")
+    for col in ("gen", "time", "op", "added", "updated", "removed", "held", "steps", "certified"):
+        h.add_column(col)
+    for line in book.history:
+        h.add_row(*(str(line.get(c, "—")) for c in ("generation", "time", "op", "added", "updated", "removed", "held", "steps")), f"{100 * line.get('certified', 0):.1f}%")
+    render.out.print(h)
+
+
+def _overrides(lr: Optional[float], max_steps: Optional[int], margin: Optional[float], method: Optional[str]) -> dict[str, Any]:
+    return {"lr": lr, "max_steps": max_steps, "margin": margin, "method": method}
+
+
+def _run(call: Any, max_steps: Optional[int], quiet: bool) -> Any:
+    from memft.cli import render
+
+    with render.training_progress(max_steps or 300, enabled=not quiet) as on_step:
+        return call(on_step)
+
+
+def _finish(res: Any, json_out: Optional[Path], quiet: bool) -> None:
+    from memft.cli import render
+
+    if json_out:
+        json_out.write_text(json.dumps(res.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not quiet:
+        failed = [r for r in res.reports if not r.certified]
+        if failed:
+            render.console.print(render.records_table(failed))
+        p = res.plan
+        render.console.print(
+            f"kept {len(p['kept'])}, added {len(p['added'])}, changed {len(p['changed'])}, forgotten {len(p['forgotten'])}, "
+            f"already held {len(p['unchanged'])}; {res.steps} steps, {res.seconds:.1f} s"
+        )
+        render.console.print(render.summary_table(res.summary, title=f"records held by {res.out}"))
+    if res.saved:
+        render.console.print(f"saved {res.out}")
+    else:
+        why = f"still recalled: {res.still_recalled}" if res.still_recalled else "not every record certified"
+        render.console.print(f"[red]not saved[/red] ({why}); {res.out} keeps the previous adapter. Try more --max-steps or a higher --lr")
+    raise typer.Exit(0 if res.saved else 1)

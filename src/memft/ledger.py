@@ -1,0 +1,196 @@
+"""The ledger of an adapter folder: which records it holds, their hashes, when each was written, and how each was
+certified at the last write; plus one history line per write (write, append, forget).
+
+The ledger keeps keys and sha256 digests, never values: an adapter that certifies its records already holds the
+values, and greedy recall gives them back exactly (`recover_records`), checked against the digests. So `append`
+replays the stored records without a plain-text copy of, say, credentials beside the weights. A record that was
+not certified at its last write cannot be recovered that way; the user gives it again (or forgets it).
+
+Pure functions plan the changes (`plan_append`, `plan_forget`, `next_ledger`); only `read`/`recover_records` touch
+files or models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memft.errors import AdapterError, RecordsError
+from memft.metrics import RecordReport
+from memft.records import Record
+
+LEDGER = "ledger.json"
+
+
+@dataclass
+class Entry:
+    key: str
+    digest: str  # sha256 of the record (memft.records.Record.digest)
+    kind: str  # "text" (value) | "ids" (value_ids)
+    written: str  # ISO time of the write that added it or last changed its value
+    generation: int  # the write (1, 2, ...) that added it or last changed its value
+    certified: bool  # at the last write
+    min_prob: float  # at the last write
+    min_gap: float | None  # p(target) - p(best other token), smallest over positions, at the last write
+
+
+@dataclass
+class Ledger:
+    entries: list[Entry]
+    history: list[dict[str, Any]] = field(default_factory=list)  # one line per write, oldest first
+
+    @property
+    def generation(self) -> int:
+        return len(self.history)
+
+    def by_key(self) -> dict[str, Entry]:
+        return {e.key: e for e in self.entries}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entries": [asdict(e) for e in self.entries], "history": self.history}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Ledger:
+        return cls([Entry(**e) for e in obj["entries"]], list(obj.get("history", [])))
+
+
+@dataclass
+class Plan:
+    """What a rewrite does: records to keep (replayed), to add, to change, and to train away."""
+
+    keep: list[Record]
+    add: list[Record]
+    change: list[Record]  # new values for existing keys (--update)
+    forget: list[Record]
+    unchanged: list[str] = field(default_factory=list)  # new-file keys already held with the same value
+
+    @property
+    def records(self) -> list[Record]:
+        """Every record the adapter must hold after the rewrite."""
+        return self.keep + self.add + self.change
+
+    @property
+    def changed_keys(self) -> set[str]:
+        return {r.key for r in self.add + self.change}
+
+
+def plan_append(held: Sequence[Record], new: Sequence[Record], update: bool = False) -> Plan:
+    """Merge new records into the held ones. A new value for a held key is an error unless `update`.
+
+    >>> a, b = Record("a:", "1"), Record("b:", "2")
+    >>> p = plan_append([a], [a, b]); [r.key for r in p.keep], [r.key for r in p.add], p.unchanged
+    (['a:'], ['b:'], ['a:'])
+    """
+    by_key = {r.key: r for r in held}
+    add, change, unchanged = [], [], []
+    for r in new:
+        old = by_key.get(r.key)
+        if old is None:
+            add.append(r)
+        elif old.target == r.target:
+            unchanged.append(r.key)
+        else:
+            change.append(r)
+    if change and not update:
+        shown = ", ".join(repr(r.key) for r in change[:10]) + (" ..." if len(change) > 10 else "")
+        raise RecordsError(f"{len(change)} key(s) already hold another value: {shown}; pass --update to replace them, or drop them from the file")
+    changed = {r.key for r in change}
+    return Plan(keep=[r for r in held if r.key not in changed], add=add, change=change, forget=[], unchanged=unchanged)
+
+
+def plan_forget(held: Sequence[Record], keys: Sequence[str], known: Sequence[str]) -> Plan:
+    """Remove `keys`: they must be in the ledger (`known`); the held ones among them are trained away."""
+    unknown = [k for k in keys if k not in set(known)]
+    if unknown:
+        shown = ", ".join(repr(k) for k in unknown[:10])
+        raise RecordsError(f"key(s) not in this adapter: {shown}; `memft ledger DIR` lists the keys it holds")
+    gone = set(keys)
+    return Plan(keep=[r for r in held if r.key not in gone], add=[], change=[], forget=[r for r in held if r.key in gone])
+
+
+def next_ledger(old: Ledger | None, records: Sequence[Record], reports: Mapping[str, RecordReport], changed: set[str],
+                now: str, event: dict[str, Any]) -> Ledger:
+    """The ledger after a write that left the adapter holding `records` (their reports by key), where the keys in
+    `changed` were added or given a new value now. `event` becomes the new history line (generation added here)."""
+    prev = old.by_key() if old else {}
+    gen = (old.generation if old else 0) + 1
+    entries = []
+    for r in records:
+        rep = reports[r.key]
+        was = prev.get(r.key)
+        fresh = was is None or r.key in changed
+        entries.append(Entry(
+            key=r.key,
+            digest=r.digest(),
+            kind="text" if r.value is not None else "ids",
+            written=now if fresh else was.written,
+            generation=gen if fresh else was.generation,
+            certified=rep.certified,
+            min_prob=rep.min_prob,
+            min_gap=rep.min_gap,
+        ))
+    history = (list(old.history) if old else []) + [{"generation": gen, "time": now, **event}]
+    return Ledger(entries, history)
+
+
+def read(folder: str | Path) -> Ledger:
+    path = Path(folder) / LEDGER
+    if not path.exists():
+        raise AdapterError(f"{folder}: no {LEDGER} (written by an older memft); write it again with `memft write` to append or forget")
+    try:
+        return Ledger.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise AdapterError(f"{path}: unreadable ({type(e).__name__}: {e}); the adapter is damaged, write it again") from None
+
+
+def dumps(ledger: Ledger) -> str:
+    return json.dumps(ledger.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def recover_records(loaded: Any, strict: bool = True, ledger: Ledger | None = None) -> list[Record]:
+    """The records an adapter holds, recalled from its own weights (greedy) and checked against the ledger digests.
+
+    `loaded` is an api.Loaded. With strict=True a record that does not come back exactly is an error naming it
+    (it was not certified at its last write); strict=False leaves such records out.
+    """
+    records, lost = recover(loaded, ledger)
+    if lost and strict:
+        shown = ", ".join(repr(k) for k in lost[:10]) + (" ..." if len(lost) > 10 else "")
+        raise RecordsError(
+            f"{len(lost)} record(s) of this adapter do not come back exactly and cannot be replayed: {shown}; "
+            "give them again in the records file, or `memft forget` them"
+        )
+    return records
+
+
+def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], list[str]]:
+    """(records recalled exactly, keys that were not) for every ledger entry of the adapter `loaded`."""
+    from memft.encoding import Encoded, decode_value, prompt_ids
+    from memft.evaluate import greedy
+
+    ledger = ledger or read(_folder(loaded))
+    tok = loaded.tokenizer
+    eos = tok.eos_token_id
+    limit = int(loaded.meta.get("records", {}).get("max_target_tokens", 256))
+    probes = [Encoded(e.key, prompt_ids(e.key, tok, loaded.meta.get("template", "raw")), (eos,)) for e in ledger.entries]
+    gens = greedy(loaded.model, probes, tok, max_new=limit) if probes else []
+    records, lost = [], []
+    for e, gen in zip(ledger.entries, gens):
+        rec = None
+        if gen and gen[-1] == eos:
+            rec = Record(e.key, value=decode_value(gen, tok)) if e.kind == "text" else Record(e.key, value_ids=tuple(gen[:-1]))
+        if rec is not None and rec.digest() == e.digest:
+            records.append(rec)
+        else:
+            lost.append(e.key)
+    return records, lost
+
+
+def _folder(loaded: Any) -> Path:
+    folder = getattr(loaded, "folder", None)
+    if folder is None:
+        raise AdapterError("this loaded adapter does not know its folder; load it with memft.api.load_adapter")
+    return Path(folder)

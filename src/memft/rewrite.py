@@ -1,0 +1,141 @@
+"""Changing a written adapter without losing what it holds: append records, update values, forget keys.
+
+Each rewrite loads the adapter (trainable, in the precision it was certified in), recovers the records it holds
+from its own weights (memft.ledger.recover_records), and trains the same LoRA further on all of them at once:
+records to keep are replayed until certified with the margin, new and changed ones are learned, forgotten ones
+are trained away (unlikelihood) until greedy recall no longer gives them back. The new adapter replaces the old
+one (atomically) only when every record it must hold is certified and every forgotten one is gone; otherwise the
+folder keeps the previous version untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memft import ledger as ledger_mod
+from memft.api import Fit, Loaded, WriteResult, check_reachable, load_adapter, save_fit
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+from memft.encoding import encode_all
+from memft.errors import ConfigError, RecordsError
+from memft.ledger import Plan, plan_append, plan_forget
+from memft.metrics import free_run_compare, summarize
+from memft.parity import check_parity
+from memft.records import Record
+
+
+@dataclass
+class RewriteResult:
+    out: Path
+    saved: bool  # False: some record was not certified (or not forgotten); the folder keeps the previous adapter
+    plan: dict[str, list[str]]  # keys: kept, added, changed, forgotten, unchanged
+    summary: dict[str, Any]  # over the records the adapter must hold (memft.metrics.summarize)
+    reports: list[Any]  # RecordReport per held record
+    still_recalled: list[str]  # forgotten keys whose value greedy recall still gives back (empty when saved)
+    steps: int
+    seconds: float
+    written: WriteResult | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out), "saved": self.saved, "plan": self.plan, **self.summary, "steps": self.steps,
+            "seconds": round(self.seconds, 3), "still_recalled": self.still_recalled,
+            "per_record": [r.to_json() for r in self.reports],
+        }
+
+
+def train_settings(meta: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """The TrainConfig an adapter was written with (memft.json), with `overrides` (None values ignored)."""
+    saved = meta.get("train", {})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "template" in given and given["template"] != cfg.template:
+        raise ConfigError(f"--template {given['template']}: this adapter was written with --template {cfg.template}, and its records are recalled that way")
+    return dataclasses.replace(cfg, **given)
+
+
+def lora_settings(meta: dict[str, Any]) -> LoraSettings:
+    lo = meta["lora"]
+    return LoraSettings(rank=lo["rank"], alpha=lo.get("alpha"), preset=lo.get("preset", "probe"),
+                        layers=tuple(lo["layers"]), target_modules=lo.get("target_modules"))
+
+
+def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,
+           runtime: RuntimeConfig | None = None, on_step: Callable[[dict[str, float]], None] | None = None) -> RewriteResult:
+    """Add `records` to the adapter in `folder`, keeping every record it holds certified.
+
+    A new value for a key it holds is an error unless `update`; records it holds with the same value are no-ops.
+    A held record that does not come back exactly (not certified at its last write) may be given again in
+    `records` with its value. `train`: TrainConfig fields to override (default: those it was written with).
+    """
+    ld, held, known = _open(folder, runtime, given=records)
+    plan = plan_append(held, records, update)
+    event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
+    return _rewrite(ld, plan, train_settings(ld.meta, **(train or {})), event, on_step)
+
+
+def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None,
+           runtime: RuntimeConfig | None = None, on_step: Callable[[dict[str, float]], None] | None = None) -> RewriteResult:
+    """Remove `keys` from the adapter in `folder`: train their values away, keep every other record certified."""
+    if not keys:
+        raise ConfigError("no keys given: name the keys to forget")
+    ld, held, known = _open(folder, runtime, given=())
+    plan = plan_forget(held, keys, known)
+    event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
+    return _rewrite(ld, plan, train_settings(ld.meta, **(train or {})), event, on_step)
+
+
+def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record]) -> tuple[Loaded, list[Record], list[str]]:
+    """Load the adapter trainable and recover what it holds; records the user gives again fill in lost ones."""
+    runtime = runtime or RuntimeConfig()
+    book = ledger_mod.read(folder)  # before loading a model: an old adapter fails fast
+    ld = load_adapter(folder, runtime.device, None, trainable=True)
+    held, lost = ledger_mod.recover(ld, book)
+    digests = {e.key: e.digest for e in book.entries}
+    again = {r.key: r for r in given if r.key in lost and r.digest() == digests[r.key]}
+    missing = [k for k in lost if k not in again]
+    if missing:
+        shown = ", ".join(repr(k) for k in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise RecordsError(
+            f"{len(missing)} record(s) of {folder} do not come back exactly (not certified at the last write), so they "
+            f"cannot be replayed: {shown}; give them again with their values in the records file, or `memft forget` them"
+        )
+    order = [e.key for e in book.entries]
+    by_key = {r.key: r for r in held} | again
+    return ld, [by_key[k] for k in order], order
+
+
+def _rewrite(ld: Loaded, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
+    from memft.evaluate import evaluate, greedy
+    from memft.train import train as train_loop
+
+    base, tok, meta = ld.base, ld.tokenizer, ld.meta
+    hold = plan.records
+    names = {"kept": [r.key for r in plan.keep], "added": [r.key for r in plan.add], "changed": [r.key for r in plan.change],
+             "forgotten": [r.key for r in plan.forget], "unchanged": plan.unchanged}
+    if not hold:
+        raise ConfigError("nothing would be left in the adapter; delete the folder instead of forgetting every key")
+    items = encode_all(hold, tok, cfg.template)
+    gone = encode_all(plan.forget, tok, cfg.template)
+    check_reachable(items, base)
+    check_parity(items, tok, cfg.template, base.model)
+    start = min(meta["lora"]["layers"])
+    res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, on_step, forget=range(len(items), len(items) + len(gone)))
+    reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size)
+    gens = greedy(ld.model, gone, tok) if gone else []
+    still = [e.key for e, g in zip(gone, gens) if free_run_compare(g, e.targets)[0]]
+    summary = summarize(reports)
+    ok = summary["certified"] == 1.0 and not still
+    written = None
+    if ok:
+        fit = Fit(ld.model, {"layers": meta["lora"]["layers"], "modules": meta["lora"]["modules"]}, reports, summary, res,
+                  sum(e.n_value for e in items), max(len(e.targets) for e in items))
+        old = ledger_mod.read(ld.folder)
+        written = save_fit(fit, hold, base, lora_settings(meta), cfg, ld.folder, old_ledger=old, changed=plan.changed_keys, event=event)
+    return RewriteResult(out=Path(ld.folder), saved=ok, plan=names, summary=summary, reports=reports, still_recalled=still,
+                         steps=res.steps, seconds=res.seconds, written=written, history=res.history)
