@@ -262,3 +262,26 @@ def verify(
             "these verdicts are for the precision used now"
         )
     return VerifyResult(summarize(reports), reports, ld.dtype, certified_dtype, notes)
+
+
+def sampling_odds(folder: str | Path | Loaded, records: Sequence[Record], temperature: float, top_p: float = 1.0,
+                  top_k: int = 0, samples: int = 0, seed: int = 0, device: str = "auto", dtype: str | None = None,
+                  batch_size: int = 64) -> list[dict[str, Any]]:
+    """Per record, the exact probability that one sampled generation (temperature, top-p, top-k as in
+    `model.generate`) reproduces the value: the product over positions of the target's sampling probability, from
+    one teacher-forced pass (memft.sampling). samples > 0 also draws that many generations per record and counts
+    exact ones, an empirical check of the computed odds."""
+    from memft.forward import Runner
+    from memft.sampling import check_sampling, recall_odds, sample_recall
+
+    check_sampling(temperature, top_p, top_k)
+    ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
+    items = encode_all(records, ld.tokenizer, ld.meta.get("template", "raw"))
+    odds = recall_odds(Runner(ld.model, items, ld.tokenizer.pad_token_id), temperature, top_p, top_k, batch_size)
+    hits = sample_recall(ld.model, items, ld.tokenizer, samples, temperature, top_p, top_k, seed, batch_size) if samples else None
+    return [
+        {"key": e.key, "odds": odds[i].prob, "log_odds": odds[i].log_prob, "weakest_position": odds[i].weakest,
+         "weakest_factor": odds[i].per_position[odds[i].weakest], "samples": samples or None,
+         "sampled_exact": hits[i] if hits else None}
+        for i, e in enumerate(items)
+    ]

@@ -120,6 +120,29 @@ def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", s
     return Base(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype)
 
 
+def base_folder(spec: str, seed: int = 0) -> str:
+    """A Hugging Face folder (or hub id) that plain `from_pretrained` loads as the base `spec` names, for code that
+    re-checks an adapter without memft (memft.plaincheck). tiny-random is saved once under $MEMFT_CACHE."""
+    if spec == EMBEDDED:
+        return str(_embedded_cache_dir())
+    if spec.endswith(".gguf"):
+        return str(_gguf_cache_dir(Path(spec)))
+    if spec == TINY:
+        target = cache_root() / "models" / f"tiny-random-seed{seed}"
+        if not (target / "config.json").exists():
+            model, tok = tiny_random(seed)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process saved it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return str(target)
+    return spec  # a folder or a hub id
+
+
 def unreachable_tokens(model: Any) -> dict[int, int]:
     """{token id: its twin} for tokens greedy decoding can never produce with `model`.
 

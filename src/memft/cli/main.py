@@ -157,26 +157,61 @@ def verify(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON summary here.")] = None,
     generate: Annotated[bool, typer.Option("--generate", help="Also run greedy generation for certified records (a cross-check).")] = False,
     device: Device = "auto",
-    dtype: Annotated[Optional[str], typer.Option(help="Precision to verify in (default: the one it was certified in).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Precision to verify in: fp32 | bf16 | fp16 (default: the one it was certified in).")] = None,
+    merged: Annotated[bool, typer.Option("--merged", help="Check the adapter merged into the base weights (as many deployments ship it).")] = False,
+    plain_peft: Annotated[bool, typer.Option("--plain-peft", help="Also re-check in a separate process with plain transformers + peft.PeftModel.")] = False,
+    deploy: Annotated[bool, typer.Option("--deploy", help="Check every deployment setting: LoRA and merged in fp32/bf16/fp16, and plain PeftModel.")] = False,
+    temperature: Annotated[Optional[float], typer.Option(help="Also report each record's exact odds of coming back under sampling at this temperature.")] = None,
+    top_p: Annotated[float, typer.Option(help="With --temperature: nucleus (top-p) sampling; 1 = off.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="With --temperature: top-k sampling; 0 = off.")] = 0,
+    samples: Annotated[int, typer.Option(help="With --temperature: also draw this many samples per record and count exact ones.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No tables.")] = False,
 ) -> None:
-    """Check that every record comes back exactly. Exit 0 if all do, 1 otherwise."""
+    """Check that every record comes back exactly. Exit 0 if all do (in every setting checked), 1 otherwise."""
     from memft import api
     from memft.cli import render
     from memft.config import RuntimeConfig
     from memft.records import load_records
 
     RuntimeConfig(device=device, dtype=dtype or "auto")
+    if dtype == "auto":
+        raise ConfigError("--dtype auto: give fp32, bf16 or fp16, or leave it out to verify in the certified precision")
+    if temperature is not None:
+        from memft.sampling import check_sampling
+
+        check_sampling(temperature, top_p, top_k)
+    if samples < 0 or (samples and temperature is None):
+        raise ConfigError("--samples needs --temperature and a count >= 0")
     recs = load_records(records)
-    res = api.verify(adapter, recs, generate="always" if generate else "uncertified", device=device, dtype=dtype)
+    report: dict = {}
+    ok = True
+    if deploy or merged or plain_peft:
+        from memft.adapters import read_meta
+        from memft.deploy import recheck, settings_for
+
+        cert = read_meta(adapter).get("certification", {}).get("dtype", "fp32")
+        checks = recheck(adapter, recs, settings_for(cert, merged, dtype, plain_peft, deploy), device)
+        report["deploy"] = [c.to_json() for c in checks]
+        ok = all(c.certified == c.records for c in checks)
+        if not quiet:
+            render.console.print(render.deploy_table(checks, title=f"deployment re-check of {adapter} (certified in {cert})"))
+    else:
+        res = api.verify(adapter, recs, generate="always" if generate else "uncertified", device=device, dtype=dtype)
+        report.update(res.to_json())
+        ok = res.summary["exact_match"] == 1.0
+        if not quiet:
+            render.console.print(render.records_table(res.reports))
+            render.console.print(render.summary_table(res.summary, title=f"verify {adapter} ({res.dtype})"))
+            for note in res.notes:
+                render.console.print(f"[yellow]note:[/yellow] {note}")
+    if temperature is not None:
+        odds = api.sampling_odds(adapter, recs, temperature, top_p, top_k, samples, device=device, dtype=dtype)
+        report["sampling"] = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "records": odds}
+        if not quiet:
+            render.console.print(render.odds_table(odds, title=f"recall odds under sampling (T={temperature}, top-p={top_p}, top-k={top_k})"))
     if json_out:
-        json_out.write_text(json.dumps(res.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if not quiet:
-        render.console.print(render.records_table(res.reports))
-        render.console.print(render.summary_table(res.summary, title=f"verify {adapter} ({res.dtype})"))
-        for note in res.notes:
-            render.console.print(f"[yellow]note:[/yellow] {note}")
-    raise typer.Exit(0 if res.summary["exact_match"] == 1.0 else 1)
+        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()
@@ -219,7 +254,8 @@ def demo(
     raise typer.Exit(0 if ver.summary["exact_match"] == 1.0 else 1)
 
 
-from memft.cli import experiments, lawcmd, memory  # noqa: E402 - registered below; imports no torch
+from memft.cli import audit as auditcmd  # noqa: E402 - registered below; imports no torch
+from memft.cli import experiments, lawcmd, memory  # noqa: E402
 
 app.command()(experiments.compare)
 app.command()(experiments.bench)
@@ -230,6 +266,7 @@ app.command()(lawcmd.report)
 app.command()(memory.append)
 app.command()(memory.forget)
 app.command()(memory.ledger)
+app.command()(auditcmd.audit)
 
 
 def peak_memory_mib() -> float:

@@ -108,3 +108,29 @@ def pivot_table(rows: Sequence[dict[str, Any]], metric: str, title: str = "") ->
     for (m, rho, ln), cells in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
         t.add_row(m, "—" if rho is None else f"{100 * rho:g}%", str(ln), *(_cell(metric, cells.get(rk)) for rk in ranks))
     return t
+
+
+def deploy_table(checks: Sequence[Any], title: str = "") -> Table:
+    """One line per deployment setting (memft.deploy.Check): certified records, smallest probability and gap."""
+    t = Table(title=title)
+    for col in ("setting", "certified", "exact (generate)", "min p", "min gap", "not certified"):
+        t.add_column(col, overflow="fold")
+    for c in checks:
+        lost = ", ".join(k[:20] for k in c.lost[:4]) + (f" +{len(c.lost) - 4}" if len(c.lost) > 4 else "")
+        cert = f"{c.certified}/{c.records}" if c.certified == c.records else f"[red]{c.certified}/{c.records}[/red]"
+        gap = "—" if c.min_gap is None else f"{c.min_gap:.4f}"
+        t.add_row(c.setting, cert, "—" if c.exact is None else f"{c.exact}/{c.records}", f"{c.min_prob:.4f}", gap, lost or "—")
+    return t
+
+
+def odds_table(rows: Sequence[dict[str, Any]], title: str = "", limit: int = 50) -> Table:
+    """Per record: the exact odds that one sampled generation reproduces it, and sampled counts when drawn."""
+    t = Table(title=title)
+    for col in ("key", "odds", "weakest position", "its factor", "sampled exact"):
+        t.add_column(col, overflow="fold")
+    for r in rows[:limit]:
+        drawn = "—" if r["samples"] is None else f"{r['sampled_exact']}/{r['samples']}"
+        t.add_row(r["key"][:40], f"{r['odds']:.4g}", str(r["weakest_position"]), f"{r['weakest_factor']:.4f}", drawn)
+    if len(rows) > limit:
+        t.caption = f"{len(rows) - limit} more records not shown"
+    return t
