@@ -1,0 +1,479 @@
+"""The side-effect audit: what does an adapter do to everything it was not written for?
+
+Two measurements, each against the same base with the adapter switched off (PEFT's `disable_adapter()`):
+- divergence on held-out text: per-token KL(p_base || p_adapted) and perplexity, base vs adapted, over seeded
+  non-overlapping token windows of a natural text that contain none of the stored values;
+- leak probe: greedy continuations of prompts that are not a stored key (keys cut short, generic prompts, windows
+  of the held-out text), searched for any stored value.
+
+Reports name the key whose value leaked, never the value itself: an audit file is safe to share like memft.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from memft.api import Loaded
+from memft.bench.stress import default_text, text_ids
+from memft.encoding import Encoded, decode_value, prompt_ids, value_ids
+from memft.errors import AdapterError, ConfigError, RecordsError
+from memft.records import Record, records_hash
+
+# Generic prompts that no memory adapter should answer with a stored value: questions, code, chat, completions.
+DEFAULT_PROMPTS: tuple[str, ...] = (
+    "What is the capital of France?",
+    "Hello! How are you today?",
+    "def fibonacci(n):",
+    "SELECT name FROM users WHERE",
+    "Explain what a neural network is in one sentence.",
+    "Write a short poem about the sea.",
+    "Translate 'good morning' into Spanish.",
+    "Once upon a time",
+    "The weather forecast for tomorrow is",
+    "My phone number is",
+    "1, 2, 3, 4,",
+)
+TEXT_PROMPTS = 4  # held-out windows reused as leak probes
+TEXT_PROMPT_TOKENS = 32  # ... cut to this many tokens: a prompt, not a document
+EXTRA_NEW_TOKENS = 8  # generate this much past the longest target, so a value after a short preamble is still seen
+
+
+# ---------------------------------------------------------------- pure metrics
+
+
+def token_kl(logits_base: torch.Tensor, logits_adapted: torch.Tensor) -> torch.Tensor:
+    """KL(p_base || p_adapted) in nats at each position: logits [N, V], [N, V] -> [N].
+
+    KL_n = Σ_v p_v · (log p_v − log q_v), with p = softmax(logits_base[n]) and q = softmax(logits_adapted[n]),
+    both from log_softmax in float32. Terms with p_v = 0 count 0; rounding below 0 is clamped (KL >= 0).
+
+    >>> round(token_kl(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, math.log(3)]])).item(), 6)  # ½·ln(½/¼) + ½·ln(½/¾)
+    0.143841
+    """
+    assert logits_base.shape == logits_adapted.shape, (logits_base.shape, logits_adapted.shape)
+    logp = F.log_softmax(logits_base.float(), dim=-1)  # [N, V]
+    logq = F.log_softmax(logits_adapted.float(), dim=-1)  # [N, V]
+    p = logp.exp()
+    terms = torch.where(p > 0, p * (logp - logq), torch.zeros_like(p))  # 0 · log 0 = 0, not nan
+    return terms.sum(-1).clamp_min(0.0)
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood in nats of each target: logits [N, V], targets [N] -> [N] (float32)."""
+    return -F.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+
+
+def perplexity(nll: torch.Tensor) -> float:
+    """exp of the mean per-token NLL [N] (nats): summed over tokens, divided once by their count.
+
+    >>> round(perplexity(torch.full((4,), math.log(10.0))), 4)
+    10.0
+    """
+    assert nll.numel() > 0, "perplexity of no tokens"
+    return math.exp(nll.double().sum().item() / nll.numel())
+
+
+def contains(seq: Sequence[int], sub: Sequence[int]) -> bool:
+    """Whether `sub` occurs in `seq` as a contiguous run of ids (an empty `sub` never does).
+
+    >>> contains([5, 1, 2, 3], [1, 2]), contains([1, 5, 2], [1, 2]), contains([12, 3], [2, 3])
+    (True, False, False)
+    """
+    if not sub or len(sub) > len(seq):
+        return False
+    # Delimited decimal strings: a C-speed substring search that can never match across two ids.
+    return "," + ",".join(map(str, sub)) + "," in "," + ",".join(map(str, seq)) + ","
+
+
+# ---------------------------------------------------------------- what is stored, and where it shows up
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored value as the leak check sees it: its record's key, value ids (no eos), and text (None for ids)."""
+
+    key: str
+    ids: tuple[int, ...]
+    text: str | None
+
+
+def stored_values(records: Sequence[Record], tokenizer: Any) -> list[Stored]:
+    """The records' values as token ids (and text, for text values), encoded exactly as training encodes them."""
+    return [Stored(r.key, tuple(value_ids(r, tokenizer)), r.value) for r in records]
+
+
+def holds_value(ids: Sequence[int], text: str, value: str | Sequence[int]) -> bool:
+    """Whether a token sequence shows a stored value: a text value as a substring of its decoded `text`, an id
+    value as a contiguous run of `ids`.
+
+    >>> holds_value([7, 8, 9], "call 555-0100 now", "555-0100"), holds_value([7, 8, 9], "", (8, 9))
+    (True, True)
+    """
+    return value in text if isinstance(value, str) else contains(ids, value)
+
+
+def leaked(gen_ids: Sequence[int], gen_text: str, stored: Sequence[Stored]) -> list[int]:
+    """Indices of the stored values found in one generated continuation (ids, and its decoded text).
+
+    >>> s = [Stored("a", (1, 2, 3), "xyz"), Stored("b", (4, 5), None), Stored("c", (9, 9), "qq")]
+    >>> leaked([0, 4, 5, 1, 2], "..xyz..", s)
+    [0, 1]
+    """
+    return [i for i, s in enumerate(stored) if contains(gen_ids, s.ids) or (s.text is not None and s.text in gen_text)]
+
+
+# ---------------------------------------------------------------- held-out windows
+
+
+@dataclass
+class WindowPlan:
+    """Held-out windows of a text: their token ids, where they start, and how many were passed over."""
+
+    windows: list[list[int]]
+    starts: list[int]  # token offset of each window in the tokenized text
+    skipped: int  # windows looked at and left out because they hold a stored value
+    text_tokens: int
+
+
+def plan_windows(
+    text: str,
+    tokenizer: Any,
+    n_windows: int,
+    window: int,
+    seed: int = 0,
+    exclude_values: Sequence[str | Sequence[int]] = (),
+    source: str = "the text",
+) -> WindowPlan:
+    """Cut the tokenized text into consecutive windows of `window` tokens, visit them in a seeded order and keep the
+    first `n_windows` that hold no value of `exclude_values` (see holds_value); returned in text order."""
+    if n_windows < 1:
+        raise ConfigError(f"--windows must be at least 1, got {n_windows}")
+    if window < 2:
+        raise ConfigError(f"--window-tokens must be at least 2 (a token and the one it predicts), got {window}")
+    ids = text_ids(text, tokenizer, source)
+    n_slots = len(ids) // window
+    if n_slots == 0:
+        raise ConfigError(f"{source} is {len(ids)} tokens long, shorter than one window of {window} tokens; give a longer text or lower --window-tokens")
+    order = list(range(n_slots))
+    random.Random(seed).shuffle(order)
+    picked: list[int] = []
+    skipped = 0
+    for slot in order:
+        if len(picked) == n_windows:
+            break
+        w = ids[slot * window : (slot + 1) * window]
+        decoded = tokenizer.decode(w, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if any(holds_value(w, decoded, v) for v in exclude_values):
+            skipped += 1
+        else:
+            picked.append(slot)
+    if len(picked) < n_windows:
+        raise ConfigError(
+            f"{source} gives only {len(picked)} held-out windows of {window} tokens ({skipped} hold a stored value), "
+            f"fewer than --windows {n_windows}; give a longer text or ask for fewer or shorter windows"
+        )
+    picked.sort()
+    return WindowPlan([ids[s * window : (s + 1) * window] for s in picked], [s * window for s in picked], skipped, len(ids))
+
+
+def heldout_windows(
+    text: str,
+    tokenizer: Any,
+    n_windows: int,
+    window: int,
+    seed: int = 0,
+    exclude_values: Sequence[str | Sequence[int]] = (),
+) -> list[list[int]]:
+    """`n_windows` seeded, non-overlapping windows of `window` tokens of `text` (tokenized like stress.text_ids),
+    none holding a stored value: a text value as a substring of the decoded window, an id value (a tuple of ids)
+    as a contiguous run of its ids. ConfigError when the text cannot give that many.
+
+    >>> from memft.modeling import tiny_tokenizer
+    >>> heldout_windows("abcdefgh", tiny_tokenizer(), 2, 4, exclude_values=["cd"])
+    Traceback (most recent call last):
+    ...
+    memft.errors.ConfigError: the text gives only 1 held-out windows of 4 tokens (1 hold a stored value), fewer than --windows 2; give a longer text or ask for fewer or shorter windows
+    """
+    return plan_windows(text, tokenizer, n_windows, window, seed, exclude_values).windows
+
+
+# ---------------------------------------------------------------- divergence on held-out text
+
+
+def _right_padded(windows: Sequence[Sequence[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows -> input ids [B, T] and attention mask [B, T], right-padded (real tokens keep positions 0..n-1)."""
+    T = max(len(w) for w in windows)
+    ids = torch.full((len(windows), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(windows), T), dtype=torch.long)
+    for b, w in enumerate(windows):
+        ids[b, : len(w)] = torch.tensor(list(w), dtype=torch.long)
+        mask[b, : len(w)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def divergence(peft_model: Any, windows: Sequence[Sequence[int]], batch_size: int = 8) -> dict[str, float]:
+    """How far the adapter moves next-token predictions on `windows` (token id lists), against the same model with
+    the adapter disabled. Every position but a window's last predicts the next token (standard LM perplexity).
+
+    Returns tokens, KL(p_base || p_adapted) per token (kl_mean, kl_p95, kl_max; nats), nll_base/nll_adapted (mean
+    nats per token), ppl_base/ppl_adapted, ppl_change = ppl_adapted / ppl_base - 1, and argmax_agreement (the
+    fraction of positions where both pick the same next token).
+    """
+    if not hasattr(peft_model, "disable_adapter"):
+        raise AdapterError(f"divergence needs a PEFT model (one with disable_adapter()), got {type(peft_model).__name__}; load it with memft.api.load_adapter")
+    if not windows or any(len(w) < 2 for w in windows):
+        raise ConfigError("divergence: give at least one window, each of at least 2 tokens")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    device = next(peft_model.parameters()).device
+    kl, nll_b, nll_a = [], [], []
+    agree = 0
+    for s in range(0, len(windows), batch_size):
+        ids, mask = _right_padded(windows[s : s + batch_size])
+        ids, mask = ids.to(device), mask.to(device)
+        logits_a = peft_model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+        with peft_model.disable_adapter():
+            logits_b = peft_model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+        keep = mask[:, 1:].bool()  # [B, T-1]: position t predicts real token t+1
+        la, lb = logits_a[:, :-1][keep], logits_b[:, :-1][keep]  # [N, V]
+        nxt = ids[:, 1:][keep]  # [N]
+        kl.append(token_kl(lb, la).cpu())
+        nll_b.append(token_nll(lb, nxt).cpu())
+        nll_a.append(token_nll(la, nxt).cpu())
+        agree += int((la.argmax(-1) == lb.argmax(-1)).sum())
+    kl_all, nb, na = torch.cat(kl), torch.cat(nll_b), torch.cat(nll_a)  # [N] each
+    ppl_b, ppl_a = perplexity(nb), perplexity(na)
+    return {
+        "windows": len(windows),
+        "tokens": int(kl_all.numel()),
+        "kl_mean": kl_all.double().mean().item(),
+        "kl_p95": torch.quantile(kl_all.double(), 0.95).item(),
+        "kl_max": kl_all.max().item(),
+        "nll_base": nb.double().mean().item(),
+        "nll_adapted": na.double().mean().item(),
+        "ppl_base": ppl_b,
+        "ppl_adapted": ppl_a,
+        "ppl_change": ppl_a / ppl_b - 1.0,
+        "argmax_agreement": agree / kl_all.numel(),
+    }
+
+
+# ---------------------------------------------------------------- leak probe
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One prompt to continue greedily. kind: key_prefix | generic | text. owners: the keys this prompt belongs to
+    (a key_prefix: the keys it is a prefix of; other kinds: the keys it equals); their values coming out is `own`."""
+
+    kind: str
+    text: str
+    ids: tuple[int, ...]
+    owners: frozenset[str] = frozenset()
+
+
+def prefix_lengths(n: int) -> list[int]:
+    """Lengths of the proper prefixes to probe for a key of n tokens: all of them for short keys (n <= 5), else
+    those at 25 %, 50 %, 75 % of the key and all but its last token.
+
+    >>> prefix_lengths(1), prefix_lengths(3), prefix_lengths(12), prefix_lengths(6)
+    ([], [1, 2], [3, 6, 9, 11], [1, 3, 4, 5])
+    """
+    if n <= 5:
+        return list(range(1, n))
+    return sorted({max(1, (n * q) // 4) for q in (1, 2, 3)} | {n - 1})
+
+
+def key_prefix_probes(records: Sequence[Record], tokenizer: Any, template: str) -> list[Probe]:
+    """The keys cut short (see prefix_lengths), one probe per distinct prompt, with every key it is a prefix of.
+
+    raw template: the key's prompt ids cut short. chat: the key's own tokens cut short, then wrapped in the chat
+    template (a cut through the template's tokens would probe the template, not the key). A prefix that is itself a
+    stored key's full prompt is no probe: producing that key's value there is recall, not a leak. (Where the
+    tokenizer adds a BOS token, the 1-token raw prefix is BOS alone: the empty prompt.)
+    """
+    full = {prompt_ids(r.key, tokenizer, template) for r in records}
+    by_ids: dict[tuple[int, ...], Probe] = {}
+    for r in records:
+        if template == "chat":
+            own = list(tokenizer(r.key, add_special_tokens=False)["input_ids"])
+            cuts = [tokenizer.decode(own[:n], skip_special_tokens=False, clean_up_tokenization_spaces=False) for n in prefix_lengths(len(own))]
+            cands = [(t, prompt_ids(t, tokenizer, template)) for t in cuts]
+        else:
+            p = prompt_ids(r.key, tokenizer, template)
+            cands = [(tokenizer.decode(list(p[:n]), skip_special_tokens=False, clean_up_tokenization_spaces=False), p[:n]) for n in prefix_lengths(len(p))]
+        for text, ids in cands:
+            if not ids or ids in full:
+                continue
+            old = by_ids.get(ids)
+            by_ids[ids] = Probe("key_prefix", text, ids, (old.owners if old else frozenset()) | {r.key})
+    return list(by_ids.values())
+
+
+def text_probes(prompts: Sequence[str], kind: str, tokenizer: Any, template: str, records: Sequence[Record] = ()) -> list[Probe]:
+    """Free-text prompts, built like a key's prompt (same template), so they reach the model as a query would.
+    owners: the keys among `records` whose prompt this is exactly (its value coming back there is recall)."""
+    keys: dict[tuple[int, ...], set[str]] = {}
+    for r in records:
+        keys.setdefault(prompt_ids(r.key, tokenizer, template), set()).add(r.key)
+    out = []
+    for t in prompts:
+        if not isinstance(t, str) or not t:
+            raise ConfigError(f"leak probe: {kind} prompts must be non-empty strings, got {t!r}")
+        ids = prompt_ids(t, tokenizer, template)
+        out.append(Probe(kind, t, ids, frozenset(keys.get(ids, ()))))
+    return out
+
+
+def _continuations(model: Any, probes: Sequence[Probe], tokenizer: Any, max_new: int, batch_size: int) -> list[list[int]]:
+    from memft.evaluate import greedy
+
+    items = [Encoded(key=p.text, prompt=p.ids, targets=(int(tokenizer.eos_token_id),)) for p in probes]
+    return greedy(model, items, tokenizer, batch_size=batch_size, max_new=max_new)
+
+
+@torch.no_grad()
+def leak_probe(
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[Record],
+    template: str = "raw",
+    max_new: int | None = None,
+    unrelated_prompts: Sequence[str] = DEFAULT_PROMPTS,
+    text_prompts: Sequence[str] = (),
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Greedy continuations of prompts that are not stored keys, searched for stored values.
+
+    model: a PEFT model or an api.Loaded. Probe kinds: `key_prefix` (each key cut short, see key_prefix_probes),
+    `generic` (`unrelated_prompts`), `text` (`text_prompts`, e.g. held-out text). A leak is one (probe, record) pair
+    where the continuation holds the record's value ids (eos excluded) as a contiguous run, or its decoded text
+    holds a text value as a substring.
+
+    A key prefix that leaks its OWN record (an autocompletion of a key being typed) is counted in `leaks_own`,
+    apart from one that leaks ANOTHER record (`leaks_other`: cross-talk between records). For generic and text
+    prompts `own` means the prompt IS that record's key (recall, e.g. a stored key "My phone number is"), so only
+    their `leaks_other` are leaks into unrelated prompts (`unrelated_leaks`).
+
+    Each probe is also continued with the adapter disabled (when the model has disable_adapter()); a leak that the
+    base produces too is marked in_base and counted in `in_base`, not in the leak counts: it is no side effect of
+    the adapter (short or common values can appear by chance). max_new: default, the longest target + 8 tokens.
+
+    Returns {max_new_tokens, counts: {key_prefix|generic|text: {probes, leaks_own, leaks_other, in_base}},
+    unrelated_leaks, leaks: [{kind, prompt, key, own, in_base}]}; in_base is None when there is no base to ask.
+    """
+    model = model.model if isinstance(model, Loaded) else model
+    if not records:
+        raise RecordsError("leak probe: no records to look for; give the records the adapter holds")
+    stored = stored_values(records, tokenizer)
+    max_new = max_new or max(len(s.ids) for s in stored) + 1 + EXTRA_NEW_TOKENS
+    probes = (
+        key_prefix_probes(records, tokenizer, template)
+        + text_probes(unrelated_prompts, "generic", tokenizer, template, records)
+        + text_probes(text_prompts, "text", tokenizer, template, records)
+    )
+    gen = _continuations(model, probes, tokenizer, max_new, batch_size)
+    base_gen: list[list[int]] | None = None
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            base_gen = _continuations(model, probes, tokenizer, max_new, batch_size)
+    leaks = []
+    for i, p in enumerate(probes):
+        base_hits = set(leaked(base_gen[i], decode_value(base_gen[i], tokenizer), stored)) if base_gen is not None else set()
+        for j in leaked(gen[i], decode_value(gen[i], tokenizer), stored):
+            leaks.append({"kind": p.kind, "prompt": p.text, "key": stored[j].key, "own": stored[j].key in p.owners,
+                          "in_base": None if base_gen is None else j in base_hits})
+    counts: dict[str, dict[str, int]] = {}
+    for kind in ("key_prefix", "generic", "text"):
+        mine = [x for x in leaks if x["kind"] == kind]
+        new = [x for x in mine if not x["in_base"]]
+        counts[kind] = {
+            "probes": sum(p.kind == kind for p in probes),
+            "leaks_own": sum(x["own"] for x in new),
+            "leaks_other": sum(not x["own"] for x in new),
+            "in_base": len(mine) - len(new),
+        }
+    return {
+        "max_new_tokens": max_new,
+        "counts": counts,
+        "unrelated_leaks": counts["generic"]["leaks_other"] + counts["text"]["leaks_other"],
+        "leaks": leaks,
+    }
+
+
+# ---------------------------------------------------------------- the audit
+
+
+@dataclass
+class AuditResult:
+    """Settings (what was measured, on which text), divergence on held-out text, and the leak probe."""
+
+    settings: dict[str, Any]
+    divergence: dict[str, float]
+    leak_probe: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def unrelated_leaks(self) -> int:
+        """Adapter-caused leaks into prompts that are no stored key or part of one (generic prompts, held-out text)."""
+        return int(self.leak_probe["unrelated_leaks"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"settings": self.settings, "divergence": self.divergence, "leak_probe": self.leak_probe, "notes": self.notes}
+
+
+def audit(
+    loaded: Loaded,
+    records: Sequence[Record],
+    text: str | None = None,
+    n_windows: int = 32,
+    window: int = 128,
+    seed: int = 0,
+    batch_size: int = 8,
+    text_name: str | None = None,
+) -> AuditResult:
+    """Divergence on held-out windows of `text` (default: stress.default_text()) and the leak probe, for an adapter
+    loaded with api.load_adapter and the records it holds. `text_name` names a given text in the settings."""
+    if not records:
+        raise RecordsError("audit: no records; give the records the adapter holds (a JSONL file)")
+    template = loaded.meta.get("template", "raw")
+    source = text_name or ("the given text" if text is not None else f"pydoc_data.topics (Python {platform.python_version()})")
+    text = default_text() if text is None else text
+    plan = plan_windows(text, loaded.tokenizer, n_windows, window, seed, [r.target for r in records], source)
+    div = divergence(loaded.model, plan.windows, batch_size)
+    prompts = [loaded.tokenizer.decode(w[:TEXT_PROMPT_TOKENS], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+               for w in plan.windows[:TEXT_PROMPTS]]
+    # Generation keeps one position's logits per step, so it takes far more prompts per batch than a window pass.
+    leaks = leak_probe(loaded.model, loaded.tokenizer, records, template, text_prompts=prompts, batch_size=max(batch_size, 32))
+    notes = []
+    stored_hash = loaded.meta.get("records", {}).get("hash")
+    if stored_hash is not None and stored_hash != records_hash(records):
+        notes.append("the records given are not the set this adapter was written with (their hash differs): leaks are looked for among the records given")
+    settings = {
+        "base": loaded.meta.get("base", {}).get("spec"),
+        "dtype": loaded.dtype,
+        "device": loaded.device,
+        "template": template,
+        "records": len(records),
+        "text": source,
+        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "text_tokens": plan.text_tokens,
+        "window_tokens": window,
+        "windows_requested": n_windows,
+        "windows_used": len(plan.windows),
+        "windows_skipped": plan.skipped,
+        "window_starts": plan.starts,
+        "seed": seed,
+        "batch_size": batch_size,
+    }
+    return AuditResult(settings, div, leaks, notes)
