@@ -1,0 +1,402 @@
+"""MemFT inside the Hugging Face ecosystem: `transformers.Trainer` and TRL's `SFTTrainer`.
+
+- `features` + `Collator`: memft's own token ids as Trainer rows (labels -100 on the prompt), so a Trainer trains on
+  exactly the ids that memft recall feeds (prompt) and expects (value ids + eos).
+- `MemFTLoss`: any memft objective as `Trainer(compute_loss_func=MemFTLoss("memft-ot"))`.
+- `CertificationStop`: a `TrainerCallback` that stops training once every record is certified (with a margin).
+- `sft_dataset` + `check_trl_parity`: the same ids for TRL's `SFTTrainer`, and a check of whether TRL's own
+  prompt/completion tokenisation would give them.
+
+What the installed sources do, and this module relies on (transformers 5.24 `trainer.py`, TRL 1.16 `sft_trainer.py`):
+- `Trainer.compute_loss` pops `labels`, runs `model(**inputs)` without them and calls
+  `compute_loss_func(outputs, labels, num_items_in_batch=...)`: the logits [B, T, V] and labels [B, T] come unshifted,
+  so the loss shifts them (logits at t predict labels[t + 1]).
+- `Trainer._get_num_items_in_batch` counts `labels[..., 1:] != -100` over every micro-batch of one optimizer step,
+  and `Trainer.training_step` does not divide the loss by `gradient_accumulation_steps` when `compute_loss_func` is
+  set: the loss must already be normalised over the whole accumulated batch (see `MemFTLoss`).
+- `Trainer.compute_loss_func` receives no `input_ids` and Trainer drops extra columns, so records are told apart by
+  their labels (see `MemFTLoss`); every callback event gets `model=` (the model being trained).
+- `SFTTrainer._prepare_dataset` treats a dataset with an `input_ids` column as pre-tokenized: it adds no eos and
+  keeps a `labels` column as is. Without `labels` it builds them from `completion_mask` only when
+  `SFTConfig.completion_only_loss` is True, and its default (None) means False for a dataset without
+  `prompt`/`completion` columns, i.e. the prompt would be trained too; so `sft_dataset` ships the labels.
+- A prompt/completion text dataset is tokenized by TRL as tokenizer(prompt) and tokenizer(prompt + completion + eos
+  text) jointly, the completion starting where the two diverge; conversational rows go through the chat template,
+  which renders the assistant turn with its own end-of-turn tokens. `check_trl_parity` runs that code and compares.
+
+Defaults that differ from memft's own loop (memft.train): Trainer clips gradients at max_grad_norm=1.0 (memft does
+not; with max_grad_norm=0, a constant lr and full batches, Trainer + MemFTLoss certifies at the very step memft.train
+does, see the tests) and decays the lr linearly; TRL's SFTConfig turns on bf16 autocast and activation checkpointing
+unless told otherwise (bf16=False, activation_checkpointing=False), and bf16 training logits are not the fp32 ones
+that certification measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+from memft import objectives
+from memft.encoding import Encoded, encode_all
+from memft.errors import ConfigError, RecordsError
+from memft.evaluate import teacher_forced
+from memft.forward import Runner
+from memft.metrics import meets_margin
+from memft.records import Record
+
+IGNORE = -100  # the label of a position without a target (transformers' and PyTorch's ignore_index)
+
+
+
+# ---------------------------------------------------------------------------------------------------- rows
+
+
+def features(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> list[dict[str, list[int]]]:
+    """One Trainer row per record, built with memft.encoding.encode (train/recall parity).
+
+    Row: input_ids = prompt + value ids + eos, attention_mask = 1s, labels = -100 on the prompt, the ids elsewhere.
+
+    >>> from memft.modeling import tiny_tokenizer
+    >>> features([Record("A:", "12")], tiny_tokenizer())[0]["labels"][:2]
+    [-100, -100]
+    """
+    rows = []
+    for e in encode_all(records, tokenizer, template):
+        n = len(e.ids)
+        rows.append({"input_ids": list(e.ids), "attention_mask": [1] * n, "labels": [IGNORE] * len(e.prompt) + list(e.targets)})
+    return rows
+
+
+@dataclass
+class Collator:
+    """Right-pads rows of `features` into a batch of [B, T] tensors: input_ids with `pad_id`, attention_mask with 0,
+    labels with -100. Other columns are dropped. Right padding keeps real tokens at positions 0..n-1, as memft does."""
+
+    pad_id: int
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        T = max(len(r["input_ids"]) for r in rows)
+        out = {
+            "input_ids": torch.full((len(rows), T), self.pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros((len(rows), T), dtype=torch.long),
+            "labels": torch.full((len(rows), T), IGNORE, dtype=torch.long),
+        }
+        for b, r in enumerate(rows):
+            n = len(r["input_ids"])
+            out["input_ids"][b, :n] = torch.as_tensor(r["input_ids"])
+            out["attention_mask"][b, :n] = 1
+            out["labels"][b, :n] = torch.as_tensor(r["labels"])
+        return out
+
+
+def items_from_rows(rows: Sequence[Mapping[str, Any]], tokenizer: Any = None) -> list[Encoded]:
+    """Rows of `features` (or `sft_dataset`) back to memft's Encoded records: prompt = the -100 prefix, targets = the
+    labelled rest. Keys are the decoded prompts (with a tokenizer) or `row <i>`."""
+    items = []
+    for i, r in enumerate(rows):
+        ids, labels = [int(x) for x in r["input_ids"]], [int(y) for y in r["labels"]]
+        p = next((t for t, y in enumerate(labels) if y != IGNORE), len(labels))
+        if not 0 < p < len(ids) or len(labels) != len(ids) or labels[p:] != ids[p:]:
+            raise RecordsError(
+                f"row {i}: labels must be -100 on a non-empty prompt and equal input_ids on every later token "
+                "(as memft.integrations.features builds them)"
+            )
+        key = tokenizer.decode(ids[:p]) if tokenizer is not None else f"row {i}"
+        items.append(Encoded(key=key, prompt=tuple(ids[:p]), targets=tuple(ids[p:])))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------- loss
+
+
+def target_tokens(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-target-token statistics of a causal LM batch.
+
+    logits [B, T, V] and labels [B, T], both unshifted (labels -100 where there is no target): the logits at position
+    t predict labels[t + 1]. Returns, over the N labelled positions in row-major order:
+    loss [N] (cross-entropy in float32, with grad), correct [N] (argmax == target), row [N] (batch row),
+    offset [N] (index of the token among its row's labelled tokens, 0 = first value token).
+    """
+    target = labels[:, 1:]  # [B, T-1]
+    mask = target != IGNORE  # [B, T-1]
+    row, col = mask.nonzero(as_tuple=True)  # [N] each
+    picked = logits[:, :-1][row, col].float()  # [N, V]
+    tgt = target[row, col]  # [N]
+    loss = F.cross_entropy(picked, tgt, reduction="none")  # [N]
+    offset = (mask.cumsum(1) - 1)[row, col]  # [N]
+    return loss, picked.argmax(-1) == tgt, row, offset
+
+
+def _row_key(labels: list[int]) -> tuple[int, tuple[int, ...]]:
+    """What tells training rows apart when only labels are seen: (position of the first label, the labelled ids)."""
+    pos = [t for t, y in enumerate(labels) if y != IGNORE]
+    return (pos[0] if pos else -1, tuple(labels[t] for t in pos))
+
+
+class MemFTLoss:
+    """A memft objective as `Trainer(compute_loss_func=MemFTLoss(method, **options))`.
+
+    Called as loss(outputs, labels, num_items_in_batch=None) with the model outputs (logits [B, T, V]) and the
+    unshifted labels [B, T]. Options are the objective's (objectives.option_defaults(method)), checked up front.
+
+    Records: Trainer passes labels only, so a row is known by (position of its first label, its labelled ids), which
+    is stable across batches under right padding (memft's Collator and TRL's collator both pad right); two rows with
+    the same value and the same prompt length count as one record. `rows` (the training rows, e.g. `features(...)`)
+    numbers the records 0..n-1 in that order, as memft's own loop does, and sets n_records; without it ids are given
+    in order of first sight.
+    `state` (the objective's memory, e.g. hysteresis sets and curricula) persists across calls. Schedules read
+    state step/max_steps: CertificationStop(loss=this) sets them at every optimizer step, or call `schedule`.
+    n_records: the number of training rows; required by curricula (they order records 0..n-1; `rows` sets it),
+    otherwise the number of distinct rows seen so far stands in.
+
+    Gradient accumulation. With num_items_in_batch = N (target tokens of the whole optimizer step, as Trainer
+    counts them) and a micro-batch of n tokens, the loss returned is ell * n / N, where ell is the objective's value
+    on the micro-batch. Written as a token sum it is sum_t w_t L_t / N with w_t = n * d ell / d L_t, the objective's
+    own per-token weights rescaled to mean 1 over the micro-batch (w_t = 1 for sft). So:
+    - sft and focal (token means): the gradient accumulated over any split into micro-batches equals the full-batch
+      gradient exactly.
+    - weighted objectives (memft-ot*, memft-sw*: ell = sum w L / (W + eps) with W = sum w): a single micro-batch per
+      step gives exactly the objective's loss; with several, each micro-batch's weighted mean counts in proportion to
+      its tokens, so a token gets w_t n / (W_mb N) instead of the full batch's w_t / W. The two agree when every
+      micro-batch has the same share W_mb / n of trained weight (e.g. all tokens still failing) and differ otherwise:
+      a micro-batch with few trained tokens gives them more weight than a full batch would (a step is never diluted
+      by passed tokens, the point of normalising by W). The weights w_t themselves are those of a full batch for
+      memft-ot (each token's own loss and hysteresis state) and memft-sw (per record, and a row is one record);
+      the curriculum may advance a stage between two micro-batches of one step.
+    Without num_items_in_batch the objective's value is returned as is. A step with nothing to train (the objective
+    returns None) gives 0 * logits.sum(): zero, with a grad_fn, so Trainer's backward works and changes nothing.
+    `stats` holds the last call's objective stats plus `tokens` and `mean_loss`.
+    """
+
+    def __init__(self, method: str = "memft-ot", n_records: int | None = None, rows: Sequence[Mapping[str, Any]] | None = None, **options: Any):
+        if rows is not None:
+            n_records = len(rows) if n_records is None else n_records
+        if method not in objectives.OBJECTIVES:
+            raise ConfigError(f"method {method!r} is not a memft objective; known: {', '.join(objectives.OBJECTIVES)}")
+        problems = objectives.option_problems(method, options)
+        if n_records is not None and (not isinstance(n_records, int) or isinstance(n_records, bool) or n_records < 1):
+            problems.append(f"n_records must be a positive integer (the number of training rows), got {n_records!r}")
+        self.uses_schedule = bool({**objectives.option_defaults(method), **options}.get("curriculum"))
+        if self.uses_schedule and n_records is None:
+            problems.append(f"method {method} with a curriculum orders the records 0..n-1: pass rows=train_rows or n_records=len(train_rows)")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self.method = method
+        self.options = options
+        self.n_records = n_records
+        self.objective = objectives.get(method)
+        self.state: dict[str, Any] = {"step": 0, "max_steps": None}
+        self.record_ids: dict[tuple[int, tuple[int, ...]], int] = {}
+        for row in rows or ():
+            self.record_ids.setdefault(_row_key(list(row["labels"])), len(self.record_ids))
+        self.stats: dict[str, float] = {}
+
+    def schedule(self, step: int, max_steps: int | None) -> None:
+        """Tell schedules (curricula) the current optimizer step and the step budget."""
+        self.state.update(step=step, max_steps=max_steps)
+
+    def _records(self, labels: torch.Tensor) -> list[int]:
+        out = []
+        for row in labels.tolist():
+            out.append(self.record_ids.setdefault(_row_key(row), len(self.record_ids)))
+        if self.n_records is not None and len(self.record_ids) > self.n_records:
+            raise ConfigError(
+                f"MemFTLoss saw {len(self.record_ids)} distinct training rows but n_records={self.n_records}; "
+                "pass n_records=len(train_dataset), and use a fresh MemFTLoss for each training set"
+            )
+        return out
+
+    def __call__(self, outputs: Any, labels: torch.Tensor | None, num_items_in_batch: Any = None) -> torch.Tensor:
+        if labels is None:
+            raise ConfigError("MemFTLoss needs labels: train on rows with a `labels` column (memft.integrations.features)")
+        logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs.logits  # [B, T, V]
+        loss, correct, row, offset = target_tokens(logits, labels)
+        n = loss.numel()
+        if self.uses_schedule and self.state["max_steps"] is None:
+            raise ConfigError(
+                f"method {self.method} reads the step budget: pass loss= to CertificationStop (it sets step and "
+                "max_steps at every step) or call loss.schedule(step, max_steps) before each step"
+            )
+        rec = torch.tensor(self._records(labels), dtype=torch.long, device=row.device)  # [B]
+        self.state["n_records"] = self.n_records or len(self.record_ids)
+        out, stats = (None, {}) if n == 0 else self.objective(objectives.Tokens(loss, correct, rec[row], offset), self.state, **self.options)
+        self.stats = {**stats, "tokens": float(n), "mean_loss": float(loss.detach().mean()) if n else 0.0}
+        if out is None:  # nothing to learn: a zero that backward can still run through
+            return logits.sum() * 0.0
+        if num_items_in_batch is not None:
+            out = out * (n / num_items_in_batch)  # see the class doc: exact full-batch gradient for token means
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------- stopping
+
+
+class CertificationStop(TrainerCallback):
+    """Stops a Trainer once every record is certified: under teacher forcing the target is the argmax at every
+    target position and, with a margin M, also has p > M there.
+
+    Every `every` optimizer steps (after the update) it runs a no-grad teacher-forced pass over the records with the
+    model being trained (memft.evaluate.teacher_forced, in eval mode) and sets control.should_training_stop when all
+    pass; the final parameters are checked too. Trainer only stops after a step, so `certified_at` >= 1 even for
+    records certified before training. `features_or_records`: rows of `features`/`sft_dataset`, or Records (then `tokenizer` is needed).
+    With `loss=` (a MemFTLoss) it also sets the loss's step/max_steps at every step, so curricula work.
+    Results: `certified_at` (global step of the first passing check, None: never), `min_prob` and `certified`
+    (fraction of records passing) of the last check, `history` (one row per check).
+    """
+
+    def __init__(
+        self,
+        features_or_records: Sequence[Any],
+        tokenizer: Any = None,
+        margin: float | None = 0.5,
+        every: int = 1,
+        batch_size: int = 16,
+        loss: MemFTLoss | None = None,
+        template: str = "raw",
+    ):
+        problems = []
+        if margin is not None and (not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin < 1):
+            problems.append(f"margin must be None or a probability in [0, 1), got {margin!r}")
+        for name, v in (("every", every), ("batch_size", batch_size)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"{name} must be a positive integer, got {v!r}")
+        rows = list(features_or_records)
+        if not rows:
+            problems.append("CertificationStop needs the training records (or their rows); got none")
+        elif isinstance(rows[0], Record) and tokenizer is None:
+            problems.append("CertificationStop got Records: pass tokenizer= to encode them")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self.items = encode_all(rows, tokenizer, template) if isinstance(rows[0], Record) else items_from_rows(rows, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+        self.margin = margin
+        self.every = every
+        self.batch_size = batch_size
+        self.loss = loss
+        self.certified_at: int | None = None
+        self.min_prob: float | None = None
+        self.certified: float | None = None
+        self.history: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def check(self, model: Any) -> dict[str, float]:
+        """{certified: fraction of records passing, min_prob: lowest target probability} for `model` as it is."""
+        was_training = model.training
+        model.eval()  # no dropout: the check must see the model that recall will use
+        try:
+            stats = teacher_forced(Runner(model, self.items, self.pad_id), self.batch_size)
+        finally:
+            model.train(was_training)
+        ok = [meets_margin(s.correct, s.prob, self.margin or 0.0) for s in stats.values()]
+        return {"certified": sum(ok) / len(ok), "min_prob": min(min(s.prob) for s in stats.values())}
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.loss is not None:
+            self.loss.schedule(state.global_step, state.max_steps)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        if state.global_step % self.every == 0:
+            self._record(model, state.global_step, control)
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if not self.history or self.history[-1]["step"] != state.global_step:  # the final parameters, when unchecked
+            self._record(model, state.global_step, control)
+
+    def _record(self, model: Any, step: int, control: Any) -> None:
+        row = self.check(model)
+        self.history.append({"step": float(step), **row})
+        self.certified, self.min_prob = row["certified"], row["min_prob"]
+        if row["certified"] == 1.0:
+            if self.certified_at is None:
+                self.certified_at = step
+            control.should_training_stop = True
+
+
+# ---------------------------------------------------------------------------------------------------- TRL
+
+
+def sft_dataset(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> Any:
+    """A pre-tokenized datasets.Dataset for TRL's SFTTrainer that trains exactly memft's ids, completion only.
+
+    Columns: input_ids (prompt + value ids + eos; TRL adds no eos to a pre-tokenized dataset), completion_mask
+    (0 on the prompt, 1 on the targets) and labels (-100 on the prompt). TRL keeps a `labels` column as is, so the
+    loss covers the targets only whatever SFTConfig.completion_only_loss says.
+    """
+    from datasets import Dataset
+
+    rows = features(records, tokenizer, template)
+    return Dataset.from_list(
+        [{"input_ids": r["input_ids"], "completion_mask": [int(y != IGNORE) for y in r["labels"]], "labels": r["labels"]} for r in rows]
+    )
+
+
+def trl_prepare(dataset: Any, tokenizer: Any, completion_only_loss: bool = True) -> Any:
+    """Run TRL's own SFTTrainer dataset preparation (tokenisation, eos, labels) without a model or a trainer.
+
+    Calls SFTTrainer._prepare_dataset (TRL 1.16) with the few trainer attributes it reads, so what comes back is
+    what an SFTTrainer with completion_only_loss would train on (no truncation, no shuffling, no packing).
+    """
+    from types import SimpleNamespace
+
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(output_dir="trl-parity", max_length=None, report_to=[], use_cpu=True, bf16=False, activation_checkpointing=False)
+    trainer = SimpleNamespace(_tokenizer=tokenizer, completion_only_loss=completion_only_loss, chat_template=None)
+    bars = not datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        return SFTTrainer._prepare_dataset(trainer, dataset, tokenizer, args, False, None, "parity")
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _show(ids: Sequence[int], tokenizer: Any, n: int = 6) -> str:
+    toks = [tokenizer.decode([i]) for i in ids[:n]]
+    return repr(toks)[:-1] + (", ...]" if len(ids) > n else "]")
+
+
+def check_trl_parity(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> None:
+    """Raise RecordsError naming every record whose prompt/completion form, tokenized by TRL, would train other ids
+    than memft recall feeds and expects; return None when TRL would train exactly memft's ids.
+
+    The prompt/completion form is {"prompt": key, "completion": value} (template "raw") or the user/assistant
+    conversation (template "chat"). Differences come from TRL tokenizing key + value (+ eos text) jointly, so
+    tokens can merge across the boundary, and from chat templates that close the assistant turn with tokens memft
+    does not train (memft's targets end at eos). Records with token-id values have no text form and are reported.
+    The fix is always the same: train on sft_dataset(records, tokenizer, template), which carries memft's own ids.
+    """
+    from datasets import Dataset
+
+    ours = features(records, tokenizer, template)
+    problems: list[str] = []
+    text = [(r, f) for r, f in zip(records, ours) if r.value is not None]
+    problems += [f"record {r.key!r}: its value is token ids, which TRL's prompt/completion text path cannot express" for r in records if r.value is None]
+    if text:
+        if template == "chat":
+            rows = [{"prompt": [{"role": "user", "content": r.key}], "completion": [{"role": "assistant", "content": r.value}]} for r, _ in text]
+        else:
+            rows = [{"prompt": r.key, "completion": r.value} for r, _ in text]
+        theirs = trl_prepare(Dataset.from_list(rows), tokenizer)
+        for (r, f), t in zip(text, theirs):
+            if list(t["input_ids"]) == f["input_ids"] and list(t["labels"]) == f["labels"]:
+                continue
+            mp = sum(y == IGNORE for y in f["labels"])
+            tp = next((i for i, y in enumerate(t["labels"]) if y != IGNORE), len(t["labels"]))
+            problems.append(
+                f"record {r.key!r}: TRL trains {_show(t['input_ids'][tp:], tokenizer)} after {tp} prompt tokens, memft "
+                f"trains {_show(f['input_ids'][mp:], tokenizer)} after {mp}"
+            )
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise RecordsError(
+            f"{len(problems)} record(s) would train differently with TRL's prompt/completion tokenisation: {shown}. "
+            "Train on memft.integrations.sft_dataset(records, tokenizer), which carries memft's own token ids"
+        )
