@@ -27,7 +27,7 @@ import torch
 from memft import api, ledger
 from memft.audit import audit
 from memft.bench.phonebook import phonebook
-from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+from memft.config import LoraSettings, TrainConfig
 from memft.deploy import recheck, settings_for
 from memft.rewrite import append, forget
 

@@ -108,3 +108,23 @@ def test_recover_records_gives_back_what_was_written(tmp_path):
     assert _write(ad, recs).all_certified
     got = ledger.recover_records(api.load_adapter(ad, "cpu"))
     assert got == recs
+
+
+def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
+    recs = phonebook(3, seed=10)
+    ad = tmp_path / "ad"
+    assert _write(ad, recs).all_certified
+    lost = Record("lost:", "12345")
+    res = append(ad, [lost], train={"max_steps": 0}, runtime=CPU)  # not learned: not saved
+    assert not res.saved
+    # make the ledger claim a record the weights do not hold (as after a write that did not certify it)
+    import dataclasses
+
+    book = ledger.read(ad)
+    entry = dataclasses.replace(book.entries[0], key="lost:", digest=lost.digest(), certified=False)
+    (ad / "ledger.json").write_text(ledger.dumps(ledger.Ledger(book.entries + [entry], book.history)), encoding="utf-8")
+    with pytest.raises(RecordsError, match="'lost:'"):
+        append(ad, [Record("new:", "1")], runtime=CPU)
+    res = forget(ad, ["lost:"], runtime=CPU)
+    assert res.saved and res.plan["forgotten"] == [] and res.steps == 0
+    assert [e.key for e in ledger.read(ad).entries] == [r.key for r in recs]

@@ -103,7 +103,7 @@ def _plain(folder: str | Path, records: Sequence[Record], s: Setting, device: st
         cmd = [sys.executable, "-m", "memft.plaincheck", "--base", base, "--adapter", str(folder), "--records", str(recs),
                "--template", meta.get("template", "raw"), "--dtype", DTYPE_NAMES[s.dtype], "--device", resolve_device(device),
                "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr becomes our one-line error
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise AdapterError(f"the plain PEFT re-check of {folder} failed in its subprocess: {tail}")

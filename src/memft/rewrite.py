@@ -73,7 +73,7 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     A held record that does not come back exactly (not certified at its last write) may be given again in
     `records` with its value. `train`: TrainConfig fields to override (default: those it was written with).
     """
-    ld, held, known = _open(folder, runtime, given=records)
+    ld, held, _ = _open(folder, runtime, given=records)
     plan = plan_append(held, records, update)
     event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
     return _rewrite(ld, plan, train_settings(ld.meta, **(train or {})), event, on_step)
@@ -84,21 +84,24 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
     """Remove `keys` from the adapter in `folder`: train their values away, keep every other record certified."""
     if not keys:
         raise ConfigError("no keys given: name the keys to forget")
-    ld, held, known = _open(folder, runtime, given=())
+    ld, held, known = _open(folder, runtime, given=(), tolerate=set(keys))
     plan = plan_forget(held, keys, known)
     event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
     return _rewrite(ld, plan, train_settings(ld.meta, **(train or {})), event, on_step)
 
 
-def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record]) -> tuple[Loaded, list[Record], list[str]]:
-    """Load the adapter trainable and recover what it holds; records the user gives again fill in lost ones."""
+def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record],
+          tolerate: set[str] = frozenset()) -> tuple[Loaded, list[Record], list[str]]:
+    """Load the adapter trainable and recover what it holds; records the user gives again fill in lost ones, and
+    lost keys in `tolerate` (being forgotten: recall already fails for them) are simply dropped.
+    -> (loaded, held records, every ledger key)."""
     runtime = runtime or RuntimeConfig()
     book = ledger_mod.read(folder)  # before loading a model: an old adapter fails fast
     ld = load_adapter(folder, runtime.device, None, trainable=True)
     held, lost = ledger_mod.recover(ld, book)
     digests = {e.key: e.digest for e in book.entries}
     again = {r.key: r for r in given if r.key in lost and r.digest() == digests[r.key]}
-    missing = [k for k in lost if k not in again]
+    missing = [k for k in lost if k not in again and k not in tolerate]
     if missing:
         shown = ", ".join(repr(k) for k in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise RecordsError(
@@ -107,7 +110,7 @@ def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Rec
         )
     order = [e.key for e in book.entries]
     by_key = {r.key: r for r in held} | again
-    return ld, [by_key[k] for k in order], order
+    return ld, [by_key[k] for k in order if k in by_key], order
 
 
 def _rewrite(ld: Loaded, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
