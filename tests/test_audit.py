@@ -18,7 +18,6 @@ from memft.audit import (
     Stored,
     contains,
     divergence,
-    heldout_windows,
     key_prefix_probes,
     leak_probe,
     leaked,
@@ -78,19 +77,19 @@ def test_heldout_windows_skip_a_window_holding_a_value():
     tok = tiny_tokenizer()
     text = "".join(SEGMENTS)
     ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]
-    got = heldout_windows(text, tok, 9, 20, seed=3, exclude_values=["nt 03 ab"])
+    got = plan_windows(text, tok, 9, 20, seed=3, exclude_values=["nt 03 ab"]).windows
     assert sorted(got) == sorted(ids(s) for i, s in enumerate(SEGMENTS) if i != 3)  # all but the one holding it
     # A value given as ids is matched as a contiguous run of ids, the same way.
-    assert heldout_windows(text, tok, 9, 20, seed=3, exclude_values=[tuple(ids("nt 03 ab"))]) == got
+    assert plan_windows(text, tok, 9, 20, seed=3, exclude_values=[tuple(ids("nt 03 ab"))]).windows == got
     plan = plan_windows(text, tok, 4, 20, seed=1, exclude_values=["03", "07"])
     assert len(plan.windows) == 4 and plan.text_tokens == 200 and plan.starts == sorted(plan.starts)
     assert all(s % 20 == 0 for s in plan.starts) and len(set(plan.starts)) == 4  # on the grid: never overlapping
     assert plan_windows(text, tok, 4, 20, seed=1).starts == plan_windows(text, tok, 4, 20, seed=1).starts
     assert plan_windows(text, tok, 4, 20, seed=1).starts != plan_windows(text, tok, 4, 20, seed=2).starts
     with pytest.raises(ConfigError, match=r"gives only 9 held-out windows of 20 tokens \(1 hold a stored value\), fewer than --windows 10"):
-        heldout_windows(text, tok, 10, 20, exclude_values=["nt 03 ab"])
+        plan_windows(text, tok, 10, 20, exclude_values=["nt 03 ab"]).windows
     with pytest.raises(ConfigError, match=r"200 tokens long, shorter than one window of 256 tokens"):
-        heldout_windows(text, tok, 1, 256)
+        plan_windows(text, tok, 1, 256).windows
 
 
 # ---------------------------------------------------------------- divergence
@@ -100,7 +99,7 @@ def test_divergence_of_a_fresh_lora_is_zero_and_grows_when_perturbed(tiny):
     from memft import adapters
 
     model, _ = adapters.attach(tiny.model, LoraSettings(rank=4, preset="all"))  # B = 0: the adapter adds exactly 0
-    wins = heldout_windows("".join(SEGMENTS) * 2, tiny.tokenizer, 6, 32, seed=0)
+    wins = plan_windows("".join(SEGMENTS) * 2, tiny.tokenizer, 6, 32, seed=0).windows
     d = divergence(model, wins, batch_size=4)
     assert d["tokens"] == 6 * 31 and d["kl_mean"] == d["kl_p95"] == d["kl_max"] == 0.0
     assert d["ppl_base"] == d["ppl_adapted"] and d["ppl_change"] == 0.0 and d["argmax_agreement"] == 1.0

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from memft.api import Loaded
+from memft.batching import pad
 from memft.bench.stress import default_text, text_ids
 from memft.errors import AdapterError, ConfigError, RecordsError
 from memft.leaks import (  # noqa: F401 - re-exported: the audit's public names
@@ -130,39 +131,7 @@ def plan_windows(
     return WindowPlan([ids[s * window : (s + 1) * window] for s in picked], [s * window for s in picked], skipped, len(ids))
 
 
-def heldout_windows(
-    text: str,
-    tokenizer: Any,
-    n_windows: int,
-    window: int,
-    seed: int = 0,
-    exclude_values: Sequence[str | Sequence[int]] = (),
-) -> list[list[int]]:
-    """`n_windows` seeded, non-overlapping windows of `window` tokens of `text` (tokenized like stress.text_ids),
-    none holding a stored value: a text value as a substring of the decoded window, an id value (a tuple of ids)
-    as a contiguous run of its ids. ConfigError when the text cannot give that many.
-
-    >>> from memft.modeling import tiny_tokenizer
-    >>> heldout_windows("abcdefgh", tiny_tokenizer(), 2, 4, exclude_values=["cd"])
-    Traceback (most recent call last):
-    ...
-    memft.errors.ConfigError: the text gives only 1 held-out windows of 4 tokens (1 hold a stored value), fewer than --windows 2; give a longer text or ask for fewer or shorter windows
-    """
-    return plan_windows(text, tokenizer, n_windows, window, seed, exclude_values).windows
-
-
 # ---------------------------------------------------------------- divergence on held-out text
-
-
-def _right_padded(windows: Sequence[Sequence[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windows -> input ids [B, T] and attention mask [B, T], right-padded (real tokens keep positions 0..n-1)."""
-    T = max(len(w) for w in windows)
-    ids = torch.full((len(windows), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(windows), T), dtype=torch.long)
-    for b, w in enumerate(windows):
-        ids[b, : len(w)] = torch.tensor(list(w), dtype=torch.long)
-        mask[b, : len(w)] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -184,7 +153,7 @@ def divergence(peft_model: Any, windows: Sequence[Sequence[int]], batch_size: in
     kl, nll_b, nll_a = [], [], []
     agree = 0
     for s in range(0, len(windows), batch_size):
-        ids, mask = _right_padded(windows[s : s + batch_size])
+        ids, mask = pad(windows[s : s + batch_size], 0)  # right padding: real tokens keep positions 0..n-1
         ids, mask = ids.to(device), mask.to(device)
         logits_a = peft_model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
         with peft_model.disable_adapter():

@@ -37,16 +37,29 @@ class Batch:
         return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
 
+def pad(seqs: Sequence[Sequence[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id sequences -> (ids [B, T], attention mask [B, T]), padded with `pad_id` on the right (real tokens keep
+    positions 0..n-1) or, with left=True, on the left (every row ends where generation starts).
+
+    >>> ids, mask = pad([[5, 6], [7]], 0, left=True); ids.tolist(), mask.tolist()
+    ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
+    """
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        span = slice(T - len(s), T) if left else slice(0, len(s))
+        ids[b, span] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[b, span] = 1
+    return ids, mask
+
+
 def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
-    T = max(len(e.ids) for e in items)
     B = len(items)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.long)
+    input_ids, mask = pad([e.ids for e in items], pad_id)
+    T = input_ids.shape[1]
     rows, cols, targets, offset = [], [], [], []
     for b, e in enumerate(items):
-        n = len(e.ids)
-        input_ids[b, :n] = torch.tensor(e.ids)
-        mask[b, :n] = 1
         p = len(e.prompt)
         k = len(e.targets)
         rows += [b] * k

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from memft.batching import Batch, chunks
+from memft.batching import Batch, chunks, pad
 from memft.encoding import Encoded, decode_value
 from memft.forward import Runner
 from memft.metrics import RecordReport, TokenStats, record_report
@@ -58,18 +58,13 @@ def greedy(model: Any, items: Sequence[Encoded], tokenizer: Any, batch_size: int
     Generation stops at eos or after len(targets) + 1 tokens (enough to see a missing eos).
     """
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id
     out: list[list[int]] = [[] for _ in items]
     order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        P = max(len(items[i].prompt) for i in idx)
-        ids = torch.full((len(idx), P), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), P), dtype=torch.long)
-        for b, i in enumerate(idx):
-            p = items[i].prompt
-            ids[b, P - len(p) :] = torch.tensor(p)
-            mask[b, P - len(p) :] = 1
+        ids, mask = pad([items[i].prompt for i in idx], pad_id, left=True)
+        P = ids.shape[1]
         n_new = max_new or max(len(items[i].targets) for i in idx) + 1
         gen = model.generate(
             input_ids=ids.to(device),
@@ -78,14 +73,16 @@ def greedy(model: Any, items: Sequence[Encoded], tokenizer: Any, batch_size: int
             do_sample=False,
             num_beams=1,
             eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=pad,
+            pad_token_id=pad_id,
         )
         for b, i in enumerate(idx):
-            seq = gen[b, P:].tolist()
-            if tokenizer.eos_token_id in seq:
-                seq = seq[: seq.index(tokenizer.eos_token_id) + 1]
-            out[i] = seq
+            out[i] = cut_at_eos(gen[b, P:].tolist(), tokenizer.eos_token_id)
     return out
+
+
+def cut_at_eos(seq: list[int], eos: int) -> list[int]:
+    """Generated ids -> the ids up to and including the first eos (all of them when there is none)."""
+    return seq[: seq.index(eos) + 1] if eos in seq else seq
 
 
 def evaluate(

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from memft import objectives
+from memft.batching import pad
 from memft.encoding import Encoded, encode_all
 from memft.errors import ConfigError, RecordsError
 from memft.evaluate import teacher_forced
@@ -80,18 +81,9 @@ class Collator:
     pad_id: int
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        T = max(len(r["input_ids"]) for r in rows)
-        out = {
-            "input_ids": torch.full((len(rows), T), self.pad_id, dtype=torch.long),
-            "attention_mask": torch.zeros((len(rows), T), dtype=torch.long),
-            "labels": torch.full((len(rows), T), IGNORE, dtype=torch.long),
-        }
-        for b, r in enumerate(rows):
-            n = len(r["input_ids"])
-            out["input_ids"][b, :n] = torch.as_tensor(r["input_ids"])
-            out["attention_mask"][b, :n] = 1
-            out["labels"][b, :n] = torch.as_tensor(r["labels"])
-        return out
+        ids, mask = pad([r["input_ids"] for r in rows], self.pad_id)  # [B, T] each
+        labels, _ = pad([r["labels"] for r in rows], IGNORE)  # [B, T]
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def items_from_rows(rows: Sequence[Mapping[str, Any]], tokenizer: Any = None) -> list[Encoded]:

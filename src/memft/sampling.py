@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
-from memft.batching import chunks
+from memft.batching import chunks, pad
 from memft.encoding import Encoded
 from memft.errors import ConfigError
+from memft.evaluate import cut_at_eos
 from memft.forward import Runner
 
 _ROWS = 256  # rows filtered at a time: the sort and its indices cost ~12 bytes x V per row
@@ -156,22 +157,6 @@ def generation_knobs(temperature: float, top_p: float = 1.0, top_k: int = 0) -> 
     return knobs
 
 
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts -> (input_ids [B, P], attention_mask [B, P]), left-padded so every row ends where generation starts."""
-    P = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), P), dtype=torch.long)
-    for b, p in enumerate(prompts):
-        ids[b, P - len(p) :] = torch.tensor(p, dtype=torch.long)
-        mask[b, P - len(p) :] = 1
-    return ids, mask
-
-
-def cut_at_eos(seq: list[int], eos: int) -> list[int]:
-    """Generated ids -> the ids up to and including the first eos (all of them when there is none)."""
-    return seq[: seq.index(eos) + 1] if eos in seq else seq
-
-
 @torch.no_grad()
 def sample_recall(
     model: Any,
@@ -194,7 +179,7 @@ def sample_recall(
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ConfigError(f"--samples must be a positive integer, got {n!r}")
     device = next(model.parameters()).device
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    pad_id, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     knobs = generation_knobs(temperature, top_p, top_k)
     # One row per draw, grouped by prompt length so that batches waste little padding.
     rows = sorted((i for i in range(len(items)) for _ in range(n)), key=lambda i: len(items[i].prompt))
@@ -203,13 +188,13 @@ def sample_recall(
         torch.manual_seed(seed)
         for s in range(0, len(rows), batch_size):
             idx = rows[s : s + batch_size]
-            ids, mask = left_pad([items[i].prompt for i in idx], pad)
+            ids, mask = pad([items[i].prompt for i in idx], pad_id, left=True)
             gen = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=max(len(items[i].targets) for i in idx),
                 eos_token_id=eos,
-                pad_token_id=pad,
+                pad_token_id=pad_id,
                 **knobs,
             )
             for b, i in enumerate(idx):
