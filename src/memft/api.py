@@ -78,8 +78,7 @@ def fit(
     from memft.train import train as train_loop
 
     items = encode_all(records, base.tokenizer, train.template)
-    check_reachable(items, base)
-    check_parity(items, base.tokenizer, train.template, base.model)
+    check_items(items, base, train.template)
     peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
     try:
         res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
@@ -88,6 +87,12 @@ def fit(
         peft_model.unload()  # never leave LoRA layers in a base the caller may reuse
         raise
     return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
+
+
+def check_items(items: Sequence[Encoded], base: Base, template: str) -> None:
+    """Everything checked before training: reachable targets and train/recall parity (one-line errors by record)."""
+    check_reachable(items, base)
+    check_parity(items, base.tokenizer, template, base.model)
 
 
 def check_reachable(items: Sequence[Encoded], base: Base) -> None:
@@ -190,13 +195,22 @@ def _now() -> str:
 class Loaded:
     """An adapter on its base, ready to recall: the PEFT model, tokenizer, and memft.json."""
 
-    model: Any
-    tokenizer: Any
+    model: Any  # the PEFT model: LoRA layers on base.model
     meta: dict[str, Any]
-    dtype: str
-    device: str
+    base: Base  # the base it sits on: tokenizer, spec, device, dtype
     folder: Path | None = None
-    base: Base | None = None  # the base it sits on (its model is the one the adapter wraps)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.base.tokenizer
+
+    @property
+    def dtype(self) -> str:
+        return self.base.dtype
+
+    @property
+    def device(self) -> str:
+        return self.base.device
 
 
 def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = None, trainable: bool = False) -> Loaded:
@@ -210,7 +224,7 @@ def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = N
     except KeyError as e:
         raise AdapterError(f"{folder}/memft.json lacks {e}; the adapter is damaged, write it again") from None
     base = load_base(spec, device, dtype, seed=meta.get("train", {}).get("seed", 0))
-    return Loaded(adapters.load(folder, base.model, trainable), base.tokenizer, meta, base.dtype, base.device, Path(folder), base)
+    return Loaded(adapters.load(folder, base.model, trainable), meta, base, Path(folder))
 
 
 @dataclass

@@ -158,12 +158,17 @@ def recover_records(loaded: Any, strict: bool = True, ledger: Ledger | None = No
     """
     records, lost = recover(loaded, ledger)
     if lost and strict:
-        shown = ", ".join(repr(k) for k in lost[:10]) + (" ..." if len(lost) > 10 else "")
-        raise RecordsError(
-            f"{len(lost)} record(s) of this adapter do not come back exactly and cannot be replayed: {shown}; "
-            "give them again in the records file, or `memft forget` them"
-        )
+        raise lost_error(lost, "this adapter")
     return records
+
+
+def lost_error(keys: Sequence[str], where: str) -> RecordsError:
+    """The error for records an adapter no longer gives back exactly (not certified at their last write)."""
+    shown = ", ".join(repr(k) for k in keys[:10]) + (" ..." if len(keys) > 10 else "")
+    return RecordsError(
+        f"{len(keys)} record(s) of {where} do not come back exactly (not certified at the last write), so they cannot "
+        f"be replayed: {shown}; give them again with their values in the records file, or `memft forget` them"
+    )
 
 
 def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], list[str]]:

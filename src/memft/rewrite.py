@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from memft import ledger as ledger_mod
-from memft.api import Fit, Loaded, WriteResult, check_reachable, load_adapter, save_fit
+from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.encoding import encode_all
-from memft.errors import ConfigError, RecordsError
-from memft.ledger import Plan, plan_append, plan_forget
+from memft.errors import ConfigError
+from memft.ledger import Ledger, Plan, plan_append, plan_forget
 from memft.metrics import free_run_compare, summarize
-from memft.parity import check_parity
 from memft.records import Record
 
 
@@ -73,10 +72,10 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     A held record that does not come back exactly (not certified at its last write) may be given again in
     `records` with its value. `train`: TrainConfig fields to override (default: those it was written with).
     """
-    ld, held, _ = _open(folder, runtime, given=records)
+    ld, book, held = _open(folder, runtime, given=records)
     plan = plan_append(held, records, update)
     event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
-    return _rewrite(ld, plan, train_settings(ld.meta, **(train or {})), event, on_step)
+    return _rewrite(ld, book, plan, train_settings(ld.meta, **(train or {})), event, on_step)
 
 
 def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None,
@@ -84,17 +83,17 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
     """Remove `keys` from the adapter in `folder`: train their values away, keep every other record certified."""
     if not keys:
         raise ConfigError("no keys given: name the keys to forget")
-    ld, held, known = _open(folder, runtime, given=(), tolerate=set(keys))
-    plan = plan_forget(held, keys, known)
+    ld, book, held = _open(folder, runtime, given=(), tolerate=set(keys))
+    plan = plan_forget(held, keys, [e.key for e in book.entries])
     event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
-    return _rewrite(ld, plan, train_settings(ld.meta, **(train or {})), event, on_step)
+    return _rewrite(ld, book, plan, train_settings(ld.meta, **(train or {})), event, on_step)
 
 
 def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record],
-          tolerate: set[str] = frozenset()) -> tuple[Loaded, list[Record], list[str]]:
+          tolerate: set[str] = frozenset()) -> tuple[Loaded, Ledger, list[Record]]:
     """Load the adapter trainable and recover what it holds; records the user gives again fill in lost ones, and
     lost keys in `tolerate` (being forgotten: recall already fails for them) are simply dropped.
-    -> (loaded, held records, every ledger key)."""
+    -> (loaded, its ledger, the held records in ledger order)."""
     runtime = runtime or RuntimeConfig()
     book = ledger_mod.read(folder)  # before loading a model: an old adapter fails fast
     ld = load_adapter(folder, runtime.device, None, trainable=True)
@@ -103,17 +102,12 @@ def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Rec
     again = {r.key: r for r in given if r.key in lost and r.digest() == digests[r.key]}
     missing = [k for k in lost if k not in again and k not in tolerate]
     if missing:
-        shown = ", ".join(repr(k) for k in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise RecordsError(
-            f"{len(missing)} record(s) of {folder} do not come back exactly (not certified at the last write), so they "
-            f"cannot be replayed: {shown}; give them again with their values in the records file, or `memft forget` them"
-        )
-    order = [e.key for e in book.entries]
+        raise ledger_mod.lost_error(missing, str(folder))
     by_key = {r.key: r for r in held} | again
-    return ld, [by_key[k] for k in order if k in by_key], order
+    return ld, book, [by_key[e.key] for e in book.entries if e.key in by_key]
 
 
-def _rewrite(ld: Loaded, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
+def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
     from memft.evaluate import evaluate, greedy
     from memft.train import train as train_loop
 
@@ -125,8 +119,7 @@ def _rewrite(ld: Loaded, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
         raise ConfigError("nothing would be left in the adapter; delete the folder instead of forgetting every key")
     items = encode_all(hold, tok, cfg.template)
     gone = encode_all(plan.forget, tok, cfg.template)
-    check_reachable(items, base)
-    check_parity(items, tok, cfg.template, base.model)
+    check_items(items, base, cfg.template)
     start = min(meta["lora"]["layers"])
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, on_step, forget=range(len(items), len(items) + len(gone)))
     reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size)
@@ -138,7 +131,6 @@ def _rewrite(ld: Loaded, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
     if ok:
         fit = Fit(ld.model, {"layers": meta["lora"]["layers"], "modules": meta["lora"]["modules"]}, reports, summary, res,
                   sum(e.n_value for e in items), max(len(e.targets) for e in items))
-        old = ledger_mod.read(ld.folder)
-        written = save_fit(fit, hold, base, lora_settings(meta), cfg, ld.folder, old_ledger=old, changed=plan.changed_keys, event=event)
+        written = save_fit(fit, hold, base, lora_settings(meta), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event)
     return RewriteResult(out=Path(ld.folder), saved=ok, plan=names, summary=summary, reports=reports, still_recalled=still,
                          steps=res.steps, seconds=res.seconds, written=written, history=res.history)
