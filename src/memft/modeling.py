@@ -130,15 +130,7 @@ def base_folder(spec: str, seed: int = 0) -> str:
     if spec == TINY:
         target = cache_root() / "models" / f"tiny-random-seed{seed}"
         if not (target / "config.json").exists():
-            model, tok = tiny_random(seed)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another process saved it first
-                shutil.rmtree(tmp, ignore_errors=True)
+            _save_folder(*tiny_random(seed), target)
         return str(target)
     return spec  # a folder or a hub id
 
@@ -264,12 +256,18 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     config = AutoConfig.for_model(**config.to_dict())
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
+    _save_folder(model, tok, target)
+
+
+def _save_folder(model: Any, tok: Any, target: Path) -> None:
+    """Save model + tokenizer as a Hugging Face folder, atomically: a concurrent or interrupted save never leaves
+    half a model, and a folder another process saved first is kept."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, target)  # atomic: a concurrent or interrupted conversion never leaves half a model
+        os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "config.json").exists():
