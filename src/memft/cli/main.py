@@ -185,6 +185,7 @@ def verify(
     recs = load_records(records)
     report: dict = {}
     ok = True
+    loaded = None  # loaded once for the plain verification and the sampling odds
     if deploy or merged or plain_peft:
         from memft.adapters import read_meta
         from memft.deploy import recheck, settings_for
@@ -196,7 +197,8 @@ def verify(
         if not quiet:
             render.console.print(render.deploy_table(checks, title=f"deployment re-check of {adapter} (certified in {cert})"))
     else:
-        res = api.verify(adapter, recs, generate="always" if generate else "uncertified", device=device, dtype=dtype)
+        loaded = api.load_adapter(adapter, device, dtype)
+        res = api.verify(loaded, recs, generate="always" if generate else "uncertified")
         report.update(res.to_json())
         ok = res.summary["exact_match"] == 1.0
         if not quiet:
@@ -205,7 +207,7 @@ def verify(
             for note in res.notes:
                 render.console.print(f"[yellow]note:[/yellow] {note}")
     if temperature is not None:
-        odds = api.sampling_odds(adapter, recs, temperature, top_p, top_k, samples, device=device, dtype=dtype)
+        odds = api.sampling_odds(loaded or adapter, recs, temperature, top_p, top_k, samples, device=device, dtype=dtype)
         report["sampling"] = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "records": odds}
         if not quiet:
             render.console.print(render.odds_table(odds, title=f"recall odds under sampling (T={temperature}, top-p={top_p}, top-k={top_k})"))

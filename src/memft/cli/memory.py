@@ -37,7 +37,7 @@ def append(
 
     recs = load_records(records)
     res = _run(lambda on_step: do_append(adapter, recs, update, _overrides(lr, max_steps, margin, method), RuntimeConfig(device=device), on_step),
-               max_steps, quiet)
+               adapter, max_steps, quiet)
     _finish(res, json_out, quiet)
 
 
@@ -55,7 +55,7 @@ def forget(
     from memft.rewrite import forget as do_forget
 
     res = _run(lambda on_step: do_forget(adapter, keys, _overrides(lr, max_steps, None, None), RuntimeConfig(device=device), on_step),
-               max_steps, quiet)
+               adapter, max_steps, quiet)
     _finish(res, json_out, quiet)
 
 
@@ -92,10 +92,12 @@ def _overrides(lr: Optional[float], max_steps: Optional[int], margin: Optional[f
     return {"lr": lr, "max_steps": max_steps, "margin": margin, "method": method}
 
 
-def _run(call: Any, max_steps: Optional[int], quiet: bool) -> Any:
+def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any:
+    from memft.adapters import read_meta
     from memft.cli import render
 
-    with render.training_progress(max_steps or 300, enabled=not quiet) as on_step:
+    total = max_steps if max_steps is not None else read_meta(adapter).get("train", {}).get("max_steps", 300)  # the adapter's budget
+    with render.training_progress(total, enabled=not quiet) as on_step:
         return call(on_step)
 
 
