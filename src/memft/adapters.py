@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from memft import folders
 from memft.config import LoraSettings
 from memft.errors import AdapterError, ConfigError
 
@@ -104,23 +103,12 @@ def check_out_dir(out: Path) -> None:
 
 
 def write_atomic(out: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a fresh sibling folder, then swap it in: readers see the old adapter or the new one, never a mixture."""
+    """Fill a fresh sibling folder, then swap it in under the folder's lock (memft.folders): readers see the old
+    adapter or the new one, never a mixture, and files the user keeps there are carried over."""
     out = Path(out)
-    check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    with folders.locked(out):
+        check_out_dir(out)
+        folders.swap_in(out, fill)
 
 
 def save(peft_model: Any, out: Path, meta: dict[str, Any], files: dict[str, str] | None = None) -> None:
@@ -144,6 +132,7 @@ def update_meta(folder: Path, meta: dict[str, Any]) -> None:
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
+    folders.recover_for_reading(folder)
     if not folder.is_dir():
         raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
     meta_path = folder / META

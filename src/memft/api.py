@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import __version__, adapters
+from memft import __version__, adapters, folders
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.errors import AdapterError, RecordsError
@@ -127,15 +127,17 @@ def write(
     """
     lora, train, runtime = lora or LoraSettings(), train or TrainConfig(), runtime or RuntimeConfig()
     out = Path(out)
-    adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
-    own_base = base is None
-    base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
-    f = fit(records, base, lora, train, on_step)
-    try:
-        result = save_fit(f, records, base, lora, train, out)
-    finally:
-        if not own_base:
-            f.model.unload()  # give the caller its base back without LoRA layers
+    # The folder's lock is held from the check to the swap: a second writer waits instead of being lost.
+    with folders.locked(out):
+        adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
+        own_base = base is None
+        base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
+        f = fit(records, base, lora, train, on_step)
+        try:
+            result = save_fit(f, records, base, lora, train, out)
+        finally:
+            if not own_base:
+                f.model.unload()  # give the caller its base back without LoRA layers
     return result
 
 

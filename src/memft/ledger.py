@@ -137,6 +137,9 @@ def next_ledger(old: Ledger | None, records: Sequence[Record], reports: Mapping[
 
 
 def read(folder: str | Path) -> Ledger:
+    from memft.folders import recover_for_reading
+
+    recover_for_reading(Path(folder))
     path = Path(folder) / LEDGER
     if not path.exists():
         raise AdapterError(f"{folder}: no {LEDGER} (written by an older memft); write it again with `memft write` to append or forget")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memft import adapters, folders
 from memft import ledger as ledger_mod
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
@@ -72,10 +73,12 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     A held record that does not come back exactly (not certified at its last write) may be given again in
     `records` with its value. `train`: TrainConfig fields to override (default: those it was written with).
     """
-    ld, book, held = _open(folder, runtime, given=records)
-    plan = plan_append(held, records, update)
-    event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
-    return _rewrite(ld, book, plan, train_settings(ld.meta, **(train or {})), event, on_step)
+    cfg = train_settings(adapters.read_meta(folder), **(train or {}))  # bad options fail before the lock and the model
+    with folders.locked(folder):  # from reading the ledger to the swap: a concurrent writer waits, nothing is lost
+        ld, book, held = _open(folder, runtime, given=records)
+        plan = plan_append(held, records, update)
+        event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
+        return _rewrite(ld, book, plan, cfg, event, on_step)
 
 
 def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None,
@@ -83,10 +86,12 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
     """Remove `keys` from the adapter in `folder`: train their values away, keep every other record certified."""
     if not keys:
         raise ConfigError("no keys given: name the keys to forget")
-    ld, book, held = _open(folder, runtime, given=(), tolerate=set(keys))
-    plan = plan_forget(held, keys, [e.key for e in book.entries])
-    event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
-    return _rewrite(ld, book, plan, train_settings(ld.meta, **(train or {})), event, on_step)
+    cfg = train_settings(adapters.read_meta(folder), **(train or {}))
+    with folders.locked(folder):
+        ld, book, held = _open(folder, runtime, given=(), tolerate=set(keys))
+        plan = plan_forget(held, keys, [e.key for e in book.entries])
+        event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
+        return _rewrite(ld, book, plan, cfg, event, on_step)
 
 
 def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record],

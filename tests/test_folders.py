@@ -1,0 +1,154 @@
+"""memft.folders: the folder lock, the crash-proof swap, recovery of interrupted swaps, and the user's files."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memft import adapters, folders
+from memft.errors import AdapterError
+from tests.conftest import write_jsonl
+from tests.test_cli import FAST, memft
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _fill(text):
+    def fill(tmp):
+        (tmp / adapters.META).write_text(json.dumps({"v": text}), encoding="utf-8")
+        (tmp / "adapter_model.safetensors").write_text(text, encoding="utf-8")
+
+    return fill
+
+
+def _py(code, **env):
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_user_files_are_carried_over_and_stale_files_are_not(tmp_path):
+    ad = tmp_path / "ad"
+    adapters.write_atomic(ad, _fill("v1"))
+    (ad / "notes.txt").write_text("mine", encoding="utf-8")
+    (ad / "sub").mkdir()
+    (ad / "sub" / "a.jsonl").write_text("{}", encoding="utf-8")
+    (ad / "adapter_model.bin").write_text("stale weights", encoding="utf-8")
+    adapters.write_atomic(ad, _fill("v2"))
+    assert sorted(p.name for p in ad.iterdir()) == ["adapter_model.safetensors", "memft.json", "notes.txt", "sub"]
+    assert (ad / "notes.txt").read_text() == "mine" and (ad / "sub" / "a.jsonl").read_text() == "{}"
+    assert (ad / "adapter_model.safetensors").read_text() == "v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ad.memft-lock", "ad"]  # no leftovers beside it
+
+
+def test_a_kill_between_the_renames_is_recovered_by_the_next_open(tmp_path):
+    ad = tmp_path / "ad"
+    adapters.write_atomic(ad, _fill("v1"))
+    code = (
+        "import os; from pathlib import Path; from memft import adapters, folders\n"
+        "folders._between_renames = lambda: os._exit(9)\n"
+        f"adapters.write_atomic(Path({str(ad)!r}), lambda t: (t / 'memft.json').write_text('v2'))\n"
+    )
+    p = _py(code)
+    p.wait(60)
+    assert p.returncode == 9
+    assert not ad.exists() and len(folders.leftovers(ad)["old"]) == 1  # the crash left no adapter under its name
+    assert adapters.read_meta(ad) == {"v": "v1"}  # the next open put the previous version back
+    assert folders.leftovers(ad) == {"tmp": [], "old": []}
+
+
+def test_ctrl_c_between_the_renames_leaves_the_folder_unchanged(tmp_path, monkeypatch):
+    ad = tmp_path / "ad"
+    adapters.write_atomic(ad, _fill("v1"))
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(folders, "_between_renames", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        adapters.write_atomic(ad, _fill("v2"))
+    assert adapters.read_meta(ad) == {"v": "v1"} and folders.leftovers(ad) == {"tmp": [], "old": []}
+
+
+def test_leftovers_of_old_versions_are_cleaned_and_do_not_block_a_save(tmp_path):
+    ad = tmp_path / "ad"
+    adapters.write_atomic(ad, _fill("v1"))
+    for name in (".ad.old-1", ".ad.tmp-abcd_123", f".ad.memft-tmp-{'0' * 32}"):  # memft 0.1 left the first two
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x").write_text("junk")
+    (tmp_path / ".adx.old-1").mkdir()  # another folder's name: not ours
+    adapters.write_atomic(ad, _fill("v2"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ad.memft-lock", ".adx.old-1", "ad"]
+    assert adapters.read_meta(ad) == {"v": "v2"}
+
+
+def test_a_legacy_interrupted_swap_is_restored(tmp_path):
+    ad = tmp_path / "ad"
+    adapters.write_atomic(ad, _fill("v1"))
+    os.replace(ad, tmp_path / ".ad.old-4242")  # what memft 0.1 left after a crash between its renames
+    assert adapters.read_meta(ad) == {"v": "v1"}
+
+
+def test_a_second_writer_waits_then_gives_up_with_a_one_line_error(tmp_path):
+    ad = tmp_path / "ad"
+    holder = _py(
+        "import sys, time; from memft import folders\n"
+        f"with folders.locked({str(ad)!r}):\n    print('held', flush=True); time.sleep(30)\n"
+    )
+    assert holder.stdout.readline() == "held\n"
+    try:
+        said = []
+        t0 = time.monotonic()
+        with pytest.raises(AdapterError, match="another memft process held it for 1 s; nothing was changed"):
+            with folders.locked(ad, wait=1.0, notify=said.append):
+                pass
+        assert 0.9 < time.monotonic() - t0 < 10
+        assert said == [f"{ad}: another memft process is writing it; waiting for it to finish (at most 1 s)"]
+    finally:
+        holder.kill()
+        holder.wait()
+    with folders.locked(ad, wait=5):  # a killed holder releases the lock at once (an OS lock, never stale)
+        pass
+
+
+def test_lock_is_reentrant_within_one_process(tmp_path):
+    ad = tmp_path / "ad"
+    with folders.locked(ad, wait=0):
+        adapters.write_atomic(ad, _fill("v1"))  # takes the same lock inside: must not deadlock
+    assert adapters.read_meta(ad) == {"v": "v1"}
+
+
+def test_unwritable_location_is_refused_before_any_work(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        with pytest.raises(AdapterError, match="cannot lock it"):
+            with folders.locked(ro / "ad"):
+                pass
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.slow  # two model loads and trainings at once: ~20 s on 2 cores
+def test_two_concurrent_appends_keep_both(tmp_path):
+    ad = tmp_path / "ad"
+    first = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "Ann:", "value": "0042"})])
+    assert memft("write", first, "--out", ad, "--quiet", *FAST).returncode == 0
+    (ad / "notes.txt").write_text("keep me", encoding="utf-8")
+    procs = []
+    for name, key in (("a", "Bo:"), ("b", "Cy:")):
+        f = write_jsonl(tmp_path / f"{name}.jsonl", [json.dumps({"key": key, "value": f"v-{name}"})])
+        procs.append(subprocess.Popen([sys.executable, "-m", "memft.cli.main", "append", str(ad), str(f), "--quiet"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("waiting for it to finish" in err for _, err in outs) == 1  # the second one said it waited
+    book = json.loads(memft("ledger", ad, "--json").stdout)
+    assert sorted(e["key"] for e in book["entries"]) == ["Ann:", "Bo:", "Cy:"]
+    assert (ad / "notes.txt").read_text() == "keep me"
