@@ -232,28 +232,94 @@ def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = N
 @dataclass
 class Recalled:
     key: str
-    value: str
+    value: str  # "" when the key is not held and raw generation was not asked for
     certified: bool  # the recalled (key, value) is one that was certified when the adapter was written
-    min_prob: float  # smallest probability greedy decoding gave a chosen token
+    min_prob: float  # smallest probability greedy decoding gave a chosen token (0.0 when nothing was generated)
+    held: bool = True  # the adapter's ledger holds this key; a value generated for any other key is invented
+    nearest: list[str] = field(default_factory=list)  # not held: the closest held keys, best first
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "held": self.held, "value": self.value if self.held or self.value else None,
+                "certified": self.certified, "min_prob": finite_or_none(self.min_prob), "nearest": self.nearest}
 
 
-def recall(folder: str | Path | Loaded, key: str) -> Recalled:
-    """Greedy-decode the value stored under `key` (no context, no retrieval: only the adapter's weights)."""
+def finite_or_none(x: float | None) -> float | None:
+    """NaN/inf have no JSON form: reports write null instead (strict JSON, readable by every parser)."""
+    import math
+
+    return x if x is None or math.isfinite(x) else None
+
+
+def check_key(key: object, where: str = "key") -> str:
+    """A key the model can be asked: a non-empty string that is valid Unicode (UTF-8 encodable)."""
+    if not isinstance(key, str) or not key:
+        raise RecordsError(f"{where}: the key is empty; give the key to recall, e.g. 'Alice Smith:'")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecordsError(f"{where}: the key {key!r} is not valid Unicode (character {e.start} cannot be encoded as UTF-8); "
+                           "give it as UTF-8 text") from None
+    return key
+
+
+def held_keys(ld: Loaded) -> list[str] | None:
+    """The keys the adapter's ledger holds; None for an adapter written without a ledger (memft < 0.1 ledgers)."""
+    from memft import ledger
+
+    if ld.folder is None or not (Path(ld.folder) / LEDGER).exists():
+        return None
+    return [e.key for e in ledger.read(ld.folder).entries]
+
+
+def nearest_keys(key: str, held: Sequence[str], n: int = 3) -> list[str]:
+    """The held keys closest to `key` (difflib ratio >= 0.5), best first.
+
+    >>> nearest_keys("Carol White:", ["Carol Whyte:", "Bob Stone:", "Carl White:"])
+    ['Carl White:', 'Carol Whyte:']
+    """
+    import difflib
+
+    return difflib.get_close_matches(key, list(held), n=n, cutoff=0.5)
+
+
+def recall(folder: str | Path | Loaded, key: str, raw: bool = False) -> Recalled:
+    """Greedy-decode the value stored under `key` (no context, no retrieval: only the adapter's weights).
+
+    A key the adapter's ledger does not hold is answered `held=False` with the nearest held keys and no value:
+    whatever greedy decoding produced for it would be invented. raw=True generates for it anyway."""
+    return recall_many(folder, [key], raw)[0]
+
+
+def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = False, batch_size: int = 32) -> list[Recalled]:
+    """recall() for many keys with one model load and batched decoding, in the order given."""
     from memft.evaluate import greedy, teacher_forced
     from memft.forward import Runner
 
+    for i, k in enumerate(keys):
+        check_key(k, f"key {i + 1}" if len(keys) > 1 else "key")
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder)
-    prompt = prompt_ids(key, ld.tokenizer, ld.meta.get("template", "raw"))
+    held = held_keys(ld)
+    known = set(held) if held is not None else None
+    asked = [k for k in keys if raw or known is None or k in known]
+    tmpl = ld.meta.get("template", "raw")
     limit = int(ld.meta.get("records", {}).get("max_target_tokens", 256))
-    probe = Encoded(key=key, prompt=prompt, targets=(ld.tokenizer.eos_token_id,))
-    gen = greedy(ld.model, [probe], ld.tokenizer, max_new=limit)[0]
-    value = decode_value(gen, ld.tokenizer)
+    eos = ld.tokenizer.eos_token_id
+    probes = [Encoded(key=k, prompt=prompt_ids(k, ld.tokenizer, tmpl), targets=(eos,)) for k in asked]
+    gens = greedy(ld.model, probes, ld.tokenizer, batch_size=batch_size, max_new=limit) if probes else []
     # min_prob: one teacher-forced pass over what was generated gives each chosen token's probability.
-    stats = teacher_forced(Runner(ld.model, [Encoded(key, prompt, tuple(gen))], ld.tokenizer.pad_token_id))[0]
+    runs = [Encoded(p.key, p.prompt, tuple(g)) for p, g in zip(probes, gens) if g]
+    tf = teacher_forced(Runner(ld.model, runs, ld.tokenizer.pad_token_id), batch_size) if runs else {}
+    stats = {i: tf[j] for j, i in enumerate(i for i, g in enumerate(gens) if g)}  # by probe index
     digests = set(ld.meta.get("records", {}).get("digests", []))
     failed = set(ld.meta.get("certification", {}).get("failed_keys", []))
-    ok = Record(key=key, value=value).digest() in digests and key not in failed and bool(gen) and gen[-1] == ld.tokenizer.eos_token_id
-    return Recalled(key=key, value=value, certified=ok, min_prob=min(stats.prob))
+    done: dict[str, Recalled] = {}
+    for i, (p, gen) in enumerate(zip(probes, gens)):
+        value = decode_value(gen, ld.tokenizer)
+        is_held = known is None or p.key in known
+        ok = is_held and Record(key=p.key, value=value).digest() in digests and p.key not in failed and bool(gen) and gen[-1] == eos
+        done[p.key] = Recalled(p.key, value, ok, min(stats[i].prob) if gen else 0.0, is_held,
+                               [] if is_held else nearest_keys(p.key, held or []))
+    return [done.get(k) or Recalled(k, "", False, 0.0, False, nearest_keys(k, held or [])) for k in keys]
 
 
 def verify(

@@ -136,18 +136,60 @@ def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  
 @app.command()
 def recall(
     adapter: Annotated[Path, typer.Argument(help="Adapter folder written by `memft write`.")],
-    key: Annotated[str, typer.Argument(help="The key to recall.")],
+    key: Annotated[Optional[str], typer.Argument(help="The key to recall (or give --keys).")] = None,
+    keys: Annotated[Optional[Path], typer.Option("--keys", help="Recall every key in this file (one a line, or JSON lines with \"key\"; - = stdin) with one model load; prints JSON lines.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Generate even for keys the adapter does not hold (the output is then invented, not recalled).")] = False,
     device: Device = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON with value, certified and min_prob.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON with key, held, value, certified, min_prob, nearest.")] = False,
 ) -> None:
-    """Print exactly the value stored under KEY, then a newline."""
+    """Print exactly the value stored under KEY, then a newline. A key the adapter does not hold is answered on
+    stderr with the nearest held keys, exit 1 (nothing is invented unless --raw)."""
     from memft import api
 
-    r = api.recall(api.load_adapter(adapter, device), key)
-    if as_json:
-        typer.echo(json.dumps({"key": r.key, "value": r.value, "certified": r.certified, "min_prob": r.min_prob}, ensure_ascii=False))
-    else:
-        sys.stdout.write(r.value + "\n")
+    if (key is None) == (keys is None):
+        raise ConfigError("give one KEY or --keys FILE (not both, not neither)")
+    asked = [api.check_key(key)] if key is not None else _read_keys(keys)
+    rs = api.recall_many(api.load_adapter(adapter, device), asked, raw=raw)
+    for r in rs:
+        if not r.held:
+            near = ", ".join(repr(k) for k in r.nearest) or "none close"
+            how = "raw generation follows (invented, not recalled)" if raw else "`memft ledger DIR` lists every held key; --raw generates anyway"
+            typer.echo(f"memft: not held: {r.key!r} (nearest held keys: {near}); {how}", err=True)
+    for r in rs:
+        if keys is not None or as_json:
+            typer.echo(json.dumps(r.to_json(), ensure_ascii=False, allow_nan=False))
+        elif r.held or raw:
+            sys.stdout.write(r.value + "\n")
+    raise typer.Exit(0 if raw or all(r.held for r in rs) else 1)
+
+
+def _read_keys(path: Path) -> list[str]:
+    """Keys for `recall --keys`: one per line (a trailing CR dropped), or JSON objects with a "key" field."""
+    from memft import api
+    from memft.errors import RecordsError
+
+    where = "stdin" if str(path) == "-" else str(path)
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        text = data.decode("utf-8")
+    except OSError as e:
+        raise RecordsError(f"--keys {where}: cannot read it ({e.strerror}); give a text file with one key per line") from None
+    except UnicodeDecodeError as e:
+        raise RecordsError(f"--keys {where}: bytes that are not UTF-8 (offset {e.start}); save the file as UTF-8") from None
+    out = []
+    for n, line in enumerate(text.lstrip("\ufeff").split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                line = json.loads(line)["key"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise RecordsError(f"{where}:{n}: a line starting with {{ must be a JSON object with a \"key\" field") from None
+        out.append(api.check_key(line, f"{where}:{n}"))
+    if not out:
+        raise RecordsError(f"--keys {where}: no keys; give one key per line")
+    return out
 
 
 @app.command()
@@ -291,7 +333,7 @@ def main() -> None:
         typer.echo(f"memft: error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("memft: interrupted; nothing was saved over an existing adapter", err=True)
+        typer.echo("memft: interrupted; the adapter folder is unchanged", err=True)
         sys.exit(130)
 
 

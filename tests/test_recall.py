@@ -1,0 +1,71 @@
+"""Recall answers only for keys the adapter holds: no invented values, nearest held keys, many keys in one load."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from memft import api
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+from memft.errors import RecordsError
+from memft.records import Record
+from tests.test_cli import memft
+
+RECS = [Record("Carol Whyte:", "555-0199"), Record("Bob Stone:", "x-7")]
+
+
+@pytest.fixture(scope="module")
+def ad(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recall") / "ad"
+    res = api.write(RECS, out, model="tiny-random", lora=LoraSettings(rank=8, preset="all"),
+                    train=TrainConfig(lr=2e-2, max_steps=300), runtime=RuntimeConfig(device="cpu", dtype="fp32"))
+    assert res.all_certified
+    return out
+
+
+def test_api_recall_says_held_or_not_held(ad):
+    ld = api.load_adapter(ad, device="cpu")
+    got = api.recall(ld, "Carol Whyte:")
+    assert (got.key, got.value, got.certified, got.held, got.nearest) == ("Carol Whyte:", "555-0199", True, True, [])
+    miss = api.recall(ld, "Carol White:")
+    assert (miss.value, miss.certified, miss.held, miss.min_prob) == ("", False, False, 0.0)
+    assert miss.nearest == ["Carol Whyte:"]
+    raw = api.recall(ld, "Carol White:", raw=True)  # asked for explicitly: generated, still marked not held
+    assert raw.held is False and raw.certified is False and raw.min_prob > 0.0
+    many = api.recall_many(ld, ["Bob Stone:", "password:", "Carol Whyte:"])
+    assert [(r.key, r.held, r.value) for r in many] == [("Bob Stone:", True, "x-7"), ("password:", False, ""), ("Carol Whyte:", True, "555-0199")]
+    for bad in ("", "\ud800"):
+        with pytest.raises(RecordsError, match="key"):
+            api.recall(ld, bad)
+
+
+def test_cli_recall_of_a_key_not_held_exits_1_with_nearest_keys(ad):
+    r = memft("recall", ad, "Carol White:", "--device", "cpu")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == ("memft: not held: 'Carol White:' (nearest held keys: 'Carol Whyte:'); "
+                        "`memft ledger DIR` lists every held key; --raw generates anyway\n")
+    raw = memft("recall", ad, "Carol White:", "--raw", "--device", "cpu")
+    assert raw.returncode == 0 and raw.stdout.endswith("\n") and "invented, not recalled" in raw.stderr
+    ok = memft("recall", ad, "Bob Stone:", "--device", "cpu")
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "x-7\n", "")
+    j = json.loads(memft("recall", ad, "nobody", "--json", "--device", "cpu").stdout)
+    assert j == {"key": "nobody", "held": False, "value": None, "certified": False, "min_prob": 0.0, "nearest": []}
+
+
+def test_cli_recall_many_keys_from_stdin_as_json_lines(ad):
+    keys = 'Bob Stone:\r\n{"key": "Carol Whyte:"}\n\nstaging api key:\n'
+    p = subprocess.run([sys.executable, "-m", "memft.cli.main", "recall", str(ad), "--keys", "-", "--device", "cpu"],
+                       input=keys, capture_output=True, text=True)
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "not held: 'staging api key:'" in p.stderr
+    assert [(r["key"], r["held"], r["value"]) for r in rows] == [("Bob Stone:", True, "x-7"), ("Carol Whyte:", True, "555-0199"),
+                                                                ("staging api key:", False, None)]
+
+
+def test_cli_recall_bad_keys_are_one_line_exit_2(ad, tmp_path):
+    (tmp_path / "bin.txt").write_bytes(b"\xff\n")
+    for args, needle in ((["", "--device", "cpu"], "the key is empty"), (["--keys", tmp_path / "none.txt"], "cannot read it"),
+                         (["--keys", tmp_path / "bin.txt"], "not UTF-8"), ([], "give one KEY or --keys FILE")):
+        r = memft("recall", ad, *args)
+        assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
