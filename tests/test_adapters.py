@@ -57,7 +57,7 @@ def test_failed_write_keeps_previous_adapter(tmp_path):
     with pytest.raises(RuntimeError):
         adapters.write_atomic(out, broken)
     assert (out / "memft.json").read_text() == "{\"v\": 1}"
-    assert [p.name for p in tmp_path.iterdir()] == ["ad"]  # no temp folders left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ad.memft-lock", "ad"]  # no temp folders left (the lock file stays)
 
 
 def test_refuses_foreign_output_folder(tmp_path):
@@ -69,3 +69,24 @@ def test_refuses_foreign_output_folder(tmp_path):
     adapters.check_out_dir(tmp_path / "new")  # a new folder is fine
     with pytest.raises(AdapterError, match="not a memft adapter"):
         adapters.read_meta(tmp_path)
+
+
+def test_rank_above_every_layer_width_is_refused_before_allocating(tiny, capsys):
+    with pytest.raises(ConfigError, match=r"--rank 1000000000000 is larger than every adapted layer's width \(at most 64\)"):
+        adapters.attach(tiny.model, LoraSettings(rank=10**12, preset="all"))
+    adapters.attach(tiny.model, LoraSettings(rank=40, preset="all"))  # > k/v width 32, <= 64: a warning only
+    err = capsys.readouterr().err
+    assert err.startswith("memft: warning: --rank 40 exceeds the width of ") and err.count("\n") == 1
+
+
+def test_non_finite_weights_never_replace_an_adapter(tiny, tmp_path):
+    from memft.errors import TrainingError
+
+    model, _ = adapters.attach(tiny.model, LoraSettings(rank=2))
+    adapters.save(model, tmp_path / "ad", {"v": 1})
+    before = (tmp_path / "ad" / "adapter_model.safetensors").read_bytes()
+    next(p for p in model.parameters() if p.requires_grad).data[0, 0] = float("nan")
+    with pytest.raises(TrainingError, match="hold NaN or infinity"):
+        adapters.save(model, tmp_path / "ad", {"v": 2})
+    assert adapters.read_meta(tmp_path / "ad") == {"v": 1}
+    assert (tmp_path / "ad" / "adapter_model.safetensors").read_bytes() == before

@@ -24,3 +24,19 @@ def test_runtime_and_preset_choices():
     with pytest.raises(ConfigError, match="--preset"):
         LoraSettings(preset="everything")
     assert LoraSettings(rank=4).scale_alpha == 4.0 and LoraSettings(rank=4, alpha=8).scale_alpha == 8.0
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (dict(lr=float("inf")), "--lr must be a finite number > 0, got inf"),
+    (dict(lr=float("nan")), "--lr must be a finite number > 0, got nan"),
+    (dict(weight_decay=float("inf")), "--weight-decay must be a finite number >= 0, got inf"),
+])
+def test_non_finite_training_settings_are_refused(bad, needle):
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), 0.0])
+def test_non_finite_alpha_is_refused(alpha):
+    with pytest.raises(ConfigError, match="--alpha must be a finite number > 0"):
+        LoraSettings(alpha=alpha)

@@ -69,3 +69,32 @@ def test_cli_recall_bad_keys_are_one_line_exit_2(ad, tmp_path):
                          (["--keys", tmp_path / "bin.txt"], "not UTF-8"), ([], "give one KEY or --keys FILE")):
         r = memft("recall", ad, *args)
         assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
+
+
+def test_reports_leave_recalled_values_out_unless_revealed(ad, tmp_path):
+    from tests.conftest import write_jsonl
+
+    guess = write_jsonl(tmp_path / "g.jsonl", [json.dumps({"key": "Carol Whyte:", "value": "555-0100"})])  # wrong guess
+    v = memft("verify", ad, guess, "--generate", "--quiet", "--device", "cpu", "--json", tmp_path / "v.json")
+    assert v.returncode == 1
+    text = (tmp_path / "v.json").read_text()
+    rec = json.loads(text)["per_record"][0]
+    assert "555-0199" not in text and "555-0199" not in v.stdout + v.stderr  # the true value does not spill
+    assert (rec["recalled"], rec["recalled_chars"], rec["exact"], rec["first_failure"]) == (None, 8, False, 6)
+    memft("verify", ad, guess, "--generate", "--reveal", "--quiet", "--device", "cpu", "--json", tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["per_record"][0]["recalled"] == "555-0199"
+
+
+def test_a_diverging_write_exits_2_and_keeps_the_good_adapter(ad, tmp_path):
+    from tests.conftest import write_jsonl
+    from tests.test_cli import FAST
+
+    before = {p.name: p.read_bytes() for p in ad.iterdir()}
+    recs = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "k:", "value": "v"})])
+    fast = [a if a != "0.02" else "1e30" for a in FAST]  # --lr 1e30: finite, but the loss turns NaN at once
+    w = memft("write", recs, "--out", ad, "--quiet", "--json", tmp_path / "w.json", *fast)
+    assert w.returncode == 2 and w.stderr.startswith("memft: error: training diverged at step ") and w.stderr.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in ad.iterdir()} == before and not (tmp_path / "w.json").exists()
+    for opt in (["--lr", "inf"], ["--alpha", "nan"]):
+        r = memft("write", recs, "--out", ad, "--quiet", *FAST, *opt)
+        assert r.returncode == 2 and "must be a finite number" in r.stderr and r.stderr.count("\n") == 1

@@ -16,7 +16,7 @@ from torch import nn
 
 from memft import folders
 from memft.config import LoraSettings
-from memft.errors import AdapterError, ConfigError
+from memft.errors import AdapterError, ConfigError, TrainingError, warn
 
 META = "memft.json"
 
@@ -77,12 +77,33 @@ def target_names(lm: nn.Module, lora: LoraSettings) -> tuple[tuple[int, ...], li
     return layers, names
 
 
+def check_rank(model: nn.Module, names: list[str], rank: int) -> None:
+    """Refuse a rank above every adapted layer's width (min(in, out)): it adds nothing and can exhaust memory; warn
+    when it exceeds some of them (those layers cannot use the extra rank)."""
+    mods = dict(model.named_modules())
+    widths = {n: min(_shape(mods[n])) for n in names}
+    widest = max(widths.values())
+    if rank > widest:
+        raise ConfigError(f"--rank {rank} is larger than every adapted layer's width (at most {widest}); a LoRA rank above "
+                          f"min(in, out) adds nothing: use --rank {widest} or less")
+    narrow = sorted(n for n, w in widths.items() if rank > w)
+    if narrow:
+        warn(f"--rank {rank} exceeds the width of {len(narrow)} adapted layer(s) (e.g. {narrow[0]}, width {widths[narrow[0]]}); "
+             "they cannot use the extra rank")
+
+
+def _shape(mod: nn.Module) -> tuple[int, int]:
+    w = mod.weight
+    return (w.shape[1], w.shape[0]) if type(mod).__name__ != "Conv1D" else (w.shape[0], w.shape[1])
+
+
 def attach(model: nn.Module, lora: LoraSettings, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Wrap a frozen base in a fresh LoRA adapter (seeded init: A random, B zero) -> (peft model, placement info)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     layers, names = target_names(model, lora)
+    check_rank(model, names, lora.rank)
     cfg = LoraConfig(r=lora.rank, lora_alpha=lora.scale_alpha, target_modules=names, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -112,7 +133,9 @@ def write_atomic(out: Path, fill: Callable[[Path], None]) -> None:
 
 
 def save(peft_model: Any, out: Path, meta: dict[str, Any], files: dict[str, str] | None = None) -> None:
-    """Save the adapter, memft.json and any extra text `files` (name -> content) as one atomic swap."""
+    """Save the adapter, memft.json and any extra text `files` (name -> content) as one atomic swap.
+    Weights that are not all finite are refused (TrainingError): a diverged adapter never replaces a good one."""
+    check_finite(peft_model)
 
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(tmp)
@@ -121,6 +144,15 @@ def save(peft_model: Any, out: Path, meta: dict[str, Any], files: dict[str, str]
             (tmp / name).write_text(text, encoding="utf-8")
 
     write_atomic(Path(out), fill)
+
+
+def check_finite(peft_model: Any) -> None:
+    import torch
+
+    bad = [n for n, p in peft_model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingError(f"training diverged: {len(bad)} LoRA weight tensor(s) hold NaN or infinity (first: {bad[0]}); "
+                            "nothing was saved and no adapter was replaced; lower --lr (or --alpha)")
 
 
 def update_meta(folder: Path, meta: dict[str, Any]) -> None:

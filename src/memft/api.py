@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 from memft import __version__, adapters, folders
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
-from memft.errors import AdapterError, RecordsError
+from memft.errors import AdapterError, RecordsError, TrainingError
 from memft.ledger import LEDGER, Ledger, next_ledger
 from memft.ledger import dumps as ledger_dumps
 from memft.metrics import RecordReport, summarize
@@ -41,13 +42,14 @@ class VerifyResult:
     certified_dtype: str  # precision the adapter was certified in at write time
     notes: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, reveal: bool = False) -> dict[str, Any]:
+        """reveal=False: recalled values are left out (see RecordReport.to_json)."""
         return {
             **self.summary,
             "dtype": self.dtype,
             "certified_dtype": self.certified_dtype,
             "notes": self.notes,
-            "per_record": [r.to_json() for r in self.reports],
+            "per_record": [r.to_json(reveal) for r in self.reports],
         }
 
 
@@ -132,13 +134,27 @@ def write(
         adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
         own_base = base is None
         base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
-        f = fit(records, base, lora, train, on_step)
+        f = fit(records, base, lora, train, stop_on_divergence(on_step))
         try:
             result = save_fit(f, records, base, lora, train, out)
         finally:
             if not own_base:
                 f.model.unload()  # give the caller its base back without LoRA layers
     return result
+
+
+def stop_on_divergence(on_step: Callable[[dict[str, float]], None] | None) -> Callable[[dict[str, float]], None]:
+    """Wrap a training callback: a non-finite loss stops training at once with a TrainingError (nothing saved),
+    instead of running the whole budget into NaN weights."""
+
+    def guarded(row: dict[str, float]) -> None:
+        if not math.isfinite(row["loss"]):
+            raise TrainingError(f"training diverged at step {int(row['step'])} (loss {row['loss']}); nothing was saved and no "
+                                "adapter was replaced; lower --lr (or --alpha)")
+        if on_step is not None:
+            on_step(row)
+
+    return guarded
 
 
 def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, train: TrainConfig, out: Path,
@@ -240,14 +256,7 @@ class Recalled:
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "held": self.held, "value": self.value if self.held or self.value else None,
-                "certified": self.certified, "min_prob": finite_or_none(self.min_prob), "nearest": self.nearest}
-
-
-def finite_or_none(x: float | None) -> float | None:
-    """NaN/inf have no JSON form: reports write null instead (strict JSON, readable by every parser)."""
-    import math
-
-    return x if x is None or math.isfinite(x) else None
+                "certified": self.certified, "min_prob": self.min_prob, "nearest": self.nearest}
 
 
 def check_key(key: object, where: str = "key") -> str:

@@ -5,6 +5,7 @@ The resolved configs are saved next to every result (`memft.json`), so each numb
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,8 +40,8 @@ class LoraSettings:
         problems = []
         if not isinstance(self.rank, int) or self.rank <= 0:
             problems.append(f"--rank must be a positive integer, got {self.rank}")
-        if self.alpha is not None and self.alpha <= 0:
-            problems.append(f"--alpha must be positive, got {self.alpha}")
+        if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
+            problems.append(f"--alpha must be a finite number > 0, got {self.alpha}")
         if self.preset not in PRESETS:
             problems.append(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.layers is not None:
@@ -76,16 +77,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.lr > 0:
-            problems.append(f"--lr must be positive, got {self.lr}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"--lr must be a finite number > 0, got {self.lr}")
         if not isinstance(self.max_steps, int) or self.max_steps < 0:
             problems.append(f"--max-steps must be an integer >= 0, got {self.max_steps}")
         if not isinstance(self.batch_size, int) or self.batch_size <= 0:
             problems.append(f"--batch-size must be a positive integer, got {self.batch_size}")
         if self.template not in TEMPLATES:
             problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
-        if self.weight_decay < 0:
-            problems.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
             problems.append(f"--margin must be a probability in [0, 1), got {self.margin}")
         from memft.objectives import OBJECTIVES, option_problems

@@ -23,3 +23,14 @@ class ModelError(MemftError):
 
 class AdapterError(MemftError):
     """An adapter folder is missing, foreign or inconsistent with its base model."""
+
+
+class TrainingError(MemftError):
+    """Training diverged (non-finite loss or weights): nothing is saved, no adapter is replaced."""
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (the work goes on): `memft: warning: ...`."""
+    import sys
+
+    sys.stderr.write(f"memft: warning: {message}\n")

@@ -47,11 +47,23 @@ class RecordReport:
     min_prob: float
     p_above_half: bool
     loss: float  # mean target loss
-    recalled: str | None = None
+    recalled: str | None = None  # the generated text; a secret when the record is one: reports leave it out
     min_gap: float | None = None  # smallest p(target) - p(best other token); None when gaps were not computed
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_json(self, reveal: bool = False) -> dict[str, Any]:
+        """The report as JSON. reveal=False (the default) leaves the recalled text out: what was generated is the
+        stored value (or, for a wrong guess, the true one). `exact`, `first_failure` and `recalled_chars` (its
+        length) still say whether and where it differs.
+
+        >>> r = RecordReport("pin", 4, True, True, 1.0, 1.0, None, None, [], None, 0.9, True, 0.1, recalled="0042")
+        >>> d = r.to_json(); d["recalled"], d["recalled_chars"], r.to_json(reveal=True)["recalled"]
+        (None, 4, '0042')
+        """
+        d = asdict(self)
+        d["recalled_chars"] = None if self.recalled is None else len(self.recalled)
+        if not reveal:
+            d["recalled"] = None
+        return d
 
 
 def first_false(flags: Sequence[bool]) -> int | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from memft import adapters, folders
 from memft import ledger as ledger_mod
-from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit
+from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.encoding import encode_all
 from memft.errors import ConfigError
@@ -40,11 +40,12 @@ class RewriteResult:
     written: WriteResult | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, reveal: bool = False) -> dict[str, Any]:
+        """reveal=False: recalled values are left out (see RecordReport.to_json)."""
         return {
             "out": str(self.out), "saved": self.saved, "plan": self.plan, **self.summary, "steps": self.steps,
             "seconds": round(self.seconds, 3), "still_recalled": self.still_recalled,
-            "per_record": [r.to_json() for r in self.reports],
+            "per_record": [r.to_json(reveal) for r in self.reports],
         }
 
 
@@ -126,7 +127,7 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     gone = encode_all(plan.forget, tok, cfg.template)
     check_items(items, base, cfg.template)
     start = min(meta["lora"]["layers"])
-    res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, on_step, forget=range(len(items), len(items) + len(gone)))
+    res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)))
     reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size)
     gens = greedy(ld.model, gone, tok) if gone else []
     still = [e.key for e, g in zip(gone, gens) if free_run_compare(g, e.targets)[0]]

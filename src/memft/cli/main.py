@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from memft import __version__
-from memft.cli.options import Device, Dtype, Model
+from memft import __version__, safejson
+from memft.cli.options import Device, Dtype, Model, Reveal
 from memft.errors import ConfigError, MemftError
 
 app = typer.Typer(
@@ -75,6 +75,7 @@ def write(
     device: Device = "auto",
     dtype: Dtype = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    reveal: Reveal = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or tables.")] = False,
 ) -> None:
     """Write records into a LoRA adapter. Exit 0 if every record is certified, 1 if not (the adapter is still saved)."""
@@ -98,9 +99,9 @@ def write(
     else:
         with render.training_progress(max_steps, enabled=not quiet) as on_step:
             res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=on_step)
-    report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "per_record": [r.to_json() for r in res.reports]}
+    report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "per_record": [r.to_json(reveal) for r in res.reports]}
     if json_out:
-        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        json_out.write_text(safejson.dumps(report) + "\n", encoding="utf-8")
     if not quiet:
         failed = [r for r in res.reports if not r.certified]
         if failed:
@@ -157,7 +158,7 @@ def recall(
             typer.echo(f"memft: not held: {r.key!r} (nearest held keys: {near}); {how}", err=True)
     for r in rs:
         if keys is not None or as_json:
-            typer.echo(json.dumps(r.to_json(), ensure_ascii=False, allow_nan=False))
+            typer.echo(safejson.dumps(r.to_json(), indent=None))
         elif r.held or raw:
             sys.stdout.write(r.value + "\n")
     raise typer.Exit(0 if raw or all(r.held for r in rs) else 1)
@@ -207,6 +208,7 @@ def verify(
     top_p: Annotated[float, typer.Option(help="With --temperature: nucleus (top-p) sampling; 1 = off.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="With --temperature: top-k sampling; 0 = off.")] = 0,
     samples: Annotated[int, typer.Option(help="With --temperature: also draw this many samples per record and count exact ones.")] = 0,
+    reveal: Reveal = False,
     quiet: Annotated[bool, typer.Option(help="No tables.")] = False,
 ) -> None:
     """Check that every record comes back exactly. Exit 0 if all do (in every setting checked), 1 otherwise."""
@@ -241,7 +243,7 @@ def verify(
     else:
         loaded = api.load_adapter(adapter, device, dtype)
         res = api.verify(loaded, recs, generate="always" if generate else "uncertified")
-        report.update(res.to_json())
+        report.update(res.to_json(reveal))
         ok = res.summary["exact_match"] == 1.0
         if not quiet:
             render.console.print(render.records_table(res.reports))
@@ -254,7 +256,7 @@ def verify(
         if not quiet:
             render.console.print(render.odds_table(odds, title=f"recall odds under sampling (T={temperature}, top-p={top_p}, top-k={top_k})"))
     if json_out:
-        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        json_out.write_text(safejson.dumps(report) + "\n", encoding="utf-8")
     raise typer.Exit(0 if ok else 1)
 
 

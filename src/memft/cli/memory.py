@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft.cli.options import Device, Quiet
+from memft.cli.options import Device, Quiet, Reveal
 
 Lr = Annotated[Optional[float], typer.Option(help="AdamW learning rate (default: the one the adapter was written with).")]
 MaxSteps = Annotated[Optional[int], typer.Option(help="Most optimizer steps (default: the adapter's).")]
@@ -27,6 +27,7 @@ def append(
     method: Method = None,
     device: Device = "auto",
     json_out: JsonOut = None,
+    reveal: Reveal = False,
     quiet: Quiet = False,
 ) -> None:
     """Add records to an adapter, replaying the ones it holds. Exit 0 when saved, 1 when some record did not certify
@@ -38,7 +39,7 @@ def append(
     recs = load_records(records)
     res = _run(lambda on_step: do_append(adapter, recs, update, _overrides(lr, max_steps, margin, method), RuntimeConfig(device=device), on_step),
                adapter, max_steps, quiet)
-    _finish(res, json_out, quiet)
+    _finish(res, json_out, quiet, reveal)
 
 
 def forget(
@@ -48,6 +49,7 @@ def forget(
     max_steps: MaxSteps = None,
     device: Device = "auto",
     json_out: JsonOut = None,
+    reveal: Reveal = False,
     quiet: Quiet = False,
 ) -> None:
     """Remove keys: train their values away, then check greedy recall no longer gives them back. Exit 0 when saved."""
@@ -56,7 +58,7 @@ def forget(
 
     res = _run(lambda on_step: do_forget(adapter, keys, _overrides(lr, max_steps, None, None), RuntimeConfig(device=device), on_step),
                adapter, max_steps, quiet)
-    _finish(res, json_out, quiet)
+    _finish(res, json_out, quiet, reveal)
 
 
 def ledger(
@@ -101,11 +103,12 @@ def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any
         return call(on_step)
 
 
-def _finish(res: Any, json_out: Optional[Path], quiet: bool) -> None:
+def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> None:
+    from memft import safejson
     from memft.cli import render
 
     if json_out:
-        json_out.write_text(json.dumps(res.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        json_out.write_text(safejson.dumps(res.to_json(reveal)) + "\n", encoding="utf-8")
     if not quiet:
         failed = [r for r in res.reports if not r.certified]
         if failed:

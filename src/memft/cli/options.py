@@ -13,3 +13,4 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | bf16 | fp16 (
 JsonRows = Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} here.")]
 CsvRows = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV here.")]
 Quiet = Annotated[bool, typer.Option(help="No progress bars or tables.")]
+Reveal = Annotated[bool, typer.Option("--reveal", help="Put recalled values in the --json report (default: left out, since they are the stored secrets; `exact`, `first_failure` and `recalled_chars` say whether and where they differ).")]
