@@ -98,3 +98,69 @@ def test_a_diverging_write_exits_2_and_keeps_the_good_adapter(ad, tmp_path):
     for opt in (["--lr", "inf"], ["--alpha", "nan"]):
         r = memft("write", recs, "--out", ad, "--quiet", *FAST, *opt)
         assert r.returncode == 2 and "must be a finite number" in r.stderr and r.stderr.count("\n") == 1
+
+
+def _edit_json(name, change):
+    def edit(d):
+        obj = json.loads((d / name).read_text())
+        change(obj)
+        (d / name).write_text(json.dumps(obj))
+
+    return edit
+
+
+DAMAGE = {
+    "truncated weights": (lambda d: (d / "adapter_model.safetensors").write_bytes((d / "adapter_model.safetensors").read_bytes()[:-100]), "truncated ("),
+    "empty weights": (lambda d: (d / "adapter_model.safetensors").write_bytes(b""), "truncated or empty"),
+    "missing weights": (lambda d: (d / "adapter_model.safetensors").unlink(), "adapter_model.safetensors: missing"),
+    "broken config": (lambda d: (d / "adapter_config.json").write_text("{"), "adapter_config.json: unreadable"),
+    "missing config": (lambda d: (d / "adapter_config.json").unlink(), "adapter_config.json: missing"),
+    "config rank edited": (_edit_json("adapter_config.json", lambda o: o.update(r=4)), "rank or target modules differ"),
+    "meta is a list": (lambda d: (d / "memft.json").write_text("[]"), "not the JSON object memft writes"),
+    "meta dtype int3": (_edit_json("memft.json", lambda o: o["certification"].update(dtype="int3")), "dtype 'int3'"),
+    "meta names another base": (_edit_json("memft.json", lambda o: o["base"].update(spec="smollm2-135m")), "no longer matches ledger.json in base"),
+    "max_target_tokens edited": (_edit_json("memft.json", lambda o: o["records"].update(max_target_tokens=2)), "in max_target_tokens"),
+    "ledger entry deleted": (_edit_json("ledger.json", lambda o: o["entries"].pop()), "ledger.json lists 1 record(s) but memft.json says 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_or_edited_folder_is_refused_before_loading_a_model(ad, tmp_path, case):
+    import shutil
+
+    from memft.errors import AdapterError
+
+    damage, needle = DAMAGE[case]
+    d = tmp_path / "ad"
+    shutil.copytree(ad, d)
+    damage(d)
+    with pytest.raises(AdapterError) as e:
+        api.load_adapter(d, device="cpu")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_damaged_folder_is_one_line_exit_2(ad, tmp_path):
+    import shutil
+
+    d = tmp_path / "ad"
+    shutil.copytree(ad, d)
+    DAMAGE["ledger entry deleted"][0](d)
+    for args in (["recall", d, "Bob Stone:"], ["append", d, tmp_path / "x.jsonl"]):
+        (tmp_path / "x.jsonl").write_text(json.dumps({"key": "n:", "value": "1"}) + "\n")
+        r = memft(*args, "--device", "cpu")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "ledger.json lists 1 record(s)" in r.stderr, r.stderr
+
+
+def test_plain_progress_lines_at_a_steady_interval():
+    from memft.cli.render import plain_progress
+
+    times = iter([0.0, 0.0, 10.0, 31.0, 40.0, 95.0])  # t0, then one per step below
+    lines = []
+    on_step = plain_progress(100, every=30.0, clock=lambda: next(times), write=lines.append)
+    for step, cert in ((0, 0.0), (10, 0.2), (31, 0.5), (40, 0.6), (50, 1.0)):
+        on_step({"step": step, "certified": cert, "loss": 0.5, "min_prob": 0.1, "stubborn": 1})
+    assert lines == [
+        "training step 0/100  certified 0.0%  loss 0.5000  elapsed 0 s",
+        "training step 31/100  certified 50.0%  loss 0.5000  elapsed 31 s  left ~69 s (at most)",
+        "training step 50/100  certified 100.0%  loss 0.5000  elapsed 95 s",
+    ]

@@ -171,9 +171,64 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     if not meta_path.exists():
         raise AdapterError(f"{folder}: not a memft adapter (no {META}); give the --out folder of `memft write`")
     try:
-        return json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdapterError(f"{meta_path}: unreadable ({e}); the adapter is damaged, write it again") from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k, {}), dict) for k in ("base", "records", "lora", "train", "certification")):
+        raise AdapterError(f"{meta_path}: not the JSON object memft writes; the adapter is damaged, write it again")
+    return meta
+
+
+def check_files(folder: str | Path, meta: dict[str, Any]) -> None:
+    """Before loading a model: the PEFT files are there, readable, and place the LoRA where memft.json says."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    cfg_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    fix = "the adapter is damaged: restore the folder from a backup or write it again"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AdapterError(f"{cfg_path}: missing; {fix}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterError(f"{cfg_path}: unreadable ({type(e).__name__}); {fix}") from None
+    lora = meta.get("lora", {})
+    if not isinstance(cfg, dict) or cfg.get("r") != lora.get("rank") or not _same_modules(cfg.get("target_modules"), lora.get("modules")):
+        raise AdapterError(f"{cfg_path}: its rank or target modules differ from memft.json; {fix}")
+    if not weights.exists():
+        raise AdapterError(f"{weights}: missing; {fix}")
+    problem = safetensors_problem(weights)
+    if problem:
+        raise AdapterError(f"{weights}: {problem}; {fix}")
+
+
+def _same_modules(peft_names: Any, ours: Any) -> bool:
+    """PEFT saves target modules as given or shortened to their last name part: both match memft.json's full names."""
+    if not isinstance(peft_names, list) or not isinstance(ours, list):
+        return False
+    given, full = set(peft_names), set(ours)
+    return given == full or given == {n.rsplit(".", 1)[-1] for n in full}
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (None if it is): the format is an 8-byte little-endian header length,
+    a JSON header giving each tensor's byte range, then the data. Checked by hand because the library maps the
+    file lazily and reports a truncation only when a tensor is read, after the base model was loaded."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n <= 0 or 8 + n > size:
+                return "truncated or empty (no complete header)"
+            header = json.loads(f.read(n).decode("utf-8"))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"unreadable header ({type(e).__name__})"
+    if not ends:
+        return "holds no tensors"
+    if 8 + n + max(ends) > size:
+        return f"truncated ({size} bytes, the header needs {8 + n + max(ends)})"
+    return None
 
 
 def load(folder: str | Path, base_model: nn.Module, trainable: bool = False) -> Any:
@@ -183,7 +238,11 @@ def load(folder: str | Path, base_model: nn.Module, trainable: bool = False) -> 
     """
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)
+    try:
+        model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)
+    except Exception as e:  # noqa: BLE001 - PEFT raises many types for a damaged folder; the user needs one line
+        raise AdapterError(f"{folder}: PEFT cannot load the adapter ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                           "it is damaged or made for another base: restore it from a backup or write it again") from None
     if trainable:
         for p in model.parameters():
             if p.requires_grad:

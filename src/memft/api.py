@@ -13,7 +13,7 @@ from memft import __version__, adapters, folders
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.errors import AdapterError, RecordsError, TrainingError
-from memft.ledger import LEDGER, Ledger, next_ledger
+from memft.ledger import LEDGER, Ledger, fingerprint, next_ledger
 from memft.ledger import dumps as ledger_dumps
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
@@ -169,7 +169,6 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
     event = event or {"op": "write", "added": len(records), "updated": 0, "removed": 0}
     event = {**event, "held": len(records), "steps": res.steps, "certified_at": res.certified_at, "seconds": round(res.seconds, 3),
              "certified": summary["certified"], "min_prob": summary["min_prob"]}
-    book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event)
     meta = {
         "memft_version": __version__,
         "created": now,
@@ -201,6 +200,8 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
         },
         **(extra or {}),
     }
+    book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event)
+    book.fingerprint = fingerprint(meta)
     adapters.save(f.model, Path(out), meta, files={LEDGER: ledger_dumps(book)})
     return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
 
@@ -235,12 +236,20 @@ def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = N
     """Load an adapter folder on the base named in its memft.json (dtype: the certified one unless given).
 
     trainable=True: its LoRA weights can be trained further (append, forget)."""
+    from memft import ledger
+
     meta = adapters.read_meta(folder)
     try:
         spec = meta["base"]["spec"]
         dtype = dtype or meta["certification"]["dtype"]
-    except KeyError as e:
+    except (KeyError, TypeError) as e:
         raise AdapterError(f"{folder}/memft.json lacks {e}; the adapter is damaged, write it again") from None
+    if not isinstance(spec, str) or dtype not in ("fp32", "bf16", "fp16"):
+        raise AdapterError(f"{folder}/memft.json: base {spec!r} / dtype {dtype!r} is not a model spec and fp32|bf16|fp16; "
+                           "the adapter is damaged, write it again")
+    adapters.check_files(folder, meta)
+    if (Path(folder) / LEDGER).exists():
+        ledger.check_against(meta, ledger.read(folder), folder)
     base = load_base(spec, device, dtype, seed=meta.get("train", {}).get("seed", 0))
     return Loaded(adapters.load(folder, base.model, trainable), meta, base, Path(folder))
 

@@ -41,6 +41,9 @@ class Entry:
 class Ledger:
     entries: list[Entry]
     history: list[dict[str, Any]] = field(default_factory=list)  # one line per write, oldest first
+    # A copy of what recall and replay read from memft.json (see fingerprint), written in the same swap: an edit
+    # of either file is caught on open. None in ledgers written before it existed.
+    fingerprint: dict[str, Any] | None = None
 
     @property
     def generation(self) -> int:
@@ -50,11 +53,42 @@ class Ledger:
         return {e.key: e for e in self.entries}
 
     def to_json(self) -> dict[str, Any]:
-        return {"entries": [asdict(e) for e in self.entries], "history": self.history}
+        out = {"entries": [asdict(e) for e in self.entries], "history": self.history}
+        return out if self.fingerprint is None else {**out, "fingerprint": self.fingerprint}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Ledger:
-        return cls([Entry(**e) for e in obj["entries"]], list(obj.get("history", [])))
+        return cls([Entry(**e) for e in obj["entries"]], list(obj.get("history", [])), obj.get("fingerprint"))
+
+
+def fingerprint(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of memft.json that recall, verify and replay depend on."""
+    rec, lora = meta.get("records", {}), meta.get("lora", {})
+    return {"count": rec.get("count"), "hash": rec.get("hash"), "max_target_tokens": rec.get("max_target_tokens"),
+            "template": meta.get("template"), "base": meta.get("base", {}).get("spec"),
+            "dtype": meta.get("certification", {}).get("dtype"), "rank": lora.get("rank"), "modules": lora.get("modules")}
+
+
+def check_against(meta: Mapping[str, Any], book: Ledger, folder: str | Path) -> None:
+    """Cross-check the ledger with memft.json: same records (count and digests) and, where the ledger has one, the
+    same fingerprint. A mismatch means one file was edited or damaged: AdapterError naming what differs."""
+    problems = []
+    keys = [e.key for e in book.entries]
+    if len(set(keys)) != len(keys):
+        problems.append("ledger.json lists a key twice")
+    rec = meta.get("records", {})
+    if len(book.entries) != rec.get("count"):
+        problems.append(f"ledger.json lists {len(book.entries)} record(s) but memft.json says {rec.get('count')}")
+    elif "digests" in rec and sorted(e.digest for e in book.entries) != sorted(rec["digests"]):
+        problems.append("the record digests of ledger.json and memft.json differ")
+    if book.fingerprint is not None:
+        fp = fingerprint(meta)
+        diff = [k for k in fp if fp[k] != book.fingerprint.get(k)]
+        if diff:
+            problems.append(f"memft.json no longer matches ledger.json in {', '.join(diff)}")
+    if problems:
+        raise AdapterError(f"{folder}: {'; '.join(problems)}; the adapter was edited or damaged: restore the folder from a "
+                           "backup or write it again")
 
 
 @dataclass
@@ -145,7 +179,7 @@ def read(folder: str | Path) -> Ledger:
         raise AdapterError(f"{folder}: no {LEDGER} (written by an older memft); write it again with `memft write` to append or forget")
     try:
         return Ledger.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise AdapterError(f"{path}: unreadable ({type(e).__name__}: {e}); the adapter is damaged, write it again") from None
 
 

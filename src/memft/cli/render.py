@@ -50,24 +50,65 @@ def summary_table(summary: dict[str, Any], title: str = "summary") -> Table:
     return t
 
 
+PLAIN_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal (CI, nohup, a pipe)
+
+
 @contextmanager
-def training_progress(max_steps: int, enabled: bool = True) -> Iterator[Any]:
-    """Yields an on_step callback that drives a rich progress bar (step, loss, certified, stubborn, min p)."""
+def training_progress(max_steps: int, enabled: bool = True, every: float = PLAIN_EVERY) -> Iterator[Any]:
+    """Yields an on_step callback that shows training progress (step, loss, certified, stubborn, min p): a rich bar
+    on a terminal; elsewhere a plain line every `every` seconds and at the end, with the elapsed time and an
+    estimate of the time left. Nothing is shown before the first step, so an error before training stays one line."""
     if not enabled:
         yield None
+        return
+    if not console.is_terminal:
+        yield plain_progress(max_steps, every)
         return
     prog = Progress(
         TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}  certified {task.fields[cert]:.0%}  stubborn {task.fields[stub]}  min p {task.fields[minp]:.3f}"),
         TimeElapsedColumn(), console=console, transient=False,
     )
-    with prog:
-        task = prog.add_task("train", total=max_steps, loss=float("nan"), cert=0.0, stub=0, minp=0.0)
+    task = None
 
-        def on_step(row: dict[str, float]) -> None:
-            prog.update(task, completed=row["step"], loss=row["loss"], cert=row["certified"], stub=int(row["stubborn"]), minp=row["min_prob"])
+    def on_step(row: dict[str, float]) -> None:
+        nonlocal task
+        if task is None:
+            prog.start()
+            task = prog.add_task("train", total=max_steps, loss=float("nan"), cert=0.0, stub=0, minp=0.0)
+        prog.update(task, completed=row["step"], loss=row["loss"], cert=row["certified"], stub=int(row["stubborn"]), minp=row["min_prob"])
 
+    try:
         yield on_step
+    finally:
+        if task is not None:
+            prog.stop()
+
+
+def plain_progress(max_steps: int, every: float, clock: Any = None, write: Any = None) -> Any:
+    """An on_step callback printing `training step S/N  certified C%  loss L  elapsed E s  left ~R s` lines: at the
+    first step, then at most once every `every` seconds, and at the end (the last step or certification)."""
+    import sys
+    import time
+
+    clock = clock or time.monotonic
+    write = write or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
+    t0, last = clock(), None
+
+    def on_step(row: dict[str, float]) -> None:
+        nonlocal last
+        now = clock()
+        step = int(row["step"])
+        done = step >= max_steps or row["certified"] >= 1.0
+        if last is not None and now - last < every and not done:
+            return
+        last = now
+        elapsed = now - t0
+        left = "" if done or step <= 0 else f"  left ~{elapsed / step * (max_steps - step):.0f} s (at most)"
+        write(f"training step {step}/{max_steps}  certified {100 * row['certified']:.1f}%  loss {row['loss']:.4f}  "
+              f"elapsed {elapsed:.0f} s{left}")
+
+    return on_step
 
 
 def _cell(metric: str, v: Any) -> str:
