@@ -45,3 +45,16 @@ class LossyTokenizer:
 def test_value_that_does_not_round_trip_is_an_error_naming_the_record():
     with pytest.raises(RecordsError, match=r"record 'alice': its value does not survive"):
         encode(Record("alice", "xx "), LossyTokenizer())
+
+
+def test_conflicting_records_are_found_before_training(tiny, tmp_path):
+    from memft import api
+    from memft.encoding import encode_all, target_conflicts
+
+    a, b = Record("Bob:", " 1"), Record("Bob: ", "2")  # the tiny tokenizer: "Bob: " = "Bob:" + " ", then " 1" = " " + "1"
+    assert target_conflicts(encode_all([a, b], tiny.tokenizer)) == ("Bob:", "Bob: ", 0)
+    assert target_conflicts(encode_all([a, Record("Bob: ", "x"), Record("Bo", "b")], tiny.tokenizer)) == ("Bob:", "Bob: ", 0)
+    assert target_conflicts(encode_all([a, Record("Bob;", "2")], tiny.tokenizer)) is None
+    with pytest.raises(RecordsError, match=r"records 'Bob:' and 'Bob: ' need different tokens after the same text"):
+        api.write([a, b], tmp_path / "ad", base=tiny)
+    assert not (tmp_path / "ad").exists()

@@ -95,3 +95,21 @@ def test_paper_files_load(shared_paper):
     assert len(pb) == 100 and pb[0].key == "Jerry Becerra:" and pb[0].value == "9100672710"
     (lc,) = load_records(shared_paper / "long_context" / "random.jsonl")
     assert lc.key.startswith("Please output") and len(lc.value) > 1000
+
+
+def test_trust_rules_for_record_lines():
+    import pytest
+
+    from memft.errors import RecordsError
+    from memft.records import MAX_CHARS, parse_records
+
+    cases = (
+        ('{"key": "k", "value": "v", "value_ids": [1]}', "has both `value_ids` and `value`; keep one of them"),
+        ('{"key": "k", "value": "a\\ud800b"}', "is not valid Unicode (a lone surrogate '\\ud800' at character 1)"),
+        ('{"key": "\\udfff", "value": "v"}', "`key` is not valid Unicode"),
+        ('{"key": "k", "value": "' + "x" * (MAX_CHARS + 1) + '"}', f"has {MAX_CHARS + 1} characters, more than the {MAX_CHARS}"),
+    )
+    for line, needle in cases:
+        with pytest.raises(RecordsError) as e:
+            parse_records([line], "f.jsonl")
+        assert str(e.value).startswith("f.jsonl:1: ") and needle in str(e.value), str(e.value)[:200]

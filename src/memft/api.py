@@ -92,8 +92,17 @@ def fit(
 
 
 def check_items(items: Sequence[Encoded], base: Base, template: str) -> None:
-    """Everything checked before training: reachable targets and train/recall parity (one-line errors by record)."""
+    """Everything checked before training: reachable targets, no two records needing different tokens after the
+    same text, and train/recall parity (one-line errors by record)."""
+    from memft.encoding import target_conflicts
+
     check_reachable(items, base)
+    clash = target_conflicts(items)
+    if clash:
+        a, b, pos = clash
+        raise RecordsError(f"records {a!r} and {b!r} need different tokens after the same text (at value position {pos} of "
+                           f"{b!r}), so greedy decoding cannot give back both; change one of the keys so neither key+value "
+                           "starts with the other key")
     check_parity(items, base.tokenizer, template, base.model)
 
 

@@ -80,3 +80,28 @@ def decode_value(ids: Sequence[int], tokenizer: Any) -> str:
     if eos in ids:
         ids = ids[: ids.index(eos)]
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def target_conflicts(items: Sequence[Encoded]) -> tuple[str, str, int] | None:
+    """Two records that greedy decoding can never both give back: after the very same token sequence they need
+    different next tokens (e.g. "Bob:" -> " 1" and "Bob: " -> "2" with a byte tokenizer). -> (first key, second key,
+    value position in the second) for the first such pair, or None.
+
+    A trie over every record's ids: each node is a context; a target position stores the token it requires there.
+    Prompt positions require nothing (they are given, not generated). Exact, and linear in the total ids.
+
+    >>> E = lambda k, p, t: Encoded(k, p, t)
+    >>> target_conflicts([E("a", (1, 2), (3, 0)), E("b", (1, 2, 7), (4, 0))]), target_conflicts([E("a", (1, 2), (3, 0)), E("b", (1,), (2, 5, 0))])
+    (None, ('a', 'b', 1))
+    """
+    need = -1  # trie slot for the required token (token ids are >= 0)
+    root: dict[int, Any] = {}
+    for e in items:
+        node = root
+        for j, t in enumerate(e.ids):
+            if j >= len(e.prompt):
+                have = node.setdefault(need, (t, e.key))
+                if have[0] != t:
+                    return have[1], e.key, j - len(e.prompt)
+            node = node.setdefault(t, {})
+    return None

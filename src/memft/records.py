@@ -15,6 +15,10 @@ from pathlib import Path
 
 from memft.errors import RecordsError
 
+# Largest key and value accepted, in characters: far above any credential or endpoint, and far below what makes a
+# tokenizer run out of memory (a 50 MB value took it past 8.8 GB).
+MAX_CHARS = 100_000
+
 # (key field, value field) pairs, tried in order: ours first, then the paper's PhoneBook and long-context files.
 FIELD_PAIRS = (("key", "value"), ("query", "target"), ("question", "matching"))
 
@@ -60,10 +64,15 @@ def _parse_line(obj: object, where: str) -> Record:
     key = obj[kf]
     if not isinstance(key, str) or not key:
         raise RecordsError(f"{where}: `{kf}` must be a non-empty string, got {json.dumps(key)}")
+    _check_text(key, f"{where}: `{kf}`", kf)
+    if "value_ids" in obj and vf in obj:
+        raise RecordsError(f"{where}: key {key!r} has both `value_ids` and `{vf}`; keep one of them")
     if "value_ids" in obj:
         ids = obj["value_ids"]
         if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
             raise RecordsError(f"{where}: `value_ids` of key {key!r} must be a non-empty list of token ids (integers >= 0)")
+        if len(ids) > MAX_CHARS:
+            raise RecordsError(f"{where}: `value_ids` of key {key!r} holds {len(ids)} ids, more than the {MAX_CHARS} memft accepts; split the value")
         return Record(key=key, value_ids=tuple(ids))
     if vf not in obj:
         raise RecordsError(f"{where}: key {key!r} has no `{vf}` field; add the text to remember as \"{vf}\"")
@@ -77,7 +86,20 @@ def _parse_line(obj: object, where: str) -> Record:
         raise RecordsError(f"{where}: `{vf}` of key {key!r} must be a string, got {type(value).__name__}")
     if value == "":
         raise RecordsError(f"{where}: `{vf}` of key {key!r} is empty; there is nothing to remember, remove the line")
+    _check_text(value, f"{where}: `{vf}` of key {key[:40]!r}", vf)
     return Record(key=key, value=value)
+
+
+def _check_text(text: str, what: str, field_name: str) -> None:
+    """Text a tokenizer can take: valid Unicode (no lone surrogates, which JSON's \\ud800 escapes can make) and at
+    most MAX_CHARS characters."""
+    if len(text) > MAX_CHARS:
+        raise RecordsError(f"{what} has {len(text)} characters, more than the {MAX_CHARS} memft accepts; split it into several records")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecordsError(f"{what} is not valid Unicode (a lone surrogate {text[e.start]!r} at character {e.start}); "
+                           f"fix the \\u escape in the `{field_name}` text") from None
 
 
 def parse_records(lines: Sequence[str], source: str = "<records>") -> list[Record]:
