@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 import time
 
 import pytest
@@ -240,3 +241,21 @@ def test_ray_backend_matches_local(tmp_path):
 def test_unknown_backend_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="backend 'spark'"):
         run_sweep(SweepConfig(**FAST), tmp_path / "r.db", backend="spark")
+
+
+def test_a_second_sweep_on_the_same_store_is_refused_while_the_first_runs(tmp_path):
+    from memft.errors import AdapterError
+
+    db = tmp_path / "s.db"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    holder = subprocess.Popen([sys.executable, "-c", f"import time; from memft import folders\nwith folders.locked({str(db)!r}):\n"
+                               "    print('held', flush=True); time.sleep(30)"], env={**os.environ, "PYTHONPATH": src},
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(AdapterError, match="another memft process is using it; nothing was changed"):
+            run_sweep(SweepConfig(**FAST), db)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not db.exists()  # the refused sweep did not even open the store

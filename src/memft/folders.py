@@ -72,6 +72,8 @@ def locked(folder: str | Path, wait: float | None = None, notify: Callable[[str]
         try:
             lock.acquire(timeout=0, blocking=False)
         except Timeout:
+            if wait == 0:
+                raise AdapterError(f"{folder}: another memft process is using it; nothing was changed; run again when it has finished") from None
             notify(f"{folder}: another memft process is writing it; waiting for it to finish"
                    + ("" if wait < 0 else f" (at most {wait:.0f} s)"))
             try:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memft import folders
 from memft.config import DEVICES, DTYPES, PRESETS
 from memft.errors import ConfigError
 from memft.records import Record
@@ -308,6 +309,14 @@ def run_sweep(
     if gpus_per_run < 0:
         raise ConfigError(f"gpus_per_run must be >= 0, got {gpus_per_run}")
     t0 = time.perf_counter()
+    # One sweep per store at a time: a second one would re-claim the first one's running points (which look like
+    # points a killed sweep left) and run every point twice. The lock is an OS lock, so a killed sweep frees it.
+    with folders.locked(Path(store_path), wait=0):
+        return _sweep(config, store_path, on_progress, backend, address, gpus_per_run, on_step, t0)
+
+
+def _sweep(config: SweepConfig, store_path: str | Path, on_progress: Progress | None, backend: str, address: str | None,
+           gpus_per_run: float, on_step: Callable[[dict[str, float]], None] | None, t0: float) -> dict[str, Any]:
     points = config.points()
     text = Path(config.text).read_text(encoding="utf-8") if config.text else None
     store = Store(store_path)
