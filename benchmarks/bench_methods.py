@@ -67,7 +67,7 @@ def main() -> None:
             for method in METHODS:
                 if (name, method, rank) in done or a.finalize:
                     continue
-                row = run_point(recs, base, LoraSettings(rank=rank), TrainConfig(method=method, lr=a.lr, max_steps=a.max_steps, margin=0.0),
+                row = run_point(recs, base, LoraSettings(rank=rank), TrainConfig(method=method, lr=a.lr, max_steps=a.max_steps, margin=0.0, active_set=False),
                                 extra={"benchmark": "methods", "dataset": name})
                 rows.append(row)
                 with log.open("a") as fh:

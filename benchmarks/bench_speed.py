@@ -119,7 +119,7 @@ def case_certify(a) -> dict:
                 steps = s
                 break
     else:
-        res = train(pm, items, base.tokenizer.pad_token_id, TrainConfig(lr=a.lr, max_steps=a.max_steps, margin=0.0), start)
+        res = train(pm, items, base.tokenizer.pad_token_id, TrainConfig(lr=a.lr, max_steps=a.max_steps, margin=0.0, active_set=False), start)
         steps = res.certified_at
     sync()
     return {"seconds": time.perf_counter() - t, "steps_to_certify": steps}

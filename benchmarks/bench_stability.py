@@ -63,7 +63,7 @@ def main() -> None:
     out.setdefault("commands", []).append("python " + " ".join(sys.argv))
     for m in a.only or VARIANTS:
         method, opts = VARIANTS[m]
-        f = fit(recs, base, LoraSettings(rank=a.rank), TrainConfig(method=method, lr=1e-2, max_steps=a.steps, stop_when_certified=False, method_options=opts, margin=0.0))
+        f = fit(recs, base, LoraSettings(rank=a.rank), TrainConfig(method=method, lr=1e-2, max_steps=a.steps, stop_when_certified=False, method_options=opts, margin=0.0, active_set=False))
         f.model.unload()
         hist = [{k: h[k] for k in ("step", "loss", "certified", "stubborn", "min_prob")} for h in f.train.history]
         out["methods"][m] = {**summarize_curve(hist), "curve": hist}

@@ -65,8 +65,10 @@ def test_fixed_budget_trains_past_certification_and_records_first_certified_step
 def test_minibatch_certification_is_confirmed_at_the_end(tiny):
     # At step 22 the last-seen statuses (up to an epoch old) still show a failing record, but the parameters as
     # they are certify all 9: the final check must see that (it once reported "never certified").
-    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=22, batch_size=3, margin=0.0), n=9, lora=LoraSettings(rank=8, preset="all"))
-    assert res.history[-1]["certified"] < 1.0  # stale statuses
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=22, batch_size=3, margin=0.0, active_set=False), n=9,
+                             lora=LoraSettings(rank=8, preset="all"))
+    assert res.history[-2]["certified"] < 1.0  # stale statuses one step before
+    assert res.history[-1]["certified"] == 1.0  # the row of the final step reports the confirming pass
     stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
     assert all(all(s.correct) for s in stats.values())
     assert res.certified_at == res.steps == 22
@@ -98,3 +100,61 @@ def test_forget_trains_a_record_away_and_keeps_the_others(tiny):
             assert forgotten(s.correct, s.prob) and not all(s.correct)
         else:
             assert all(s.correct) and min(s.prob) > 0.5
+
+
+def test_active_set_certifies_with_fewer_trained_passes_than_plain(tiny):
+    from memft.modeling import load_base
+
+    cfg = dict(lr=2e-2, max_steps=400, batch_size=3, margin=0.5)
+    _, _, plain = _run(tiny, TrainConfig(**cfg, active_set=False), n=9)
+    model, items, act = _run(load_base("tiny-random", device="cpu", dtype="fp32"), TrainConfig(**cfg, active_set=True), n=9)
+    assert plain.certified_at is not None and act.certified_at is not None
+    assert act.trained < plain.trained  # records at the bar got no backward pass
+    assert act.checked >= 2 * len(items)  # the first pass and at least the confirming one
+    stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
+    assert all(all(s.correct) and min(s.prob) > 0.5 for s in stats.values())  # the goal holds for the final parameters
+
+
+def test_active_set_trains_only_what_is_new(tiny):
+    # Certify 6 records, then train on them plus 3 new ones: only the 3 new ones start active, the 6 held ones are
+    # re-checked with forward passes and every record is certified at the end.
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=300, margin=0.5), n=6)
+    assert res.certified_at is not None
+    new = [r for r in phonebook(12, seed=99) if r.key not in {e.key for e in items}][:3]
+    more = list(items) + encode_all(new, tiny.tokenizer)
+    stats = teacher_forced(Runner(model, more, tiny.tokenizer.pad_token_id))
+    held_done = sum(min(stats[i].prob) > 0.75 and all(stats[i].correct) for i in range(6))
+    res2 = train(model, more, tiny.tokenizer.pad_token_id, TrainConfig(lr=2e-2, max_steps=300, margin=0.5, batch_size=4), 2)
+    assert res2.certified_at is not None
+    assert res2.history[0]["active"] == 9 - held_done
+    stats = teacher_forced(Runner(model, more, tiny.tokenizer.pad_token_id))
+    assert all(all(s.correct) and min(s.prob) > 0.5 for s in stats.values())
+
+
+def test_records_at_the_bar_have_zero_ot_gradient_so_skipping_them_changes_nothing(tiny):
+    # Under memft-ot (threshold 0.5 <= the exit bar 0.75) a record whose every target has p > 0.75 has weight 0:
+    # the gradient over a batch with it equals the gradient over the batch without it (record-level zero backprop).
+    from memft import objectives
+    from memft.evaluate import token_table
+    from memft.metrics import exit_margin
+
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=300, margin=0.9), n=6)
+    new = [r for r in phonebook(12, seed=99) if r.key not in {e.key for e in items}][:3]
+    more = list(items) + encode_all(new, tiny.tokenizer)  # 6 held at p > 0.9, 3 new ones far below
+    runner = Runner(model, more, tiny.tokenizer.pad_token_id, start=2)
+    stats = teacher_forced(runner)
+    at_bar = [i for i in range(9) if all(stats[i].correct) and min(stats[i].prob) > exit_margin(0.5)]
+    assert len(at_bar) == 6
+
+    def grads(idx):
+        logits, batch = runner.logits(idx)
+        tab = token_table(logits, batch)
+        record = torch.tensor(idx)[batch.rows]
+        loss, _ = objectives.get("memft-ot")(objectives.Tokens(tab["loss"], tab["correct"], record, batch.offset), {})
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.autograd.grad(loss, params)
+
+    full = grads(list(range(9)))
+    active = grads([i for i in range(9) if i not in at_bar])
+    assert all(torch.allclose(a, b, atol=1e-7, rtol=1e-5) for a, b in zip(full, active))
+    assert any(a.abs().max() > 0 for a in full)

@@ -74,6 +74,9 @@ class TrainConfig:
     # Training goal: every target token is the argmax AND has p > margin. 0.5 is the paper's sufficient line and
     # leaves headroom against precision shifts (merging, bf16/fp16); 0 stops at bare certification (argmax only).
     margin: float = 0.5
+    # True: update only records below metrics.exit_margin(margin) and re-check the rest with forward passes (see
+    # memft.train); what write/append/forget use. False: every record in every epoch, as the paper trains (research).
+    active_set: bool = True
 
     def __post_init__(self) -> None:
         problems = []

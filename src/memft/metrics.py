@@ -93,6 +93,17 @@ def meets_margin(correct: Sequence[bool], prob: Sequence[float], margin: float) 
     return all(correct) and min(prob) > margin
 
 
+def exit_margin(margin: float) -> float:
+    """The probability every target of a record must exceed before active-set training stops updating on it: halfway
+    from the goal margin to 1, so a record that leaves the active set has headroom before it could fail the goal
+    again (0 -> the paper's sufficient line 0.5, 0.5 -> 0.75).
+
+    >>> exit_margin(0.0), exit_margin(0.5)
+    (0.5, 0.75)
+    """
+    return (1.0 + margin) / 2
+
+
 def forgotten(correct: Sequence[bool], prob: Sequence[float]) -> bool:
     """Greedy decoding cannot reproduce the record, with headroom: some target is not the argmax and has p < FORGET_P.
 

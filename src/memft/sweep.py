@@ -232,7 +232,7 @@ class _Worker:
         records, held = self._dataset(p, base.tokenizer)
         lora = LoraSettings(rank=p["rank"], preset=p["preset"])
         train = TrainConfig(method=p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"],
-                            stop_when_certified=p["stop_when_certified"], margin=0.0)  # research runs stop at certification itself
+                            stop_when_certified=p["stop_when_certified"], margin=0.0, active_set=False)  # research: the paper's training
         got: dict[str, Any] = {}
 
         def on_fit(f: Any) -> None:

@@ -1,4 +1,16 @@
-"""The training loop: one optimizer step per batch of records, stopping as soon as every record is certified."""
+"""The training loop: one optimizer step per batch of records, stopping as soon as every record is certified.
+
+Two ways to pick the records of a step (TrainConfig.active_set):
+- plain (research runs): every record, full batch or seeded reshuffled epochs. Each step's gradient is the
+  objective's over all the records of its batch, as the paper trains.
+- active set (memft write/append/forget): an epoch is one pass over the records that have not yet reached the
+  training bar `metrics.exit_margin(margin)`; the others get no backward pass. They are re-checked with forward-only
+  passes (a third of a training pass each) at least once per epoch's worth of trained records and whenever the
+  active set runs empty, and any that slipped join it again. A store of 1,000 records then pays full training only
+  for what it has not learned yet, and an append trains the new records (and the ones it disturbs) instead of
+  replaying everything.
+In both, success is only declared after a teacher-forced pass over every record with the final parameters.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +27,7 @@ from memft.config import TrainConfig
 from memft.encoding import Encoded
 from memft.evaluate import split_per_record, teacher_forced, token_table
 from memft.forward import Runner
-from memft.metrics import forgotten, meets_margin
+from memft.metrics import exit_margin, forgotten, meets_margin
 
 
 @dataclass
@@ -25,19 +37,27 @@ class TrainResult:
     loss_init: float  # mean target-token loss before training
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+    trained: int = 0  # record passes with a backward pass (trained / records = epochs of training)
+    checked: int = 0  # record passes forward-only (certification checks)
+    tokens: int = 0  # target tokens that went through a training step
 
 
 def step_batches(n: int, batch_size: int, seed: int) -> Callable[[], list[int]]:
     """Yields the record indices of each step: all of them (full batch) or seeded reshuffled epochs."""
-    if batch_size >= n:
-        return lambda: list(range(n))
-    rng = random.Random(seed)
+    return active_batches(lambda: list(range(n)), batch_size, random.Random(seed), full=batch_size >= n)
+
+
+def active_batches(pool: Callable[[], list[int]], batch_size: int, rng: random.Random, full: bool = False) -> Callable[[], list[int]]:
+    """Yields the record indices of each step from epochs over `pool()` (called anew at each epoch start), shuffled
+    by `rng`; full=True: the whole pool every step. An empty pool gives an empty step."""
     queue: list[int] = []
 
     def nxt() -> list[int]:
         nonlocal queue
+        if full:
+            return pool()
         if not queue:
-            queue = list(range(n))
+            queue = pool()
             rng.shuffle(queue)
         take, queue = queue[:batch_size], queue[batch_size:]
         return take
@@ -68,55 +88,85 @@ def train(
     runner = Runner(model, items, pad_id, start=start_layer, cache=True)
     n = len(items)
     forget = frozenset(forget)
-    full_batch = cfg.batch_size >= n
+    bar = exit_margin(cfg.margin) if cfg.active_set else cfg.margin
+    full_batch = cfg.batch_size >= n and not cfg.active_set
 
-    def goal(i: int, correct: Sequence[bool], prob: Sequence[float]) -> bool:
-        return forgotten(correct, prob) if i in forget else meets_margin(correct, prob, cfg.margin)
+    def goal(i: int, correct: Sequence[bool], prob: Sequence[float], margin: float = cfg.margin) -> bool:
+        return forgotten(correct, prob) if i in forget else meets_margin(correct, prob, margin)
 
-    next_batch = step_batches(n, cfg.batch_size, cfg.seed)
-    # Per-record "last seen meeting its goal"; exact for full batch, at most one epoch stale otherwise (then confirmed).
+    # Per record, from its latest teacher-forced statistics: goal met (ok) and training bar reached (done).
+    # Exact for full batch; otherwise up to one epoch stale, so success is confirmed by a full check.
+    ok: dict[int, bool] = {}
+    done: dict[int, bool] = {}
+    work = {"trained": 0, "checked": 0, "tokens": 0, "since_check": 0}
+
+    fresh = True  # the statuses come from a pass over every record with the current parameters
+
+    def check_all() -> None:
+        nonlocal fresh
+        for i, st in teacher_forced(runner, cfg.batch_size).items():
+            ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+        work["checked"] += n
+        work["since_check"] = 0
+        fresh = True
+
+    def pool() -> list[int]:
+        """The records of the next epoch; in active-set mode a full re-check first when it is due."""
+        if not cfg.active_set:
+            return list(range(n))
+        if work["since_check"] >= n or all(done.values()):
+            check_all()
+        return [i for i in range(n) if not done[i]]
+
     stats0 = teacher_forced(runner, cfg.batch_size)
-    ok = {i: goal(i, st.correct, st.prob) for i, st in stats0.items()}
+    for i, st in stats0.items():
+        ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+    work["checked"] += n
     losses0 = [x for i, st in stats0.items() if i not in forget for x in st.loss]
     loss_init = sum(losses0) / max(len(losses0), 1)
+    next_batch = active_batches(pool, cfg.batch_size, random.Random(cfg.seed), full=full_batch)
     state: dict[str, Any] = {}
     history: list[dict[str, float]] = []
     certified_at = None
     step = 0
     while True:
-        idx = next_batch()
-        logits, batch = runner.logits(idx)  # [N, V]
-        tab = token_table(logits, batch)
-        seen = {k: v.detach() for k, v in tab.items()}
-        for i, st in zip(idx, split_per_record(seen, batch)):
-            ok[i] = goal(i, st.correct, st.prob)
-        record = torch.tensor(idx, device=batch.rows.device)[batch.rows]  # [N] record index of each token
-        drop = torch.tensor([i in forget for i in idx], dtype=torch.bool, device=record.device)[batch.rows]  # [N]
-        row = {
-            "step": step,
-            "loss": float(seen["loss"][~drop].mean()) if (~drop).any() else 0.0,
-            "certified": sum(ok.values()) / n,
-            "stubborn": int((seen["prob"][~drop] <= 0.5).sum()),
-            "min_prob": float(seen["prob"][~drop].min()) if (~drop).any() else 1.0,
-            "seconds": time.perf_counter() - t0,
-        }
         last = step >= cfg.max_steps
-        # Mini-batch mode: statuses may be an epoch stale, so confirm when they all pass, and always at the end.
-        certified = (all(ok.values()) or (last and not full_batch)) and (full_batch or _confirm(runner, ok, cfg.batch_size, goal))
+        # Active set: nothing to draw once every goal is met with these parameters, nor at the end of the budget.
+        idx = [] if cfg.active_set and (last or (fresh and all(ok.values()))) else next_batch()
+        row: dict[str, float] = {"step": step, "loss": 0.0, "stubborn": 0, "min_prob": 1.0}
+        tab = None
+        if idx:
+            logits, batch = runner.logits(idx)  # [N, V]
+            tab = token_table(logits, batch)
+            seen = {k: v.detach() for k, v in tab.items()}
+            for i, st in zip(idx, split_per_record(seen, batch)):
+                ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+            record = torch.tensor(idx, device=batch.rows.device)[batch.rows]  # [N] record index of each token
+            drop = torch.tensor([i in forget for i in idx], dtype=torch.bool, device=record.device)[batch.rows]  # [N]
+            if (~drop).any():
+                row |= {"loss": float(seen["loss"][~drop].mean()), "stubborn": int((seen["prob"][~drop] <= 0.5).sum()),
+                        "min_prob": float(seen["prob"][~drop].min())}
+        fresh = fresh or full_batch  # a full batch has just seen every record with the current parameters
+        if not fresh and (all(ok.values()) or last):
+            check_all()  # statuses may be stale (mini-batches, active set): confirm, and always at the end
+        certified = fresh and all(ok.values())
+        row |= {"certified": sum(ok.values()) / n, "active": sum(not d for d in done.values()), "seconds": time.perf_counter() - t0}
         if certified and certified_at is None:
             certified_at = step  # the first parameters that meet every goal
         if (certified and cfg.stop_when_certified) or last:  # stop before changing them
             history.append(row)
             break
-        keep = ~drop
-        tokens = objectives.Tokens(loss=tab["loss"][keep], correct=tab["correct"][keep], record=record[keep], offset=batch.offset[keep])
-        state.update(step=step, max_steps=cfg.max_steps, n_records=n)  # what schedules (curricula) may read
-        loss, ostats = objective(tokens, state, **cfg.method_options) if keep.any() else (None, {})
-        if forget:
-            still = torch.tensor([not ok[i] for i in idx], dtype=torch.bool, device=record.device)[batch.rows] & drop  # [N]
-            floss, fstats = objectives.unlikelihood(tab["prob"], still)
-            ostats.update(fstats)
-            loss = floss if loss is None else (loss if floss is None else loss + floss)
+        loss, ostats = None, {}
+        if tab is not None:
+            keep = ~drop
+            tokens = objectives.Tokens(loss=tab["loss"][keep], correct=tab["correct"][keep], record=record[keep], offset=batch.offset[keep])
+            state.update(step=step, max_steps=cfg.max_steps, n_records=n)  # what schedules (curricula) may read
+            loss, ostats = objective(tokens, state, **cfg.method_options) if keep.any() else (None, {})
+            if forget:
+                still = torch.tensor([not ok[i] for i in idx], dtype=torch.bool, device=record.device)[batch.rows] & drop  # [N]
+                floss, fstats = objectives.unlikelihood(tab["prob"], still)
+                ostats.update(fstats)
+                loss = floss if loss is None else (loss if floss is None else loss + floss)
         row.update(ostats)
         history.append(row)
         if on_step:
@@ -125,16 +175,12 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            fresh = False
+            work["trained"] += len(idx)
+            work["since_check"] += len(idx)
+            work["tokens"] += int(batch.lengths.sum())
         step += 1
     if on_step:
         on_step(history[-1])
-    return TrainResult(steps=step, certified_at=certified_at, loss_init=loss_init, seconds=time.perf_counter() - t0, history=history)
-
-
-def _confirm(runner: Runner, ok: dict[int, bool], batch_size: int, goal: Callable[[int, Any, Any], bool]) -> bool:
-    """Mini-batch mode: re-check every record with the current parameters before declaring success."""
-    fresh = teacher_forced(runner, batch_size)
-    for i, st in fresh.items():
-        ok[i] = goal(i, st.correct, st.prob)
-    return all(ok.values())
-
+    return TrainResult(steps=step, certified_at=certified_at, loss_init=loss_init, seconds=time.perf_counter() - t0, history=history,
+                       trained=work["trained"], checked=work["checked"], tokens=work["tokens"])

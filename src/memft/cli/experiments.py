@@ -97,7 +97,8 @@ def compare(
     # Each method takes the options it knows (validated by TrainConfig); an option no method knows is an error.
     trains = {
         m: TrainConfig(method=m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed,
-                       method_options={k: v for k, v in opts.items() if k in option_defaults(m)}, margin=0.0)  # the paper's tables: steps to certification
+                       method_options={k: v for k, v in opts.items() if k in option_defaults(m)}, margin=0.0,
+                       active_set=False)  # the paper's tables: steps to certification, every record in every epoch
         for m in ms
     }
     unused = set(opts) - {k for m in ms for k in option_defaults(m)}
@@ -151,7 +152,8 @@ def bench(
         raise ConfigError(f"--ratios {ratios}: fractions in [0, 1] (or percentages 0..100)")
     if any(x <= 0 for x in rs + ls):
         raise ConfigError("--ranks and --lengths must be positive")
-    trains = {m: TrainConfig(method=m, lr=lr, max_steps=max_steps, seed=seed, stop_when_certified=not fixed_budget, margin=0.0) for m in ms}  # stop at certification itself
+    trains = {m: TrainConfig(method=m, lr=lr, max_steps=max_steps, seed=seed, stop_when_certified=not fixed_budget, margin=0.0,
+                          active_set=False) for m in ms}  # stop at certification itself; the paper's training
     loras = {r: LoraSettings(rank=r, preset=preset) for r in rs}
     runtime = RuntimeConfig(device=device, dtype=dtype)
     source = text.read_text(encoding="utf-8") if text else None
