@@ -130,8 +130,10 @@ def write(
     runtime: RuntimeConfig | None = None,
     base: Base | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> WriteResult:
     """Train a LoRA adapter until every record is certified (or the step budget ends) and save it to `out`.
+    `extra`: more top-level entries for memft.json (e.g. the CLI's `sizing`).
 
     The adapter is saved in either case; `result.all_certified` says whether every record is recalled exactly.
     Pass a loaded `base` to reuse it across writes (its weights are restored afterwards).
@@ -145,7 +147,7 @@ def write(
         base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
         f = fit(records, base, lora, train, stop_on_divergence(on_step))
         try:
-            result = save_fit(f, records, base, lora, train, out)
+            result = save_fit(f, records, base, lora, train, out, extra=extra)
         finally:
             if not own_base:
                 f.model.unload()  # give the caller its base back without LoRA layers
@@ -190,6 +192,10 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
             "certified_at": res.certified_at,
             "seconds": round(res.seconds, 3),
             "loss_init": res.loss_init,
+            "epochs": round(res.trained / max(len(records), 1), 3),  # record passes trained / records
+            "trained_passes": res.trained,
+            "checked_passes": res.checked,
+            "trained_tokens": res.tokens,
             "loss_final": summary["loss"],
         },
         "records": {

@@ -77,11 +77,15 @@ class TrainConfig:
     # True: update only records below metrics.exit_margin(margin) and re-check the rest with forward passes (see
     # memft.train); what write/append/forget use. False: every record in every epoch, as the paper trains (research).
     active_set: bool = True
+    # Wall-clock limit on training in seconds (None: none); the run then ends as at the end of max_steps.
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             problems.append(f"--lr must be a finite number > 0, got {self.lr}")
+        if self.max_seconds is not None and not (isinstance(self.max_seconds, (int, float)) and math.isfinite(self.max_seconds) and self.max_seconds > 0):
+            problems.append(f"--time-limit must be a positive number of seconds, got {self.max_seconds}")
         if not isinstance(self.max_steps, int) or self.max_steps < 0:
             problems.append(f"--max-steps must be an integer >= 0, got {self.max_steps}")
         if not isinstance(self.batch_size, int) or self.batch_size <= 0:

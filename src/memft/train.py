@@ -98,14 +98,20 @@ def train(
     # Exact for full batch; otherwise up to one epoch stale, so success is confirmed by a full check.
     ok: dict[int, bool] = {}
     done: dict[int, bool] = {}
+    rec_loss: dict[int, float] = {}  # latest mean target loss per record kept (the forecast's progress measure)
     work = {"trained": 0, "checked": 0, "tokens": 0, "since_check": 0}
 
     fresh = True  # the statuses come from a pass over every record with the current parameters
 
+    def see(i: int, st: Any) -> None:
+        ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+        if i not in forget:
+            rec_loss[i] = sum(st.loss) / len(st.loss)
+
     def check_all() -> None:
         nonlocal fresh
         for i, st in teacher_forced(runner, cfg.batch_size).items():
-            ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+            see(i, st)
         work["checked"] += n
         work["since_check"] = 0
         fresh = True
@@ -120,7 +126,7 @@ def train(
 
     stats0 = teacher_forced(runner, cfg.batch_size)
     for i, st in stats0.items():
-        ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+        see(i, st)
     work["checked"] += n
     losses0 = [x for i, st in stats0.items() if i not in forget for x in st.loss]
     loss_init = sum(losses0) / max(len(losses0), 1)
@@ -130,7 +136,7 @@ def train(
     certified_at = None
     step = 0
     while True:
-        last = step >= cfg.max_steps
+        last = step >= cfg.max_steps or (cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds)
         # Active set: nothing to draw once every goal is met with these parameters, nor at the end of the budget.
         idx = [] if cfg.active_set and (last or (fresh and all(ok.values()))) else next_batch()
         row: dict[str, float] = {"step": step, "loss": 0.0, "stubborn": 0, "min_prob": 1.0}
@@ -140,7 +146,7 @@ def train(
             tab = token_table(logits, batch)
             seen = {k: v.detach() for k, v in tab.items()}
             for i, st in zip(idx, split_per_record(seen, batch)):
-                ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+                see(i, st)
             record = torch.tensor(idx, device=batch.rows.device)[batch.rows]  # [N] record index of each token
             drop = torch.tensor([i in forget for i in idx], dtype=torch.bool, device=record.device)[batch.rows]  # [N]
             if (~drop).any():
@@ -150,7 +156,8 @@ def train(
         if not fresh and (all(ok.values()) or last):
             check_all()  # statuses may be stale (mini-batches, active set): confirm, and always at the end
         certified = fresh and all(ok.values())
-        row |= {"certified": sum(ok.values()) / n, "active": sum(not d for d in done.values()), "seconds": time.perf_counter() - t0}
+        row |= {"certified": sum(ok.values()) / n, "active": sum(not d for d in done.values()), "epochs": work["trained"] / n,
+                "mean_loss": sum(rec_loss.values()) / max(len(rec_loss), 1), "seconds": time.perf_counter() - t0}
         if certified and certified_at is None:
             certified_at = step  # the first parameters that meet every goal
         if (certified and cfg.stop_when_certified) or last:  # stop before changing them

@@ -57,7 +57,7 @@ def write(
     records: Annotated[Path, typer.Argument(help="JSONL file: one {\"key\": ..., \"value\": ...} per line.")],
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to create (or replace, if it holds a memft adapter).")],
     model: Model = "smollm2-135m",
-    rank: Annotated[str, typer.Option(help="LoRA rank, or `auto`: the smallest rank that certifies every record (real training runs).")] = "8",
+    rank: Annotated[Optional[str], typer.Option(help="LoRA rank, or `auto`: the smallest rank that certifies every record (real training runs). Default: sized from the record count (memft.sizing).")] = None,
     max_rank: Annotated[int, typer.Option(help="With --rank auto: the largest rank to try.")] = 256,
     law: Annotated[Optional[Path], typer.Option(help="With --rank auto: law fit JSON (measured at this training budget) whose planner gives the first rank to try; without it the search starts at rank 1.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default: = rank).")] = None,
@@ -67,8 +67,9 @@ def write(
     method: Annotated[str, typer.Option(help="Training objective: sft, memft-ot, memft-ot-margin, memft-sw, memft-sw-curriculum, focal.")] = "sft",
     method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, e.g. '{\"threshold\": 0.6}'.")] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
-    max_steps: Annotated[int, typer.Option(help="Most optimizer steps; training stops earlier once all records certify.")] = 300,
-    batch_size: Annotated[int, typer.Option(help="Records per step (>= record count: full batch).")] = 64,
+    max_steps: Annotated[Optional[int], typer.Option(help="Most optimizer steps; training stops earlier once all records certify. Default: sized from the record count.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Records per step (>= record count: full batch). Default: sized from the record count.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds (then as at the end of --max-steps: saved, exit 1 unless certified).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for adapter init and batch order.")] = 0,
     template: Annotated[str, typer.Option(help="raw (key then value tokens) | chat (the model's chat template).")] = "raw",
     margin: Annotated[float, typer.Option(help="Train until every target token is the argmax with probability above this (headroom against merging/precision shifts); 0: stop at bare certification.")] = 0.5,
@@ -78,28 +79,45 @@ def write(
     reveal: Reveal = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or tables.")] = False,
 ) -> None:
-    """Write records into a LoRA adapter. Exit 0 if every record is certified, 1 if not (the adapter is still saved)."""
+    """Write records into a LoRA adapter. Exit 0 if every record is certified, 1 if not (the adapter is still saved).
+
+    Rank, batch size and step budget left out are sized from the record count (printed, and saved in memft.json)."""
     from memft import api
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.records import load_records
+    from memft.sizing import size_for
 
     auto = rank == "auto"
-    if not auto and not rank.lstrip("-").isdigit():
+    if rank is not None and not auto and not rank.lstrip("-").isdigit():
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
-    lora = LoraSettings(rank=1 if auto else int(rank), alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
-    train = TrainConfig(method=method, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, template=template,
-                        method_options=experiments._method_options(method_options), margin=margin)
-    runtime = RuntimeConfig(device=device, dtype=dtype)
     recs = load_records(records)
+    size = size_for(len(recs), rank=int(rank) if rank is not None and not auto else (1 if auto else None),
+                    batch_size=batch_size, max_steps=max_steps)
+    lora = LoraSettings(rank=size.rank, alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
+    train = TrainConfig(method=method, lr=lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
+                        method_options=experiments._method_options(method_options), margin=margin, max_seconds=time_limit)
+    runtime = RuntimeConfig(device=device, dtype=dtype)
+    if size.chosen and not quiet:
+        render.console.print(f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
+                             + " (give " + ", ".join("--" + k.replace("_", "-") for k in size.chosen) + " to override)")
+    watch = None
     if auto:
         res = _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet)
         if res is None:
             raise typer.Exit(1)
     else:
-        with render.training_progress(max_steps, enabled=not quiet) as on_step:
-            res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=on_step)
-    report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "per_record": [r.to_json(reveal) for r in res.reports]}
+        n_step = min(size.batch_size, len(recs))
+        with render.training_progress(size.max_steps, enabled=not quiet) as on_step:
+            watch = render.forecast_watch(on_step, size.max_steps * n_step / len(recs), margin, size.rank, len(recs) / n_step,
+                                          say=None if not quiet else (lambda line: None))
+            res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=watch,
+                            extra={"sizing": size.to_json()})
+    report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "sizing": size.to_json(),
+              "per_record": [r.to_json(reveal) for r in res.reports]}
+    if watch is not None and watch.last is not None:
+        report["forecast"] = {"epochs_done": watch.last.epochs_done, "epochs_needed": watch.last.epochs_needed,
+                              "budget_epochs": watch.last.budget_epochs, "on_track": watch.last.on_track}
     if json_out:
         json_out.write_text(safejson.dumps(report) + "\n", encoding="utf-8")
     if not quiet:
@@ -107,6 +125,11 @@ def write(
         if failed:
             render.console.print(render.records_table(failed))
         render.console.print(render.summary_table(res.summary, title=f"written to {out}"))
+    if not res.all_certified and watch is not None and watch.last is not None and not quiet:
+        from memft.forecast import advice
+
+        f = watch.last
+        render.console.print(advice(f, len(recs) / min(size.batch_size, len(recs)), res.meta["train"]["seconds"] / max(f.epochs_done, 1e-9), size.rank))
     raise typer.Exit(0 if res.all_certified else 1)
 
 

@@ -175,3 +175,32 @@ def odds_table(rows: Sequence[dict[str, Any]], title: str = "", limit: int = 50)
     if len(rows) > limit:
         t.caption = f"{len(rows) - limit} more records not shown"
     return t
+
+
+def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int, steps_per_epoch: float,
+                   say: Any = None, start: float = 0.15) -> Any:
+    """Wrap a training callback: once a fraction `start` of the budget (and 2 epochs) is trained, forecast from
+    the running loss curve whether the budget will certify every record (memft.forecast) and say so once, early,
+    with what to change. The wrapper's `.last` holds the latest forecast (None before the first)."""
+    from memft.forecast import advice, forecast
+
+    say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]"))
+    rows: list[dict[str, float]] = []
+    warned = False
+
+    def watch(row: dict[str, float]) -> None:
+        nonlocal warned
+        rows.append(row)
+        if on_step is not None:
+            on_step(row)
+        if "epochs" not in row or row["epochs"] < max(2.0, start * budget_epochs) or warned:
+            return
+        f = forecast(rows, budget_epochs, margin)
+        watch.last = f
+        if f is not None and not f.on_track:
+            warned = True
+            spe = row["seconds"] / max(row["epochs"], 1e-9)
+            say(advice(f, steps_per_epoch, spe, rank))
+
+    watch.last = None
+    return watch

@@ -1,0 +1,59 @@
+"""Defaults sized from the record set, and the early forecast of a budget that will not certify."""
+
+import json
+
+from memft.cli.render import forecast_watch
+from memft.forecast import advice, forecast, goal_loss
+from memft.sizing import size_for, sizing_rank
+from tests.conftest import write_jsonl
+from tests.test_cli import memft
+
+
+def test_small_sets_keep_the_demo_settings_and_large_ones_get_minibatches_and_rank():
+    s = size_for(40)
+    assert (s.rank, s.batch_size, s.max_steps) == (8, 64, 300)
+    s = size_for(1000)
+    assert s.batch_size == 64 and s.max_steps == 150 * 16 and s.rank == 128
+    assert sizing_rank(65) == 16 and sizing_rank(10**6) == 128
+    # a setting the user gives is kept and not listed as chosen
+    s = size_for(1000, rank=4, batch_size=100, max_steps=None)
+    assert (s.rank, s.batch_size, s.chosen) == (4, 100, ("max_steps",)) and s.max_steps == 1500
+
+
+def test_forecast_extrapolates_the_recent_slope_to_the_goal_loss():
+    assert forecast([{"epochs": 1.0, "mean_loss": 2.0}], 10, 0.5) is None  # under 2 epochs: no slope yet
+    # a flat start then a straight fall of 0.2 per epoch: only the recent half is read
+    rows = [{"epochs": e, "mean_loss": 2.3} for e in range(4)] + [{"epochs": e, "mean_loss": 2.3 - 0.2 * (e - 3)} for e in range(4, 9)]
+    f = forecast(rows, budget_epochs=12, margin=0.5)
+    now = 2.3 - 0.2 * 5
+    assert abs(f.epochs_needed - (8 + (now - goal_loss(0.5)) / 0.2)) < 1e-9 and not f.on_track
+    assert forecast(rows, budget_epochs=20, margin=0.5).on_track
+    flat = forecast([{"epochs": e, "mean_loss": 2.3} for e in range(6)], 10, 0.5)
+    assert flat.epochs_needed is None and not flat.on_track
+    line = advice(flat, steps_per_epoch=16, seconds_per_epoch=30, rank=8)
+    assert "has not fallen" in line and "--rank (e.g. 32)" in line
+    line = advice(f, steps_per_epoch=16, seconds_per_epoch=30, rank=8)
+    assert f"--max-steps {int(-(-f.epochs_needed * 16 // 1))}" in line
+
+
+def test_the_watch_warns_once_and_only_after_its_start():
+    said, seen = [], []
+    w = forecast_watch(seen.append, budget_epochs=20, margin=0.5, rank=8, steps_per_epoch=10, say=said.append)
+    for e in range(12):  # the loss does not move: the forecast is "no progress"
+        w({"step": e * 10, "epochs": float(e), "mean_loss": 2.3, "seconds": 3.0 * e + 1})
+    assert len(seen) == 12 and len(said) == 1  # every row passed on, one warning
+    assert "has not fallen" in said[0] and w.last is not None and not w.last.on_track
+
+
+def test_cli_write_shows_and_saves_the_sizing(tmp_path):
+    recs = [{"key": f"k{i}:", "value": str(i)} for i in range(5)]
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps(r) for r in recs])
+    out = tmp_path / "ad"
+    w = memft("write", f, "--out", out, "--max-steps", "200", "--model", "tiny-random", "--preset", "all", "--lr", "0.02",
+              "--device", "cpu", "--json", tmp_path / "w.json")
+    assert w.returncode == 0, w.stderr
+    assert "sized for 5 records: rank 8 (the demo's); full batch" in " ".join(w.stderr.split())
+    meta = json.loads((out / "memft.json").read_text())
+    assert meta["sizing"]["chosen"] == ["rank", "batch_size"] and meta["sizing"]["max_steps"] == 200
+    assert meta["lora"]["rank"] == 8 and meta["train"]["batch_size"] == 64
+    assert json.loads((tmp_path / "w.json").read_text())["sizing"]["rank"] == 8
