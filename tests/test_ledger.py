@@ -1,5 +1,6 @@
 import pytest
 
+from memft.digests import DigestScheme
 from memft.errors import AdapterError, RecordsError
 from memft.ledger import Ledger, next_ledger, plan_append, plan_forget, read
 from memft.metrics import TokenStats, record_report
@@ -36,10 +37,13 @@ def test_plan_forget_needs_known_keys():
 def test_next_ledger_keeps_write_times_of_untouched_records():
     one = next_ledger(None, [A, B], _reports(A, B), {"a:", "b:"}, "t1", {"op": "write"})
     assert one.generation == 1 and [e.written for e in one.entries] == ["t1", "t1"]
-    assert one.entries[0].digest == A.digest() and one.entries[0].kind == "text" and one.entries[0].min_gap == pytest.approx(0.8)
+    assert one.scheme.name == "scrypt-v1" and one.entries[0].digest == one.scheme.digest(A)  # a new folder: a fresh salt
+    assert one.entries[0].kind == "text" and one.entries[0].min_gap == pytest.approx(0.8)
     two = next_ledger(one, [A, Record("b:", "9"), C], _reports(A, B, C, p=0.7), {"b:", "c:"}, "t2", {"op": "append"})
     assert [(e.key, e.written, e.generation) for e in two.entries] == [("a:", "t1", 1), ("b:", "t2", 2), ("c:", "t2", 2)]
-    assert two.entries[2].kind == "ids" and two.entries[1].digest == Record("b:", "9").digest()
+    assert two.scheme == one.scheme  # the salt stays: digests of untouched records do not change
+    assert two.entries[2].kind == "ids" and two.entries[1].digest == one.scheme.digest(Record("b:", "9"))
+    assert two.entries[0].digest == one.entries[0].digest
     assert [h["generation"] for h in two.history] == [1, 2] and two.history[1]["op"] == "append"
     assert all(e.min_prob == pytest.approx(0.7) for e in two.entries)  # certification as of the last write
     assert Ledger.from_json(two.to_json()) == two
@@ -50,4 +54,22 @@ def test_read_needs_a_ledger(tmp_path):
         read(tmp_path)
     (tmp_path / "ledger.json").write_text("{oops", encoding="utf-8")
     with pytest.raises(AdapterError, match="unreadable"):
+        read(tmp_path)
+
+
+def test_a_ledger_of_unsalted_sha256_digests_reads_and_its_next_write_is_salted():
+    old = {"entries": [{"key": "a:", "digest": DigestScheme().digest(A), "kind": "text", "written": "t0", "generation": 1,
+                        "certified": True, "min_prob": 0.9, "min_gap": 0.8}], "history": [{"generation": 1, "op": "write"}]}
+    book = Ledger.from_json(old)
+    assert book.scheme == DigestScheme() and book.fingerprint is None
+    assert book.to_json() == old  # read and written back unchanged: no scheme field appears
+    new = next_ledger(book, [A, B], _reports(A, B), {"b:"}, "t1", {"op": "append"})
+    assert new.scheme.name == "scrypt-v1" and new.to_json()["digest"] == {"scheme": "scrypt-v1", "salt": new.scheme.salt}
+    assert [e.digest for e in new.entries] == [new.scheme.digest(A), new.scheme.digest(B)]
+    assert new.entries[0].written == "t0"  # the record is the same one; only its digest is new
+
+
+def test_an_unknown_digest_scheme_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "ledger.json").write_text('{"entries": [], "digest": {"scheme": "scrypt-v9", "salt": ""}}', encoding="utf-8")
+    with pytest.raises(AdapterError, match=r"ledger.json: record digests: unknown digest scheme 'scrypt-v9'.*newer memft"):
         read(tmp_path)

@@ -25,6 +25,7 @@ def test_three_appends_keep_every_record_certified(tmp_path):
     recs = phonebook(12, seed=5)
     ad = tmp_path / "ad"
     assert _write(ad, recs[:3]).all_certified
+    scheme = ledger.read(ad).scheme
     for k in (3, 6, 9):
         res = append(ad, recs[k:k + 3], runtime=CPU)
         assert res.saved and res.summary["certified"] == 1.0 and res.summary["min_prob"] > 0.5  # margin 0.5 by default
@@ -32,11 +33,12 @@ def test_three_appends_keep_every_record_certified(tmp_path):
     ver = api.verify(ad, recs, generate="always", device="cpu")  # a fresh load, real greedy generation
     assert ver.summary["exact_match"] == 1.0
     book = ledger.read(ad)
+    assert book.scheme == scheme  # one salt for the folder's life: digests of kept records do not change
     assert [e.key for e in book.entries] == [r.key for r in recs]
     assert [e.generation for e in book.entries] == [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3
     assert [h["op"] for h in book.history] == ["write", "append", "append", "append"] and book.history[-1]["held"] == 12
     meta = json.loads((ad / "memft.json").read_text())
-    assert meta["records"]["count"] == 12 and sorted(meta["records"]["digests"]) == sorted(r.digest() for r in recs)
+    assert meta["records"]["count"] == 12 and sorted(meta["records"]["digests"]) == sorted(book.scheme.digest(r) for r in recs)
     assert api.recall(ad, recs[0].key).certified
 
 
@@ -122,15 +124,14 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
 
     # (both files, consistently: an edit of one alone is refused on open, see test_recall.py)
     from memft import adapters
-    from memft.records import records_hash
 
     book = ledger.read(ad)
-    entry = dataclasses.replace(book.entries[0], key="lost:", digest=lost.digest(), certified=False)
+    entry = dataclasses.replace(book.entries[0], key="lost:", digest=book.scheme.digest(lost), certified=False)
     meta = adapters.read_meta(ad)
-    meta["records"].update(count=4, digests=sorted([*meta["records"]["digests"], lost.digest()]), hash=records_hash([*recs, lost]))
+    meta["records"].update(count=4, digests=sorted([*meta["records"]["digests"], entry.digest]), hash=book.scheme.set_hash([*recs, lost]))
     adapters.update_meta(ad, meta)
     fp = ledger.fingerprint(meta)
-    (ad / "ledger.json").write_text(ledger.dumps(ledger.Ledger(book.entries + [entry], book.history, fp)), encoding="utf-8")
+    (ad / "ledger.json").write_text(ledger.dumps(ledger.Ledger(book.entries + [entry], book.history, fp, book.scheme)), encoding="utf-8")
     with pytest.raises(RecordsError, match="'lost:'"):
         append(ad, [Record("new:", "1")], runtime=CPU)
     res = forget(ad, ["lost:"], runtime=CPU)

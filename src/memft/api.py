@@ -11,14 +11,15 @@ from typing import Any
 
 from memft import __version__, adapters, folders
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
+from memft.digests import of_meta
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.errors import AdapterError, RecordsError, TrainingError
-from memft.ledger import LEDGER, Ledger, fingerprint, next_ledger
+from memft.ledger import LEDGER, Ledger, fingerprint, next_ledger, next_scheme
 from memft.ledger import dumps as ledger_dumps
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
 from memft.parity import check_parity
-from memft.records import Record, records_hash
+from memft.records import Record
 
 
 @dataclass
@@ -173,8 +174,10 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
              event: dict[str, Any] | None = None) -> WriteResult:
     """Save a trained adapter atomically with its memft.json (what it holds, how it was made and certified) and its
     ledger (memft.ledger): `old_ledger` is the one it replaces, `changed` the keys added or changed now (default:
-    all), `event` the history line (default: a fresh write)."""
+    all), `event` the history line (default: a fresh write). Record digests are salted and slow (memft.digests;
+    the salt: ledger.next_scheme)."""
     res, summary, reports = f.train, f.summary, f.reports
+    scheme = next_scheme(old_ledger)
     now = _now()
     changed = {r.key for r in records} if changed is None else changed
     event = event or {"op": "write", "added": len(records), "updated": 0, "removed": 0}
@@ -200,10 +203,11 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
         },
         "records": {
             "count": len(records),
-            "hash": records_hash(records),
+            "hash": scheme.set_hash(records),
             "value_tokens": f.value_tokens,
             "max_target_tokens": f.max_target_tokens,
-            "digests": sorted(r.digest() for r in records),
+            "digest": scheme.to_json(),
+            "digests": sorted(scheme.digest(r) for r in records),
         },
         "certification": {
             "dtype": base.dtype,
@@ -215,7 +219,7 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
         },
         **(extra or {}),
     }
-    book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event)
+    book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event, scheme)
     book.fingerprint = fingerprint(meta)
     adapters.save(f.model, Path(out), meta, files={LEDGER: ledger_dumps(book)})
     return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
@@ -343,13 +347,15 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     runs = [Encoded(p.key, p.prompt, tuple(g)) for p, g in zip(probes, gens) if g]
     tf = teacher_forced(Runner(ld.model, runs, ld.tokenizer.pad_token_id), batch_size) if runs else {}
     stats = {i: tf[j] for j, i in enumerate(i for i, g in enumerate(gens) if g)}  # by probe index
+    scheme = of_meta(ld.meta)
     digests = set(ld.meta.get("records", {}).get("digests", []))
     failed = set(ld.meta.get("certification", {}).get("failed_keys", []))
     done: dict[str, Recalled] = {}
     for i, (p, gen) in enumerate(zip(probes, gens)):
         value = decode_value(gen, ld.tokenizer)
         is_held = known is None or p.key in known
-        ok = is_held and Record(key=p.key, value=value).digest() in digests and p.key not in failed and bool(gen) and gen[-1] == eos
+        # the digest last: a slow one (memft.digests) is paid only for a value that could be certified
+        ok = is_held and bool(gen) and gen[-1] == eos and p.key not in failed and scheme.digest(Record(p.key, value)) in digests
         done[p.key] = Recalled(p.key, value, ok, min(stats[i].prob) if gen else 0.0, is_held,
                                [] if is_held else nearest_keys(p.key, held or []))
     return [done.get(k) or Recalled(k, "", False, 0.0, False, nearest_keys(k, held or [])) for k in keys]

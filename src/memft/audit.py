@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from memft.api import Loaded
 from memft.batching import pad
 from memft.bench.stress import default_text, text_ids
+from memft.digests import of_meta
 from memft.errors import AdapterError, ConfigError, RecordsError
 from memft.leaks import (  # noqa: F401 - re-exported: the audit's public names
     DEFAULT_PROMPTS,
@@ -39,7 +40,7 @@ from memft.leaks import (  # noqa: F401 - re-exported: the audit's public names
     stored_values,
     text_probes,
 )
-from memft.records import Record, records_hash
+from memft.records import Record
 
 TEXT_PROMPTS = 4  # held-out windows reused as leak probes
 TEXT_PROMPT_TOKENS = 32  # ... cut to this many tokens: a prompt, not a document
@@ -228,7 +229,7 @@ def audit(
     leaks = leak_probe(loaded.model, loaded.tokenizer, records, template, text_prompts=prompts, batch_size=max(batch_size, 32))
     notes = []
     stored_hash = loaded.meta.get("records", {}).get("hash")
-    if stored_hash is not None and stored_hash != records_hash(records):
+    if stored_hash is not None and stored_hash != of_meta(loaded.meta).set_hash(records):
         notes.append("the records given are not the set this adapter was written with (their hash differs): leaks are looked for among the records given")
     settings = {
         "base": loaded.meta.get("base", {}).get("spec"),

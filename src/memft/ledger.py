@@ -1,9 +1,10 @@
 """The ledger of an adapter folder: which records it holds, their hashes, when each was written, and how each was
 certified at the last write; plus one history line per write (write, append, forget).
 
-The ledger keeps keys and sha256 digests, never values: an adapter that certifies its records already holds the
-values, and greedy recall gives them back exactly (`recover_records`), checked against the digests. So `append`
-replays the stored records without a plain-text copy of, say, credentials beside the weights. A record that was
+The ledger keeps keys and salted, slow digests (memft.digests), never values: an adapter that certifies its
+records already holds the values, and greedy recall gives them back exactly (`recover_records`), checked against
+the digests. So `append` replays the stored records without a plain-text copy of, say, credentials beside the
+weights. A record that was
 not certified at its last write cannot be recovered that way; the user gives it again (or forgets it).
 
 Pure functions plan the changes (`plan_append`, `plan_forget`, `next_ledger`); only `read`/`recover_records` touch
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memft.digests import DigestScheme, of_meta
 from memft.errors import AdapterError, RecordsError
 from memft.metrics import RecordReport
 from memft.records import Record
@@ -28,7 +30,7 @@ LEDGER = "ledger.json"
 @dataclass
 class Entry:
     key: str
-    digest: str  # sha256 of the record (memft.records.Record.digest)
+    digest: str  # of the record, under the ledger's scheme (memft.digests)
     kind: str  # "text" (value) | "ids" (value_ids)
     written: str  # ISO time of the write that added it or last changed its value
     generation: int  # the write (1, 2, ...) that added it or last changed its value
@@ -44,6 +46,8 @@ class Ledger:
     # A copy of what recall and replay read from memft.json (see fingerprint), written in the same swap: an edit
     # of either file is caught on open. None in ledgers written before it existed.
     fingerprint: dict[str, Any] | None = None
+    # How the entries' digests were made; the sha256 scheme (no salt) in ledgers written before salted digests.
+    scheme: DigestScheme = field(default_factory=DigestScheme)
 
     @property
     def generation(self) -> int:
@@ -53,12 +57,17 @@ class Ledger:
         return {e.key: e for e in self.entries}
 
     def to_json(self) -> dict[str, Any]:
-        out = {"entries": [asdict(e) for e in self.entries], "history": self.history}
-        return out if self.fingerprint is None else {**out, "fingerprint": self.fingerprint}
+        out: dict[str, Any] = {"entries": [asdict(e) for e in self.entries], "history": self.history}
+        if self.fingerprint is not None:
+            out["fingerprint"] = self.fingerprint
+        if self.scheme != DigestScheme():  # an old ledger keeps its old form
+            out["digest"] = self.scheme.to_json()
+        return out
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> Ledger:
-        return cls([Entry(**e) for e in obj["entries"]], list(obj.get("history", [])), obj.get("fingerprint"))
+    def from_json(cls, obj: Mapping[str, Any], where: str = LEDGER) -> Ledger:
+        return cls([Entry(**e) for e in obj["entries"]], list(obj.get("history", [])), obj.get("fingerprint"),
+                   DigestScheme.from_json(obj.get("digest"), where))
 
 
 def fingerprint(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,8 +79,9 @@ def fingerprint(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_against(meta: Mapping[str, Any], book: Ledger, folder: str | Path) -> None:
-    """Cross-check the ledger with memft.json: same records (count and digests) and, where the ledger has one, the
-    same fingerprint. A mismatch means one file was edited or damaged: AdapterError naming what differs."""
+    """Cross-check the ledger with memft.json: same records (count, digest scheme and salt, digests) and, where the
+    ledger has one, the same fingerprint. A mismatch means one file was edited or damaged: AdapterError naming what
+    differs."""
     problems = []
     keys = [e.key for e in book.entries]
     if len(set(keys)) != len(keys):
@@ -79,6 +89,8 @@ def check_against(meta: Mapping[str, Any], book: Ledger, folder: str | Path) -> 
     rec = meta.get("records", {})
     if len(book.entries) != rec.get("count"):
         problems.append(f"ledger.json lists {len(book.entries)} record(s) but memft.json says {rec.get('count')}")
+    elif of_meta(meta, f"{folder}/memft.json") != book.scheme:
+        problems.append("the digest scheme or salt of ledger.json and memft.json differ")
     elif "digests" in rec and sorted(e.digest for e in book.entries) != sorted(rec["digests"]):
         problems.append("the record digests of ledger.json and memft.json differ")
     if book.fingerprint is not None:
@@ -146,9 +158,11 @@ def plan_forget(held: Sequence[Record], keys: Sequence[str], known: Sequence[str
 
 
 def next_ledger(old: Ledger | None, records: Sequence[Record], reports: Mapping[str, RecordReport], changed: set[str],
-                now: str, event: dict[str, Any]) -> Ledger:
+                now: str, event: dict[str, Any], scheme: DigestScheme | None = None) -> Ledger:
     """The ledger after a write that left the adapter holding `records` (their reports by key), where the keys in
-    `changed` were added or given a new value now. `event` becomes the new history line (generation added here)."""
+    `changed` were added or given a new value now. `event` becomes the new history line (generation added here).
+    `scheme` digests the records (default: next_scheme(old))."""
+    scheme = scheme or next_scheme(old)
     prev = old.by_key() if old else {}
     gen = (old.generation if old else 0) + 1
     entries = []
@@ -158,7 +172,7 @@ def next_ledger(old: Ledger | None, records: Sequence[Record], reports: Mapping[
         fresh = was is None or r.key in changed
         entries.append(Entry(
             key=r.key,
-            digest=r.digest(),
+            digest=scheme.digest(r),
             kind="text" if r.value is not None else "ids",
             written=now if fresh else was.written,
             generation=gen if fresh else was.generation,
@@ -167,7 +181,13 @@ def next_ledger(old: Ledger | None, records: Sequence[Record], reports: Mapping[
             min_gap=rep.min_gap,
         ))
     history = (list(old.history) if old else []) + [{"generation": gen, "time": now, **event}]
-    return Ledger(entries, history)
+    return Ledger(entries, history, scheme=scheme)
+
+
+def next_scheme(old: Ledger | None) -> DigestScheme:
+    """The digest scheme of the write after `old`: its salt when it has the current scheme (digests of records
+    that stay do not change), a fresh salt for a new folder or one with unsalted digests."""
+    return (old.scheme if old else DigestScheme()).upgraded()
 
 
 def read(folder: str | Path) -> Ledger:
@@ -178,7 +198,7 @@ def read(folder: str | Path) -> Ledger:
     if not path.exists():
         raise AdapterError(f"{folder}: no {LEDGER} (written by an older memft); write it again with `memft write` to append or forget")
     try:
-        return Ledger.from_json(json.loads(path.read_text(encoding="utf-8")))
+        return Ledger.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise AdapterError(f"{path}: unreadable ({type(e).__name__}: {e}); the adapter is damaged, write it again") from None
 
@@ -224,7 +244,7 @@ def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], li
         rec = None
         if gen and gen[-1] == eos:
             rec = Record(e.key, value=decode_value(gen, tok)) if e.kind == "text" else Record(e.key, value_ids=tuple(gen[:-1]))
-        if rec is not None and rec.digest() == e.digest:
+        if rec is not None and ledger.scheme.digest(rec) == e.digest:
             records.append(rec)
         else:
             lost.append(e.key)

@@ -7,7 +7,6 @@ with `key`/`value`; the paper's field names (`query`/`target`, `question`/`match
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,19 +37,6 @@ class Record:
     @property
     def target(self) -> str | tuple[int, ...]:
         return self.value if self.value is not None else self.value_ids  # type: ignore[return-value]
-
-    def digest(self) -> str:
-        """sha256 of the canonical record; stored in the adapter instead of the value itself."""
-        blob = json.dumps([self.key, self.target], ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def records_hash(records: Iterable[Record]) -> str:
-    """Order-independent sha256 over a record set (two files with the same records in another order agree)."""
-    h = hashlib.sha256()
-    for d in sorted(r.digest() for r in records):
-        h.update(d.encode())
-    return h.hexdigest()
 
 
 def _parse_line(obj: object, where: str) -> Record:

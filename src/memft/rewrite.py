@@ -105,7 +105,7 @@ def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Rec
     ld = load_adapter(folder, runtime.device, None, trainable=True)
     held, lost = ledger_mod.recover(ld, book)
     digests = {e.key: e.digest for e in book.entries}
-    again = {r.key: r for r in given if r.key in lost and r.digest() == digests[r.key]}
+    again = {r.key: r for r in given if r.key in lost and book.scheme.digest(r) == digests[r.key]}
     missing = [k for k in lost if k not in again and k not in tolerate]
     if missing:
         raise ledger_mod.lost_error(missing, str(folder))

@@ -76,7 +76,7 @@ def ledger(
         typer.echo(json.dumps(book.to_json(), indent=2, ensure_ascii=False))
         return
     t = Table(title=f"{adapter}: {len(book.entries)} records, generation {book.generation}")
-    for col in ("key", "sha256", "written", "gen", "certified", "min p", "min gap"):
+    for col in ("key", "digest", "written", "gen", "certified", "min p", "min gap"):
         t.add_column(col, overflow="fold")
     for e in book.entries:
         gap = "—" if e.min_gap is None else f"{e.min_gap:.3f}"
