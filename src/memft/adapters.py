@@ -47,6 +47,8 @@ def resolve_layers(n_layers: int, lora: LoraSettings) -> tuple[int, ...]:
         return tuple(sorted({i % n_layers for i in lora.layers}))
     if lora.preset == "probe":
         return (default_probe_layer(n_layers),)
+    if lora.preset == "upper":
+        return tuple(range(default_probe_layer(n_layers), n_layers))
     return tuple(range(n_layers))
 
 
@@ -66,7 +68,7 @@ def target_names(lm: nn.Module, lora: LoraSettings) -> tuple[tuple[int, ...], li
                 continue
             if lora.target_modules is not None:
                 ok = sub.split(".")[-1] in lora.target_modules or sub in lora.target_modules
-            elif lora.preset == "probe":
+            elif lora.preset in ("probe", "upper"):
                 ok = sub.startswith("mlp.")
             else:
                 ok = True

@@ -61,7 +61,7 @@ def write(
     max_rank: Annotated[int, typer.Option(help="With --rank auto: the largest rank to try.")] = 256,
     law: Annotated[Optional[Path], typer.Option(help="With --rank auto: law fit JSON (measured at this training budget) whose planner gives the first rank to try; without it the search starts at rank 1.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default: = rank).")] = None,
-    preset: Annotated[str, typer.Option(help="probe (MLP of one layer at ~2/3 depth) | all (every linear layer).")] = "probe",
+    preset: Annotated[Optional[str], typer.Option(help="probe (MLP of one layer at ~2/3 depth) | upper (MLP of every layer from there up) | all (every linear layer). Default: sized from the record count.")] = None,
     layers: Annotated[Optional[str], typer.Option(help="Decoder layers to adapt, e.g. 20 or 18,19,20.")] = None,
     target_modules: Annotated[Optional[str], typer.Option(help="Module names to adapt, e.g. gate_proj,up_proj,down_proj.")] = None,
     method: Annotated[str, typer.Option(help="Training objective: sft, memft-ot, memft-ot-margin, memft-sw, memft-sw-curriculum, focal.")] = "sft",
@@ -92,9 +92,10 @@ def write(
     if rank is not None and not auto and not rank.lstrip("-").isdigit():
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
     recs = load_records(records)
-    size = size_for(len(recs), rank=int(rank) if rank is not None and not auto else (1 if auto else None),
-                    batch_size=batch_size, max_steps=max_steps)
-    lora = LoraSettings(rank=size.rank, alpha=alpha, preset=preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
+    placed = preset is not None or layers is not None or target_modules is not None
+    size = size_for(len(recs), preset=(preset or "probe") if placed else None,
+                    rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps)
+    lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
     train = TrainConfig(method=method, lr=lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
                         method_options=experiments._method_options(method_options), margin=margin, max_seconds=time_limit)
     runtime = RuntimeConfig(device=device, dtype=dtype)

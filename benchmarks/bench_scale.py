@@ -1,0 +1,186 @@
+"""Scale: `memft write` with its defaults on PhoneBooks of growing size, an append of 50 records at scale, and a
+plain transformers + PEFT loop for the throughput ratio. All numbers come from one run on one machine.
+
+    python benchmarks/bench_scale.py [--sizes 100,300,1000] [--seed 20261129] [--time-limit 900]
+                                     [--append 50] [--out benchmarks/results/scale.json]
+
+1. For each N: N PhoneBook records ("First Last:" -> 10 digits, seeded), `memft write recs.jsonl --out DIR --json`
+   as a user runs it, defaults only (rank, batch size and step budget are sized from N, margin 0.5), in its own
+   process; `--time-limit` bounds the benchmark's wall time (the write saves what it has and exits 1 when it runs
+   out). Reported: wall seconds, certified fraction, steps, epochs of training (record passes with a backward pass
+   / N), trained target tokens per second of training, the sizing chosen.
+2. Append: `memft append DIR new.jsonl` of `--append` new records to the largest adapter that certified, then
+   `memft verify` of every record (old and new): seconds, and how many held records are no longer certified.
+3. Plain loop at N = 100: transformers + PEFT with the same adapter placement and rank, full forward with `labels`
+   (HF's loss over the full vocabulary), AdamW, the same batch size, for a fixed number of epochs: seconds per epoch,
+   against memft's seconds per epoch of training at N = 100.
+4. Bits per parameter: for each certified write, N x log2(10^10) bits over the adapter's trainable parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BITS_PER_RECORD = 10 * math.log2(10)  # a uniformly random 10-digit number
+
+
+def memft(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
+
+
+def write_records(path: Path, records: list) -> Path:
+    path.write_text("".join(json.dumps({"key": r.key, "value": r.value}) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def lora_params(folder: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> dict:
+    from memft.bench.phonebook import phonebook
+
+    recs = write_records(work / f"pb{n}.jsonl", phonebook(n, seed))
+    out, rep = work / f"pb{n}", work / f"pb{n}.json"
+    t0 = time.perf_counter()
+    p = memft("write", recs, "--out", out, "--model", model, "--json", rep, "--time-limit", time_limit)
+    wall = time.perf_counter() - t0
+    if p.returncode not in (0, 1):
+        raise SystemExit(f"memft write failed ({p.returncode}): {p.stderr[-2000:]}")
+    r = json.loads(rep.read_text())
+    meta = json.loads((out / "memft.json").read_text())
+    tr = meta["train"]
+    params = lora_params(out)
+    forecast = [line for line in p.stderr.splitlines() if line.startswith("forecast:")]
+    return {
+        "records": n, "seconds": round(wall, 1), "train_seconds": tr["seconds"], "certified": r["certified"],
+        "exit": p.returncode, "steps": tr["steps"], "epochs": tr["epochs"], "trained_passes": tr["trained_passes"],
+        "checked_passes": tr["checked_passes"], "tokens_per_s": round(tr["trained_tokens"] / max(tr["seconds"], 1e-9), 1),
+        "seconds_per_epoch": round(tr["seconds"] / max(tr["epochs"], 1e-9), 2), "loss_final": tr["loss_final"],
+        "sizing": meta.get("sizing"), "lora_params": params,
+        "bits_per_param": round(n * BITS_PER_RECORD / params, 4) if r["certified"] == 1.0 else None,
+        "forecast": forecast[0] if forecast else None, "folder": str(out),
+    }
+
+
+def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, model: str) -> dict:
+    from memft.bench.phonebook import phonebook
+
+    held = {json.loads(x)["key"] for x in (work / f"pb{n_held}.jsonl").read_text().splitlines()}
+    pool = [r for r in phonebook(n_held + 4 * n_new, seed + 1) if r.key not in held]
+    new = write_records(work / "new.jsonl", pool[:n_new])
+    t0 = time.perf_counter()
+    p = memft("append", folder, new, "--json", work / "append.json")
+    wall = time.perf_counter() - t0
+    a = json.loads((work / "append.json").read_text()) if (work / "append.json").exists() else {}
+    both = work / "all.jsonl"
+    both.write_text((work / f"pb{n_held}.jsonl").read_text() + new.read_text(), encoding="utf-8")
+    v = memft("verify", folder, both, "--json", work / "verify.json", "--quiet")
+    ver = json.loads((work / "verify.json").read_text())
+    lost = [r["key"] for r in ver["per_record"] if not r["certified"] and r["key"] in held]
+    return {"held": n_held, "added": n_new, "seconds": round(wall, 1), "exit": p.returncode, "saved": a.get("saved"),
+            "steps": a.get("steps"), "train_seconds": a.get("seconds"), "certified_after": ver["certified"],
+            "lost": len(lost), "verify_exit": v.returncode, "stderr_tail": p.stderr[-500:] if p.returncode else ""}
+
+
+def plain_loop(n: int, seed: int, model: str, rank: int, batch_size: int, epochs: int, lr: float = 1e-2) -> dict:
+    """transformers + PEFT as a user writes it: full forward with labels on the value tokens (HF's loss)."""
+    import random
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from memft.adapters import target_names
+    from memft.batching import pad
+    from memft.bench.phonebook import phonebook
+    from memft.config import LoraSettings
+    from memft.encoding import encode_all
+    from memft.modeling import load_base
+
+    base = load_base(model, "cpu", "auto")
+    items = encode_all(phonebook(n, seed), base.tokenizer, "raw")
+    _, names = target_names(base.model, LoraSettings(rank=rank))
+    pm = get_peft_model(base.model, LoraConfig(r=rank, lora_alpha=rank, target_modules=names, lora_dropout=0.0, task_type="CAUSAL_LM"))
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        for s in range(0, n, batch_size):
+            batch = [items[i] for i in order[s:s + batch_size]]
+            ids, mask = pad([e.ids for e in batch], base.tokenizer.pad_token_id)
+            labels = torch.full_like(ids, -100)
+            for b, e in enumerate(batch):
+                labels[b, len(e.prompt): len(e.ids)] = torch.tensor(e.targets)
+            loss = pm(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    sec = time.perf_counter() - t0
+    return {"records": n, "rank": rank, "batch_size": batch_size, "epochs": epochs, "seconds": round(sec, 1),
+            "seconds_per_epoch": round(sec / epochs, 2), "loss_last_step": round(float(loss), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100,300,1000")
+    ap.add_argument("--seed", type=int, default=20261129)
+    ap.add_argument("--time-limit", type=float, default=900.0, help="wall-clock cap on each write's training (s)")
+    ap.add_argument("--append", type=int, default=50)
+    ap.add_argument("--plain-epochs", type=int, default=3)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--work", default="/tmp/memft-scale-bench")
+    ap.add_argument("--out", default="benchmarks/results/scale.json")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    out: dict = {"command": " ".join(sys.argv), "seed": a.seed, "time_limit": a.time_limit,
+                 "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                             "cores": os.cpu_count(), "avx512_bf16": " avx512_bf16" in flags, "avx512f": " avx512f" in flags}}
+    curve = []
+    for n in [int(x) for x in a.sizes.split(",")]:
+        curve.append(run_write(n, a.seed, work, a.time_limit, a.model))
+        print(json.dumps(curve[-1]), flush=True)
+    out["curve"] = curve
+    by_n = {r["records"]: r for r in curve}
+    r1000 = by_n.get(1000)
+    out["records_1000_seconds"] = r1000["seconds"] if r1000 and r1000["certified"] == 1.0 else None
+    out["records_1000_certified"] = r1000["certified"] if r1000 else None
+    done = [r for r in curve if r["certified"] == 1.0]
+    if done and a.append:
+        big = max(done, key=lambda r: r["records"])
+        out["append"] = run_append(Path(big["folder"]), big["records"], a.append, a.seed, work, a.model)
+        print(json.dumps(out["append"]), flush=True)
+        out["append_50_seconds"] = out["append"]["seconds"]
+        out["append_50_lost"] = out["append"]["lost"]
+        out["append_base_records"] = big["records"]
+    else:
+        out["append_50_seconds"] = out["append_50_lost"] = out["append_base_records"] = None
+    out["bits_per_param"] = max((r["bits_per_param"] for r in done), default=None)
+    if 100 in by_n and a.plain_epochs:
+        s = by_n[100]["sizing"]
+        out["plain_n100"] = plain_loop(100, a.seed, a.model, s["rank"], s["batch_size"], a.plain_epochs)
+        out["plain_n100"]["memft_seconds_per_epoch"] = by_n[100]["seconds_per_epoch"]
+        out["plain_n100"]["ratio"] = round(out["plain_n100"]["seconds_per_epoch"] / by_n[100]["seconds_per_epoch"], 2)
+        print(json.dumps(out["plain_n100"]), flush=True)
+    Path(a.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
