@@ -94,7 +94,7 @@ def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, mod
             "lost": len(lost), "verify_exit": v.returncode, "stderr_tail": p.stderr[-500:] if p.returncode else ""}
 
 
-def plain_loop(n: int, seed: int, model: str, rank: int, batch_size: int, epochs: int, lr: float = 1e-2) -> dict:
+def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size: int, epochs: int, lr: float = 1e-2) -> dict:
     """transformers + PEFT as a user writes it: full forward with labels on the value tokens (HF's loss)."""
     import random
 
@@ -110,7 +110,7 @@ def plain_loop(n: int, seed: int, model: str, rank: int, batch_size: int, epochs
 
     base = load_base(model, "cpu", "auto")
     items = encode_all(phonebook(n, seed), base.tokenizer, "raw")
-    _, names = target_names(base.model, LoraSettings(rank=rank))
+    _, names = target_names(base.model, LoraSettings(rank=rank, preset=preset))
     pm = get_peft_model(base.model, LoraConfig(r=rank, lora_alpha=rank, target_modules=names, lora_dropout=0.0, task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
@@ -129,8 +129,8 @@ def plain_loop(n: int, seed: int, model: str, rank: int, batch_size: int, epochs
             loss.backward()
             opt.step()
     sec = time.perf_counter() - t0
-    return {"records": n, "rank": rank, "batch_size": batch_size, "epochs": epochs, "seconds": round(sec, 1),
-            "seconds_per_epoch": round(sec / epochs, 2), "loss_last_step": round(float(loss), 4)}
+    return {"records": n, "preset": preset, "rank": rank, "batch_size": batch_size, "epochs": epochs, "seconds": round(sec, 1),
+            "seconds_per_epoch": round(sec / epochs, 2), "loss_last_step": round(float(loss.detach()), 4)}
 
 
 def main() -> None:
@@ -174,7 +174,7 @@ def main() -> None:
     out["bits_per_param"] = max((r["bits_per_param"] for r in done), default=None)
     if 100 in by_n and a.plain_epochs:
         s = by_n[100]["sizing"]
-        out["plain_n100"] = plain_loop(100, a.seed, a.model, s["rank"], s["batch_size"], a.plain_epochs)
+        out["plain_n100"] = plain_loop(100, a.seed, a.model, s["preset"], s["rank"], s["batch_size"], a.plain_epochs)
         out["plain_n100"]["memft_seconds_per_epoch"] = by_n[100]["seconds_per_epoch"]
         out["plain_n100"]["ratio"] = round(out["plain_n100"]["seconds_per_epoch"] / by_n[100]["seconds_per_epoch"], 2)
         print(json.dumps(out["plain_n100"]), flush=True)

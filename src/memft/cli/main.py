@@ -130,7 +130,8 @@ def write(
         from memft.forecast import advice
 
         f = watch.last
-        render.console.print(advice(f, len(recs) / min(size.batch_size, len(recs)), res.meta["train"]["seconds"] / max(f.epochs_done, 1e-9), size.rank))
+        render.console.print(advice(f, len(recs) / min(size.batch_size, len(recs)), res.meta["train"]["seconds"] / max(f.epochs_done, 1e-9), size.rank),
+                             soft_wrap=True)
     raise typer.Exit(0 if res.all_certified else 1)
 
 

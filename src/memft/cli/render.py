@@ -184,7 +184,7 @@ def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int,
     with what to change. The wrapper's `.last` holds the latest forecast (None before the first)."""
     from memft.forecast import advice, forecast
 
-    say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]"))
+    say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]", soft_wrap=True))  # one line, also in logs
     rows: list[dict[str, float]] = []
     warned = False
 
