@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from memft.errors import ConfigError
-from memft.objectives import EPS, OBJECTIVES, Tokens, get, option_problems, stage_starts
+from memft import curriculum, window
+from memft.objectives import EPS, OBJECTIVES, Tokens, get, option_problems, revision, stage_records, stage_starts
 
 
 def toks(probs, correct=None, record=None, offset=None) -> Tokens:
@@ -37,11 +38,14 @@ def weights(name: str, t: Tokens, state: dict, **opts) -> list[float]:
 
 
 def test_every_objective_is_registered():
-    assert {"sft", "memft-ot", "memft-ot-margin", "memft-sw", "memft-sw-curriculum", "focal"} <= set(OBJECTIVES)
+    names = {"sft", "memft-ot", "memft-ot-margin", "memft-sw", "memft-sw-v01", "memft-sw-curriculum", "memft-sw-phonebook", "focal"}
+    assert names <= set(OBJECTIVES)
+    # memft-sw changed meaning (reference rule): its revision keeps stored results of the old rule apart
+    assert revision("memft-sw") == revision("memft-sw-curriculum") == 2 and revision("memft-sw-v01") is None
 
 
 def test_importing_objectives_does_not_import_torch():
-    code = "import sys, memft.objectives; sys.exit('torch' in sys.modules)"
+    code = "import sys, memft.objectives, memft.window, memft.curriculum; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -75,7 +79,18 @@ def test_ot_floor_never_skips():
     assert stats["trained_tokens"] == 2 and stats["active_tokens"] == 0
 
 
-def _train_step(lin: torch.nn.Linear, name: str) -> None:
+def test_ot_fallback_sft_trains_the_mean_when_no_token_is_below_the_line():
+    t = toks([0.9, 0.6, 0.51])
+    out, stats = get("memft-ot")(t, {}, fallback="sft")
+    assert_weighted(out, t, [1, 1, 1])  # the reference code: plain SFT over the step's tokens
+    assert stats["fallback"] == 1 and stats["trained_tokens"] == 3
+    t = toks([0.9, 0.3])
+    out, stats = get("memft-ot")(t, {}, fallback="sft")
+    assert_weighted(out, t, [0, 1])  # a token below the line: the fallback does not apply
+    assert "fallback" not in stats
+
+
+def _train_step(lin: torch.nn.Linear, name: str, **opts) -> None:
     """One step of the training loop's update rule on a tiny linear 'model' whose targets all have p > 0.5."""
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
     y = torch.tensor([0, 1, 0])
@@ -84,23 +99,23 @@ def _train_step(lin: torch.nn.Linear, name: str) -> None:
     assert bool((torch.exp(-loss) > 0.5).all())  # precondition: every token passed the line
     t = Tokens(loss=loss, correct=logits.argmax(-1) == y, record=torch.tensor([0, 1, 2]), offset=torch.tensor([0, 0, 0]))
     opt = torch.optim.SGD(lin.parameters(), lr=1.0)
-    out, _ = get(name)(t, {})
+    out, _ = get(name)(t, {}, **opts)
     if out is not None:  # as in train.train
         opt.zero_grad(set_to_none=True)
         out.backward()
         opt.step()
 
 
-@pytest.mark.parametrize("name, changes", [("memft-ot", False), ("sft", True)])
-def test_ot_zero_backpropagation_step(name, changes):
+@pytest.mark.parametrize("name, opts, changes", [("memft-ot", {}, False), ("memft-ot", {"fallback": "sft"}, True), ("sft", {}, True)])
+def test_ot_zero_backpropagation_step(name, opts, changes):
     lin = torch.nn.Linear(2, 2)
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[5.0, 0.0], [0.0, 5.0]]))
         lin.bias.zero_()
     before = [p.detach().clone() for p in lin.parameters()]
-    _train_step(lin, name)
+    _train_step(lin, name, **opts)
     same = all(torch.equal(a, b) for a, b in zip(before, lin.parameters()))
-    assert same is not changes  # OT leaves the parameters bit-identical; SFT (the control) moves them
+    assert same is not changes  # OT leaves the parameters bit-identical; SFT (the control) and the fallback move them
 
 
 # ---------------------------------------------------------------------------------------------------- margin, hysteresis
@@ -140,42 +155,91 @@ def _base(p: float, s: float = 10.0) -> float:
     return 1 / (1 + math.exp(-s * (-math.log(p) - math.log(2))))
 
 
-def test_sw_anchor_decay_and_floor_by_hand():
+# A 12-token record whose first argmax error (the anchor) is offset 3. With s = 1 the base weight is
+# b = sigmoid(L - ln 2) = 1 / (1 + 2p), and with tau = 1 / ln 2 the decay exp(-d / tau) is 2^-d, so every weight
+# below is a fraction computed by hand.
+PROBS12 = [0.5, 0.25, 1.0, 0.1, 0.25, 0.5, 0.05, 0.5, 0.25, 0.1, 1.0, 0.5]
+CORRECT12 = [True, True, True, False, True, False, True, True, True, False, True, True]
+BASE12 = [1 / 2, 2 / 3, 1 / 3, 5 / 6, 2 / 3, 1 / 2, 10 / 11, 1 / 2, 2 / 3, 5 / 6, 1 / 3, 1 / 2]  # 1 / (1 + 2p)
+# reference, W = 4: before the anchor b (decay 1); window 3..6 (d < 4): b * 2^-d; past it (7..11): b * 0.01
+REF12 = [1 / 2, 2 / 3, 1 / 3] + [5 / 6, 1 / 3, 1 / 8, 5 / 44] + [1 / 200, 1 / 150, 1 / 120, 1 / 300, 1 / 200]
+# v01, W = 4: window 3..7 (d <= 4, both ends): b * 2^-d, so offset 7 gets 1/2 * 1/16; elsewhere a flat 0.01
+V01_12 = [0.01] * 3 + [5 / 6, 1 / 3, 1 / 8, 5 / 44, 1 / 32] + [0.01] * 4
+HAND = dict(s=1.0, tau=1 / math.log(2), window=4, floor=0.01)
+
+
+def test_sw_base_is_one_over_one_plus_2p_at_s1():
+    t = toks(PROBS12)
+    assert window.sw_base(t.loss.detach(), 1.0).tolist() == pytest.approx(BASE12, rel=1e-6)
+
+
+@pytest.mark.parametrize("rule, expected", [(window.window_weights, REF12), (window.window_weights_v01, V01_12)])
+def test_window_rules_by_hand(rule, expected):
+    d = torch.arange(12) - 3  # offsets minus the anchor
+    w = rule(torch.tensor(BASE12), d, torch.full((12,), 4.0), 1 / math.log(2), 0.01)
+    assert w.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name, expected", [("memft-sw", REF12), ("memft-sw-v01", V01_12)])
+def test_sw_objective_weights_by_hand(name, expected):
+    t = toks(PROBS12, correct=CORRECT12)
+    out, stats = get(name)(t, {}, **HAND)
+    assert_weighted(out, t, expected)
+    assert stats["anchored_records"] == 1 and stats["max_window"] == 4 and stats["trained_tokens"] == 12
+
+
+def test_sw_v01_anchor_decay_and_floor_by_hand():
     # record 0: offset 1 has p = 0.3 but is still the argmax; the first argmax error (the anchor) is offset 2.
     probs0 = [0.9, 0.3, 0.2, 0.6, 0.4, 0.1]
     correct0 = [True, True, False, True, False, False]
     probs1 = [0.45, 0.8]  # record 1: no error -> base weights
     t = toks(probs0 + probs1, correct=correct0 + [True, True], record=[0] * 6 + [1] * 2, offset=[*range(6), 0, 1])
-    out, stats = get("memft-sw")(t, {}, window=2)  # window [2, 4]; tau = 20, floor = 0.01
+    out, stats = get("memft-sw-v01")(t, {}, window=2)  # window [2, 4]; tau = 20, floor = 0.01
     w = [0.01, 0.01, _base(0.2), _base(0.6) * math.exp(-1 / 20), _base(0.4) * math.exp(-2 / 20), 0.01, _base(0.45), _base(0.8)]
     assert_weighted(out, t, w)
     assert stats["anchored_records"] == 1 and stats["max_window"] == 2 and stats["trained_tokens"] == 8
 
 
-def _window_run(state: dict, anchor: int, steps: int, n: int = 12) -> list[int]:
-    """Steps of memft-sw (W = 2, grow 0.5 -> +1, cap 4 * 2 = 8) on one record whose first error is `anchor`;
-    returns the window seen each step: the last offset whose weight is the decayed base, minus the anchor."""
+def _factor_run(rule: str, anchors: list[int]) -> list[float]:
+    """The window factor of one record observed once per step with these anchors (patience 3, grow 0.5, cap 4)."""
+    state: dict = {}
+    return [window.factors([0], [a], [True], state, rule, 3, 0.5, 4.0)[0] for a in anchors]
+
+
+def test_growth_factor_by_hand():
+    # steps 1..8, anchor 3 for five steps, then 5: stuck counts 0, 1, 2, 3, 4, 0, 1, 2
+    anchors = [3, 3, 3, 3, 3, 5, 5, 5]
+    assert [window.stuck_count(p, 0, a) for p, a in [(None, 3), (3, 3), (3, 5)]] == [0, 1, 0]
+    assert _factor_run("reference", anchors) == [1, 1, 1, 1.5, 2, 1, 1, 1]  # +0.5 every step once the count is >= 3
+    assert _factor_run("v01", anchors) == [1, 1, 1, 1.5, 1.5, 1, 1, 1]  # +0.5 once per 3 stuck steps
+    assert _factor_run("reference", [3] * 10) == [1, 1, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4]  # capped at 4
+    assert _factor_run("v01", [3] * 22) == [1, 1, 1, 1.5, 1.5, 1.5, 2, 2, 2, 2.5, 2.5, 2.5, 3, 3, 3, 3.5, 3.5, 3.5, 4, 4, 4, 4]
+
+
+def _window_run(name: str, anchors: list[int]) -> list[int]:
+    """Steps of `name` (W = 4, tau large) on a 12-token record whose first error is anchors[step]; returns the
+    number of positions from the anchor on with a window weight (base ~ 1 >> base * floor or floor)."""
+    state: dict = {}
     seen = []
-    for _ in range(steps):
-        correct = [i != anchor for i in range(n)]
-        w = weights("memft-sw", toks([0.1] * n, correct=correct), state, window=2)  # base ~ 1 >> floor
-        inside = [i for i, x in enumerate(w) if x > 0.5]
-        assert inside == list(range(anchor, inside[-1] + 1))
-        seen.append(inside[-1] - anchor)
+    for a in anchors:
+        w = weights(name, toks([0.1] * 12, correct=[i != a for i in range(12)]), state, window=4, tau=1e6)
+        inside = [i for i, x in enumerate(w) if i >= a and x > 0.5]
+        assert inside == list(range(a, inside[-1] + 1))
+        seen.append(len(inside))
     return seen
 
 
-def test_sw_window_grows_after_three_unchanged_steps_and_resets_when_the_anchor_moves():
-    state: dict = {}
-    # same anchor at steps 0..21: unchanged at steps 1, 2, 3 -> grows at step 3, then at 6, 9, ..., capped at 8
-    assert _window_run(state, 0, 22) == [2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 8]
-    assert state["sw_windows"][0] == [0, 0, 8.0]  # 21 - 18 = 3 unchanged steps since the cap, streak restarted
-    assert _window_run(state, 1, 4) == [2, 2, 2, 3]  # anchor moved: back to W, grows again after 3 unchanged steps
+def test_sw_window_span_follows_the_factor():
+    anchors = [3, 3, 3, 3, 3, 5, 5, 5]
+    assert _window_run("memft-sw", anchors) == [4, 4, 4, 6, 8, 4, 4, 4]  # a .. a + 4 * factor - 1
+    assert _window_run("memft-sw-v01", anchors) == [5, 5, 5, 7, 7, 5, 5, 5]  # a .. a + 4 * factor (both ends)
 
 
 def test_sw_certified_record_forgets_its_window():
     state: dict = {}
-    _window_run(state, 0, 4)
+    for _ in range(4):
+        weights("memft-sw", toks([0.1] * 3, correct=[True, False, True]), state)
+    assert state["sw_windows"] == {0: [1, 3, 1.5]}  # [anchor, stuck count, factor]
     weights("memft-sw", toks([0.9] * 3), state)
     assert state["sw_windows"] == {}
 
@@ -250,6 +314,53 @@ def test_explicit_boundaries():
     assert stats["active_ratio"] == 1.0
 
 
+def test_stages_by_epoch_when_the_loop_draws_stage_records():
+    # 10 records, 5 stages of 2/4/6/8/10 records, 2 epochs per stage; each step trains the whole stage (one epoch),
+    # as the loop does with a full batch drawn from stage_records.
+    order = list(range(10))
+    random.Random(0).shuffle(order)
+    state: dict = {"n_records": 10, "max_steps": 100}
+    stages = []
+    for step in range(10):
+        state["step"] = step
+        recs = curriculum.stage_records(state, 0, curriculum.RATIOS, None, 2)
+        on, stats = curriculum.active(recs, [False] * len(recs), state, 0, curriculum.RATIOS, None, 2)
+        assert all(on) and recs == sorted(order[: len(recs)])
+        stages.append(int(stats["curriculum_stage"]))
+    assert stages == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # the step schedule (stage 1 from step 10) is not used
+
+
+def test_stage_records_for_the_loop():
+    order = list(range(10))
+    random.Random(0).shuffle(order)
+    state = {"n_records": 10, "max_steps": 100, "step": 0}
+    assert stage_records("sft", state, {}) is None and stage_records("memft-sw", state, {}) is None
+    assert stage_records("memft-sw-curriculum", state, {}) == sorted(order[:2])
+    state["step"] = 20  # the third default boundary (0, 10, 20, 30, 40)
+    assert stage_records("memft-sw-curriculum", state, {}) == sorted(order[:6])
+
+
+def test_phonebook_is_ot_on_the_stage_records():
+    order = list(range(5))
+    random.Random(0).shuffle(order)
+    first = order[0]  # the one record of stage 0 (20 % of 5)
+
+    def run(probs, **opts):
+        state = {"step": 0, "max_steps": 100, "n_records": 5}
+        t = toks(probs, correct=[False] * 5, record=list(range(5)), offset=[0] * 5)
+        return t, *get("memft-sw-phonebook")(t, state, **opts)
+
+    t, out, stats = run([0.3] * 5)
+    assert_weighted(out, t, [1.0 if r == first else 0.0 for r in range(5)])  # OT weight 1, stage mask
+    assert stats["active_ratio"] == 0.2 and stats["trained_tokens"] == 1
+    probs = [0.9 if r == first else 0.3 for r in range(5)]  # the stage's only token passed the line
+    _, out, stats = run(probs)
+    assert out is None and stats["weight_sum"] == 0  # zero back-propagation (the paper's formula)
+    t, out, stats = run(probs, fallback="sft")
+    assert_weighted(out, t, [1.0 if r == first else 0.0 for r in range(5)])  # SFT on the stage's tokens only
+    assert stats["fallback"] == 1
+
+
 # ---------------------------------------------------------------------------------------------------- focal
 
 
@@ -278,9 +389,14 @@ def test_focal_gamma0_is_sft():
 def test_option_problems():
     assert option_problems("memft-ot", {}) == [] and option_problems("memft-sw-curriculum", {}) == []
     assert option_problems("memft-ot", {"treshold": 0.5}) == [
-        "method option 'treshold' is not an option of memft-ot (its options: threshold, margin, hysteresis, floor)"
+        "method option 'treshold' is not an option of memft-ot (its options: threshold, margin, hysteresis, floor, fallback)"
     ]
     assert option_problems("memft-ot", {"threshold": 0.8, "margin": 0.7}) == ["method option margin must be a number in [0.8, 1), got 0.7"]
     assert len(option_problems("memft-sw", {"tau": 0, "patience": 2.5, "ratios": [0.5, 0.9]})) == 3
+    assert option_problems("memft-sw", {"rule": "v02"}) == ["method option rule must be one of reference, v01, got 'v02'"]
+    assert option_problems("memft-sw-phonebook", {"boundaries": [0, 5, 10, 15, 20], "stage_epochs": 2}) == [
+        "method options boundaries (steps) and stage_epochs (epochs per stage) exclude each other; give one"
+    ]
+    assert option_problems("memft-ot", {"fallback": "sgd"}) == ["method option fallback must be one of skip, sft, got 'sgd'"]
     with pytest.raises(ConfigError, match="gamma"):
         get("focal")(toks([0.5]), {}, gamma=-1)

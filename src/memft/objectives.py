@@ -13,15 +13,20 @@ there are weights, `weight_sum`.
 Objectives and their options (defaults):
 - sft              mean of L_t. No options.
 - memft-ot         only-threshold (the paper's OT): w_t = 1 while p_t <= threshold, else `floor`; with floor = 0
-                   and no such token the step is skipped (None). Options: threshold=0.5, margin=None,
-                   hysteresis=False, floor=0.0. The defaults are exactly the paper's OT.
+                   and no such token the step is skipped (None), or with fallback="sft" trained as plain SFT (the
+                   reference code). Options: threshold=0.5, margin=None, hysteresis=False, floor=0.0,
+                   fallback="skip". The defaults are exactly the paper's OT.
 - memft-ot-margin  memft-ot with margin=0.7, hysteresis=True, floor=0.05 (threshold=0.5): a failing token
                    (p_t <= 0.5) is trained until p_t > 0.7, passed tokens keep a small weight.
-- memft-sw         spatial window from each record's first argmax error. Options: s=10, window=50, tau=20,
-                   floor=0.01, patience=3, grow=0.5, max_window_factor=4, curriculum=False, seed=0,
-                   ratios=(0.2, 0.4, 0.6, 0.8, 1.0), boundaries=None. window=None turns the spatial part off
-                   (w_t = 1), which with curriculum=True is the temporal curriculum alone.
+- memft-sw         spatial window from each record's first argmax error, the reference code's rule (rule=
+                   "reference"). Options: s=10, window=50, tau=20, floor=0.01, patience=3, grow=0.5,
+                   max_window_factor=4, rule="reference", curriculum=False, seed=0, ratios=(0.2, 0.4, 0.6, 0.8, 1.0),
+                   boundaries=None, stage_epochs=None. window=None turns the spatial part off (w_t = 1), which with
+                   curriculum=True is the temporal curriculum alone (memft.curriculum).
+- memft-sw-v01     memft-sw with rule="v01", memft 0.1's window (kept pending a measurement against the reference).
 - memft-sw-curriculum  memft-sw with curriculum=True (same options).
+- memft-sw-phonebook   the paper's PhoneBook MemFT-SW: curriculum over records x the paper's OT, no spatial window.
+                   Options: threshold=0.5, fallback="skip", curriculum=True, seed, ratios, boundaries, stage_epochs.
 - focal            focal loss (Lin et al. 2017): mean of (1 - p_t)^gamma * L_t, gradient through p_t. gamma=2.
 
 `option_problems(name, options)` lists every unknown or invalid option at once (for validation up front); each
@@ -32,18 +37,23 @@ from __future__ import annotations
 
 import inspect
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from memft.curriculum import RATIOS, stage_starts  # noqa: F401  (stage_starts: part of this module's interface)
+from memft.curriculum import active as curriculum_active
+from memft.curriculum import problems as curriculum_problems
+from memft.curriculum import stage_records as _stage_records
+from memft import window as sw
 from memft.errors import ConfigError
 
 EPS = 1e-8  # keeps the weighted mean finite when every weight is 0
-LN2 = math.log(2.0)  # loss of a token with p = 0.5
-RATIOS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 OBJECTIVES: dict[str, Callable[..., tuple[Any, dict[str, float]]]] = {}
+# Names whose definition changed after results were stored under them: name -> revision (see `revision`).
+# 2: memft-sw (and its curriculum variant) became the reference code's rule; the old one is memft-sw-v01.
+REVISIONS: dict[str, int] = {"memft-sw": 2, "memft-sw-curriculum": 2}
 CHECKS: dict[str, Callable[..., list[str]]] = {}  # objective name -> fn(**options) -> problems
 
 
@@ -107,6 +117,24 @@ def option_problems(name: str, options: dict[str, Any]) -> list[str]:
     return check(**{**params, **options}) if check else []
 
 
+def stage_records(name: str, state: dict, options: dict[str, Any]) -> list[int] | None:
+    """The records the current curriculum stage of objective `name` trains (None: no curriculum, every record).
+
+    For the training loop, at the start of each epoch: it draws mini-batches from these records only, since the
+    objective gives every other record weight 0. Reads state["n_records"], state["step"], state["max_steps"].
+    """
+    opts = {**option_defaults(name), **options}
+    if not opts.get("curriculum"):
+        return None
+    return _stage_records(state, opts["seed"], opts["ratios"], opts["boundaries"], opts["stage_epochs"])
+
+
+def revision(name: str) -> int | None:
+    """The definition revision of objective `name`, None for its first one. Results stored under a name whose
+    definition changed must not be taken for the new one: sweeps put this in a point's run id."""
+    return REVISIONS.get(name)
+
+
 def _raise(problems: list[str]) -> None:
     if problems:
         raise ConfigError("; ".join(problems))
@@ -159,24 +187,43 @@ def unlikelihood(prob: Any, mask: Any) -> tuple[Any, dict[str, float]]:
 # ---------------------------------------------------------------------------------------------------- only-threshold
 
 
-def _ot_problems(threshold: Any, margin: Any, hysteresis: Any, floor: Any) -> list[str]:
+FALLBACKS = ("skip", "sft")
+
+
+def _ot_problems(threshold: Any, margin: Any, hysteresis: Any, floor: Any, fallback: Any) -> list[str]:
     problems: list[str] = []
     _number(problems, "threshold", threshold, 0, 1, lo_open=True, hi_open=True)
     if margin is not None:
         _number(problems, "margin", margin, threshold if isinstance(threshold, (int, float)) else 0, 1, hi_open=True)
     _flag(problems, "hysteresis", hysteresis)
     _number(problems, "floor", floor, 0, 1)
+    if fallback not in FALLBACKS:
+        problems.append(f"method option fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
     return problems
+
+
+def _with_fallback(loss: Any, w: Any, mask: Any, fallback: str) -> tuple[Any, dict[str, float]]:
+    """_weighted(loss, w); when every w_t is 0 and fallback is "sft", the mean loss over the tokens with mask_t > 0
+    instead (stats then say fallback = 1). loss [N] with grad, w and mask [N] detached."""
+    out, stats = _weighted(loss, w)
+    if out is None and fallback == "sft":
+        out, stats = _weighted(loss, mask)
+        stats["fallback"] = 1.0
+    return out, stats
 
 
 @register("memft-ot", check=_ot_problems)
 def memft_ot(
-    tokens: Tokens, state: dict, *, threshold: float = 0.5, margin: float | None = None, hysteresis: bool = False, floor: float = 0.0
+    tokens: Tokens, state: dict, *, threshold: float = 0.5, margin: float | None = None, hysteresis: bool = False, floor: float = 0.0,
+    fallback: str = "skip",
 ) -> tuple[Any, dict[str, float]]:
     """Only-threshold: train the tokens that have not passed the probability line, nothing else.
 
     Paper form (the defaults): w_t = 1[p_t <= p*] with p* = `threshold`, i.e. 1[L_t >= -ln p*]; a token exactly at
     p* is trained, as metrics counts p <= 0.5 as stubborn. No token to train -> (None, stats): zero back-propagation.
+    fallback="sft" instead back-props the plain mean loss of the step there (what the reference code does; stats
+    fallback = 1). "skip" is the default: it is the paper's formula, and it is what makes skipping records at the
+    bar exact (memft.train's active set) and lets a certified batch cost no update.
 
     Stabilised form (exact OT lets passed tokens drift back below the line, so exact match oscillates):
     - margin m: the line a token must clear to stop being trained; without hysteresis w_t = 1[p_t <= m].
@@ -188,7 +235,7 @@ def memft_ot(
     """
     import torch
 
-    _raise(_ot_problems(threshold, margin, hysteresis, floor))
+    _raise(_ot_problems(threshold, margin, hysteresis, floor, fallback))
     loss = tokens.loss.detach()  # [N]
     enter = loss >= -math.log(threshold)  # [N] p_t <= threshold
     stay = loss >= -math.log(threshold if margin is None else margin)  # [N] p_t <= margin
@@ -205,7 +252,7 @@ def memft_ot(
     else:
         active = stay
     w = torch.full_like(loss, float(floor)).masked_fill(active, 1.0)  # [N]
-    out, stats = _weighted(tokens.loss, w)
+    out, stats = _with_fallback(tokens.loss, w, torch.ones_like(loss), fallback)
     stats["active_tokens"] = float(active.sum())
     return out, stats
 
@@ -218,17 +265,9 @@ register_variant(
 
 # ---------------------------------------------------------------------------------------------------- spatial window
 
-
-def stage_starts(n_stages: int, max_steps: int) -> list[int]:
-    """Default curriculum boundaries: stage k starts at step round(k * max_steps / (2 * n_stages)) (Python round).
-
-    The last stage (every record) starts before half the step budget. max_steps = 100, 5 stages: [0, 10, 20, 30, 40].
-    """
-    return [round(k * max_steps / (2 * n_stages)) for k in range(n_stages)]
-
-
 def _sw_problems(
-    s: Any, window: Any, tau: Any, floor: Any, patience: Any, grow: Any, max_window_factor: Any, curriculum: Any, seed: Any, ratios: Any, boundaries: Any
+    s: Any, window: Any, tau: Any, floor: Any, patience: Any, grow: Any, max_window_factor: Any, rule: Any, curriculum: Any, seed: Any,
+    ratios: Any, boundaries: Any, stage_epochs: Any,
 ) -> list[str]:
     problems: list[str] = []
     inf = math.inf
@@ -241,87 +280,10 @@ def _sw_problems(
         problems.append(f"method option patience must be an integer >= 1, got {patience!r}")
     _number(problems, "grow", grow, 0, inf)
     _number(problems, "max_window_factor", max_window_factor, 1, inf)
+    if rule not in sw.RULES:
+        problems.append(f"method option rule must be one of {', '.join(sw.RULES)}, got {rule!r}")
     _flag(problems, "curriculum", curriculum)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        problems.append(f"method option seed must be an integer, got {seed!r}")
-    good = isinstance(ratios, Sequence) and len(ratios) > 0 and all(isinstance(r, (int, float)) and 0 < r <= 1 for r in ratios)
-    if not good or list(ratios) != sorted(ratios) or ratios[-1] != 1:
-        problems.append(f"method option ratios must be non-decreasing fractions in (0, 1] ending at 1, got {ratios!r}")
-    if boundaries is not None:
-        ints = isinstance(boundaries, Sequence) and all(isinstance(b, int) and not isinstance(b, bool) for b in boundaries)
-        if not ints or len(boundaries) != len(ratios) or boundaries[0] != 0 or list(boundaries) != sorted(boundaries):
-            problems.append(f"method option boundaries must be non-decreasing step numbers starting at 0, one per ratio, got {boundaries!r}")
-    return problems
-
-
-def _first_errors(tokens: Tokens) -> tuple[Any, Any, Any]:
-    """records [R] (sorted, unique), inv [N] (index of each token's record in `records`), anchor [R]: the offset of
-    the record's first argmax error, -1 when the record has none (certified)."""
-    import torch
-
-    records, inv = torch.unique(tokens.record, return_inverse=True)
-    none = int(tokens.offset.max()) + 1
-    wrong = torch.where(tokens.correct, none, tokens.offset)  # [N] offset of errors, `none` elsewhere
-    anchor = torch.full((len(records),), none, dtype=wrong.dtype, device=wrong.device).scatter_reduce(0, inv, wrong, "amin")
-    return records, inv, torch.where(anchor == none, -1, anchor)
-
-
-def _curriculum(records: list[int], certified: list[bool], state: dict, seed: int, ratios: Sequence[float], boundaries: Sequence[int] | None) -> tuple[list[bool], dict[str, float]]:
-    """Which of `records` are in the active prefix this step (updates state["curriculum"]).
-
-    Records 0..n-1 are shuffled once with random.Random(seed); stage k trains the first ceil(ratios[k] * n) (at
-    least 1) of that order. The stage is the later of the schedule's (the last k with boundaries[k] <= step) and the
-    one reached before. Early advance: while every active record was certified when last seen (all its tokens
-    correct; a record never seen counts as not certified), move to the next stage, within this same step.
-    """
-    n, step = state["n_records"], state["step"]
-    cur = state.get("curriculum")
-    if cur is None:
-        order = list(range(n))
-        random.Random(seed).shuffle(order)
-        cur = state["curriculum"] = {"order": order, "rank": {r: i for i, r in enumerate(order)}, "stage": 0, "certified": {}}
-    cur["certified"].update(zip(records, certified))
-    starts = stage_starts(len(ratios), state["max_steps"]) if boundaries is None else boundaries
-    stage = max(cur["stage"], max(k for k, b in enumerate(starts) if b <= step))
-
-    def size(k: int) -> int:
-        return max(1, math.ceil(ratios[k] * n - 1e-9))  # 1e-9: 0.6 * 10 must give 6, not 7
-
-    while stage < len(ratios) - 1 and all(cur["certified"].get(r, False) for r in cur["order"][: size(stage)]):
-        stage += 1
-    cur["stage"] = stage
-    m = size(stage)
-    return [cur["rank"][r] < m for r in records], {"curriculum_stage": float(stage), "active_ratio": m / n}
-
-
-def _windows(records: list[int], anchors: list[int], active: list[bool], state: dict, window: float, patience: int, grow: float, cap: float) -> list[float]:
-    """Current window W_cur of each record (0 where unused); updates state["sw_windows"] {record: [anchor, streak, W_cur]}.
-
-    An observation is a step in which the record is in the batch, active and has an error. Its anchor is
-    "unchanged" when it equals the anchor of the record's previous observation; `streak` counts consecutive unchanged
-    observations. When streak reaches `patience`, W_cur += grow * window (at most cap) in that same step and streak
-    restarts at 0. So with patience 3 and the same anchor at steps 0, 1, 2, 3 the window grows at step 3 (then 6, 9..).
-    A moved anchor, or a first observation, sets W_cur = window, streak = 0; a certified record drops its entry.
-    """
-    track: dict[int, list] = state.setdefault("sw_windows", {})
-    out = []
-    for r, a, on in zip(records, anchors, active):
-        if not on:  # outside the curriculum: not trained, so its window does not age
-            out.append(0.0)
-            continue
-        if a < 0:
-            track.pop(r, None)
-            out.append(0.0)
-            continue
-        t = track.get(r)
-        if t is None or t[0] != a:
-            t = track[r] = [a, 0, float(window)]
-        else:
-            t[1] += 1
-            if t[1] == patience:
-                t[1], t[2] = 0, min(t[2] + grow * window, cap)
-        out.append(t[2])
-    return out
+    return problems + curriculum_problems(seed, ratios, boundaries, stage_epochs)
 
 
 @register("memft-sw", check=_sw_problems)
@@ -336,57 +298,122 @@ def memft_sw(
     patience: int = 3,
     grow: float = 0.5,
     max_window_factor: float = 4.0,
+    rule: str = "reference",
     curriculum: bool = False,
     seed: int = 0,
     ratios: Sequence[float] = RATIOS,
     boundaries: Sequence[int] | None = None,
+    stage_epochs: int | None = None,
 ) -> tuple[Any, dict[str, float]]:
     """Spatial window (intra-record) with an optional temporal curriculum (inter-batch).
 
-    Spatial, per record: anchor a = the first offset whose target is not the argmax. Base weights
-    b_t = sigmoid(s * (L_t - ln 2)) [N] (0.5 at p = 0.5, -> 1 for failing tokens, -> 0 for confident ones).
-    - record without error: w_t = b_t.
-    - record with an error: w_t = b_t * exp(-(t - a) / tau) for a <= t <= a + W_cur (both ends included), and
-      w_t = floor (a constant 0.01, not scaled by b_t) for t < a and t > a + W_cur.
-    W_cur starts at `window` (W) and grows by grow * W (+25 by default) each time the anchor has stayed put for
-    `patience` consecutive observations, up to max_window_factor * W (200); see _windows for the exact rule.
-    window=None: no spatial weighting, w_t = 1.
+    Spatial, per record: anchor a = the first offset whose target is not the argmax; base weights b_t = sw_base(L, s)
+    (memft.window).
+    A record without error: w_t = b_t. A record with one, rule "reference" (the paper's code): window_weights, i.e.
+    b_t before a, b_t * exp(-(t - a) / tau) on a .. a + W_cur - 1, b_t * floor after. Rule "v01" (memft 0.1, kept
+    as memft-sw-v01): window_weights_v01. W_cur = factor * `window`; the factor follows grow_factor (reference:
+    +grow at every observation once the anchor has stayed put `patience` times, back to 1 when it moves or the
+    count is below patience) or grow_factor_v01 (+grow once per `patience` stuck observations), capped at
+    max_window_factor; see memft.window.factors. window=None: no spatial weighting, w_t = 1.
 
-    Temporal (curriculum=True): only tokens of records in the active prefix of a seeded order keep their weight,
-    the others get 0; see _curriculum. Default boundaries: stage_starts(len(ratios), max_steps), so every record is
-    trained from half the step budget on. Reads state["step"], state["max_steps"], state["n_records"].
-    Stats: trained_tokens, weight_sum, anchored_records, max_window; with the curriculum active_ratio and
-    curriculum_stage. All weights 0 (every active record outside the batch) -> (None, stats).
+    Temporal (curriculum=True): only tokens of records in the current stage keep their weight, the others get 0;
+    see memft.curriculum (options seed, ratios, boundaries, stage_epochs). Stats: trained_tokens, weight_sum,
+    anchored_records, max_window; with the curriculum active_ratio and curriculum_stage. All weights 0 -> (None, stats).
     """
     import torch
 
-    _raise(_sw_problems(s, window, tau, floor, patience, grow, max_window_factor, curriculum, seed, ratios, boundaries))
+    _raise(_sw_problems(s, window, tau, floor, patience, grow, max_window_factor, rule, curriculum, seed, ratios, boundaries, stage_epochs))
     loss = tokens.loss.detach()  # [N]
     records, inv, anchor = _first_errors(tokens)  # [R], [N], [R]
     recs, anchors = records.tolist(), anchor.tolist()
     stats: dict[str, float] = {}
     active = [True] * len(recs)
     if curriculum:
-        active, cstats = _curriculum(recs, [a < 0 for a in anchors], state, seed, ratios, boundaries)
+        active, cstats = curriculum_active(recs, [a < 0 for a in anchors], state, seed, ratios, boundaries, stage_epochs)
         stats.update(cstats)
     if window is None:
         w = torch.ones_like(loss)
     else:
-        wcur = _windows(recs, anchors, active, state, window, patience, grow, max_window_factor * window)
-        base = torch.sigmoid(s * (loss - LN2))  # [N]
+        factor = sw.factors(recs, anchors, active, state, rule, patience, grow, max_window_factor)
+        base = sw.sw_base(loss, s)  # [N]
         a = anchor[inv]  # [N] anchor of each token's record, -1: none
-        d = (tokens.offset - a).to(loss.dtype)  # [N] distance past the anchor
-        inside = (d >= 0) & (d <= torch.tensor(wcur, dtype=loss.dtype, device=loss.device)[inv])
-        w = torch.where(inside, base * torch.exp(-d / tau), torch.full_like(loss, float(floor)))
-        w = torch.where(a < 0, base, w)
-        stats["max_window"] = max(wcur, default=0.0)
+        width = torch.tensor(factor, dtype=loss.dtype, device=loss.device)[inv] * window  # [N] W_cur
+        rule_fn = sw.window_weights if rule == "reference" else sw.window_weights_v01
+        w = torch.where(a < 0, base, rule_fn(base, tokens.offset - a, width, tau, floor))
+        stats["max_window"] = max(factor, default=0.0) * window
     w = w * torch.tensor(active, dtype=loss.dtype, device=loss.device)[inv]
     out, wstats = _weighted(tokens.loss, w)
     stats.update(wstats, anchored_records=float(sum(x >= 0 and on for x, on in zip(anchors, active))))
     return out, stats
 
 
+def _first_errors(tokens: Tokens) -> tuple[Any, Any, Any]:
+    """records [R] (sorted, unique), inv [N] (index of each token's record in `records`), anchor [R]: the offset of
+    the record's first argmax error, -1 when the record has none (certified)."""
+    import torch
+
+    records, inv = torch.unique(tokens.record, return_inverse=True)
+    none = int(tokens.offset.max()) + 1
+    wrong = torch.where(tokens.correct, none, tokens.offset)  # [N] offset of errors, `none` elsewhere
+    anchor = torch.full((len(records),), none, dtype=wrong.dtype, device=wrong.device).scatter_reduce(0, inv, wrong, "amin")
+    return records, inv, torch.where(anchor == none, -1, anchor)
+
+
+register_variant(
+    "memft-sw-v01", "memft-sw",
+    "memft-sw as memft 0.1 defined it (rule v01: flat floor outside a .. a + W, growth once per 3 stuck steps). Kept "
+    "under its own name, pending a measurement against the reference rule, so runs that used it keep their meaning.",
+    rule="v01",
+)
 register_variant("memft-sw-curriculum", "memft-sw", "memft-sw with the temporal curriculum on (and the spatial window, W = 50).", curriculum=True)
+
+
+# ---------------------------------------------------------------------------------------------------- phonebook (paper)
+
+
+def _pb_problems(threshold: Any, fallback: Any, curriculum: Any, seed: Any, ratios: Any, boundaries: Any, stage_epochs: Any) -> list[str]:
+    problems = _ot_problems(threshold, None, False, 0.0, fallback)
+    _flag(problems, "curriculum", curriculum)
+    return problems + curriculum_problems(seed, ratios, boundaries, stage_epochs)
+
+
+@register("memft-sw-phonebook", check=_pb_problems)
+def memft_sw_phonebook(
+    tokens: Tokens,
+    state: dict,
+    *,
+    threshold: float = 0.5,
+    fallback: str = "skip",
+    curriculum: bool = True,
+    seed: int = 0,
+    ratios: Sequence[float] = RATIOS,
+    boundaries: Sequence[int] | None = None,
+    stage_epochs: int | None = None,
+) -> tuple[Any, dict[str, float]]:
+    """The paper's MemFT-SW for PhoneBook: the temporal curriculum over records times the paper's OT, no spatial window.
+
+    w_t = 1[p_t <= threshold] * 1[the token's record is in the current stage] (memft.curriculum). No such token:
+    `fallback` "skip" -> (None, stats), zero back-propagation (the paper's formula); "sft" -> the mean loss over the
+    stage's tokens (the reference code). The training loop draws mini-batches from the stage's records only
+    (objectives.stage_records). Stages go by step (the last from half the budget) unless stage_epochs = E is given:
+    then each stage lasts E passes over its records, the reference's unit (its per-stage epoch counts are not
+    encoded here: set E for a reproduction). Stats: trained_tokens, weight_sum, active_tokens, active_ratio,
+    curriculum_stage, and fallback = 1 when the fallback was used.
+    """
+    import torch
+
+    _raise(_pb_problems(threshold, fallback, curriculum, seed, ratios, boundaries, stage_epochs))
+    loss = tokens.loss.detach()  # [N]
+    records, inv = torch.unique(tokens.record, return_inverse=True)  # [R], [N]
+    stats: dict[str, float] = {}
+    mask = torch.ones_like(loss)  # [N] 1: the token's record is in the stage
+    if curriculum:
+        correct = torch.ones(len(records), dtype=torch.bool, device=loss.device).scatter_reduce(0, inv, tokens.correct, "amin")  # [R]
+        on, stats = curriculum_active(records.tolist(), correct.tolist(), state, seed, ratios, boundaries, stage_epochs)
+        mask = torch.tensor(on, dtype=loss.dtype, device=loss.device)[inv]
+    trained = loss >= -math.log(threshold)  # [N] p_t <= threshold
+    out, wstats = _with_fallback(tokens.loss, trained.to(loss.dtype) * mask, mask, fallback)
+    return out, {**stats, **wstats, "active_tokens": float((trained & (mask > 0)).sum())}
 
 
 # ---------------------------------------------------------------------------------------------------- focal
