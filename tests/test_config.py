@@ -40,3 +40,11 @@ def test_non_finite_training_settings_are_refused(bad, needle):
 def test_non_finite_alpha_is_refused(alpha):
     with pytest.raises(ConfigError, match="--alpha must be a finite number > 0"):
         LoraSettings(alpha=alpha)
+
+
+def test_schedule_and_clipping_options():
+    assert TrainConfig(lr_schedule="linear", max_grad_norm=1.0).max_grad_norm == 1.0
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(lr_schedule="cosine", max_grad_norm=0)
+    assert "--lr-schedule must be one of constant, linear, got 'cosine'" in str(e.value)
+    assert "--max-grad-norm must be a finite number > 0 (or left out: no clipping), got 0" in str(e.value)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from memft import adapters
@@ -158,3 +159,64 @@ def test_records_at_the_bar_have_zero_ot_gradient_so_skipping_them_changes_nothi
     active = grads([i for i in range(9) if i not in at_bar])
     assert all(torch.allclose(a, b, atol=1e-7, rtol=1e-5) for a, b in zip(full, active))
     assert any(a.abs().max() > 0 for a in full)
+
+
+class _Recording(torch.optim.AdamW):
+    """AdamW that records, at each step, the learning rate it is about to use and the gradient's global L2 norm."""
+
+    seen: list[tuple[float, float]] = []
+
+    def step(self, closure=None):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        _Recording.seen.append((self.param_groups[0]["lr"], float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads])))))
+        return super().step(closure)
+
+
+def _recorded(tiny, monkeypatch, **cfg):
+    _Recording.seen = []
+    monkeypatch.setattr(torch.optim, "AdamW", _Recording)
+    _run(tiny, TrainConfig(lr=2e-2, max_steps=10, stop_when_certified=False, **cfg))
+    return _Recording.seen
+
+
+def test_defaults_are_a_constant_lr_without_clipping(tiny, monkeypatch):
+    cfg = TrainConfig()
+    assert cfg.lr_schedule == "constant" and cfg.max_grad_norm is None
+    seen = _recorded(tiny, monkeypatch)
+    assert [lr for lr, _ in seen] == [2e-2] * 10
+    assert max(norm for _, norm in seen) > 1e-3  # so the clipping test below has something to clip
+
+
+def test_linear_schedule_decays_to_zero_over_max_steps(tiny, monkeypatch):
+    seen = _recorded(tiny, monkeypatch, lr_schedule="linear")
+    # lr * (1 - step / 10) at steps 0..9: 0.02, 0.018, ..., 0.002
+    assert [lr for lr, _ in seen] == pytest.approx([0.02, 0.018, 0.016, 0.014, 0.012, 0.01, 0.008, 0.006, 0.004, 0.002], rel=1e-12)
+
+
+def test_clipping_bounds_the_gradient_norm(tiny, monkeypatch):
+    seen = _recorded(tiny, monkeypatch, max_grad_norm=1e-3)
+    assert len(seen) == 10 and all(norm <= 1e-3 * (1 + 1e-5) for _, norm in seen)
+
+
+def test_plain_loop_draws_only_the_curriculum_stage(tiny, monkeypatch):
+    import random
+
+    from memft import train as train_module
+
+    drawn: list[list[int]] = []
+
+    real = train_module.active_batches
+
+    def recording(*args, **kwargs):
+        nxt = real(*args, **kwargs)
+        return lambda: drawn.append(nxt()) or drawn[-1]
+
+    monkeypatch.setattr(train_module, "active_batches", recording)
+    cfg = TrainConfig(method="memft-sw-curriculum", lr=2e-2, max_steps=8, batch_size=1, active_set=False, stop_when_certified=False,
+                      method_options={"boundaries": [0, 100, 200, 300, 400]})  # stage 0 for the whole run
+    _, _, res = _run(tiny, cfg, n=6)
+    order = list(range(6))
+    random.Random(0).shuffle(order)
+    assert all(h["curriculum_stage"] == 0 for h in res.history[:-1])
+    # 8 updates and the final step's forward (the plain loop draws it too), all from ceil(0.2 * 6) = 2 records
+    assert len(drawn) == 9 and {i for idx in drawn for i in idx} == set(order[:2])

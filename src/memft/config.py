@@ -15,6 +15,7 @@ PRESETS = ("probe", "upper", "all")
 TEMPLATES = ("raw", "chat")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "linear")
 
 
 def _check(problems: list[str]) -> None:
@@ -81,6 +82,12 @@ class TrainConfig:
     active_set: bool = True
     # Wall-clock limit on training in seconds (None: none); the run then ends as at the end of max_steps.
     max_seconds: float | None = None
+    # Learning rate over the budget: "constant", or "linear" decay from lr at step 0 to 0 at max_steps (the reference
+    # code's). Constant by default: memft stops at certification, so a decay tied to max_steps would only slow it.
+    lr_schedule: str = "constant"
+    # Clip the gradient's global L2 norm to this before each update (None: no clipping, memft's default; the
+    # reference code clips at 1.0).
+    max_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -96,6 +103,12 @@ class TrainConfig:
             problems.append(f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
         if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             problems.append(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.max_grad_norm is not None and not (
+            isinstance(self.max_grad_norm, (int, float)) and not isinstance(self.max_grad_norm, bool) and math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0
+        ):
+            problems.append(f"--max-grad-norm must be a finite number > 0 (or left out: no clipping), got {self.max_grad_norm}")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
             problems.append(f"--margin must be a probability in [0, 1), got {self.margin}")
         from memft.objectives import OBJECTIVES, option_problems

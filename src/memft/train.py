@@ -2,7 +2,8 @@
 
 Two ways to pick the records of a step (TrainConfig.active_set):
 - plain (research runs): every record, full batch or seeded reshuffled epochs. Each step's gradient is the
-  objective's over all the records of its batch, as the paper trains.
+  objective's over all the records of its batch, as the paper trains. Under a curriculum an epoch is drawn from
+  the records of its current stage only (objectives.stage_records), as the reference code draws them.
 - active set (memft write/append/forget): an epoch is one pass over the records that have not yet reached the
   training bar `metrics.exit_margin(margin)`; the others get no backward pass. They are re-checked with forward-only
   passes (a third of a training pass each) at least once per epoch's worth of trained records and whenever the
@@ -65,6 +66,14 @@ def active_batches(pool: Callable[[], list[int]], batch_size: int, rng: random.R
     return nxt
 
 
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of the update made at loop step `step` (0-based): cfg.lr ("constant"), or for "linear"
+    cfg.lr * (1 - step / cfg.max_steps), from cfg.lr at step 0 down to 0 at max_steps."""
+    if cfg.lr_schedule == "linear":
+        return cfg.lr * max(0.0, 1.0 - step / max(cfg.max_steps, 1))
+    return cfg.lr
+
+
 def train(
     model: Any,
     items: Sequence[Encoded],
@@ -116,10 +125,14 @@ def train(
         work["since_check"] = 0
         fresh = True
 
+    state: dict[str, Any] = {}  # the objective's memory across steps (anchors, curricula)
+
     def pool() -> list[int]:
         """The records of the next epoch; in active-set mode a full re-check first when it is due."""
         if not cfg.active_set:
-            return list(range(n))
+            # A curriculum trains only its current stage; drawing the others would waste steps on weight-0 records.
+            state.update(step=step, max_steps=cfg.max_steps, n_records=n)
+            return objectives.stage_records(cfg.method, state, cfg.method_options) or list(range(n))
         if work["since_check"] >= n or all(done.values()):
             check_all()
         return [i for i in range(n) if not done[i]]
@@ -131,7 +144,6 @@ def train(
     losses0 = [x for i, st in stats0.items() if i not in forget for x in st.loss]
     loss_init = sum(losses0) / max(len(losses0), 1)
     next_batch = active_batches(pool, cfg.batch_size, random.Random(cfg.seed), full=full_batch)
-    state: dict[str, Any] = {}
     history: list[dict[str, float]] = []
     certified_at = None
     step = 0
@@ -152,7 +164,7 @@ def train(
             if (~drop).any():
                 row |= {"loss": float(seen["loss"][~drop].mean()), "stubborn": int((seen["prob"][~drop] <= 0.5).sum()),
                         "min_prob": float(seen["prob"][~drop].min())}
-        fresh = fresh or full_batch  # a full batch has just seen every record with the current parameters
+        fresh = fresh or (full_batch and len(idx) == n)  # a full batch has just seen every record with the current parameters
         if not fresh and (all(ok.values()) or last):
             check_all()  # statuses may be stale (mini-batches, active set): confirm, and always at the end
         certified = fresh and all(ok.values())
@@ -181,6 +193,10 @@ def train(
         if loss is not None:  # None: the objective has nothing to learn from this batch
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
             opt.step()
             fresh = False
             work["trained"] += len(idx)
