@@ -48,6 +48,21 @@ def test_points_product_and_run_ids(tmp_path):
     assert SweepConfig(**{**FAST, "device": "auto"}).points() == SweepConfig(**FAST).points()  # device: not in the id
 
 
+def test_training_setup_keys_join_a_point_only_when_set():
+    old_keys = {"model", "benchmark", "length", "ratio", "rank", "method", "seed", "lr", "max_steps", "preset", "stop_when_certified",
+                "dtype", "method_options", "heldout", "text_sha256", "run_id"}
+    assert set(SweepConfig(**FAST).points()[0]) == old_keys  # defaults: the run ids of existing stores do not change
+    ref = SweepConfig(**{**FAST, "lr_schedule": "linear", "max_grad_norm": 1.0, "batch_size": 4, "template": "chat"}).points()[0]
+    assert {k: ref[k] for k in ("lr_schedule", "max_grad_norm", "batch_size", "template")} == {
+        "lr_schedule": "linear", "max_grad_norm": 1.0, "batch_size": 4, "template": "chat"}
+    sw = SweepConfig(**{**FAST, "methods": ["memft-sw", "memft-sw-v01"]}).points()
+    assert {(p["method"], p.get("objective_revision")) for p in sw} == {("memft-sw", 2), ("memft-sw-v01", None)}  # memft-sw changed meaning: new ids
+    with pytest.raises(ConfigError) as e:
+        SweepConfig(**{**FAST, "lr_schedule": "cosine", "max_grad_norm": -1, "batch_size": 0, "template": "xml"})
+    for key in ("lr_schedule", "max_grad_norm", "batch_size", "template"):
+        assert f"{key} must be" in str(e.value)
+
+
 def test_lengths_per_benchmark_and_method_options():
     cfg = SweepConfig(models=["tiny-random"], benchmarks=["stress", "rule"], lengths={"rule": [5]}, ratios=[0],
                       ranks=[1], methods=["sft", "memft-ot"], method_options={"threshold": 0.6}, heldout=7)

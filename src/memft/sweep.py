@@ -19,6 +19,10 @@ Example config (every key is optional; see SweepConfig for the defaults):
     seeds: [0, 1]
     lr: 0.01
     max_steps: 300
+    lr_schedule: linear                             # the reference code's setup: linear decay to 0,
+    max_grad_norm: 1.0                              # clipping at 1.0,
+    batch_size: 4                                   # 1 (stress) or 4-20 records (PhoneBook) per step,
+    template: chat                                  # the chat template (defaults: constant, none, 64, raw)
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from memft import folders
-from memft.config import DEVICES, DTYPES, PRESETS
+from memft.config import DEVICES, DTYPES, LR_SCHEDULES, PRESETS, TEMPLATES, TrainConfig
 from memft.errors import ConfigError
 from memft.records import Record
 from memft.store import Store, run_id
 
 BENCHMARKS = ("phonebook", "stress", "rule")
+TRAIN_KEYS = ("lr_schedule", "max_grad_norm", "batch_size", "template")  # TrainConfig settings a sweep may set
 # What a length ℓ means: phonebook = answer tokens over all records, stress = tokens of the one target, rule = pairs.
 DEFAULT_LENGTHS = {"phonebook": [100, 200, 400], "stress": [64, 128, 256], "rule": [50, 100]}
 
@@ -68,6 +73,12 @@ class SweepConfig:
     heldout: int = 100  # rule: held-out pairs for generalization
     method_options: dict[str, Any] = field(default_factory=dict)  # each method takes the options it knows
     text: str | None = None  # stress: UTF-8 text file to build targets from (default: pydoc topics)
+    # The reference code's setup (memft.config.TrainConfig): linear lr decay, clipping at 1.0, small batches, chat.
+    # A point holds these only when they differ from TrainConfig's defaults, so older stores keep their run ids.
+    lr_schedule: str = "constant"
+    max_grad_norm: float | None = None
+    batch_size: int = 64
+    template: str = "raw"
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -96,6 +107,7 @@ class SweepConfig:
         for name, allowed in (("preset", PRESETS), ("dtype", DTYPES), ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        problems += self._train_problems()
         problems += _model_problems(self.models)
         problems += self._method_problems()
         if self.text is not None and not Path(self.text).is_file():
@@ -113,6 +125,29 @@ class SweepConfig:
             return {b: DEFAULT_LENGTHS.get(b, []) for b in self.benchmarks}
         ls = _ints(given, "lengths", problems, low=1)
         return {b: ls for b in self.benchmarks}
+
+    def _train_problems(self) -> list[str]:
+        out = []
+        if self.lr_schedule not in LR_SCHEDULES:
+            out.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        g = self.max_grad_norm
+        if g is not None and not (isinstance(g, (int, float)) and not isinstance(g, bool) and 0 < g < float("inf")):
+            out.append(f"max_grad_norm must be a number > 0 or null (no clipping), got {g!r}")
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            out.append(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.template not in TEMPLATES:
+            out.append(f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        return out
+
+    def train_extras(self, method: str) -> dict[str, Any]:
+        """The point keys that differ from TrainConfig's defaults (training setup and the objective's revision)."""
+        from memft.objectives import revision
+
+        default = TrainConfig()
+        out = {k: getattr(self, k) for k in TRAIN_KEYS if getattr(self, k) != getattr(default, k)}
+        if revision(method) is not None:
+            out["objective_revision"] = revision(method)
+        return out
 
     def _method_problems(self) -> list[str]:
         from memft.objectives import OBJECTIVES, option_defaults, option_problems
@@ -178,6 +213,7 @@ class SweepConfig:
                     "dtype": self.dtype, "method_options": self.options_for(method),
                     "heldout": self.heldout if bench == "rule" else None,
                     "text_sha256": text_sha if bench == "stress" else None,
+                    **self.train_extras(method),
                 }
                 out.append({**p, "run_id": run_id(p)})
         return list({p["run_id"]: p for p in out}.values())  # repeated list entries give the same point once
@@ -232,7 +268,8 @@ class _Worker:
         records, held = self._dataset(p, base.tokenizer)
         lora = LoraSettings(rank=p["rank"], preset=p["preset"])
         train = TrainConfig(method=p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"],
-                            stop_when_certified=p["stop_when_certified"], margin=0.0, active_set=False)  # research: the paper's training
+                            stop_when_certified=p["stop_when_certified"], margin=0.0, active_set=False,  # research: the paper's training
+                            **{k: p[k] for k in TRAIN_KEYS if k in p})
         got: dict[str, Any] = {}
 
         def on_fit(f: Any) -> None:

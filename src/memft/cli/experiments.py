@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft.cli.options import CsvRows, Device, Dtype, JsonRows, Model, Quiet
+from memft.cli.options import CsvRows, Device, Dtype, JsonRows, LrSchedule, MaxGradNorm, Model, Quiet, Template
 from memft.errors import ConfigError
 
 
@@ -73,6 +73,10 @@ def compare(
     batch_size: Annotated[int, typer.Option(help="Records per step.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed: same adapter init and batch order for every method.")] = 0,
     method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, for every method that has them.")] = None,
+    fixed_budget: Annotated[bool, typer.Option(help="Train every run for --max-steps, even after certification.")] = False,
+    lr_schedule: LrSchedule = "constant",
+    max_grad_norm: MaxGradNorm = None,
+    template: Template = "raw",
     device: Device = "auto",
     dtype: Dtype = "auto",
     json_out: JsonRows = None,
@@ -98,7 +102,8 @@ def compare(
     trains = {
         m: TrainConfig(method=m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed,
                        method_options={k: v for k, v in opts.items() if k in option_defaults(m)}, margin=0.0,
-                       active_set=False)  # the paper's tables: steps to certification, every record in every epoch
+                       active_set=False,  # the paper's tables: steps to certification, every record in every epoch
+                       stop_when_certified=not fixed_budget, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template)
         for m in ms
     }
     unused = set(opts) - {k for m in ms for k in option_defaults(m)}
@@ -127,6 +132,10 @@ def bench(
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
     heldout: Annotated[int, typer.Option(help="Rule only: held-out pairs for generalization.")] = 100,
     fixed_budget: Annotated[bool, typer.Option(help="Train every run for --max-steps, even after certification (for law fits).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Records per step (at least the record count: full batch; the reference code: 1 for stress, 4-20 for PhoneBook).")] = 64,
+    lr_schedule: LrSchedule = "constant",
+    max_grad_norm: MaxGradNorm = None,
+    template: Template = "raw",
     text: Annotated[Optional[Path], typer.Option(help="Stress only: UTF-8 text file to build targets from (default: pydoc topics).")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -153,7 +162,8 @@ def bench(
     if any(x <= 0 for x in rs + ls):
         raise ConfigError("--ranks and --lengths must be positive")
     trains = {m: TrainConfig(method=m, lr=lr, max_steps=max_steps, seed=seed, stop_when_certified=not fixed_budget, margin=0.0,
-                          active_set=False) for m in ms}  # stop at certification itself; the paper's training
+                          active_set=False,  # stop at certification itself; the paper's training
+                          batch_size=batch_size, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template) for m in ms}
     loras = {r: LoraSettings(rank=r, preset=preset) for r in rs}
     runtime = RuntimeConfig(device=device, dtype=dtype)
     source = text.read_text(encoding="utf-8") if text else None

@@ -64,7 +64,7 @@ def write(
     preset: Annotated[Optional[str], typer.Option(help="probe (MLP of one layer at ~2/3 depth) | upper (MLP of every layer from there up) | all (every linear layer). Default: sized from the record count.")] = None,
     layers: Annotated[Optional[str], typer.Option(help="Decoder layers to adapt, e.g. 20 or 18,19,20.")] = None,
     target_modules: Annotated[Optional[str], typer.Option(help="Module names to adapt, e.g. gate_proj,up_proj,down_proj.")] = None,
-    method: Annotated[str, typer.Option(help="Training objective: sft, memft-ot, memft-ot-margin, memft-sw, memft-sw-curriculum, focal.")] = "sft",
+    method: Annotated[str, typer.Option(help="Training objective: sft, memft-ot, memft-ot-margin, memft-sw, memft-sw-v01, memft-sw-curriculum, memft-sw-phonebook, focal.")] = "sft",
     method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, e.g. '{\"threshold\": 0.6}'.")] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
     max_steps: Annotated[Optional[int], typer.Option(help="Most optimizer steps; training stops earlier once all records certify. Default: sized from the record count.")] = None,
