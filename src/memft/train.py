@@ -117,24 +117,31 @@ def train(
         if i not in forget:
             rec_loss[i] = sum(st.loss) / len(st.loss)
 
-    def check_all() -> None:
+    def check(indices: Sequence[int] | None = None) -> None:
+        """Forward-only statistics of `indices` (default: every record, which makes the statuses fresh)."""
         nonlocal fresh
-        for i, st in teacher_forced(runner, cfg.batch_size).items():
+        indices = range(n) if indices is None else indices
+        for i, st in teacher_forced(runner, cfg.batch_size, indices).items():
             see(i, st)
-        work["checked"] += n
+        work["checked"] += len(indices)
         work["since_check"] = 0
-        fresh = True
+        fresh = fresh or len(indices) == n
 
     state: dict[str, Any] = {}  # the objective's memory across steps (anchors, curricula)
 
     def pool() -> list[int]:
-        """The records of the next epoch; in active-set mode a full re-check first when it is due."""
+        """The records of the next epoch. Active set: once an epoch's worth of records has been trained since the
+        last check, the records resting at the bar are re-checked (the active ones were just seen in their
+        batches), so each re-check costs at most a third of the training it follows; when none is left active,
+        every record is checked."""
         if not cfg.active_set:
             # A curriculum trains only its current stage; drawing the others would waste steps on weight-0 records.
             state.update(step=step, max_steps=cfg.max_steps, n_records=n)
             return objectives.stage_records(cfg.method, state, cfg.method_options) or list(range(n))
-        if work["since_check"] >= n or all(done.values()):
-            check_all()
+        if all(done.values()):
+            check()
+        elif work["since_check"] >= n:
+            check([i for i in range(n) if done[i]])
         return [i for i in range(n) if not done[i]]
 
     stats0 = teacher_forced(runner, cfg.batch_size)
@@ -166,7 +173,7 @@ def train(
                         "min_prob": float(seen["prob"][~drop].min())}
         fresh = fresh or (full_batch and len(idx) == n)  # a full batch has just seen every record with the current parameters
         if not fresh and (all(ok.values()) or last):
-            check_all()  # statuses may be stale (mini-batches, active set): confirm, and always at the end
+            check()  # statuses may be stale (mini-batches, active set): confirm, and always at the end
         certified = fresh and all(ok.values())
         row |= {"certified": sum(ok.values()) / n, "active": sum(not d for d in done.values()), "epochs": work["trained"] / n,
                 "mean_loss": sum(rec_loss.values()) / max(len(rec_loss), 1), "seconds": time.perf_counter() - t0}
