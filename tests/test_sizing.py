@@ -66,3 +66,13 @@ def test_upper_preset_adapts_the_mlp_of_every_layer_from_the_probe_up(tiny):
     layers, names = target_names(tiny.model, LoraSettings(rank=2, preset="upper"))
     assert layers == (2, 3)  # tiny-random has 4 layers: the probe is layer 2
     assert sorted(n.split("layers.")[1] for n in names) == [f"{i}.mlp.{m}" for i in (2, 3) for m in ("down_proj", "gate_proj", "up_proj")]
+
+
+def test_with_a_time_limit_the_watch_reads_the_budget_from_the_speed_so_far():
+    said = []
+    # 10 s an epoch and a 60 s limit: 6 epochs of budget, not the 100 of the step budget; the loss falls 0.1 an epoch
+    w = forecast_watch(None, budget_epochs=100, margin=0.5, rank=8, steps_per_epoch=10, say=said.append, max_seconds=60)
+    for e in range(1, 5):
+        w({"step": e * 10, "epochs": float(e), "mean_loss": 2.3 - 0.1 * e, "seconds": 10.0 * e})
+    assert len(said) == 1 and w.last.budget_epochs == 6.0 and not w.last.on_track
+    assert "the budget allows 6" in said[0]

@@ -178,10 +178,11 @@ def odds_table(rows: Sequence[dict[str, Any]], title: str = "", limit: int = 50)
 
 
 def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int, steps_per_epoch: float,
-                   say: Any = None, start: float = 0.15) -> Any:
+                   say: Any = None, start: float = 0.15, max_seconds: float | None = None) -> Any:
     """Wrap a training callback: once a fraction `start` of the budget (and 2 epochs) is trained, forecast from
     the running loss curve whether the budget will certify every record (memft.forecast) and say so once, early,
-    with what to change. The wrapper's `.last` holds the latest forecast (None before the first)."""
+    with what to change. With a time limit the budget is the smaller of the step budget and the epochs the limit
+    allows at the speed so far. The wrapper's `.last` holds the latest forecast (None before the first)."""
     from memft.forecast import advice, forecast
 
     say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]", soft_wrap=True))  # one line, also in logs
@@ -193,9 +194,14 @@ def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int,
         rows.append(row)
         if on_step is not None:
             on_step(row)
-        if "epochs" not in row or row["epochs"] < max(2.0, start * budget_epochs) or warned:
+        if "epochs" not in row or row["epochs"] <= 0 or warned:
             return
-        f = forecast(rows, budget_epochs, margin)
+        budget = budget_epochs
+        if max_seconds is not None:
+            budget = min(budget, max_seconds * row["epochs"] / max(row["seconds"], 1e-9))
+        if row["epochs"] < max(2.0, start * budget):
+            return
+        f = forecast(rows, budget, margin)
         watch.last = f
         if f is not None and not f.on_track:
             warned = True
