@@ -29,9 +29,12 @@ def test_forecast_extrapolates_the_recent_slope_to_the_goal_loss():
     assert abs(f.epochs_needed - (8 + (now - goal_loss(0.5)) / 0.2)) < 1e-9 and not f.on_track
     assert forecast(rows, budget_epochs=20, margin=0.5).on_track
     flat = forecast([{"epochs": e, "mean_loss": 2.3} for e in range(6)], 10, 0.5)
-    assert flat.epochs_needed is None and not flat.on_track
+    assert flat.epochs_needed is None and not flat.on_track and flat.window == 2  # epochs 3..5: the last half of 5
     line = advice(flat, steps_per_epoch=16, seconds_per_epoch=30, rank=8)
-    assert "has not fallen" in line and "--rank (e.g. 32)" in line
+    assert "improved over the last 2 epochs" in line and "--rank (e.g. 32)" in line
+    # a flat loss but a certified share rising 5 % an epoch: 20 epochs in all, so a 25-epoch budget is on track
+    rising = forecast([{"epochs": e, "mean_loss": 0.4, "certified": 0.05 * e} for e in range(11)], 25, 0.5)
+    assert rising.epochs_needed == 20.0 and rising.on_track
     line = advice(f, steps_per_epoch=16, seconds_per_epoch=30, rank=8)
     assert f"--max-steps {int(-(-f.epochs_needed * 16 // 1))}" in line
 
@@ -42,7 +45,7 @@ def test_the_watch_warns_once_and_only_after_its_start():
     for e in range(12):  # the loss does not move: the forecast is "no progress"
         w({"step": e * 10, "epochs": float(e), "mean_loss": 2.3, "seconds": 3.0 * e + 1})
     assert len(seen) == 12 and len(said) == 1  # every row passed on, one warning
-    assert "has not fallen" in said[0] and w.last is not None and not w.last.on_track
+    assert "has improved" in said[0] and w.last is not None and not w.last.on_track
 
 
 def test_cli_write_shows_and_saves_the_sizing(tmp_path):

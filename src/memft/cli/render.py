@@ -188,14 +188,16 @@ def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int,
     say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]", soft_wrap=True))  # one line, also in logs
     rows: list[dict[str, float]] = []
     warned = False
+    seen_epoch = -1.0
 
     def watch(row: dict[str, float]) -> None:
-        nonlocal warned
+        nonlocal warned, seen_epoch
         rows.append(row)
         if on_step is not None:
             on_step(row)
-        if "epochs" not in row or row["epochs"] <= 0 or warned:
-            return
+        if "epochs" not in row or row["epochs"] <= 0 or row["epochs"] < seen_epoch + 1:
+            return  # forecasts are read once per epoch of training (and kept up to date for the end of the run)
+        seen_epoch = row["epochs"]
         budget = budget_epochs
         if max_seconds is not None:
             budget = min(budget, max_seconds * row["epochs"] / max(row["seconds"], 1e-9))
@@ -203,7 +205,7 @@ def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int,
             return
         f = forecast(rows, budget, margin)
         watch.last = f
-        if f is not None and not f.on_track:
+        if f is not None and not f.on_track and not warned:
             warned = True
             spe = row["seconds"] / max(row["epochs"], 1e-9)
             say(advice(f, steps_per_epoch, spe, rank))
