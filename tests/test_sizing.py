@@ -41,11 +41,13 @@ def test_forecast_extrapolates_the_recent_slope_to_the_goal_loss():
 
 def test_the_watch_warns_once_and_only_after_its_start():
     said, seen = [], []
-    w = forecast_watch(seen.append, budget_epochs=20, margin=0.5, rank=8, steps_per_epoch=10, say=said.append)
+    w = forecast_watch(seen.append, budget_epochs=20, margin=0.5, rank=8, steps_per_epoch=10,
+                       say=lambda line: said.append((seen[-1]["epochs"], line)))
     for e in range(12):  # the loss does not move: the forecast is "no progress"
         w({"step": e * 10, "epochs": float(e), "mean_loss": 2.3, "seconds": 3.0 * e + 1})
     assert len(seen) == 12 and len(said) == 1  # every row passed on, one warning
-    assert "has improved" in said[0] and w.last is not None and not w.last.on_track
+    assert said[0][0] == 5.0  # a quarter of the 20-epoch budget, not before
+    assert "has improved" in said[0][1] and w.last is not None and not w.last.on_track
 
 
 def test_cli_write_shows_and_saves_the_sizing(tmp_path):
