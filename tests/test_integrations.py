@@ -230,7 +230,7 @@ def test_trainer_with_memft_loss_certifies_at_the_step_of_memfts_own_loop(tiny, 
     # reference: memft's own loop on the same records, LoRA placement and seed (margin 0.5 is its default goal)
     ref_model = _lora(load_base("tiny-random", device="cpu", dtype="fp32"))
     items = encode_all(RECORDS, tiny.tokenizer)
-    ref = train(ref_model, items, tiny.tokenizer.pad_token_id, TrainConfig(method=method, lr=1e-2, max_steps=200, margin=0.5), 2)
+    ref = train(ref_model, items, tiny.tokenizer.pad_token_id, TrainConfig(method=method, lr=1e-2, max_steps=200, margin=0.5, active_set=False), 2)
 
     model = _lora(tiny)
     rows = features(RECORDS, tiny.tokenizer)
@@ -278,7 +278,7 @@ def test_trl_sft_trainer_with_accumulation_certifies(tiny, tmp_path):
     # records has the same gradient, so (without gradient clipping) it certifies at the same step
     ref_model = _lora(load_base("tiny-random", device="cpu", dtype="fp32"))
     items = encode_all(RECORDS, tiny.tokenizer)
-    ref = train(ref_model, items, tiny.tokenizer.pad_token_id, TrainConfig(method="sft", lr=1e-2, max_steps=200, margin=0.5), 2)
+    ref = train(ref_model, items, tiny.tokenizer.pad_token_id, TrainConfig(method="sft", lr=1e-2, max_steps=200, margin=0.5, active_set=False), 2)
 
     model = _lora(tiny)
     ds = sft_dataset(RECORDS, tiny.tokenizer)

@@ -29,20 +29,25 @@ def test_forecast_extrapolates_the_recent_slope_to_the_goal_loss():
     assert abs(f.epochs_needed - (8 + (now - goal_loss(0.5)) / 0.2)) < 1e-9 and not f.on_track
     assert forecast(rows, budget_epochs=20, margin=0.5).on_track
     flat = forecast([{"epochs": e, "mean_loss": 2.3} for e in range(6)], 10, 0.5)
-    assert flat.epochs_needed is None and not flat.on_track
+    assert flat.epochs_needed is None and not flat.on_track and flat.window == 2  # epochs 3..5: the last half of 5
     line = advice(flat, steps_per_epoch=16, seconds_per_epoch=30, rank=8)
-    assert "has not fallen" in line and "--rank (e.g. 32)" in line
+    assert "improved over the last 2 epochs" in line and "--rank (e.g. 32)" in line
+    # a flat loss but a certified share rising 5 % an epoch: 20 epochs in all, so a 25-epoch budget is on track
+    rising = forecast([{"epochs": e, "mean_loss": 0.4, "certified": 0.05 * e} for e in range(11)], 25, 0.5)
+    assert rising.epochs_needed == 20.0 and rising.on_track
     line = advice(f, steps_per_epoch=16, seconds_per_epoch=30, rank=8)
     assert f"--max-steps {int(-(-f.epochs_needed * 16 // 1))}" in line
 
 
 def test_the_watch_warns_once_and_only_after_its_start():
     said, seen = [], []
-    w = forecast_watch(seen.append, budget_epochs=20, margin=0.5, rank=8, steps_per_epoch=10, say=said.append)
+    w = forecast_watch(seen.append, budget_epochs=20, margin=0.5, rank=8, steps_per_epoch=10,
+                       say=lambda line: said.append((seen[-1]["epochs"], line)))
     for e in range(12):  # the loss does not move: the forecast is "no progress"
         w({"step": e * 10, "epochs": float(e), "mean_loss": 2.3, "seconds": 3.0 * e + 1})
     assert len(seen) == 12 and len(said) == 1  # every row passed on, one warning
-    assert "has not fallen" in said[0] and w.last is not None and not w.last.on_track
+    assert said[0][0] == 5.0  # a quarter of the 20-epoch budget, not before
+    assert "has improved" in said[0][1] and w.last is not None and not w.last.on_track
 
 
 def test_cli_write_shows_and_saves_the_sizing(tmp_path):
@@ -66,3 +71,13 @@ def test_upper_preset_adapts_the_mlp_of_every_layer_from_the_probe_up(tiny):
     layers, names = target_names(tiny.model, LoraSettings(rank=2, preset="upper"))
     assert layers == (2, 3)  # tiny-random has 4 layers: the probe is layer 2
     assert sorted(n.split("layers.")[1] for n in names) == [f"{i}.mlp.{m}" for i in (2, 3) for m in ("down_proj", "gate_proj", "up_proj")]
+
+
+def test_with_a_time_limit_the_watch_reads_the_budget_from_the_speed_so_far():
+    said = []
+    # 10 s an epoch and a 60 s limit: 6 epochs of budget, not the 100 of the step budget; the loss falls 0.1 an epoch
+    w = forecast_watch(None, budget_epochs=100, margin=0.5, rank=8, steps_per_epoch=10, say=said.append, max_seconds=60)
+    for e in range(1, 5):
+        w({"step": e * 10, "epochs": float(e), "mean_loss": 2.3 - 0.1 * e, "seconds": 10.0 * e})
+    assert len(said) == 1 and w.last.budget_epochs == 6.0 and not w.last.on_track
+    assert "the budget allows 6" in said[0]

@@ -111,7 +111,7 @@ def write(
         n_step = min(size.batch_size, len(recs))
         with render.training_progress(size.max_steps, enabled=not quiet) as on_step:
             watch = render.forecast_watch(on_step, size.max_steps * n_step / len(recs), margin, size.rank, len(recs) / n_step,
-                                          say=None if not quiet else (lambda line: None))
+                                          say=None if not quiet else (lambda line: None), max_seconds=time_limit)
             res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=watch,
                             extra={"sizing": size.to_json()})
     report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "sizing": size.to_json(),

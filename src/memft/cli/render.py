@@ -178,26 +178,36 @@ def odds_table(rows: Sequence[dict[str, Any]], title: str = "", limit: int = 50)
 
 
 def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int, steps_per_epoch: float,
-                   say: Any = None, start: float = 0.15) -> Any:
-    """Wrap a training callback: once a fraction `start` of the budget (and 2 epochs) is trained, forecast from
+                   say: Any = None, start: float = 0.25, max_seconds: float | None = None) -> Any:
+    """Wrap a training callback: once a fraction `start` of the budget (and 3 epochs) is trained, forecast from
     the running loss curve whether the budget will certify every record (memft.forecast) and say so once, early,
-    with what to change. The wrapper's `.last` holds the latest forecast (None before the first)."""
+    with what to change. With a time limit the budget is the smaller of the step budget and the epochs the limit
+    allows at the speed so far. The wrapper's `.last` holds the latest forecast (None before the first)."""
     from memft.forecast import advice, forecast
 
     say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]", soft_wrap=True))  # one line, also in logs
     rows: list[dict[str, float]] = []
     warned = False
+    seen_epoch = -1.0
 
     def watch(row: dict[str, float]) -> None:
-        nonlocal warned
+        nonlocal warned, seen_epoch
         rows.append(row)
         if on_step is not None:
             on_step(row)
-        if "epochs" not in row or row["epochs"] < max(2.0, start * budget_epochs) or warned:
+        if "epochs" not in row or row["epochs"] <= 0 or row["epochs"] < seen_epoch + 1:
+            return  # forecasts are read once per epoch of training (and kept up to date for the end of the run)
+        seen_epoch = row["epochs"]
+        budget = budget_epochs
+        if max_seconds is not None:
+            budget = min(budget, max_seconds * row["epochs"] / max(row["seconds"], 1e-9))
+        # Not before 3 epochs: the first ones learn the values' format (digits, say), a fast fall that says
+        # nothing about memorizing them (1,000 phone numbers: loss 4.3 -> 2.1 in 3 epochs, then flat for 16).
+        if row["epochs"] < max(3.0, start * budget):
             return
-        f = forecast(rows, budget_epochs, margin)
+        f = forecast(rows, budget, margin)
         watch.last = f
-        if f is not None and not f.on_track:
+        if f is not None and not f.on_track and not warned:
             warned = True
             spe = row["seconds"] / max(row["epochs"], 1e-9)
             say(advice(f, steps_per_epoch, spe, rank))
