@@ -137,3 +137,12 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
     res = forget(ad, ["lost:"], runtime=CPU)
     assert res.saved and res.plan["forgotten"] == [] and res.steps == 0
     assert [e.key for e in ledger.read(ad).entries] == [r.key for r in recs]
+
+
+def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_limit():
+    from memft.rewrite import train_settings
+
+    cfg = train_settings({"train": {"lr": 0.03, "max_steps": 70, "max_seconds": 900.0, "active_set": True}})
+    assert (cfg.lr, cfg.max_steps, cfg.max_seconds, cfg.active_set) == (0.03, 70, None, False)  # rewrites replay every record
+    assert train_settings({"train": {"lr": 0.03}}, lr=0.02).lr == 0.02
+    assert train_settings({"train": {"max_seconds": 900.0}}, max_seconds=60.0).max_seconds == 60.0

@@ -4,12 +4,11 @@ Two ways to pick the records of a step (TrainConfig.active_set):
 - plain (research runs): every record, full batch or seeded reshuffled epochs. Each step's gradient is the
   objective's over all the records of its batch, as the paper trains. Under a curriculum an epoch is drawn from
   the records of its current stage only (objectives.stage_records), as the reference code draws them.
-- active set (memft write/append/forget): an epoch is one pass over the records that have not yet reached the
+- active set (memft write): an epoch is one pass over the records that have not yet reached the
   training bar `metrics.exit_margin(margin)`; the others get no backward pass. They are re-checked with forward-only
   passes (a third of a training pass each) at least once per epoch's worth of trained records and whenever the
-  active set runs empty, and any that slipped join it again. A store of 1,000 records then pays full training only
-  for what it has not learned yet, and an append trains the new records (and the ones it disturbs) instead of
-  replaying everything.
+  active set runs empty, and any that slipped join it again. A store of many records then pays full training only for what it has not learned yet.
+  (append/forget replay every record: see memft.rewrite.)
 In both, success is only declared after a teacher-forced pass over every record with the final parameters.
 """
 

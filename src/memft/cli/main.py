@@ -99,9 +99,8 @@ def write(
     train = TrainConfig(method=method, lr=lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
                         method_options=experiments._method_options(method_options), margin=margin, max_seconds=time_limit)
     runtime = RuntimeConfig(device=device, dtype=dtype)
-    if size.chosen and not quiet:
-        render.console.print(f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
-                             + " (give " + ", ".join("--" + k.replace("_", "-") for k in size.chosen) + " to override)")
+    sized = (f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
+             + " (give " + ", ".join("--" + k.replace("_", "-") for k in size.chosen) + " to override)") if size.chosen and not quiet else None
     watch = None
     if auto:
         res = _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet)
@@ -110,8 +109,9 @@ def write(
     else:
         n_step = min(size.batch_size, len(recs))
         with render.training_progress(size.max_steps, enabled=not quiet) as on_step:
-            watch = render.forecast_watch(on_step, size.max_steps * n_step / len(recs), margin, size.rank, len(recs) / n_step,
-                                          say=None if not quiet else (lambda line: None), max_seconds=time_limit)
+            # the sizing line waits for the first step, so that an error found before training stays one line
+            watch = render.forecast_watch(render.first_say(sized, on_step), size.max_steps * n_step / len(recs), margin, size.rank,
+                                          len(recs) / n_step, say=None if not quiet else (lambda line: None), max_seconds=time_limit)
             res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=watch,
                             extra={"sizing": size.to_json()})
     report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "sizing": size.to_json(),

@@ -214,3 +214,18 @@ def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int,
 
     watch.last = None
     return watch
+
+
+def first_say(line: str | None, on_step: Any) -> Any:
+    """Wrap a training callback: print `line` (if any) before the first step's row is passed on."""
+    said = line is None
+
+    def cb(row: dict[str, float]) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            console.print(line, soft_wrap=True)
+        if on_step is not None:
+            on_step(row)
+
+    return cb
