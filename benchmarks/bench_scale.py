@@ -69,6 +69,9 @@ def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> d
         "checked_passes": tr["checked_passes"], "tokens_per_s": round(tr["trained_tokens"] / max(tr["seconds"], 1e-9), 1),
         "seconds_per_epoch": round(tr["seconds"] / max(tr["epochs"], 1e-9), 2), "loss_final": tr["loss_final"],
         "sizing": meta.get("sizing"), "lora_params": params,
+        "train_config": {k: tr.get(k) for k in ("method", "lr", "lr_schedule", "batch_size", "max_steps", "margin", "seed",
+                                                 "head_vocab", "lora_init", "active_set", "template")},
+        "placement": {"preset": meta["lora"].get("preset"), "rank": meta["lora"]["rank"], "layers": meta["lora"]["layers"]},
         "bits_per_param": round(n * BITS_PER_RECORD / params, 4) if r["certified"] == 1.0 else None,
         "forecast": forecast[0] if forecast else None, "folder": str(out),
     }

@@ -46,5 +46,15 @@ def test_schedule_and_clipping_options():
     assert TrainConfig(lr_schedule="linear", max_grad_norm=1.0).max_grad_norm == 1.0
     with pytest.raises(ConfigError) as e:
         TrainConfig(lr_schedule="cosine", max_grad_norm=0)
-    assert "--lr-schedule must be one of constant, linear, got 'cosine'" in str(e.value)
+    assert "--lr-schedule must be one of constant, linear, progress, got 'cosine'" in str(e.value)
     assert "--max-grad-norm must be a finite number > 0 (or left out: no clipping), got 0" in str(e.value)
+
+
+def test_scale_options_are_checked_together():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(head_vocab="some", lora_init="pca", a_lr_scale=-1)
+    msg = str(e.value)
+    assert "--head-vocab must be one of full, restricted, got 'some'" in msg
+    assert "--lora-init must be one of random, centered, got 'pca'" in msg
+    assert "--a-lr-scale must be a finite number >= 0, got -1" in msg
+    assert TrainConfig(a_lr_scale=0, head_vocab="restricted", lora_init="centered").a_lr_scale == 0

@@ -13,11 +13,12 @@ def test_small_sets_keep_the_demo_settings_and_large_ones_get_minibatches_and_ra
     s = size_for(40)
     assert (s.rank, s.batch_size, s.max_steps) == (8, 64, 300)
     s = size_for(1000)
-    assert (s.preset, s.batch_size, s.max_steps, s.rank) == ("upper", 32, 150 * 32, 16)  # 32 steps an epoch
+    assert (s.preset, s.batch_size, s.max_steps, s.rank) == ("top", 32, 150 * 32, 16)  # 32 steps an epoch
+    assert (s.lr, s.lr_schedule, s.head_vocab, s.lora_init) == (3e-3, "progress", "restricted", "centered")
     assert sizing_rank(65) == 8 and sizing_rank(1025) == 32 and sizing_rank(10**6) == 64
     # a setting the user gives is kept and not listed as chosen
     s = size_for(1000, preset="all", rank=4, batch_size=100, max_steps=None)
-    assert (s.preset, s.rank, s.batch_size, s.chosen) == ("all", 4, 100, ("max_steps",)) and s.max_steps == 1500
+    assert (s.preset, s.rank, s.batch_size, s.chosen) == ("all", 4, 100, ("max_steps", "lr", "lr_schedule", "head_vocab", "lora_init")) and s.max_steps == 1500
 
 
 def test_forecast_extrapolates_the_recent_slope_to_the_goal_loss():
@@ -57,9 +58,10 @@ def test_cli_write_shows_and_saves_the_sizing(tmp_path):
     w = memft("write", f, "--out", out, "--max-steps", "200", "--model", "tiny-random", "--preset", "all", "--lr", "0.02",
               "--device", "cpu", "--json", tmp_path / "w.json")
     assert w.returncode == 0, w.stderr
-    assert "sized for 5 records: rank 8; full batch (give --rank, --batch-size to override)" in " ".join(w.stderr.split())
+    assert ("sized for 5 records: rank 8; full batch; constant lr; full head; random LoRA init (give --rank, --batch-size, "
+            "--lr-schedule, --head-vocab, --lora-init to override)") in " ".join(w.stderr.split())
     meta = json.loads((out / "memft.json").read_text())
-    assert meta["sizing"]["chosen"] == ["rank", "batch_size"] and meta["sizing"]["max_steps"] == 200
+    assert meta["sizing"]["chosen"] == ["rank", "batch_size", "lr_schedule", "head_vocab", "lora_init"] and meta["sizing"]["max_steps"] == 200
     assert meta["lora"]["rank"] == 8 and meta["train"]["batch_size"] == 64
     assert json.loads((tmp_path / "w.json").read_text())["sizing"]["rank"] == 8
 
@@ -71,6 +73,8 @@ def test_upper_preset_adapts_the_mlp_of_every_layer_from_the_probe_up(tiny):
     layers, names = target_names(tiny.model, LoraSettings(rank=2, preset="upper"))
     assert layers == (2, 3)  # tiny-random has 4 layers: the probe is layer 2
     assert sorted(n.split("layers.")[1] for n in names) == [f"{i}.mlp.{m}" for i in (2, 3) for m in ("down_proj", "gate_proj", "up_proj")]
+    layers, names = target_names(tiny.model, LoraSettings(rank=2, preset="top"))
+    assert layers == (3,) and sorted(n.split("layers.")[1] for n in names) == [f"3.mlp.{m}" for m in ("down_proj", "gate_proj", "up_proj")]
 
 
 def test_with_a_time_limit_the_watch_reads_the_budget_from_the_speed_so_far():

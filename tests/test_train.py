@@ -220,3 +220,44 @@ def test_plain_loop_draws_only_the_curriculum_stage(tiny, monkeypatch):
     assert all(h["curriculum_stage"] == 0 for h in res.history[:-1])
     # 8 updates and the final step's forward (the plain loop draws it too), all from ceil(0.2 * 6) = 2 records
     assert len(drawn) == 9 and {i for idx in drawn for i in idx} == set(order[:2])
+
+
+def test_a_frozen_or_slower_by_a_lr_scale(tiny):
+    from memft.lora_init import lora_layers
+
+    items = encode_all(phonebook(4, seed=5), tiny.tokenizer)
+    model, place = adapters.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    a0 = {n: m.lora_A["default"].weight.clone() for n, m in lora_layers(model).items()}
+    train(model, items, tiny.tokenizer.pad_token_id, TrainConfig(lr=1e-2, max_steps=5, a_lr_scale=0.0), min(place["layers"]))
+    for n, m in lora_layers(model).items():
+        assert torch.equal(m.lora_A["default"].weight, a0[n])  # frozen
+        assert m.lora_B["default"].weight.abs().sum() > 0  # B trained
+    from memft.train import lr_at, param_groups
+
+    for m in lora_layers(model).values():
+        m.lora_A["default"].weight.requires_grad_(True)  # as a trainable load gives it back
+    groups = param_groups(model, 0.25)
+    assert [g["scale"] for g in groups] == [1.0, 0.25] and len(groups[1]["params"]) == 3  # A of gate/up/down
+    assert lr_at(0, TrainConfig(lr=0.02)) * groups[1]["scale"] == 0.005
+
+
+def test_progress_schedule_rolls_back_a_collapse_and_still_certifies(tiny):
+    items = encode_all(phonebook(6, seed=5), tiny.tokenizer)
+    model, place = adapters.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
+    hit = {"done": False}
+
+    def scramble(row):  # a collapse: once half the records certify, the LoRA weights are replaced by noise
+        if not hit["done"] and row["certified"] >= 0.5:
+            hit["done"] = True
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.data.normal_(0, 1.0)  # .data: between this step's forward and backward, outside autograd
+
+    cfg = TrainConfig(lr=2e-2, max_steps=400, lr_schedule="progress", active_set=False)
+    res = train(model, items, tiny.tokenizer.pad_token_id, cfg, min(place["layers"]), on_step=scramble)
+    assert hit["done"]
+    rolled = [h for h in res.history if h.get("rolled_back")]
+    assert len(rolled) == 1 and rolled[0]["rolled_back"] == 1
+    before = res.history[res.history.index(rolled[0]) - 1]
+    assert before["certified"] >= 0.5 and rolled[0]["certified"] < 0.3  # the scrambled parameters were seen as a collapse
+    assert res.certified_at is not None

@@ -49,7 +49,18 @@ def resolve_layers(n_layers: int, lora: LoraSettings) -> tuple[int, ...]:
         return (default_probe_layer(n_layers),)
     if lora.preset == "upper":
         return tuple(range(default_probe_layer(n_layers), n_layers))
+    if lora.preset == "top":
+        return tuple(range(n_layers - top_layers(n_layers), n_layers))
     return tuple(range(n_layers))
+
+
+def top_layers(n_layers: int) -> int:
+    """How many layers the `top` preset adapts: the top eighth, at least one (4 of SmolLM2's 30).
+
+    >>> [top_layers(n) for n in (4, 24, 30, 32)]
+    [1, 3, 4, 4]
+    """
+    return max(1, -(-n_layers // 8))
 
 
 def _is_linear(mod: nn.Module) -> bool:
@@ -68,7 +79,7 @@ def target_names(lm: nn.Module, lora: LoraSettings) -> tuple[tuple[int, ...], li
                 continue
             if lora.target_modules is not None:
                 ok = sub.split(".")[-1] in lora.target_modules or sub in lora.target_modules
-            elif lora.preset in ("probe", "upper"):
+            elif lora.preset in ("probe", "upper", "top"):
                 ok = sub.startswith("mlp.")
             else:
                 ok = True
@@ -151,7 +162,7 @@ def save(peft_model: Any, out: Path, meta: dict[str, Any], files: dict[str, str]
 def check_finite(peft_model: Any) -> None:
     import torch
 
-    bad = [n for n, p in peft_model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+    bad = [n for n, p in peft_model.named_parameters() if (p.requires_grad or "lora_" in n) and not bool(torch.isfinite(p).all())]
     if bad:
         raise TrainingError(f"training diverged: {len(bad)} LoRA weight tensor(s) hold NaN or infinity (first: {bad[0]}); "
                             "nothing was saved and no adapter was replaced; lower --lr (or --alpha)")

@@ -85,7 +85,7 @@ def fit(
     peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
     try:
         res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
-        reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size)
+        reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size, stats=res.final)
     except BaseException:
         peft_model.unload()  # never leave LoRA layers in a base the caller may reuse
         raise

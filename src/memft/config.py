@@ -11,11 +11,13 @@ from typing import Any
 
 from memft.errors import ConfigError
 
-PRESETS = ("probe", "upper", "all")
+PRESETS = ("probe", "upper", "top", "all")
 TEMPLATES = ("raw", "chat")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
-LR_SCHEDULES = ("constant", "linear")
+LR_SCHEDULES = ("constant", "linear", "progress")
+HEAD_VOCABS = ("full", "restricted")
+LORA_INITS = ("random", "centered")  # memft.lora_init.INITS
 
 
 def _check(problems: list[str]) -> None:
@@ -30,6 +32,7 @@ class LoraSettings:
     preset: `probe` = the MLP (gate/up/down) of one decoder layer, at about two thirds of the depth by default
     (the paper's probe); `upper` = the MLP of every layer from the probe's up to the top (ten times the parameters
     of `probe` on SmolLM2 at nearly the same cost per step: the backward pass runs through those layers anyway);
+    `top` = the MLP of the top eighth of the layers (26-29 of SmolLM2's 30: a step runs 4 layers, not 10);
     `all` = every linear layer of every decoder block. `layers` and `target_modules` override.
     """
 
@@ -82,12 +85,21 @@ class TrainConfig:
     active_set: bool = True
     # Wall-clock limit on training in seconds (None: none); the run then ends as at the end of max_steps.
     max_seconds: float | None = None
-    # Learning rate over the budget: "constant", or "linear" decay from lr at step 0 to 0 at max_steps (the reference
-    # code's). Constant by default: memft stops at certification, so a decay tied to max_steps would only slow it.
+    # Learning rate over the budget: "constant", "linear" decay from lr at step 0 to 0 at max_steps (the reference
+    # code's), or "progress": lr x max(0.1, 1 - certified share) (memft.train.lr_at). Constant by default: memft
+    # stops at certification, so a decay tied to max_steps would only slow it; sizing picks "progress" for large sets.
     lr_schedule: str = "constant"
     # Clip the gradient's global L2 norm to this before each update (None: no clipping, memft's default; the
     # reference code clips at 1.0).
     max_grad_norm: float | None = None
+    # Which output tokens a training step scores: "full" (the whole vocabulary) or "restricted" (the record set's
+    # targets plus the competitors full checks have seen; memft.vocab). Certification always uses the full head.
+    head_vocab: str = "full"
+    # A of a fresh adapter: "random" (PEFT's) or "centered" (principal directions of each module's inputs at the
+    # records' target positions, mean removed, unit variance; memft.lora_init). B starts at zero either way.
+    lora_init: str = "random"
+    # LoRA A's learning rate as a multiple of lr (0: A frozen, only B trains, as in LoRA-FA).
+    a_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -105,6 +117,12 @@ class TrainConfig:
             problems.append(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not (isinstance(self.a_lr_scale, (int, float)) and not isinstance(self.a_lr_scale, bool) and math.isfinite(self.a_lr_scale) and self.a_lr_scale >= 0):
+            problems.append(f"--a-lr-scale must be a finite number >= 0, got {self.a_lr_scale}")
+        if self.lora_init not in LORA_INITS:
+            problems.append(f"--lora-init must be one of {', '.join(LORA_INITS)}, got {self.lora_init!r}")
+        if self.head_vocab not in HEAD_VOCABS:
+            problems.append(f"--head-vocab must be one of {', '.join(HEAD_VOCABS)}, got {self.head_vocab!r}")
         if self.max_grad_norm is not None and not (
             isinstance(self.max_grad_norm, (int, float)) and not isinstance(self.max_grad_norm, bool) and math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0
         ):

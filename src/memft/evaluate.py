@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +12,7 @@ from memft.batching import Batch, chunks, pad
 from memft.encoding import Encoded, decode_value
 from memft.forward import Runner
 from memft.metrics import RecordReport, TokenStats, record_report
+from memft.vocab import TrainVocab
 
 
 def token_table(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
@@ -40,12 +41,20 @@ def split_per_record(table: dict[str, torch.Tensor], batch: Batch) -> list[Token
 
 
 @torch.no_grad()
-def teacher_forced(runner: Runner, batch_size: int = 64, indices: Sequence[int] | None = None) -> dict[int, TokenStats]:
-    """One teacher-forced forward pass over the records -> {record index: TokenStats}."""
+def teacher_forced(runner: Runner, batch_size: int = 64, indices: Sequence[int] | None = None,
+                   see_logits: Callable[[torch.Tensor], Any] | None = None, vocab: TrainVocab | None = None) -> dict[int, TokenStats]:
+    """One teacher-forced forward pass over the records -> {record index: TokenStats}.
+
+    `see_logits` is given the full-vocabulary logits [N, V] of every micro-batch (training collects competitor
+    tokens from them). With `vocab` the head scores only its tokens: a cheap re-check whose probabilities are upper
+    bounds (TokenStats.targets then hold indices into vocab.ids); it never certifies.
+    """
     indices = range(len(runner.items)) if indices is None else indices
     out: dict[int, TokenStats] = {}
     for idx in chunks(list(indices), runner.items, batch_size):
-        logits, batch = runner.logits(idx)
+        logits, batch = runner.logits(idx, vocab=vocab)
+        if see_logits is not None and vocab is None:
+            see_logits(logits)
         for i, st in zip(idx, split_per_record(token_table(logits, batch), batch)):
             out[i] = st
     return out
@@ -92,13 +101,17 @@ def evaluate(
     generate: str = "uncertified",
     batch_size: int = 64,
     runner: Runner | None = None,
+    stats: dict[int, TokenStats] | None = None,
 ) -> list[RecordReport]:
     """Per-record reports. generate: "never" | "uncertified" (only where certification fails) | "always".
 
-    A certified record is exact by construction, so generation for it is only a cross-check.
+    A certified record is exact by construction, so generation for it is only a cross-check. `stats`: the
+    teacher-forced statistics of every record with the model's current parameters, when already computed
+    (training's final pass, memft.train.TrainResult.final); else one pass computes them.
     """
-    runner = runner or Runner(model, items, tokenizer.pad_token_id)
-    stats = teacher_forced(runner, batch_size)
+    if stats is None or set(stats) != set(range(len(items))):
+        runner = runner or Runner(model, items, tokenizer.pad_token_id)
+        stats = teacher_forced(runner, batch_size)
     want = {
         "never": [],
         "uncertified": [i for i in range(len(items)) if not all(stats[i].correct)],

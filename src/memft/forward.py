@@ -11,13 +11,16 @@ full attention) get the split path. Other architectures run the full backbone, s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from memft.batching import Batch, collate
 from memft.encoding import Encoded
+from memft.vocab import TrainVocab
 
 
 def causal_lm(model: Any) -> nn.Module:
@@ -72,13 +75,19 @@ class Runner:
         self.cache = cache and self.dec is not None and self.start > 0
         self._prefix: dict[int, torch.Tensor] = {}  # record index -> hidden states [n_i, H] entering layer `start`
         self.device = next(self.lm.parameters()).device
+        self.current: Batch | None = None
 
     def batch(self, idx: Sequence[int]) -> Batch:
         return collate([self.items[i] for i in idx], self.pad_id).to(self.device)
 
-    def logits(self, idx: Sequence[int], batch: Batch | None = None) -> tuple[torch.Tensor, Batch]:
-        """Logits [N, V] (float32) at the target positions of records `idx`, and the batch they belong to."""
+    def logits(self, idx: Sequence[int], batch: Batch | None = None, vocab: TrainVocab | None = None) -> tuple[torch.Tensor, Batch]:
+        """Logits [N, V] (float32) at the target positions of records `idx`, and the batch they belong to.
+
+        With `vocab`, only the head rows of its ids are scored: logits [N, V'] and a batch whose `targets` are
+        indices into `vocab.ids` (the cross-entropy of the softmax restricted to those tokens; see memft.vocab).
+        """
         batch = batch if batch is not None else self.batch(idx)
+        self.current = batch  # what the layers are running now (memft.lora_init's hooks read its target positions)
         if self.dec is None:
             out = self.lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             h = out.last_hidden_state
@@ -87,7 +96,13 @@ class Runner:
             h = run_layers(self.dec, h, batch, self.start, len(self.dec.layers))
             h = self.dec.norm(h)
         h = h[batch.rows, batch.cols]  # [N, H]: only the positions that predict targets
-        return self.lm.get_output_embeddings()(h).float(), batch
+        head = self.lm.get_output_embeddings()
+        if vocab is None:
+            return head(h).float(), batch
+        ids = vocab.ids.to(h.device)
+        bias = head.bias.index_select(0, ids) if getattr(head, "bias", None) is not None else None
+        logits = F.linear(h, head.weight.index_select(0, ids), bias)  # [N, V']
+        return logits.float(), replace(batch, targets=vocab.local(batch.targets))
 
     def _entering(self, idx: Sequence[int], batch: Batch) -> torch.Tensor:
         """Hidden states [B, T, H] entering layer `start`: from the cache, or computed (frozen, no grad)."""

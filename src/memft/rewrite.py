@@ -49,21 +49,23 @@ class RewriteResult:
         }
 
 
-# Rewrites replay every record each epoch (active_set=False), as memft 0.1 did. Active-set training is not used
-# here yet: with a fresh AdamW on an adapter that already holds records, a first epoch over the new records alone
-# moved every LoRA coordinate by about the learning rate and scrambled what it held (appending 50 records to a
-# certified 100-record `upper` adapter at lr 1e-2: all 150 at the digit-format loss after 445 steps; a three-record
-# append on tiny-random likewise). At lr 1e-3 the active-set append certified all 150 in 61 steps (167 s), but a
-# tenth of the rate was too slow for the small appends of the test suite; see the scale benchmark's notes.
+# Rewrites of small adapters replay every record each epoch (active_set=False), as memft 0.1 did: with a fresh
+# AdamW on an adapter that already holds records, a first epoch over the new records alone at a constant rate moved
+# every LoRA coordinate by about the learning rate and scrambled what it held (appending 50 records to a certified
+# 100-record `upper` adapter at lr 1e-2: all 150 at the digit-format loss after 445 steps). Adapters written with the
+# "progress" schedule (the sizing of large record sets) train with the active set instead: the schedule starts a
+# rewrite at lr x max(0.1, 1 - certified share), so appending 50 records to 1000 starts at a tenth of the rate, held
+# records rest at the bar and are re-checked with forward passes, and any that slip are trained again.
 def train_settings(meta: dict[str, Any], **overrides: Any) -> TrainConfig:
-    """The TrainConfig an adapter was written with (memft.json), with `overrides` (None values ignored), replaying
-    every record (active_set=False)."""
+    """The TrainConfig an adapter was written with (memft.json), with `overrides` (None values ignored); the active
+    set only under the progress schedule (see above)."""
     saved = meta.get("train", {})
     # A wall-clock limit belongs to the command that gave it, not to the adapter: an append must not inherit the
     # write's --time-limit (it once stopped an append after the write's 900 s).
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"max_seconds"}
     cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
-    given = {"active_set": False} | {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {"active_set": given.get("lr_schedule", cfg.lr_schedule) == "progress"} | given
     if "template" in given and given["template"] != cfg.template:
         raise ConfigError(f"--template {given['template']}: this adapter was written with --template {cfg.template}, and its records are recalled that way")
     return dataclasses.replace(cfg, **given)
@@ -137,7 +139,8 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     check_items(items, base, cfg.template)
     start = min(meta["lora"]["layers"])
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)))
-    reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size)
+    final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out
+    reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size, stats=final)
     gens = greedy(ld.model, gone, tok) if gone else []
     still = [e.key for e, g in zip(gone, gens) if free_run_compare(g, e.targets)[0]]
     summary = summarize(reports)

@@ -66,8 +66,11 @@ def write(
     target_modules: Annotated[Optional[str], typer.Option(help="Module names to adapt, e.g. gate_proj,up_proj,down_proj.")] = None,
     method: Annotated[str, typer.Option(help="Training objective: sft, memft-ot, memft-ot-margin, memft-sw, memft-sw-v01, memft-sw-curriculum, memft-sw-phonebook, focal.")] = "sft",
     method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, e.g. '{\"threshold\": 0.6}'.")] = None,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
+    lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate. Default: sized from the record count (1e-2 up to 64 records, 3e-3 beyond).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Most optimizer steps; training stops earlier once all records certify. Default: sized from the record count.")] = None,
+    head_vocab: Annotated[Optional[str], typer.Option(help="full | restricted: the output tokens a training step scores (restricted: the records' targets plus the competitors full checks found; certification always uses the full head). Default: sized from the record count.")] = None,
+    lora_init: Annotated[Optional[str], typer.Option(help="random (PEFT's) | centered (A from the centered, whitened inputs each adapted module sees at the records' target positions). Default: sized from the record count.")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant | linear (decay to 0 over --max-steps) | progress (lr x max(0.1, 1 - certified share)). Default: sized from the record count.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Records per step (>= record count: full batch). Default: sized from the record count.")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds (then as at the end of --max-steps: saved, exit 1 unless certified).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for adapter init and batch order.")] = 0,
@@ -94,10 +97,12 @@ def write(
     recs = load_records(records)
     placed = preset is not None or layers is not None or target_modules is not None
     size = size_for(len(recs), preset=(preset or "probe") if placed else None,
-                    rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps)
+                    rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps,
+                    lr=lr, head_vocab=head_vocab, lora_init=lora_init, lr_schedule=lr_schedule)
     lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
-    train = TrainConfig(method=method, lr=lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
-                        method_options=experiments._method_options(method_options), margin=margin, max_seconds=time_limit)
+    train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
+                        method_options=experiments._method_options(method_options), margin=margin, max_seconds=time_limit,
+                        head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule)
     runtime = RuntimeConfig(device=device, dtype=dtype)
     sized = (f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
              + " (give " + ", ".join("--" + k.replace("_", "-") for k in size.chosen) + " to override)") if size.chosen and not quiet else None
