@@ -85,3 +85,18 @@ def test_with_a_time_limit_the_watch_reads_the_budget_from_the_speed_so_far():
         w({"step": e * 10, "epochs": float(e), "mean_loss": 2.3 - 0.1 * e, "seconds": 10.0 * e})
     assert len(said) == 1 and w.last.budget_epochs == 6.0 and not w.last.on_track
     assert "the budget allows 6" in said[0]
+
+
+def test_cli_write_of_a_large_set_uses_the_large_set_sizing_and_certifies(tmp_path):
+    # 70 short records: the sizing of more than 64 (tiny-random is a random model: short values keep this fast)
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": f"key {i}:", "value": f"v{i % 7}"}) for i in range(70)])
+    out = tmp_path / "ad"
+    # --lr: the large-set rate 3e-3 is SmolLM2's; the random 4-layer model needs a larger one
+    w = memft("write", f, "--out", out, "--model", "tiny-random", "--device", "cpu", "--lr", "0.02", "--json", tmp_path / "w.json")
+    assert w.returncode == 0, w.stderr
+    meta = json.loads((out / "memft.json").read_text())
+    assert meta["sizing"]["chosen"] == ["preset", "rank", "batch_size", "max_steps", "lr_schedule", "head_vocab", "lora_init"]
+    tr = meta["train"]
+    assert (tr["lr"], tr["lr_schedule"], tr["head_vocab"], tr["lora_init"], tr["batch_size"]) == (0.02, "progress", "restricted", "centered", 32)
+    assert meta["lora"]["preset"] == "top" and meta["lora"]["layers"] == [3]
+    assert json.loads((tmp_path / "w.json").read_text())["certified"] == 1.0

@@ -94,3 +94,30 @@ def test_restricted_and_full_training_reach_the_same_verdict(tiny):
                     min(place["layers"]))
         verdicts.append(res.certified_at is not None)
     assert verdicts == [True, True]
+
+
+def test_neighbours_are_the_tokens_whose_head_rows_score_highest_against_a_target():
+    w = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0], [0.8, -0.1]])
+    v = TrainVocab(5, [0])
+    # scores against row 0: [1.0, 0.9, 0.0, -1.0, 0.8] -> top-3 = {0, 1, 4}
+    assert v.add_neighbours(w, k=3) == 2 and v.ids.tolist() == [0, 1, 4]
+
+
+def test_restricted_training_adds_the_targets_look_alikes_before_training(tiny):
+    items = encode_all(phonebook(4, seed=1), tiny.tokenizer)
+    model, place = adapters.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    seen = {}
+    real = TrainVocab.add_neighbours
+
+    def spy(self, weight, k=32):
+        n = real(self, weight, k)
+        seen["n"], seen["size"] = n, len(self)
+        return n
+
+    TrainVocab.add_neighbours = spy
+    try:
+        train(model, items, tiny.tokenizer.pad_token_id, TrainConfig(max_steps=0, head_vocab="restricted"), min(place["layers"]))
+    finally:
+        TrainVocab.add_neighbours = real
+    targets = {t for e in items for t in e.targets}
+    assert seen["n"] > 0 and seen["size"] > len(targets)

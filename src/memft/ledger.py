@@ -228,6 +228,9 @@ def lost_error(keys: Sequence[str], where: str) -> RecordsError:
     )
 
 
+RECOVER_BATCH = 128
+
+
 def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], list[str]]:
     """(records recalled exactly, keys that were not) for every ledger entry of the adapter `loaded`."""
     from memft.encoding import Encoded, decode_value, prompt_ids
@@ -238,7 +241,9 @@ def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], li
     eos = tok.eos_token_id
     limit = int(loaded.meta.get("records", {}).get("max_target_tokens", 256))
     probes = [Encoded(e.key, prompt_ids(e.key, tok, loaded.meta.get("template", "raw")), (eos,)) for e in ledger.entries]
-    gens = greedy(loaded.model, probes, tok, max_new=limit) if probes else []
+    # Batches of RECOVER_BATCH prompts: recovering a 1000-record store is 1000 greedy recalls, and on a CPU larger
+    # batches make the per-token matrix products larger (the KV cache of 128 short prompts is a few MiB).
+    gens = greedy(loaded.model, probes, tok, batch_size=RECOVER_BATCH, max_new=limit) if probes else []
     records, lost = [], []
     for e, gen in zip(ledger.entries, gens):
         rec = None

@@ -46,6 +46,11 @@ class Rollback:
         self.rollbacks = 0
         self._saved: tuple[list[torch.Tensor], dict[str, Any]] | None = None
 
+    def rebase(self) -> None:
+        """The share's basis changed (a full-vocabulary check replaced optimistic restricted statuses): the next
+        observation is the new reference, and a fall to it is not a collapse."""
+        self.best = -1.0
+
     def observe(self, share: float) -> bool:
         """Take a copy at a new best; after a collapse restore the best copy and halve the factor. True: restored."""
         if share >= self.best + MIN_GAIN:

@@ -8,8 +8,16 @@ Two ways to pick the records of a step (TrainConfig.active_set):
   training bar `metrics.exit_margin(margin)`; the others get no backward pass. They are re-checked with forward-only
   passes (a third of a training pass each) at least once per epoch's worth of trained records and whenever the
   active set runs empty, and any that slipped join it again. A store of many records then pays full training only for what it has not learned yet.
-  (append/forget replay every record: see memft.rewrite.)
-In both, success is only declared after a teacher-forced pass over every record with the final parameters.
+  (append/forget of small adapters replay every record: see memft.rewrite.)
+In both, success is only declared after a teacher-forced pass over every record, over the full vocabulary, with the
+final parameters (TrainResult.final).
+
+Options for large record sets (memft.sizing picks them for more than 64 records):
+- head_vocab="restricted": training steps and the re-checks of resting records score only the training vocabulary
+  (memft.vocab); its probabilities bound the full ones from above, so they never certify.
+- lora_init="centered": a fresh adapter's A comes from the inputs its modules see in the first check (memft.lora_init).
+- lr_schedule="progress": lr x max(0.1, 1 - certified share), and a collapse of that share puts the best
+  parameters back with half the rate (memft.rollback).
 """
 
 from __future__ import annotations
@@ -140,7 +148,9 @@ def train(
     # Restricted head (memft.vocab): training steps score the targets and the competitors that checks have seen.
     vocab = None
     if cfg.head_vocab == "restricted":
-        vocab = TrainVocab(runner.lm.get_output_embeddings().weight.shape[0], (t for e in items for t in e.targets))
+        head = runner.lm.get_output_embeddings().weight
+        vocab = TrainVocab(head.shape[0], (t for e in items for t in e.targets))
+        vocab.add_neighbours(head)
     see_logits = vocab.add_competitors if vocab is not None else None
     forget = frozenset(forget)
     bar = exit_margin(cfg.margin) if cfg.active_set else cfg.margin
@@ -179,6 +189,8 @@ def train(
         work["since_check"] = 0
         if full or vocab is None:
             fresh = fresh or len(indices) == n
+            if vocab is not None and guard is not None:
+                guard.rebase()  # exact statuses replace optimistic ones: a lower share here is no collapse
         else:
             fresh = False  # optimistic statuses: the next "all met" is confirmed by a full check
 
