@@ -8,6 +8,13 @@ from memft.config import LoraSettings
 from memft.errors import AdapterError, ConfigError
 
 
+def _meta(v):
+    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
+
+    return AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("model.layers.2.mlp.up_proj",)), RecordsInfo(0),
+                       CertificationInfo("fp32"), extra={"v": v})
+
+
 def test_probe_default_is_two_thirds_depth():
     assert adapters.default_probe_layer(30) == 20
     assert adapters.resolve_layers(30, LoraSettings()) == (20,)
@@ -83,10 +90,10 @@ def test_non_finite_weights_never_replace_an_adapter(tiny, tmp_path):
     from memft.errors import TrainingError
 
     model, _ = adapters.attach(tiny.model, LoraSettings(rank=2))
-    adapters.save(model, tmp_path / "ad", {"v": 1})
+    adapters.save(model, tmp_path / "ad", _meta(1))
     before = (tmp_path / "ad" / "adapter_model.safetensors").read_bytes()
     next(p for p in model.parameters() if p.requires_grad).data[0, 0] = float("nan")
     with pytest.raises(TrainingError, match="hold NaN or infinity"):
-        adapters.save(model, tmp_path / "ad", {"v": 2})
-    assert adapters.read_meta(tmp_path / "ad") == {"v": 1}
+        adapters.save(model, tmp_path / "ad", _meta(2))
+    assert adapters.read_meta(tmp_path / "ad").extra == {"v": 1}
     assert (tmp_path / "ad" / "adapter_model.safetensors").read_bytes() == before
