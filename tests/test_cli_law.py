@@ -1,8 +1,6 @@
 """`memft law fit`, `memft plan` and `memft report` on a store filled with rows that follow a known law."""
 
 import json
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -13,8 +11,7 @@ from memft.store import Store, run_id
 TRUE = {"C": 2.0, "alpha": 0.6, "beta": 0.4, "b": 0.1}
 
 
-def _memft(*args):
-    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
+from tests.test_cli import memft as _memft
 
 
 @pytest.fixture

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 from memft.bench.phonebook import phonebook
 from memft.bench.rule import rule_split
@@ -28,8 +26,7 @@ def test_heldout_is_evaluated_not_trained(tiny):
     assert row["heldout_exact_match"] is not None and row["heldout_exact_match"] < 1.0  # a random tiny model does not generalize
 
 
-def _memft(*args):
-    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
+from tests.test_cli import memft as _memft
 
 
 def test_compare_cli_complete_table(tmp_path):
