@@ -270,6 +270,7 @@ def test_trainer_with_the_curriculum_certifies_every_record(tiny, tmp_path):
     assert _certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
 
 
+@pytest.mark.slow  # a Trainer run
 def test_certification_stop_checks_every_k_steps_and_the_final_parameters(tiny, tmp_path):
     from transformers import Trainer
 
