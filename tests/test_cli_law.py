@@ -54,6 +54,7 @@ def test_law_fit_and_plan(store, tmp_path):
     assert bad.returncode == 2 and "exactly one of" in bad.stderr
 
 
+@pytest.mark.slow  # ~15 s of matplotlib figure layout for one fit; test_report.py builds a report in the fast suite
 def test_report_cli_writes_a_self_contained_page(tmp_path):
     # One setting keeps the rendering short (each fit draws its own figures); test_report.py checks the contents.
     store = _store(tmp_path / "pb.db", settings=(("phonebook", None),))
