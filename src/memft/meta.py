@@ -101,8 +101,8 @@ class AdapterMeta:
     records: RecordsInfo
     certification: CertificationInfo
     # The resolved TrainConfig (config.to_json) plus what the run did: steps, certified_at, seconds, loss_init,
-    # loss_final, epochs, trained_passes, checked_passes, trained_tokens. Kept as written, so that a field a
-    # newer TrainConfig adds survives a rewrite by this version; `train_config()` gives the typed config.
+    # loss_final, epochs, trained_passes, checked_passes, trained_tokens. Kept as written (a field a newer
+    # TrainConfig adds is written back by `write`, and ignored by `train_config()`, which gives the typed config).
     train: dict[str, Any] = field(default_factory=dict)
     template: str = DEFAULT_TEMPLATE
     memft_version: str | None = None
