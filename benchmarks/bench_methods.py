@@ -19,7 +19,7 @@ import torch
 
 from memft.bench.phonebook import phonebook
 from memft.bench.stress import stress
-from memft.cli.render import _cell
+from memft.cli.render import cell
 from memft.config import LoraSettings, TrainConfig
 from memft.modeling import load_base, unreachable_tokens
 from memft.runs import rows_to_csv, run_point
@@ -32,8 +32,8 @@ def markdown(rows: list[dict], dataset: str) -> str:
     head = "| method | rank | token acc % | exact % | certified % | every p > 0.5 % | steps to certify | seconds | final loss |\n"
     head += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     body = "".join(
-        f"| {r['method']} | {r['rank']} | {_cell('token_accuracy', r['token_accuracy'])} | {_cell('exact_match', r['exact_match'])} | "
-        f"{_cell('certified', r['certified'])} | {_cell('p_above_half', r['p_above_half'])} | {_cell('', r['steps_to_certify'])} | "
+        f"| {r['method']} | {r['rank']} | {cell('token_accuracy', r['token_accuracy'])} | {cell('exact_match', r['exact_match'])} | "
+        f"{cell('certified', r['certified'])} | {cell('p_above_half', r['p_above_half'])} | {cell('', r['steps_to_certify'])} | "
         f"{r['seconds']:.1f} | {r['loss_final']:.4f} |\n"
         for r in rows if r["dataset"] == dataset
     )

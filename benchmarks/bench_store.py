@@ -51,8 +51,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     w = api.write(book[:20], folder, model=a.model, lora=LoraSettings(rank=8), train=TrainConfig())
-    rounds = [{"op": "write", "held": 20, "saved": w.all_certified, "steps": w.meta["train"]["steps"],
-               "train_seconds": w.meta["train"]["seconds"], "wall_seconds": round(time.perf_counter() - t0, 1), **held_check(folder, book[:20])}]
+    rounds = [{"op": "write", "held": 20, "saved": w.all_certified, "steps": w.meta.train["steps"],
+               "train_seconds": w.meta.train["seconds"], "wall_seconds": round(time.perf_counter() - t0, 1), **held_check(folder, book[:20])}]
     print(rounds[-1], flush=True)
     for k in (20, 30, 40):
         t0 = time.perf_counter()
@@ -74,7 +74,7 @@ def main() -> None:
     out["ledger_history"] = ledger.read(folder).history
 
     t0 = time.perf_counter()
-    cert = ld.meta["certification"]["dtype"]
+    cert = ld.meta.certification.dtype
     checks = recheck(folder, kept, settings_for(cert, False, None, False, True))
     out["deploy"] = {"certified_dtype": cert, "seconds": round(time.perf_counter() - t0, 1),
                      "checks": [{k: v for k, v in c.to_json().items() if k != "per_record"} for c in checks]}

@@ -8,6 +8,13 @@ from memft.config import LoraSettings
 from memft.errors import AdapterError, ConfigError
 
 
+def _meta(v):
+    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
+
+    return AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("model.layers.2.mlp.up_proj",)), RecordsInfo(0),
+                       CertificationInfo("fp32"), extra={"v": v})
+
+
 def test_probe_default_is_two_thirds_depth():
     assert adapters.default_probe_layer(30) == 20
     assert adapters.resolve_layers(30, LoraSettings()) == (20,)
@@ -40,8 +47,8 @@ def test_saved_adapter_loads_with_plain_peft(tiny, tmp_path):
             p.data.normal_()
     ids = torch.tensor([[5, 6, 7, 8]])
     want = model(input_ids=ids).logits
-    adapters.save(model, tmp_path / "ad", {"hello": 1})
-    assert json.loads((tmp_path / "ad" / "memft.json").read_text()) == {"hello": 1}
+    adapters.save(model, tmp_path / "ad", _meta(1))
+    assert json.loads((tmp_path / "ad" / "memft.json").read_text()) == _meta(1).to_json()  # written by memft.meta
     fresh = PeftModel.from_pretrained(load_base("tiny-random", device="cpu", dtype="fp32").model, str(tmp_path / "ad"))
     assert torch.allclose(fresh(input_ids=ids).logits, want, atol=1e-6)
 
@@ -83,10 +90,10 @@ def test_non_finite_weights_never_replace_an_adapter(tiny, tmp_path):
     from memft.errors import TrainingError
 
     model, _ = adapters.attach(tiny.model, LoraSettings(rank=2))
-    adapters.save(model, tmp_path / "ad", {"v": 1})
+    adapters.save(model, tmp_path / "ad", _meta(1))
     before = (tmp_path / "ad" / "adapter_model.safetensors").read_bytes()
     next(p for p in model.parameters() if p.requires_grad).data[0, 0] = float("nan")
     with pytest.raises(TrainingError, match="hold NaN or infinity"):
-        adapters.save(model, tmp_path / "ad", {"v": 2})
-    assert adapters.read_meta(tmp_path / "ad") == {"v": 1}
+        adapters.save(model, tmp_path / "ad", _meta(2))
+    assert adapters.read_meta(tmp_path / "ad").extra == {"v": 1}
     assert (tmp_path / "ad" / "adapter_model.safetensors").read_bytes() == before

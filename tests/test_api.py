@@ -10,7 +10,7 @@ def test_write_then_verify_in_other_precision_reports_it(tmp_path):
     recs = phonebook(12, seed=4)
     res = api.write(recs, tmp_path / "ad", model="tiny-random", lora=LoraSettings(rank=8, preset="all"),
                     train=TrainConfig(lr=2e-2, max_steps=300), runtime=RuntimeConfig(device="cpu", dtype="fp32"))
-    assert res.all_certified and res.meta["certification"]["dtype"] == "fp32"
+    assert res.all_certified and res.meta.certification.dtype == "fp32"
     same = api.verify(tmp_path / "ad", recs, device="cpu")
     assert same.dtype == "fp32" and same.notes == [] and same.summary["certified"] == 1.0
     other = api.verify(tmp_path / "ad", recs, device="cpu", dtype="bf16")
@@ -32,7 +32,7 @@ def test_write_reuses_a_loaded_base_and_restores_it(tmp_path):
     recs = phonebook(3, seed=0)
     a = api.write(recs, tmp_path / "a", base=base, lora=LoraSettings(rank=4), train=TrainConfig(lr=2e-2, max_steps=100))
     b = api.write(recs, tmp_path / "b", base=base, lora=LoraSettings(rank=4), train=TrainConfig(lr=2e-2, max_steps=100))
-    assert a.meta["train"]["steps"] == b.meta["train"]["steps"]  # the second run started from the same clean base
+    assert a.meta.train["steps"] == b.meta.train["steps"]  # the second run started from the same clean base
     after = dict(base.model.named_parameters())
     assert set(after) == set(before) and all((after[n] == before[n]).all() for n in before)
 

@@ -170,3 +170,19 @@ def test_stress_exclude_redraws_only_where_needed():
     drawn = {rec.value_ids[p] for p in pos}
     other, pos2 = stress_with_positions(64, 0.5, tok, seed=3, text=text, exclude=drawn)
     assert pos2 == pos and not drawn & {other.value_ids[p] for p in pos}
+
+
+def test_the_registry_gives_each_generator_under_one_signature(tok):
+    from memft import bench
+    from memft.errors import ConfigError
+
+    assert list(bench.BENCHMARKS) == ["phonebook", "stress", "rule"]
+    assert bench.make("phonebook", bench.DataSpec(40), tok, 3) == (phonebook_by_length(40, tok, seed=3), None)
+    assert bench.make("rule", bench.DataSpec(4, heldout=2), tok, 1) == rule_split(4, 2, seed=1)
+    (rec,), held = bench.make("stress", bench.DataSpec(8, ratio=0.5, text=ASCII), tok, 0)
+    assert held is None and rec == stress(8, 0.5, tok, seed=0, text=ASCII)
+    with pytest.raises(ConfigError, match="stress needs a ratio"):
+        bench.make("stress", bench.DataSpec(8), tok, 0)
+    with pytest.raises(ConfigError, match="unknown benchmark 'nope': use one of phonebook, stress, rule"):
+        bench.get("nope")
+    assert bench.BENCHMARKS["stress"].default_lengths == (64, 128, 256)

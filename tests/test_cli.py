@@ -1,8 +1,15 @@
-"""The CLI is an interface users script against: exit codes, stdout, one-line errors."""
+"""The CLI is an interface users script against: exit codes, stdout, one-line errors.
 
+Commands run in-process through `memft.cli.main.main(argv)` (what the console script calls), with stdin, stdout and
+stderr swapped for buffers: the same parsing, exit codes and one-line errors as a subprocess, without importing torch
+again per call. `memft_process` runs a real subprocess, for what only a fresh process shows (start-up imports).
+"""
+
+import io
 import json
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -11,14 +18,34 @@ from tests.conftest import write_jsonl
 FAST = ["--model", "tiny-random", "--preset", "all", "--lr", "0.02", "--device", "cpu"]
 
 
-def memft(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+def memft(*args, input=None):
+    """Run `memft ARGS` in this process -> CompletedProcess(returncode, stdout, stderr), as subprocess.run gives."""
+    from memft.cli.main import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    stdin = io.TextIOWrapper(io.BytesIO((input or "").encode("utf-8")), encoding="utf-8")
+    saved_stdin, sys.stdin = sys.stdin, stdin
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.stdin = saved_stdin
+    return subprocess.CompletedProcess(["memft", *argv], code, out.getvalue(), err.getvalue())
+
+
+def memft_process(*args):
+    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
 
 
 def test_help_and_version_do_not_import_torch():
     code = "import sys; from memft.cli.main import app; assert 'torch' not in sys.modules, 'torch imported at startup'"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-    v = memft("--version")
+    v = memft_process("--version")
     assert v.returncode == 0 and v.stdout.startswith("memft ")
     for cmd in ("write", "recall", "verify", "demo"):
         h = memft(cmd, "--help")

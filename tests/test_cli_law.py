@@ -1,8 +1,6 @@
 """`memft law fit`, `memft plan` and `memft report` on a store filled with rows that follow a known law."""
 
 import json
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import numpy as np
@@ -13,16 +11,13 @@ from memft.store import Store, run_id
 TRUE = {"C": 2.0, "alpha": 0.6, "beta": 0.4, "b": 0.1}
 
 
-def _memft(*args):
-    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
+from tests.test_cli import memft as _memft
 
 
-@pytest.fixture
-def store(tmp_path):
-    path = tmp_path / "s.db"
+def _store(path, settings=(("stress", 0.0), ("stress", 1.0), ("phonebook", None))):
     rng = np.random.default_rng(0)
     with Store(path) as st:
-        for bench, ratio in (("stress", 0.0), ("stress", 1.0), ("phonebook", None)):
+        for bench, ratio in settings:
             for r in (1, 2, 4, 8, 16):
                 for ell in (64, 128, 256, 512):
                     d = TRUE["C"] * r ** TRUE["alpha"] * ell ** -TRUE["beta"] + TRUE["b"]
@@ -36,7 +31,12 @@ def store(tmp_path):
     return path
 
 
-def test_law_fit_plan_report(store, tmp_path):
+@pytest.fixture
+def store(tmp_path):
+    return _store(tmp_path / "s.db")
+
+
+def test_law_fit_and_plan(store, tmp_path):
     r = _memft("law", "fit", store, "--json", tmp_path / "fit.json", "--n-boot", "20")
     assert r.returncode == 0, r.stderr
     fits = {f["setting"]: f for f in json.loads((tmp_path / "fit.json").read_text())["fits"]}
@@ -52,11 +52,18 @@ def test_law_fit_plan_report(store, tmp_path):
     assert p1["rank"] == int(np.floor(need ** (1 / f["alpha"]))) + 1
     bad = _memft("plan", "--length", "500", "--records", "3", "--law", tmp_path / "fit.json")
     assert bad.returncode == 2 and "exactly one of" in bad.stderr
+
+
+@pytest.mark.slow  # ~15 s of matplotlib figure layout for one fit; test_report.py builds a report in the fast suite
+def test_report_cli_writes_a_self_contained_page(tmp_path):
+    # One setting keeps the rendering short (each fit draws its own figures); test_report.py checks the contents.
+    store = _store(tmp_path / "pb.db", settings=(("phonebook", None),))
     rep = _memft("report", store, "--out", tmp_path / "rep", "--n-boot", "10")
     assert rep.returncode == 0, rep.stderr
     index = tmp_path / "rep" / "index.html"
     text = index.read_text()
     assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
+    assert "PhoneBook" in text and "predicted_vs_true" in text  # the fit's table row and its figures
 
     class Links(HTMLParser):
         refs: list = []

@@ -30,11 +30,12 @@ def test_append_forget_ledger_and_verify_deploy(tmp_path):
     book = json.loads(memft("ledger", ad, "--json").stdout)
     assert [e["key"] for e in book["entries"]] == ["Cy:", "Ann:"] and [h["op"] for h in book["history"]] == ["write", "append", "forget"]
     held = _recs(tmp_path, "held.jsonl", [("Cy:", "q?1"), ("Ann:", "9999")])
-    dep = memft("verify", ad, held, "--merged", "--plain-peft", "--dtype", "fp32", "--device", "cpu", "--quiet", "--json", tmp_path / "d.json")
+    # (--plain-peft's subprocess is exercised by the slow tests of test_deploy.py)
+    dep = memft("verify", ad, held, "--merged", "--dtype", "fp32", "--device", "cpu", "--quiet", "--json", tmp_path / "d.json")
     assert dep.returncode == 0, dep.stderr
     checks = json.loads((tmp_path / "d.json").read_text())["deploy"]
-    assert [c["setting"] for c in checks] == ["merged into base, fp32", "plain PeftModel, separate process, fp32"]
-    assert all(c["certified"] == 2 for c in checks) and checks[1]["exact"] == 2
+    assert [c["setting"] for c in checks] == ["merged into base, fp32"]
+    assert checks[0]["certified"] == 2 and checks[0]["records"] == 2 and checks[0]["lost"] == []
 
 
 def test_verify_sampling_options_are_checked_up_front(tmp_path):

@@ -16,6 +16,7 @@ def adapter(tmp_path_factory):
     return folder, recs
 
 
+@pytest.mark.slow  # plain PEFT re-check in a subprocess
 def test_merged_and_plain_peft_agree_with_the_adapter_as_certified(adapter):
     folder, recs = adapter
     lora, merged, plain = recheck(folder, recs, [Setting("fp32"), Setting("fp32", merged=True), Setting("fp32", plain=True)], "cpu")
@@ -37,6 +38,7 @@ def test_lower_precisions_are_computed_not_copied(adapter):
     assert max(abs(a["min_prob"] - b["min_prob"]) for a, b in zip(fp32.per_record, bf16.per_record)) < 0.1
 
 
+@pytest.mark.slow  # plain PEFT re-check in a subprocess
 def test_a_record_that_is_not_certified_is_lost_in_every_setting(tmp_path):
     recs = phonebook(3, seed=9)
     res = api.write(recs, tmp_path / "ad", model="tiny-random", lora=LoraSettings(rank=2), train=TrainConfig(max_steps=0),

@@ -11,6 +11,7 @@ from memft import api, ledger
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.digests import DigestScheme
 from memft.errors import AdapterError
+from memft.meta import AdapterMeta
 from memft.records import Record
 from memft.rewrite import append
 
@@ -125,7 +126,7 @@ def _to_old_format(folder, fingerprint: bool):
     for e in book["entries"]:
         e["digest"] = old[e["key"]]
     if fingerprint:
-        book["fingerprint"] = ledger.fingerprint(meta)
+        book["fingerprint"] = ledger.fingerprint(AdapterMeta.from_json(meta))
     else:
         del book["fingerprint"]
     (folder / "ledger.json").write_text(json.dumps(book, indent=2))

@@ -224,6 +224,7 @@ def _args(tmp_path, cls=None, **kw):
 # memft-sw-curriculum is not in this exact-step comparison: memft's own loop draws only the curriculum's current
 # stage (as the reference trainer does), while the Trainer draws every record and the objective zero-weights the
 # others, which also updates their window anchors; the two certify at nearby but different steps (67 vs 64).
+@pytest.mark.slow  # a full Trainer run per method
 @pytest.mark.parametrize("method", ["memft-ot", "memft-ot-margin"])
 def test_trainer_with_memft_loss_certifies_at_the_step_of_memfts_own_loop(tiny, tmp_path, method):
     from transformers import Trainer
@@ -251,6 +252,7 @@ def test_trainer_with_memft_loss_certifies_at_the_step_of_memfts_own_loop(tiny, 
     assert _certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
 
 
+@pytest.mark.slow  # a full Trainer run
 def test_trainer_with_the_curriculum_certifies_every_record(tiny, tmp_path):
     from transformers import Trainer
 
@@ -268,6 +270,7 @@ def test_trainer_with_the_curriculum_certifies_every_record(tiny, tmp_path):
     assert _certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
 
 
+@pytest.mark.slow  # a Trainer run
 def test_certification_stop_checks_every_k_steps_and_the_final_parameters(tiny, tmp_path):
     from transformers import Trainer
 
@@ -287,6 +290,7 @@ def test_certification_stop_checks_every_k_steps_and_the_final_parameters(tiny, 
 # ---------------------------------------------------------------------------------------------------- TRL
 
 
+@pytest.mark.slow  # a full TRL SFTTrainer run
 def test_trl_sft_trainer_with_accumulation_certifies(tiny, tmp_path):
     from trl import SFTConfig, SFTTrainer
 

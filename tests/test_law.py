@@ -235,3 +235,44 @@ def test_grid_is_validated():
 
 def test_docstring_examples():
     assert doctest.testmod(law_mod).failed == 0
+
+
+def test_setting_names_are_built_and_read_by_one_rule():
+    from memft.law import COMBINED, PHONEBOOK, in_setting, ratio_setting, setting_names
+
+    assert [ratio_setting(x) for x in (0.0, 0.25, 1.0, 50)] == ["r0", "r25", "r100", "r50"]
+    assert setting_names({"benchmark": "stress", "ratio": 0.5}) == ["r50", COMBINED]
+    assert setting_names({"benchmark": "stress", "ratio": None}) == [COMBINED]
+    assert setting_names({"benchmark": "phonebook"}) == [PHONEBOOK] and setting_names({"benchmark": "rule"}) == ["rule"]
+    # the rows fit_settings fits in a setting are exactly those in_setting says belong to it
+    rows = (rows_for(*points(noise=0.01, seed=1), benchmark="stress", ratio=0.0)
+            + rows_for(*points(noise=0.01, seed=2), benchmark="stress", ratio=1.0)
+            + rows_for(*points(noise=0.01, seed=3), benchmark="rule", ratio=None))
+    for f in fit_settings(rows, n_boot=0):
+        assert f["n"] + f["n_excluded"] == sum(in_setting(r, f["setting"]) for r in rows), f["setting"]
+
+
+def test_a_missing_model_is_none_and_old_files_saying_none_read_as_none(tmp_path):
+    from memft.law import pick_fit, read_fits
+
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in rows_for(*points(noise=0.01), benchmark="phonebook")]
+    (fit,) = fit_settings(rows, n_boot=0)
+    assert fit["model"] is None and fit["method"] == "ot" and fit["setting"] == "PhoneBook"
+    old = tmp_path / "fit.json"  # as fit files of memft 0.1.0 stored it
+    old.write_text(json.dumps({"fits": [{**fit, "model": "None", "method": "None"}]}))
+    assert read_fits(old)[0]["model"] is None and read_fits(old)[0]["method"] is None
+    assert pick_fit(old, "PhoneBook")["C"] == fit["C"]
+    with pytest.raises(ValueError, match="no usable fit for setting 'r0'; it has PhoneBook/None"):
+        pick_fit(old, "r0")
+    old.write_text("[]")
+    with pytest.raises(ValueError, match="not a law fit file"):
+        read_fits(old)
+
+
+def test_r_squared_and_number():
+    from memft.law import number, r_squared
+
+    assert r_squared([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    assert r_squared([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == 0.0  # the mean as prediction
+    assert math.isnan(r_squared([2.0, 2.0], [1.0, 3.0]))
+    assert (number("1e-3"), number(True), number(float("inf")), number([1])) == (0.001, 1.0, None, None)

@@ -32,7 +32,7 @@ def test_write_auto_rank_on_tiny(tmp_path):
     assert res is not None and res.all_certified
     ok = sorted(t["rank"] for t in tries if t["certified"] == 1.0)
     best = ok[0]
-    assert res.meta["lora"]["rank"] == best
+    assert res.meta.lora.rank == best
     assert best == 1 or any(t["rank"] == best - 1 and t["certified"] < 1.0 for t in tries)
     meta = json.loads((tmp_path / "ad" / "memft.json").read_text())
     assert [t["rank"] for t in meta["rank_search"]["tries"]] == [t["rank"] for t in tries]

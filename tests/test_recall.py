@@ -1,8 +1,6 @@
 """Recall answers only for keys the adapter holds: no invented values, nearest held keys, many keys in one load."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -55,8 +53,7 @@ def test_cli_recall_of_a_key_not_held_exits_1_with_nearest_keys(ad):
 
 def test_cli_recall_many_keys_from_stdin_as_json_lines(ad):
     keys = 'Bob Stone:\r\n{"key": "Carol Whyte:"}\n\nstaging api key:\n'
-    p = subprocess.run([sys.executable, "-m", "memft.cli.main", "recall", str(ad), "--keys", "-", "--device", "cpu"],
-                       input=keys, capture_output=True, text=True)
+    p = memft("recall", ad, "--keys", "-", "--device", "cpu", input=keys)
     rows = [json.loads(line) for line in p.stdout.splitlines()]
     assert p.returncode == 1 and p.stderr.count("\n") == 1 and "not held: 'staging api key:'" in p.stderr
     assert [(r["key"], r["held"], r["value"]) for r in rows] == [("Bob Stone:", True, "x-7"), ("Carol Whyte:", True, "555-0199"),

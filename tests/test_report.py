@@ -11,11 +11,11 @@ from tests.test_plots import FIT, synthetic_rows
 # Shaped like law.fit_settings entries: one per (setting, model, method); a setting that could not be fitted is kept
 # with its reason in "skipped".
 FITS = [
-    FIT | {"setting": "PhoneBook", "model": "None", "method": "sft", "r2": 0.99, "mape": 0.02, "alpha_ci": [0.25, 0.35],
+    FIT | {"setting": "PhoneBook", "model": None, "method": "sft", "r2": 0.99, "mape": 0.02, "alpha_ci": [0.25, 0.35],
            "heldout_mape": 0.031, "eps": 0.05, "skipped": None},
-    {"setting": "PhoneBook", "model": "None", "method": "memft-ot", "C": 2.2, "alpha": 0.3, "beta": 0.5, "b": 0.11,
+    {"setting": "PhoneBook", "model": None, "method": "memft-ot", "C": 2.2, "alpha": 0.3, "beta": 0.5, "b": 0.11,
      "r2": 0.98, "n": 9, "heldout_mape": None, "heldout_reason": "2 distinct lengths", "skipped": None},
-    {"setting": "r100", "model": "None", "method": "sft", "n": 3, "n_excluded": 0, "skipped": "3 points; need 5"},
+    {"setting": "r100", "model": None, "method": "sft", "n": 3, "n_excluded": 0, "skipped": "3 points; need 5"},
 ]
 FITTED = [f for f in FITS if not f.get("skipped")]
 
@@ -81,7 +81,7 @@ def test_tables_and_spearman_line(built):
     cells = p.cells
     # law fits: interval, MAPE and held-out error in percent; a missing held-out error says why; a skipped fit says why
     i = cells.index("PhoneBook")
-    # (no model column: law.py writes a missing model as the string "None")
+    # (no model column: every fit has model None)
     assert cells[i : i + 10] == ["PhoneBook", "sft", "2", "0.3 [0.25, 0.35]", "0.5", "0.1", "0.99", "2.0", "9", "3.1% MAPE"]
     assert "— (2 distinct lengths)" in cells and "skipped: 3 points; need 5" in cells
     # method comparison for (phonebook, sft, rank 2): exact 50%, token acc 75%, certified 50%, median steps 200

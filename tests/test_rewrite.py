@@ -128,7 +128,8 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
     book = ledger.read(ad)
     entry = dataclasses.replace(book.entries[0], key="lost:", digest=book.scheme.digest(lost), certified=False)
     meta = adapters.read_meta(ad)
-    meta["records"].update(count=4, digests=sorted([*meta["records"]["digests"], entry.digest]), hash=book.scheme.set_hash([*recs, lost]))
+    meta.records = dataclasses.replace(meta.records, count=4, digests=tuple(sorted([*meta.records.digests, entry.digest])),
+                                       hash=book.scheme.set_hash([*recs, lost]))
     adapters.update_meta(ad, meta)
     fp = ledger.fingerprint(meta)
     (ad / "ledger.json").write_text(ledger.dumps(ledger.Ledger(book.entries + [entry], book.history, fp, book.scheme)), encoding="utf-8")
@@ -140,9 +141,13 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
 
 
 def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_limit():
+    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
     from memft.rewrite import train_settings
 
-    cfg = train_settings({"train": {"lr": 0.03, "max_steps": 70, "max_seconds": 900.0, "active_set": True}})
+    def meta(train):
+        return AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("m",)), RecordsInfo(1), CertificationInfo("fp32"), train)
+
+    cfg = train_settings(meta({"lr": 0.03, "max_steps": 70, "max_seconds": 900.0, "active_set": True}))
     assert (cfg.lr, cfg.max_steps, cfg.max_seconds, cfg.active_set) == (0.03, 70, None, False)  # rewrites replay every record
-    assert train_settings({"train": {"lr": 0.03}}, lr=0.02).lr == 0.02
-    assert train_settings({"train": {"max_seconds": 900.0}}, max_seconds=60.0).max_seconds == 60.0
+    assert train_settings(meta({"lr": 0.03}), lr=0.02).lr == 0.02
+    assert train_settings(meta({"max_seconds": 900.0}), max_seconds=60.0).max_seconds == 60.0

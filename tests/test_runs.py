@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 from memft.bench.phonebook import phonebook
 from memft.bench.rule import rule_split
@@ -28,8 +26,7 @@ def test_heldout_is_evaluated_not_trained(tiny):
     assert row["heldout_exact_match"] is not None and row["heldout_exact_match"] < 1.0  # a random tiny model does not generalize
 
 
-def _memft(*args):
-    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
+from tests.test_cli import memft as _memft
 
 
 def test_compare_cli_complete_table(tmp_path):
@@ -68,3 +65,33 @@ def test_bench_cli_stress_and_rule(tmp_path):
     assert row["records"] == 5 and row["heldout_exact_match"] is not None
     bad = _memft("bench", "stress", "--model", "tiny-random", "--ratios", "150")
     assert bad.returncode == 2 and "--ratios" in bad.stderr
+
+
+def test_research_points_share_one_training_setup_and_option_split():
+    import pytest
+
+    from memft.errors import ConfigError
+    from memft.runs import options_by_method, research_train
+
+    t = research_train("memft-ot", lr=0.03, max_steps=7, seed=2)
+    assert (t.margin, t.active_set, t.stop_when_certified, t.lr, t.max_steps, t.seed) == (0.0, False, True, 0.03, 7, 2)
+    assert research_train("sft", stop_when_certified=False).stop_when_certified is False
+    opts = options_by_method(["sft", "memft-ot", "focal"], {"threshold": 0.9, "gamma": 3})
+    assert opts == {"sft": {}, "memft-ot": {"threshold": 0.9}, "focal": {"gamma": 3}}
+    with pytest.raises(ConfigError, match="--method-options gamma: not an option of any of sft, memft-ot"):
+        options_by_method(["sft", "memft-ot"], {"gamma": 3})
+    with pytest.raises(ConfigError, match="--methods: unknown 'nope'"):
+        options_by_method(["nope"], {})
+
+
+def test_bench_results_file_carries_the_resolved_config(tmp_path):
+    r = _memft("bench", "phonebook", "--model", "tiny-random", "--ranks", "2", "--lengths", "20", "--preset", "all",
+               "--lr", "0.03", "--max-steps", "4", "--seed", "1", "--json", tmp_path / "p.json", "--device", "cpu", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "p.json").read_text())
+    cfg = out["config"]
+    assert (cfg["model"], cfg["dtype"], cfg["device"], cfg["preset"], cfg["benchmark"]) == ("tiny-random", "fp32", "cpu", "all", "phonebook")
+    t = cfg["train"]["sft"]
+    assert (t["lr"], t["max_steps"], t["seed"], t["margin"], t["active_set"]) == (0.03, 4, 1, 0.0, False)
+    (row,) = out["rows"]
+    assert (row["lr"], row["max_steps"], row["margin"], row["preset"], row["dtype"], row["device"]) == (0.03, 4, 0.0, "all", "fp32", "cpu")

@@ -189,6 +189,7 @@ def _db_state(db):
         con.close()
 
 
+@pytest.mark.slow  # a sweep subprocess killed with SIGKILL, then resumed
 def test_killed_sweep_resumes_without_duplicate_or_lost_rows(tmp_path):
     cfg = dict(FAST, ratios=[0.0, 0.5, 1.0], ranks=[1, 2])  # 6 points
     points = SweepConfig(**cfg).points()
@@ -231,6 +232,7 @@ def test_killed_sweep_resumes_without_duplicate_or_lost_rows(tmp_path):
             assert len(s.curve(r["run_id"])) == r["steps"] + 1
 
 
+@pytest.mark.slow  # starts a local Ray instance
 def test_ray_backend_matches_local(tmp_path):
     if os.environ.get("CI"):
         import ray  # noqa: F401 - CI installs the test extras, ray included: never skip there

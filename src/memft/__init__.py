@@ -3,6 +3,11 @@
 Write key -> value records into the weights of a LoRA adapter on a frozen LLM, and prove that greedy decoding gives
 each value back verbatim. The public API is re-exported lazily so that `import memft` (and `memft --help`) stay fast:
 torch is imported only when a function that needs it is first used.
+
+The package is layered: the core (records -> tokens -> training -> certification, with api.py as its facade), the
+memory store (ledger, rewrite), the checks (deploy, sampling, audit), the research tools (bench/, runs, sweep, law,
+plots, report), the integrations and the CLI. README's Layout section lists each module; every module's opening
+docstring says what it may import, and tests/test_layers.py checks it.
 """
 
 from importlib import import_module
@@ -16,6 +21,7 @@ _LAZY = {
     "load_base": "memft.modeling",
     "LoraSettings": "memft.config",
     "TrainConfig": "memft.config",
+    "AdapterMeta": "memft.meta",
     "write": "memft.api",
     "recall": "memft.api",
     "verify": "memft.api",

@@ -1,13 +1,15 @@
 """LoRA adapters through PEFT: where they go (presets), and saving/loading them atomically with `memft.json`.
 
-An adapter folder is a standard PEFT adapter (`PeftModel.from_pretrained` loads it) plus `memft.json`, which says
-how to rebuild the base (spec, dtype), how prompts were built (template) and what was certified.
+An adapter folder is a standard PEFT adapter (`PeftModel.from_pretrained` loads it) plus `memft.json` (the typed
+`memft.meta.AdapterMeta`), which says how to rebuild the base (spec, dtype), how prompts were built (template) and
+what was certified.
+
+Core layer. May import: config, errors, folders, meta; torch and peft inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,12 @@ from typing import Any
 from torch import nn
 
 from memft import folders
+from memft import meta as meta_mod
 from memft.config import LoraSettings
 from memft.errors import AdapterError, ConfigError, TrainingError, warn
+from memft.meta import AdapterMeta
 
-META = "memft.json"
+META = meta_mod.FILE
 
 
 def layer_stack(lm: nn.Module) -> nn.ModuleList:
@@ -145,14 +149,14 @@ def write_atomic(out: Path, fill: Callable[[Path], None]) -> None:
         folders.swap_in(out, fill)
 
 
-def save(peft_model: Any, out: Path, meta: dict[str, Any], files: dict[str, str] | None = None) -> None:
+def save(peft_model: Any, out: Path, meta: AdapterMeta, files: dict[str, str] | None = None) -> None:
     """Save the adapter, memft.json and any extra text `files` (name -> content) as one atomic swap.
     Weights that are not all finite are refused (TrainingError): a diverged adapter never replaces a good one."""
     check_finite(peft_model)
 
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(tmp)
-        (tmp / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / META).write_text(meta_mod.dumps(meta), encoding="utf-8")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
 
@@ -168,34 +172,18 @@ def check_finite(peft_model: Any) -> None:
                             "nothing was saved and no adapter was replaced; lower --lr (or --alpha)")
 
 
-def update_meta(folder: Path, meta: dict[str, Any]) -> None:
+def update_meta(folder: Path, meta: AdapterMeta) -> None:
     """Replace memft.json of an existing adapter atomically (temp file + rename)."""
-    tmp = Path(folder) / f".{META}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, Path(folder) / META)
+    meta_mod.write(folder, meta)
 
 
-def read_meta(folder: str | Path) -> dict[str, Any]:
-    folder = Path(folder)
-    folders.recover_for_reading(folder)
-    if not folder.is_dir():
-        raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
-    meta_path = folder / META
-    if not meta_path.exists():
-        raise AdapterError(f"{folder}: not a memft adapter (no {META}); give the --out folder of `memft write`")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterError(f"{meta_path}: unreadable ({e}); the adapter is damaged, write it again") from None
-    if not isinstance(meta, dict) or not all(isinstance(meta.get(k, {}), dict) for k in ("base", "records", "lora", "train", "certification")):
-        raise AdapterError(f"{meta_path}: not the JSON object memft writes; the adapter is damaged, write it again")
-    return meta
+def read_meta(folder: str | Path) -> AdapterMeta:
+    """memft.json of an adapter folder (memft.meta.read)."""
+    return meta_mod.read(folder)
 
 
-def check_files(folder: str | Path, meta: dict[str, Any]) -> None:
+def check_files(folder: str | Path, meta: AdapterMeta) -> None:
     """Before loading a model: the PEFT files are there, readable, and place the LoRA where memft.json says."""
-    from safetensors import safe_open
-
     folder = Path(folder)
     cfg_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
     fix = "the adapter is damaged: restore the folder from a backup or write it again"
@@ -205,8 +193,7 @@ def check_files(folder: str | Path, meta: dict[str, Any]) -> None:
         raise AdapterError(f"{cfg_path}: missing; {fix}") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdapterError(f"{cfg_path}: unreadable ({type(e).__name__}); {fix}") from None
-    lora = meta.get("lora", {})
-    if not isinstance(cfg, dict) or cfg.get("r") != lora.get("rank") or not _same_modules(cfg.get("target_modules"), lora.get("modules")):
+    if not isinstance(cfg, dict) or cfg.get("r") != meta.lora.rank or not _same_modules(cfg.get("target_modules"), list(meta.lora.modules)):
         raise AdapterError(f"{cfg_path}: its rank or target modules differ from memft.json; {fix}")
     if not weights.exists():
         raise AdapterError(f"{weights}: missing; {fix}")

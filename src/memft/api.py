@@ -1,4 +1,8 @@
-"""The Python API: write records into an adapter, recall a key, verify a record set. The CLI only calls these."""
+"""The Python API: write records into an adapter, recall a key, verify a record set. The CLI only calls these.
+
+Core layer, its top (the facade the CLI and the other layers call): may import the core, the ledger (memory
+store) and memft.sampling (a check, for sampling_odds).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from typing import Any
 
 from memft import __version__, adapters, folders
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
-from memft.digests import of_meta
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
-from memft.errors import AdapterError, RecordsError, TrainingError
+from memft.errors import RecordsError, TrainingError
 from memft.ledger import LEDGER, Ledger, fingerprint, next_ledger, next_scheme
 from memft.ledger import dumps as ledger_dumps
+from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
 from memft.parity import check_parity
@@ -27,7 +31,7 @@ class WriteResult:
     out: Path
     summary: dict[str, Any]  # see memft.metrics.summarize
     reports: list[RecordReport]
-    meta: dict[str, Any]  # what was saved as memft.json
+    meta: AdapterMeta  # what was saved as memft.json
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -183,13 +187,14 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
     event = event or {"op": "write", "added": len(records), "updated": 0, "removed": 0}
     event = {**event, "held": len(records), "steps": res.steps, "certified_at": res.certified_at, "seconds": round(res.seconds, 3),
              "certified": summary["certified"], "min_prob": summary["min_prob"]}
-    meta = {
-        "memft_version": __version__,
-        "created": now,
-        "base": {"spec": base.spec, "dtype": base.dtype, "device": base.device},
-        "template": train.template,
-        "lora": {**to_json(lora), **f.placement},
-        "train": {
+    meta = AdapterMeta(
+        memft_version=__version__,
+        created=now,
+        base=BaseInfo(base.spec, base.dtype, base.device),
+        template=train.template,
+        lora=LoraInfo(rank=lora.rank, layers=tuple(f.placement["layers"]), modules=tuple(f.placement["modules"]), alpha=lora.alpha,
+                      preset=lora.preset, target_modules=lora.target_modules),
+        train={
             **to_json(train),
             "steps": res.steps,
             "certified_at": res.certified_at,
@@ -201,24 +206,24 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
             "trained_tokens": res.tokens,
             "loss_final": summary["loss"],
         },
-        "records": {
-            "count": len(records),
-            "hash": scheme.set_hash(records),
-            "value_tokens": f.value_tokens,
-            "max_target_tokens": f.max_target_tokens,
-            "digest": scheme.to_json(),
-            "digests": sorted(scheme.digest(r) for r in records),
-        },
-        "certification": {
-            "dtype": base.dtype,
-            "device": base.device,
-            "certified": summary["certified"],
-            "p_above_half": summary["p_above_half"],
-            "min_prob": summary["min_prob"],
-            "failed_keys": [r.key for r in reports if not r.certified],
-        },
-        **(extra or {}),
-    }
+        records=RecordsInfo(
+            count=len(records),
+            hash=scheme.set_hash(records),
+            value_tokens=f.value_tokens,
+            max_target_tokens=f.max_target_tokens,
+            digest=scheme.to_json(),
+            digests=tuple(sorted(scheme.digest(r) for r in records)),
+        ),
+        certification=CertificationInfo(
+            dtype=base.dtype,
+            device=base.device,
+            certified=summary["certified"],
+            p_above_half=summary["p_above_half"],
+            min_prob=summary["min_prob"],
+            failed_keys=tuple(r.key for r in reports if not r.certified),
+        ),
+        extra=dict(extra or {}),
+    )
     book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event, scheme)
     book.fingerprint = fingerprint(meta)
     adapters.save(f.model, Path(out), meta, files={LEDGER: ledger_dumps(book)})
@@ -234,7 +239,7 @@ class Loaded:
     """An adapter on its base, ready to recall: the PEFT model, tokenizer, and memft.json."""
 
     model: Any  # the PEFT model: LoRA layers on base.model
-    meta: dict[str, Any]
+    meta: AdapterMeta
     base: Base  # the base it sits on: tokenizer, spec, device, dtype
     folder: Path | None = None
 
@@ -258,18 +263,10 @@ def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = N
     from memft import ledger
 
     meta = adapters.read_meta(folder)
-    try:
-        spec = meta["base"]["spec"]
-        dtype = dtype or meta["certification"]["dtype"]
-    except (KeyError, TypeError) as e:
-        raise AdapterError(f"{folder}/memft.json lacks {e}; the adapter is damaged, write it again") from None
-    if not isinstance(spec, str) or dtype not in ("fp32", "bf16", "fp16"):
-        raise AdapterError(f"{folder}/memft.json: base {spec!r} / dtype {dtype!r} is not a model spec and fp32|bf16|fp16; "
-                           "the adapter is damaged, write it again")
     adapters.check_files(folder, meta)
     if (Path(folder) / LEDGER).exists():
         ledger.check_against(meta, ledger.read(folder), folder)
-    base = load_base(spec, device, dtype, seed=meta.get("train", {}).get("seed", 0))
+    base = load_base(meta.base.spec, device, dtype or meta.certification.dtype, seed=meta.seed)
     return Loaded(adapters.load(folder, base.model, trainable), meta, base, Path(folder))
 
 
@@ -338,8 +335,8 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     held = held_keys(ld)
     known = set(held) if held is not None else None
     asked = [k for k in keys if raw or known is None or k in known]
-    tmpl = ld.meta.get("template", "raw")
-    limit = int(ld.meta.get("records", {}).get("max_target_tokens", 256))
+    tmpl = ld.meta.template
+    limit = ld.meta.records.max_target_tokens
     eos = ld.tokenizer.eos_token_id
     probes = [Encoded(key=k, prompt=prompt_ids(k, ld.tokenizer, tmpl), targets=(eos,)) for k in asked]
     gens = greedy(ld.model, probes, ld.tokenizer, batch_size=batch_size, max_new=limit) if probes else []
@@ -347,9 +344,9 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     runs = [Encoded(p.key, p.prompt, tuple(g)) for p, g in zip(probes, gens) if g]
     tf = teacher_forced(Runner(ld.model, runs, ld.tokenizer.pad_token_id), batch_size) if runs else {}
     stats = {i: tf[j] for j, i in enumerate(i for i, g in enumerate(gens) if g)}  # by probe index
-    scheme = of_meta(ld.meta)
-    digests = set(ld.meta.get("records", {}).get("digests", []))
-    failed = set(ld.meta.get("certification", {}).get("failed_keys", []))
+    scheme = ld.meta.records.scheme
+    digests = set(ld.meta.records.digests or ())
+    failed = set(ld.meta.certification.failed_keys)
     done: dict[str, Recalled] = {}
     for i, (p, gen) in enumerate(zip(probes, gens)):
         value = decode_value(gen, ld.tokenizer)
@@ -373,9 +370,9 @@ def verify(
     from memft.evaluate import evaluate
 
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
-    items = encode_all(records, ld.tokenizer, ld.meta.get("template", "raw"))
+    items = encode_all(records, ld.tokenizer, ld.meta.template)
     reports = evaluate(ld.model, ld.tokenizer, items, generate=generate, batch_size=batch_size)
-    certified_dtype = ld.meta.get("certification", {}).get("dtype", "fp32")
+    certified_dtype = ld.meta.certification.dtype
     notes = []
     if ld.dtype != certified_dtype:
         notes.append(
@@ -397,7 +394,7 @@ def sampling_odds(folder: str | Path | Loaded, records: Sequence[Record], temper
 
     check_sampling(temperature, top_p, top_k)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
-    items = encode_all(records, ld.tokenizer, ld.meta.get("template", "raw"))
+    items = encode_all(records, ld.tokenizer, ld.meta.template)
     odds = recall_odds(Runner(ld.model, items, ld.tokenizer.pad_token_id), temperature, top_p, top_k, batch_size)
     hits = sample_recall(ld.model, items, ld.tokenizer, samples, temperature, top_p, top_k, seed, batch_size) if samples else None
     return [

@@ -7,6 +7,9 @@ Two measurements, each against the same base with the adapter switched off (PEFT
   of the held-out text), searched for any stored value.
 
 Reports name the key whose value leaked, never the value itself: an audit file is safe to share like memft.json.
+
+Checks layer: may import the core, the memory store and the other checks (and memft.bench.stress, whose default
+text is the held-out text).
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import torch.nn.functional as F
 from memft.api import Loaded
 from memft.batching import pad
 from memft.bench.stress import default_text, text_ids
-from memft.digests import of_meta
 from memft.errors import AdapterError, ConfigError, RecordsError
+from memft.evaluate import token_nll  # noqa: F401 - the per-token loss, defined once; memft.audit.token_nll stays importable
 from memft.leaks import (  # noqa: F401 - re-exported: the audit's public names
     DEFAULT_PROMPTS,
     Probe,
@@ -64,11 +67,6 @@ def token_kl(logits_base: torch.Tensor, logits_adapted: torch.Tensor) -> torch.T
     p = logp.exp()
     terms = torch.where(p > 0, p * (logp - logq), torch.zeros_like(p))  # 0 · log 0 = 0, not nan
     return terms.sum(-1).clamp_min(0.0)
-
-
-def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood in nats of each target: logits [N, V], targets [N] -> [N] (float32)."""
-    return -F.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
 
 
 def perplexity(nll: torch.Tensor) -> float:
@@ -218,7 +216,7 @@ def audit(
     loaded with api.load_adapter and the records it holds. `text_name` names a given text in the settings."""
     if not records:
         raise RecordsError("audit: no records; give the records the adapter holds (a JSONL file)")
-    template = loaded.meta.get("template", "raw")
+    template = loaded.meta.template
     source = text_name or ("the given text" if text is not None else f"pydoc_data.topics (Python {platform.python_version()})")
     text = default_text() if text is None else text
     plan = plan_windows(text, loaded.tokenizer, n_windows, window, seed, [r.target for r in records], source)
@@ -228,11 +226,11 @@ def audit(
     # Generation keeps one position's logits per step, so it takes far more prompts per batch than a window pass.
     leaks = leak_probe(loaded.model, loaded.tokenizer, records, template, text_prompts=prompts, batch_size=max(batch_size, 32))
     notes = []
-    stored_hash = loaded.meta.get("records", {}).get("hash")
-    if stored_hash is not None and stored_hash != of_meta(loaded.meta).set_hash(records):
+    stored_hash = loaded.meta.records.hash
+    if stored_hash is not None and stored_hash != loaded.meta.records.scheme.set_hash(records):
         notes.append("the records given are not the set this adapter was written with (their hash differs): leaks are looked for among the records given")
     settings = {
-        "base": loaded.meta.get("base", {}).get("spec"),
+        "base": loaded.meta.base.spec,
         "dtype": loaded.dtype,
         "device": loaded.device,
         "template": template,

@@ -2,6 +2,8 @@
 
 Sequences are right-padded: real tokens keep positions 0..n-1, so hidden states of real tokens do not depend on the
 padding (which is what lets the frozen-prefix cache store them per record).
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ back, when any of these holds (checked at every step and whenever the training l
 The objective calls `active` with the step's records; the loop calls `stage_records` at each epoch start and draws
 its mini-batches from those records only (training the others would be wasted: the objective gives them weight 0).
 State read: state["step"], state["max_steps"] (schedule by step), state["n_records"]; written: state["curriculum"].
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

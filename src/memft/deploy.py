@@ -5,6 +5,8 @@ the adapter merged into the base weights (W + B·A rounded to the base dtype), a
 loader (plain `peft.PeftModel`). Each changes the logits slightly; a record survives when every target stays the
 argmax, and the gap p(target) - p(best other) says how much room was left. `recheck` runs the settings asked for
 and reports, per setting, which records stay certified and the smallest gaps.
+
+Checks layer: may import the core, the memory store and the other checks.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def _memft(folder: str | Path, records: Sequence[Record], s: Setting, device: st
 
     ld = load_adapter(folder, device, s.dtype)
     model = ld.model.merge_and_unload() if s.merged else ld.model  # merged: W + scale * B @ A, in the base dtype
-    items = encode_all(records, ld.tokenizer, ld.meta.get("template", "raw"))
+    items = encode_all(records, ld.tokenizer, ld.meta.template)
     reports = evaluate(model, ld.tokenizer, items, generate="uncertified", batch_size=batch_size)
     rows = [{"key": r.key, "certified": r.certified, "exact": r.exact, "min_prob": r.min_prob, "min_gap": r.min_gap,
              "first_error": r.first_error_tf} for r in reports]
@@ -96,12 +98,12 @@ def _plain(folder: str | Path, records: Sequence[Record], s: Setting, device: st
     from memft.modeling import DTYPE_NAMES, base_folder, resolve_device
 
     meta = read_meta(folder)
-    base = base_folder(meta["base"]["spec"], meta.get("train", {}).get("seed", 0))
+    base = base_folder(meta.base.spec, meta.seed)
     with tempfile.TemporaryDirectory(prefix="memft-plaincheck-") as tmp:
         recs, out = Path(tmp) / "records.jsonl", Path(tmp) / "out.json"
         write_records(records, recs)
         cmd = [sys.executable, "-m", "memft.plaincheck", "--base", base, "--adapter", str(folder), "--records", str(recs),
-               "--template", meta.get("template", "raw"), "--dtype", DTYPE_NAMES[s.dtype], "--device", resolve_device(device),
+               "--template", meta.template, "--dtype", DTYPE_NAMES[s.dtype], "--device", resolve_device(device),
                "--out", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr becomes our one-line error
         if proc.returncode != 0:

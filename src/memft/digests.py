@@ -14,6 +14,8 @@ is reversed by trying every value, so the current scheme is salted and slow:
   scrypt-v1.
 
 The canonical record is the compact JSON of [key, value] (or [key, value_ids]), UTF-8.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations
@@ -113,7 +115,3 @@ class DigestScheme:
         except ValueError as e:
             raise AdapterError(f"{where}: record digests: {e}; the adapter is damaged or was written by a newer memft") from None
 
-
-def of_meta(meta: Mapping[str, Any], where: str = "memft.json") -> DigestScheme:
-    """The digest scheme of an adapter's memft.json (its `records.digest`; absent: sha256)."""
-    return DigestScheme.from_json(meta.get("records", {}).get("digest"), where)

@@ -3,6 +3,8 @@
 Layout of one sequence:  [prompt ids] [value ids] [eos]
 The targets are the value ids plus the end-of-sequence token, so greedy recall stops exactly after the value.
 Everything that is measured (loss, lengths, accuracies) covers targets only; `n_value` excludes the eos.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Each message says what was wrong, where (file:line, record key, option) and how to fix it. The CLI prints the
 message as one line on stderr and exits with code 2; the Python API raises these exceptions unchanged.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 

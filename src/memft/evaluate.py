@@ -1,4 +1,9 @@
-"""Teacher-forced certification in one forward pass, and real greedy generation with the KV cache."""
+"""Teacher-forced certification in one forward pass, and real generation with the KV cache (greedy, or sampled
+through `generate`'s knobs by memft.sampling).
+
+The per-token loss is defined here once (`token_nll`: float32 log-softmax at the target); training, the Trainer
+integration and the audit call it. Core layer. May import: batching, encoding, forward, metrics; torch.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +20,30 @@ from memft.metrics import RecordReport, TokenStats, record_report
 from memft.vocab import TrainVocab
 
 
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities [N, V] of logits [N, V], in float32 whatever the model's precision."""
+    return F.log_softmax(logits.float(), dim=-1)
+
+
+def at_targets(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logp [N, V] at each row's target [N] -> [N]."""
+    return logp.gather(1, targets[:, None]).squeeze(1)
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in nats of each target: logits [N, V], targets [N] -> [N] (float32, with grad when the logits
+    have one). The loss every objective weights (via token_table), the Trainer integration and the audit use."""
+    return -at_targets(log_probs(logits), targets)
+
+
 def token_table(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-    """Per-target-token loss, probability, argmax check and gap from logits [N, V] -> dict of [N] tensors.
+    """Per-target-token loss (token_nll), probability, argmax check and gap from logits [N, V] -> dict of [N] tensors.
 
     gap = p(target) - p(best other token): > 0 exactly where the target is the strict argmax; how far a precision
     shift (merging, bf16) can move the probabilities before greedy decoding picks another token.
     """
-    logp = F.log_softmax(logits.float(), dim=-1)
-    lp = logp.gather(1, batch.targets[:, None]).squeeze(1)  # [N]
+    logp = log_probs(logits)  # [N, V], shared by the loss and the gap
+    lp = at_targets(logp, batch.targets)  # [N] = -token_nll(logits, batch.targets)
     other = logp.scatter(1, batch.targets[:, None], float("-inf")).max(-1).values  # [N] best non-target
     p = lp.exp()
     return {"loss": -lp, "prob": p, "correct": logits.argmax(-1) == batch.targets, "gap": p - other.exp()}
@@ -61,32 +82,34 @@ def teacher_forced(runner: Runner, batch_size: int = 64, indices: Sequence[int] 
 
 
 @torch.no_grad()
-def greedy(model: Any, items: Sequence[Encoded], tokenizer: Any, batch_size: int = 32, max_new: int | None = None) -> list[list[int]]:
-    """Greedy decoding from each record's prompt (left-padded batches, KV cache) -> generated ids per record.
+def generate(model: Any, prompts: Sequence[Sequence[int]], tokenizer: Any, max_new: Sequence[int], batch_size: int = 32,
+             **knobs: Any) -> list[list[int]]:
+    """`model.generate` from each prompt -> its ids up to and including the first eos, per prompt.
 
-    Generation stops at eos or after len(targets) + 1 tokens (enough to see a missing eos).
-    """
+    Prompts are sorted by length (stable) into left-padded batches of `batch_size` rows with the KV cache; a batch
+    generates the largest `max_new` [per prompt] of its rows. `knobs`: generate's decoding options (greedy:
+    do_sample=False; sampling: memft.sampling.generation_knobs)."""
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id
-    out: list[list[int]] = [[] for _ in items]
-    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
+    pad_id, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    out: list[list[int]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        ids, mask = pad([items[i].prompt for i in idx], pad_id, left=True)
-        P = ids.shape[1]
-        n_new = max_new or max(len(items[i].targets) for i in idx) + 1
-        gen = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=n_new,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=pad_id,
-        )
+        ids, mask = pad([prompts[i] for i in idx], pad_id, left=True)  # [B, P]
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(max_new[i] for i in idx),
+                             eos_token_id=eos, pad_token_id=pad_id, **knobs)  # [B, P + new]
         for b, i in enumerate(idx):
-            out[i] = cut_at_eos(gen[b, P:].tolist(), tokenizer.eos_token_id)
+            out[i] = cut_at_eos(gen[b, ids.shape[1] :].tolist(), eos)
     return out
+
+
+def greedy(model: Any, items: Sequence[Encoded], tokenizer: Any, batch_size: int = 32, max_new: int | None = None) -> list[list[int]]:
+    """Greedy decoding from each record's prompt -> generated ids per record (see `generate`).
+
+    Generation stops at eos or after len(targets) + 1 tokens (enough to see a missing eos), or `max_new` tokens.
+    """
+    limits = [max_new or len(e.targets) + 1 for e in items]
+    return generate(model, [e.prompt for e in items], tokenizer, limits, batch_size, do_sample=False, num_beams=1)
 
 
 def cut_at_eos(seq: list[int], eos: int) -> list[int]:

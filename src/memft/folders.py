@@ -11,6 +11,8 @@
 
 Sibling names: `.NAME.memft-tmp-<hex>` (being filled), `.NAME.memft-old-<hex>` (the previous version during a
 swap). Names written by memft 0.1 (`.NAME.tmp-XXXXXXXX`, `.NAME.old-PID`) are recognised too.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ target loss over every record kept, each from its latest teacher-forced statisti
 recent slope of mean_loss in epochs down to the loss at which runs certify, so it says "at the current rate";
 memorization curves often drop faster later (a phase transition), so a forecast of failure is on the safe side of
 telling the user early, and one of success is not a promise.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

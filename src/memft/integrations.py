@@ -29,6 +29,8 @@ not; with max_grad_norm=0, a constant lr and full batches, Trainer + MemFTLoss c
 does, see the tests) and decays the lr linearly; TRL's SFTConfig turns on bf16 autocast and activation checkpointing
 unless told otherwise (bf16=False, activation_checkpointing=False), and bf16 training logits are not the fp32 ones
 that certification measures.
+
+Integrations layer: may import the core only.
 """
 
 from __future__ import annotations
@@ -38,14 +40,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from memft import objectives
 from memft.batching import pad
 from memft.encoding import Encoded, encode_all
 from memft.errors import ConfigError, RecordsError
-from memft.evaluate import teacher_forced
+from memft.evaluate import teacher_forced, token_nll
 from memft.forward import Runner
 from memft.metrics import meets_margin
 from memft.records import Record
@@ -119,7 +120,7 @@ def target_tokens(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     row, col = mask.nonzero(as_tuple=True)  # [N] each
     picked = logits[:, :-1][row, col].float()  # [N, V]
     tgt = target[row, col]  # [N]
-    loss = F.cross_entropy(picked, tgt, reduction="none")  # [N]
+    loss = token_nll(picked, tgt)  # [N], the loss memft's own training weights
     offset = (mask.cumsum(1) - 1)[row, col]  # [N]
     return loss, picked.argmax(-1) == tgt, row, offset
 

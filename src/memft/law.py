@@ -22,12 +22,16 @@ table keeps its rows in order and shows the reason.
 
 The planner (`plan_rank`) inverts the law: the smallest rank whose predicted final loss L_init − ΔL(r, ℓ) is
 below a target (ln 2 by default: a mean target probability above one half).
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,23 +92,34 @@ class LawFit:
 # rows
 
 
-def _delta(row: dict[str, Any]) -> float | None:
+def delta_loss(row: dict[str, Any]) -> float | None:
+    """A row's ΔL: `delta_loss`, or loss_init − loss_final when it is missing (None when neither is there)."""
     d = row.get("delta_loss")
     if d is None and row.get("loss_init") is not None and row.get("loss_final") is not None:
         d = row["loss_init"] - row["loss_final"]
     return d
 
 
-def _finite(v: Any) -> bool:
+def number(v: Any) -> float | None:
+    """A finite float, or None for None / NaN / infinity / non-numbers (how rows and fits are read everywhere).
+
+    >>> number("0.5"), number(None), number(float("nan")), number("x")
+    (0.5, None, None, None)
+    """
     try:
-        return v is not None and math.isfinite(float(v))
+        f = float(v)
     except (TypeError, ValueError):
-        return False
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _finite(v: Any) -> bool:
+    return number(v) is not None
 
 
 def _complete(row: dict[str, Any]) -> bool:
     try:
-        vals = (row.get("rank"), row.get("length"), row.get("loss_init"), _delta(row))
+        vals = (row.get("rank"), row.get("length"), row.get("loss_init"), delta_loss(row))
     except TypeError:  # a non-numeric loss
         return False
     return all(_finite(v) for v in vals) and float(row["rank"]) > 0 and float(row["length"]) > 0
@@ -112,7 +127,7 @@ def _complete(row: dict[str, Any]) -> bool:
 
 def saturated(row: dict[str, Any], eps: float = 0.05) -> bool:
     """ΔL ≥ (1 − ε)·L_init: the run learned (almost) everything, so ΔL no longer reflects capacity."""
-    d, li = _delta(row), row.get("loss_init")
+    d, li = delta_loss(row), row.get("loss_init")
     if d is None or li is None:
         raise ConfigError(f"saturated: row needs loss_init and delta_loss (or loss_final); got {row!r}")
     return d >= (1.0 - eps) * li
@@ -135,7 +150,7 @@ def _arrays(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.
     return (
         np.array([float(r["rank"]) for r in rows]),
         np.array([float(r["length"]) for r in rows]),
-        np.array([float(_delta(r)) for r in rows]),  # type: ignore[arg-type]
+        np.array([float(delta_loss(r)) for r in rows]),  # type: ignore[arg-type]
     )
 
 
@@ -250,9 +265,19 @@ def fit_law(rank: Sequence[float] | np.ndarray, length: Sequence[float] | np.nda
     _check(r, l, y)
     _check_options(0.0, huber)
     C, alpha, beta, b = _fit_params(r, l, y, huber, grid)
-    resid = y - law(r, l, C, alpha, beta, b)
-    r2 = 1.0 - float((resid * resid).sum()) / float(((y - y.mean()) ** 2).sum())
-    return LawFit(C, alpha, beta, b, r2, _mape(resid, y), len(y), resid, huber)
+    pred = law(r, l, C, alpha, beta, b)
+    return LawFit(C, alpha, beta, b, r_squared(y, pred), _mape(y - pred, y), len(y), y - pred, huber)
+
+
+def r_squared(y: Any, pred: Any) -> float:
+    """R² = 1 − SS_res/SS_tot of predictions `pred` [n] for measured `y` [n]; nan when y is constant.
+
+    >>> r_squared([1.0, 2.0, 3.0], [1.0, 2.0, 4.0])
+    0.5
+    """
+    y, pred = np.asarray(y, float), np.asarray(pred, float)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
 
 
 # Resamples start from a coarser grid (step 0.15) than a fit (step 0.05): L-BFGS-B refines either way, and the
@@ -319,10 +344,6 @@ def leave_one_length_out(rank: Any, length: Any, delta: Any, huber: float | None
 # settings
 
 
-def _num(x: float) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 def fit_rows(rows: Sequence[dict[str, Any]], setting: str, eps: float = 0.05, n_boot: int = 200, seed: int = 0,
              huber: float | None = None) -> dict[str, Any]:
     """One setting's fit as a JSON-able dict (parameters, 95 % bootstrap intervals, fit quality, held-out error).
@@ -344,9 +365,9 @@ def fit_rows(rows: Sequence[dict[str, Any]], setting: str, eps: float = 0.05, n_
     return {
         "setting": setting,
         **{p: float(v) for p, v in f.params().items()},
-        **{f"{p}_ci": [_num(ci[p][0]), _num(ci[p][1])] for p in PARAMS},
-        "r2": _num(f.r2),
-        "mape": _num(f.mape),
+        **{f"{p}_ci": [number(ci[p][0]), number(ci[p][1])] for p in PARAMS},
+        "r2": number(f.r2),
+        "mape": number(f.mape),
         "n": f.n,
         "n_excluded": len(rows) - len(used),
         "n_saturated": len(rows) - len(used) - n_incomplete,
@@ -362,21 +383,45 @@ def fit_rows(rows: Sequence[dict[str, Any]], setting: str, eps: float = 0.05, n_
     }
 
 
-def _pct(ratio: float) -> str:
+# Setting names (the paper's table), built here only; `in_setting` is their one reader.
+COMBINED, PHONEBOOK = "Combined", "PhoneBook"
+
+
+def ratio_setting(ratio: float) -> str:
+    """The setting name of stress rows at replacement ratio ρ: "r0" … "r100".
+
+    >>> ratio_setting(0.5), ratio_setting(1.0), ratio_setting(30)
+    ('r50', 'r100', 'r30')
+    """
     return f"r{round(100 * ratio if ratio <= 1 else ratio)}"  # like `memft bench --ratios`: above 1 is a percentage
+
+
+def setting_names(row: dict[str, Any]) -> list[str]:
+    """Every setting a row is fitted in: its stress ratio's and Combined (stress), PhoneBook, or its benchmark."""
+    bench = row.get("benchmark")
+    if bench == "stress":
+        ratio = row.get("ratio")
+        return ([ratio_setting(float(ratio))] if _finite(ratio) else []) + [COMBINED]
+    return [PHONEBOOK] if bench == "phonebook" else [str(bench)]
+
+
+def in_setting(row: dict[str, Any], setting: str) -> bool:
+    """Whether `fit_settings` fits `row` in the setting named `setting`."""
+    return setting in setting_names(row)
 
 
 def _settings(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     stress = [r for r in rows if r.get("benchmark") == "stress"]
-    ratios = sorted({float(r["ratio"]) for r in stress if r.get("ratio") is not None})
-    out = [(_pct(rho), [r for r in stress if r.get("ratio") is not None and float(r["ratio"]) == rho]) for rho in ratios]
+    ratios = sorted({float(r["ratio"]) for r in stress if _finite(r.get("ratio"))})
+    names = dict.fromkeys(ratio_setting(rho) for rho in ratios)  # in ratio order, each name once
+    out = [(name, [r for r in stress if in_setting(r, name)]) for name in names]
     if stress:
-        out.append(("Combined", stress))
+        out.append((COMBINED, stress))
     pb = [r for r in rows if r.get("benchmark") == "phonebook"]
     if pb:
-        out.append(("PhoneBook", pb))
+        out.append((PHONEBOOK, pb))
     for name in sorted({str(r.get("benchmark")) for r in rows} - {"stress", "phonebook"}):
-        out.append((name, [r for r in rows if str(r.get("benchmark")) == name]))
+        out.append((name, [r for r in rows if in_setting(r, name)]))
     return out
 
 
@@ -388,11 +433,11 @@ def fit_settings(rows: Sequence[dict[str, Any]], eps: float = 0.05, n_boot: int 
     fitted (then "n" and "n_excluded" count the rows, and no parameters are given).
     """
     _check_options(eps, huber)  # before any fit: a bad option is an error, not a skipped setting
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((str(r.get("model")), str(r.get("method"))), []).append(r)
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for r in rows:  # a row without a model or method is grouped (and reported) under None, never the string "None"
+        groups.setdefault((r.get("model"), r.get("method")), []).append(r)
     out = []
-    for (model, method), grows in sorted(groups.items()):
+    for (model, method), grows in sorted(groups.items(), key=lambda g: (str(g[0][0]), str(g[0][1]))):
         for name, srows in _settings(grows):
             try:
                 entry = fit_rows(srows, name, eps, n_boot, seed, huber)
@@ -401,6 +446,34 @@ def fit_settings(rows: Sequence[dict[str, Any]], eps: float = 0.05, n_boot: int 
                 entry = {"setting": name, "n": used, "n_excluded": len(srows) - used, "skipped": str(e)}
             out.append({"model": model, "method": method, **entry})
     return out
+
+
+def fit_from_json(entry: dict[str, Any]) -> dict[str, Any]:
+    """A fit entry read from a file: fits written before memft 0.2 stored a missing model or method as the string
+    "None"; it reads as None, as fit_settings gives it now."""
+    return {**entry, **{k: None for k in ("model", "method") if entry.get(k) == "None"}}
+
+
+def read_fits(path: str | Path) -> list[dict[str, Any]]:
+    """The fits of a `memft law fit --json` file; ConfigError saying how to make one when it is missing or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such law fit; make one with `memft law fit STORE.db --json {path}`")
+    try:
+        fits = json.loads(path.read_text(encoding="utf-8"))["fits"]
+        return [fit_from_json(f) for f in fits]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"{path}: not a law fit file (expected {{\"fits\": [...]}} from `memft law fit --json`)") from None
+
+
+def pick_fit(path: str | Path, setting: str, method: str | None = None) -> dict[str, Any]:
+    """The first usable (not skipped) fit of `setting` (and `method`, when given) in a law fit file."""
+    fits = read_fits(path)
+    ok = [f for f in fits if f.get("setting") == setting and not f.get("skipped") and (method is None or f.get("method") == method)]
+    if not ok:
+        have = sorted({f"{f.get('setting')}/{f.get('method')}" for f in fits if not f.get("skipped")})
+        raise ConfigError(f"{path}: no usable fit for setting {setting!r}" + (f" method {method!r}" if method else "") + f"; it has {', '.join(have) or 'none'}")
+    return ok[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 windows of held-out text), searched for any stored value. Leaks name the key, never the value.
 
 Part of the side-effect audit (memft.audit); the matching helpers are pure functions of token ids and text.
+
+Checks layer: may import the core, the memory store and the other checks.
 """
 
 from __future__ import annotations

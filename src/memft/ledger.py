@@ -9,6 +9,8 @@ not certified at its last write cannot be recovered that way; the user gives it 
 
 Pure functions plan the changes (`plan_append`, `plan_forget`, `next_ledger`); only `read`/`recover_records` touch
 files or models.
+
+Memory-store layer: may import the core and the memory store (ledger, rewrite).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft.digests import DigestScheme, of_meta
+from memft.digests import DigestScheme
 from memft.errors import AdapterError, RecordsError
+from memft.meta import AdapterMeta
 from memft.metrics import RecordReport
 from memft.records import Record
 
@@ -70,15 +73,15 @@ class Ledger:
                    DigestScheme.from_json(obj.get("digest"), where))
 
 
-def fingerprint(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of memft.json that recall, verify and replay depend on."""
-    rec, lora = meta.get("records", {}), meta.get("lora", {})
-    return {"count": rec.get("count"), "hash": rec.get("hash"), "max_target_tokens": rec.get("max_target_tokens"),
-            "template": meta.get("template"), "base": meta.get("base", {}).get("spec"),
-            "dtype": meta.get("certification", {}).get("dtype"), "rank": lora.get("rank"), "modules": lora.get("modules")}
+def fingerprint(meta: AdapterMeta) -> dict[str, Any]:
+    """The fields of memft.json that recall, verify and replay depend on (the ledger keeps a copy: its layout is
+    part of the ledger format)."""
+    rec = meta.records
+    return {"count": rec.count, "hash": rec.hash, "max_target_tokens": rec.max_target_tokens, "template": meta.template,
+            "base": meta.base.spec, "dtype": meta.certification.dtype, "rank": meta.lora.rank, "modules": list(meta.lora.modules)}
 
 
-def check_against(meta: Mapping[str, Any], book: Ledger, folder: str | Path) -> None:
+def check_against(meta: AdapterMeta, book: Ledger, folder: str | Path) -> None:
     """Cross-check the ledger with memft.json: same records (count, digest scheme and salt, digests) and, where the
     ledger has one, the same fingerprint. A mismatch means one file was edited or damaged: AdapterError naming what
     differs."""
@@ -86,12 +89,12 @@ def check_against(meta: Mapping[str, Any], book: Ledger, folder: str | Path) -> 
     keys = [e.key for e in book.entries]
     if len(set(keys)) != len(keys):
         problems.append("ledger.json lists a key twice")
-    rec = meta.get("records", {})
-    if len(book.entries) != rec.get("count"):
-        problems.append(f"ledger.json lists {len(book.entries)} record(s) but memft.json says {rec.get('count')}")
-    elif of_meta(meta, f"{folder}/memft.json") != book.scheme:
+    rec = meta.records
+    if len(book.entries) != rec.count:
+        problems.append(f"ledger.json lists {len(book.entries)} record(s) but memft.json says {rec.count}")
+    elif DigestScheme.from_json(rec.digest, f"{folder}/memft.json") != book.scheme:
         problems.append("the digest scheme or salt of ledger.json and memft.json differ")
-    elif "digests" in rec and sorted(e.digest for e in book.entries) != sorted(rec["digests"]):
+    elif rec.digests is not None and sorted(e.digest for e in book.entries) != sorted(rec.digests):
         problems.append("the record digests of ledger.json and memft.json differ")
     if book.fingerprint is not None:
         fp = fingerprint(meta)
@@ -239,8 +242,8 @@ def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], li
     ledger = ledger or read(_folder(loaded))
     tok = loaded.tokenizer
     eos = tok.eos_token_id
-    limit = int(loaded.meta.get("records", {}).get("max_target_tokens", 256))
-    probes = [Encoded(e.key, prompt_ids(e.key, tok, loaded.meta.get("template", "raw")), (eos,)) for e in ledger.entries]
+    limit = loaded.meta.records.max_target_tokens
+    probes = [Encoded(e.key, prompt_ids(e.key, tok, loaded.meta.template), (eos,)) for e in ledger.entries]
     # Batches of RECOVER_BATCH prompts: recovering a 1000-record store is 1000 greedy recalls, and on a CPU larger
     # batches make the per-token matrix products larger (the KV cache of 128 short prompts is a few MiB).
     gens = greedy(loaded.model, probes, tok, batch_size=RECOVER_BATCH, max_new=limit) if probes else []

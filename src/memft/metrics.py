@@ -6,6 +6,8 @@ Definitions (targets = value tokens + eos, positions counted from 0 at the first
 - stubborn position: target probability p <= 0.5 (loss >= ln 2). p > 0.5 everywhere is the paper's sufficient
   condition; certification is the exact one (a target with p = 0.4 can still be the argmax).
 - first failure: the first position where free-run (greedy) output differs from the target, None if it never does.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ Specs:
 - `tiny-random`: a small random Llama with a byte-level tokenizer, deterministic by seed, for tests. No files needed.
 - a local folder (Hugging Face layout) or a local `.gguf` file.
 - a Hugging Face hub id `org/name`: the local HF cache first; the hub is contacted only for such an id.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ Objectives and their options (defaults):
 
 `option_problems(name, options)` lists every unknown or invalid option at once (for validation up front); each
 objective also raises ConfigError with that list when called with bad options.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

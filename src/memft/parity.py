@@ -4,6 +4,8 @@ Certification proves that greedy decoding from the *training* prefix reproduces 
 That proof transfers to recall only if recall builds the same prefix (BOS, chat template, system prompt, leading
 spaces) and stops at the same token, and if nothing inside the value stops generation early. Checked before any
 training, record by record; a problem is a RecordsError naming the record.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

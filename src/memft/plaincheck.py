@@ -4,6 +4,8 @@
 Run in a separate process by memft.deploy (`python -m memft.plaincheck ARGS`); on purpose it imports nothing from
 memft, so it shares none of memft's prefix cache, batching, padding or evaluation code. Output: one JSON object per
 record (key, certified, exact, min_prob, min_gap, first_error) in the --out file.
+
+Checks layer: may import the core, the memory store and the other checks.
 """
 
 from __future__ import annotations

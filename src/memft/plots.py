@@ -7,6 +7,8 @@ that says "no data" and why, never as an exception, so a report builds on any st
 A law fit is a dict {setting, C, alpha, beta, b, r2, mape, n, ...}; its prediction is ΔL = C·r^alpha·ℓ^(−beta) + b.
 Where several rows share a grid point (seeds, ratios, benchmarks), the figure shows their mean; filter rows first
 to compare one setting.
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from memft import law
+from memft.law import number as _num
 
 Row = dict[str, Any]
 Fit = dict[str, Any]
@@ -56,15 +61,6 @@ def _no_data(name: str, why: str) -> Figure:
     return fig
 
 
-def _num(v: Any) -> float | None:
-    """A finite float, or None for None / NaN / non-numbers."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _params(fit: Fit | None) -> tuple[float, float, float, float] | None:
     if not fit:
         return None
@@ -72,29 +68,28 @@ def _params(fit: Fit | None) -> tuple[float, float, float, float] | None:
     return None if any(v is None for v in p) else p  # type: ignore[return-value]
 
 
-def _law(p: tuple[float, float, float, float], r: Any, ell: Any) -> np.ndarray:
-    """ΔL = C·r^alpha·ℓ^(−beta) + b, elementwise."""
-    C, alpha, beta, b = p
-    return C * np.asarray(r, float) ** alpha * np.asarray(ell, float) ** (-beta) + b
-
-
 def _law_text(p: tuple[float, float, float, float]) -> str:
     C, alpha, beta, b = p
     return f"ΔL = {C:.3g}·r^{alpha:.3g}·ℓ^−{beta:.3g} {'+' if b >= 0 else '−'} {abs(b):.3g}"
 
 
+def _predict(p: tuple[float, float, float, float], r: Any, ell: Any) -> np.ndarray:
+    return law.law(r, ell, *p)
+
+
 def _setting(fit: Fit | None) -> str:
-    bits = [str(fit[k]) for k in ("setting", "method", "model") if fit and fit.get(k) not in (None, "None")]
+    bits = [str(fit[k]) for k in ("setting", "method", "model") if fit and fit.get(k) is not None]
     return f" [{' · '.join(bits)}]" if bits else ""
 
 
 def _value(row: Row, key: str) -> float | None:
     """row[key] as a finite float; ΔL falls back to loss_init − loss_final as in the law fit."""
-    v = _num(row.get(key))
-    if v is None and key == "delta_loss":
-        li, lf = _num(row.get("loss_init")), _num(row.get("loss_final"))
-        v = None if li is None or lf is None else li - lf
-    return v
+    if key != "delta_loss":
+        return _num(row.get(key))
+    try:
+        return _num(law.delta_loss(row))
+    except TypeError:  # a non-numeric loss
+        return None
 
 
 def _points(rows: Sequence[Row], key: str) -> list[tuple[int, int, float]]:
@@ -146,7 +141,7 @@ def _delta_vs(rows: Sequence[Row], fit: Fit | None, x: str) -> Figure:
         ax.plot(xs, ys, "o-", color=color, label=f"{sym[series]} = {s}")
         if p is not None and len(xs) > 0:
             xx = np.geomspace(min(xs), max(xs), 100) if min(xs) < max(xs) else np.array(xs, float)
-            yy = _law(p, xx, s) if x == "rank" else _law(p, s, xx)
+            yy = _predict(p, xx, s) if x == "rank" else _predict(p, s, xx)
             ok = yy > 0
             ax.plot(xx[ok], yy[ok], "--", color=color, alpha=0.8)
     ax.set_xscale("log")
@@ -196,7 +191,7 @@ def log_plane(rows: Sequence[Row], fit: Fit | None = None) -> Figure:
         lr = np.linspace(a[:, 0].min(), a[:, 0].max(), 30)
         ll = np.linspace(a[:, 1].min(), a[:, 1].max(), 30)
         R, L = np.meshgrid(lr, ll)
-        Z = _law(p, 10 ** R, 10 ** L)
+        Z = _predict(p, 10 ** R, 10 ** L)
         with np.errstate(invalid="ignore", divide="ignore"):
             Z = np.where(Z > 0, np.log10(np.where(Z > 0, Z, 1.0)), np.nan)
         ax.plot_surface(R, L, Z, cmap="viridis", alpha=0.35, linewidth=0)
@@ -225,7 +220,8 @@ def predicted_vs_true(rows: Sequence[Row], fit: Fit | None = None) -> Figure:
         if rk is None or ln is None or d is None:
             continue
         li = _num(r.get("loss_init"))
-        (sat if eps is not None and li is not None and d >= (1 - eps) * li else pts).append((rk, ln, d))
+        saturated = eps is not None and li is not None and law.saturated({"loss_init": li, "delta_loss": d}, eps)
+        (sat if saturated else pts).append((rk, ln, d))
     if not pts and not sat:
         return _no_data("predicted vs true ΔL", "needs rows with rank, length and delta_loss")
     fig = _figure(5.2, 5.0)
@@ -235,7 +231,7 @@ def predicted_vs_true(rows: Sequence[Row], fit: Fit | None = None) -> Figure:
                          (sat, {"facecolors": "none", "edgecolors": "C1", "label": "saturated (not fitted)"})):
         if group:
             true = np.array([d for _, _, d in group])
-            pred = _law(p, [rk for rk, _, _ in group], [ln for _, ln, _ in group])
+            pred = _predict(p, [rk for rk, _, _ in group], [ln for _, ln, _ in group])
             ax.scatter(true, pred, alpha=0.8, **style)
             every += [true, pred]
     lo, hi = float(min(a.min() for a in every)), float(max(a.max() for a in every))
@@ -249,9 +245,8 @@ def predicted_vs_true(rows: Sequence[Row], fit: Fit | None = None) -> Figure:
     r2_here = float("nan")
     if pts:
         true = np.array([d for _, _, d in pts])
-        pred = _law(p, [rk for rk, _, _ in pts], [ln for _, ln, _ in pts])
-        ss_tot = float(np.sum((true - true.mean()) ** 2))
-        r2_here = 1.0 - float(np.sum((true - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+        pred = _predict(p, [rk for rk, _, _ in pts], [ln for _, ln, _ in pts])
+        r2_here = law.r_squared(true, pred)
     r2_fit = _num(fit.get("r2")) if fit else None
     r2 = (f"R² = {r2_fit:.3f} (fit), {r2_here:.3f} (these {len(pts)} points)" if r2_fit is not None
           else f"R² = {r2_here:.3f} (n = {len(pts)})")

@@ -5,6 +5,8 @@ certifies (or `max_rank` fails), then bisect between the largest failing and the
 try is a real training run on one loaded base. The adapter of the smallest certifying rank is the one saved.
 Certification need not be monotone in rank for a fixed budget; the search assumes it is (as the law says) and
 reports every rank it tried, so a user can see what was and was not tested.
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations
@@ -76,12 +78,12 @@ def write_auto_rank(
             tries.append({"rank": r, "certified": f.summary["certified"], "steps": f.train.steps, "seconds": round(f.train.seconds, 3)})
             if on_try:
                 on_try(tries[-1])
-            if ok and (best is None or r < best.meta["lora"]["rank"]):
+            if ok and (best is None or r < best.meta.lora.rank):
                 best = save_fit(f, records, base, lo, train, out, extra={"rank_search": {"guess": guess, "tries": tries}})
         finally:
             f.model.unload()
     if best is not None:  # the saved memft.json lists every try, also those made after it was saved
-        best.meta["rank_search"] = {"guess": guess, "tries": tries}
+        best.meta = best.meta.with_extra(rank_search={"guess": guess, "tries": tries})
         adapters.update_meta(out, best.meta)
     return best, tries
 

@@ -3,6 +3,8 @@
 A record is a key (the prompt) and a value that must come back verbatim. Values are text, or token ids for targets
 that do not survive a decode -> encode round trip (random-token stress tests). Files are JSONL, one object a line,
 with `key`/`value`; the paper's field names (`query`/`target`, `question`/`matching`) are accepted too.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 `build_report` writes `out_dir/index.html` (inline CSS, every figure embedded as a base64 PNG data URI, no
 external references: it opens offline) and each figure as PNG + SVG under `out_dir/figures/`, linked from the page
 by relative paths. All text from rows and fits is escaped.
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memft.plots import ALL_FIGURES, Fit, Row, _num, save, stubborn_failure_spearman
+from memft.law import in_setting
+from memft.law import number as _num
+from memft.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
 
 # Keys a law fit may use for its held-out error, first present wins: (key, label, is a fraction).
 HELDOUT_KEYS = (("heldout_mape", "MAPE", True), ("heldout_rmse", "RMSE", False), ("heldout_error", "", False))
@@ -88,7 +92,7 @@ def _with_ci(fit: Fit, key: str) -> str:
 def _fits_table(fits: Sequence[Fit]) -> str:
     if not fits:
         return '<p class="muted">No law fits.</p>'
-    who = [k for k in ("model", "method") if any(f.get(k) not in (None, "None") for f in fits)]
+    who = [k for k in ("model", "method") if any(f.get(k) is not None for f in fits)]
     body = []
     for f in fits:
         lead = [_e(f.get("setting", "—")), *(_e(f.get(k) or "—") for k in who)]
@@ -135,16 +139,10 @@ def _method_table(rows: Sequence[Row]) -> str:
 def _in_setting(row: Row, setting: str) -> bool:
     """Whether a row belongs to a law setting: "r<N>" (stress rows at ratio N %), "Combined" (all stress rows),
     "PhoneBook", or a benchmark / method / "benchmark/method" name."""
-    bench = row.get("benchmark")
-    m = re.fullmatch(r"r(\d+)", setting)
-    if m and bench == "stress":
-        ratio = _num(row.get("ratio"))
-        return ratio is not None and round(100 * ratio) == int(m.group(1))
-    if setting == "Combined":
-        return bench == "stress"
-    if setting == "PhoneBook":
-        return bench == "phonebook"
-    return setting in (str(bench), str(row.get("method")), f"{bench}/{row.get('method')}")
+    if in_setting(row, setting):  # the law's own names (memft.law.setting_names)
+        return True
+    bench, method = row.get("benchmark"), row.get("method")
+    return setting in (str(bench), str(method), f"{bench}/{method}")
 
 
 def rows_for_fit(rows: Sequence[Row], fit: Fit) -> list[Row]:
@@ -173,7 +171,7 @@ def _figures(rows: Sequence[Row], fits: Sequence[Fit], fig_dir: Path) -> str:
         for i, f in enumerate(fits):
             if f.get("skipped"):
                 continue
-            who = " · ".join(str(f[k]) for k in ("setting", "method", "model") if f.get(k) not in (None, "None"))
+            who = " · ".join(str(f[k]) for k in ("setting", "method", "model") if f.get(k) is not None)
             jobs.append((f"{name}__{i}_{_slug(who)}", f"{name} — {who or i}", rows_for_fit(rows, f), f))
     parts = []
     for stem, label, rs, fit in jobs:

@@ -6,6 +6,8 @@ records to keep are replayed until certified with the margin, new and changed on
 are trained away (unlikelihood) until greedy recall no longer gives them back. The new adapter replaces the old
 one (atomically) only when every record it must hold is certified and every forgotten one is gone; otherwise the
 folder keeps the previous version untouched.
+
+Memory-store layer: may import the core and the memory store (ledger, rewrite).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Any
 from memft import adapters, folders
 from memft import ledger as ledger_mod
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
-from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+from memft.config import RuntimeConfig, TrainConfig
 from memft.encoding import encode_all
 from memft.errors import ConfigError
 from memft.ledger import Ledger, Plan, plan_append, plan_forget
+from memft.meta import AdapterMeta
 from memft.metrics import free_run_compare, summarize
 from memft.records import Record
 
@@ -56,25 +59,17 @@ class RewriteResult:
 # "progress" schedule (the sizing of large record sets) train with the active set instead: the schedule starts a
 # rewrite at lr x max(0.1, 1 - certified share), so appending 50 records to 1000 starts at a tenth of the rate, held
 # records rest at the bar and are re-checked with forward passes, and any that slip are trained again.
-def train_settings(meta: dict[str, Any], **overrides: Any) -> TrainConfig:
+def train_settings(meta: AdapterMeta, **overrides: Any) -> TrainConfig:
     """The TrainConfig an adapter was written with (memft.json), with `overrides` (None values ignored); the active
     set only under the progress schedule (see above)."""
-    saved = meta.get("train", {})
     # A wall-clock limit belongs to the command that gave it, not to the adapter: an append must not inherit the
     # write's --time-limit (it once stopped an append after the write's 900 s).
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"max_seconds"}
-    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in names})
+    cfg = meta.train_config(drop=("max_seconds",))
     given = {k: v for k, v in overrides.items() if v is not None}
     given = {"active_set": given.get("lr_schedule", cfg.lr_schedule) == "progress"} | given
     if "template" in given and given["template"] != cfg.template:
         raise ConfigError(f"--template {given['template']}: this adapter was written with --template {cfg.template}, and its records are recalled that way")
     return dataclasses.replace(cfg, **given)
-
-
-def lora_settings(meta: dict[str, Any]) -> LoraSettings:
-    lo = meta["lora"]
-    return LoraSettings(rank=lo["rank"], alpha=lo.get("alpha"), preset=lo.get("preset", "probe"),
-                        layers=tuple(lo["layers"]), target_modules=lo.get("target_modules"))
 
 
 def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,
@@ -137,7 +132,7 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     items = encode_all(hold, tok, cfg.template)
     gone = encode_all(plan.forget, tok, cfg.template)
     check_items(items, base, cfg.template)
-    start = min(meta["lora"]["layers"])
+    start = min(meta.lora.layers)
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)))
     final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out
     reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size, stats=final)
@@ -147,8 +142,8 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     ok = summary["certified"] == 1.0 and not still
     written = None
     if ok:
-        fit = Fit(ld.model, {"layers": meta["lora"]["layers"], "modules": meta["lora"]["modules"]}, reports, summary, res,
+        fit = Fit(ld.model, meta.lora.placement(), reports, summary, res,
                   sum(e.n_value for e in items), max(len(e.targets) for e in items))
-        written = save_fit(fit, hold, base, lora_settings(meta), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event)
+        written = save_fit(fit, hold, base, meta.lora.settings(), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event)
     return RewriteResult(out=Path(ld.folder), saved=ok, plan=names, summary=summary, reports=reports, still_recalled=still,
                          steps=res.steps, seconds=res.seconds, written=written, history=res.history)

@@ -1,7 +1,11 @@
 """One experiment point = train a fresh adapter in memory on a record set, evaluate it, return one flat row.
 
-`memft compare` and `memft bench` are grids of such points over one loaded base. Rows are plain JSON-able dicts:
-fractions in [0, 1], losses as the mean over target tokens (value tokens + the end token), positions from 0.
+`memft compare`, `memft bench` and `memft sweep` are grids of such points: each builds its TrainConfig with
+`research_train`, splits method options with `options_by_method` and runs a point with `run_benchmark_point`
+(which records the resolved settings in the row). Rows are plain JSON-able dicts: fractions in [0, 1], losses as
+the mean over target tokens (value tokens + the end token), positions from 0.
+
+Research layer. May import the core (api, config, encoding, evaluate, metrics, modeling, objectives, records).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from memft.config import LoraSettings, TrainConfig
+from memft.errors import ConfigError
 from memft.modeling import Base
 from memft.records import Record
 
@@ -24,6 +29,63 @@ ROW_FIELDS = (
     "heldout_exact_match", "heldout_token_accuracy",
     "first_failure", "earliest_stubborn", "stubborn_positions",
 )
+
+
+def research_train(method: str, **settings: Any) -> TrainConfig:
+    """The TrainConfig of a research point: the paper's training, every record in every epoch (active_set off),
+    stopping at certification itself (margin 0) unless `stop_when_certified=False`; `settings` are other
+    TrainConfig fields (lr, max_steps, seed, batch_size, method_options, lr_schedule, ...)."""
+    return TrainConfig(method=method, **({"margin": 0.0, "active_set": False} | settings))
+
+
+def options_for(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a grid that `method` takes (sorted by name): each method takes the options it knows."""
+    from memft.objectives import option_defaults
+
+    return {k: v for k, v in sorted(options.items()) if k in option_defaults(method)}
+
+
+def unused_options(methods: Sequence[str], options: dict[str, Any]) -> list[str]:
+    """The options that none of `methods` knows (sorted): an error, since no run would use them."""
+    from memft.objectives import option_defaults
+
+    return sorted(set(options) - {k for m in methods for k in option_defaults(m)})
+
+
+def options_by_method(methods: Sequence[str], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{method: options_for(method)}; an unknown method or an option no method knows is a ConfigError."""
+    from memft.objectives import OBJECTIVES
+
+    unknown = [m for m in methods if m not in OBJECTIVES]
+    if unknown:
+        raise ConfigError(f"--methods: unknown {unknown[0]!r}; use {', '.join(OBJECTIVES)}")
+    unused = unused_options(methods, options)
+    if unused:
+        raise ConfigError(f"--method-options {', '.join(unused)}: not an option of any of {', '.join(methods)}")
+    return {m: options_for(m, options) for m in methods}
+
+
+def settings_of(base: Base, lora: LoraSettings, train: TrainConfig) -> dict[str, Any]:
+    """The resolved settings a result row or file carries next to its numbers."""
+    return {"lr": train.lr, "max_steps": train.max_steps, "margin": train.margin, "batch_size": train.batch_size,
+            "preset": lora.preset, "dtype": base.dtype, "device": base.device}
+
+
+def run_benchmark_point(
+    benchmark: str,
+    data: tuple[Sequence[Record], Sequence[Record] | None],
+    base: Base,
+    lora: LoraSettings,
+    train: TrainConfig,
+    ratio: float | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+    on_fit: Callable[[Fit], None] | None = None,
+) -> dict[str, Any]:
+    """One point of a benchmark grid (bench, compare, sweep): `data` = (records, held-out records or None) -> its
+    row, with the benchmark, the ratio and the resolved settings (settings_of)."""
+    records, heldout = data
+    extra = {"benchmark": benchmark, "ratio": ratio, **settings_of(base, lora, train)}
+    return run_point(records, base, lora, train, heldout=heldout, extra=extra, on_step=on_step, on_fit=on_fit)
 
 
 def run_point(

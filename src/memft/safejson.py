@@ -1,5 +1,8 @@
 """Strict JSON for reports: NaN and infinities (which `json.dumps` writes as bare `NaN`/`Infinity`, not JSON)
-become null, so every report parses with any JSON reader."""
+become null, so every report parses with any JSON reader.
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ The sampling distribution is the one `model.generate(do_sample=True, temperature
   4. removed tokens get -inf, and the next token is drawn from the softmax of what is left.
 Scores stay float32 through the filters, as in `generate`, so the kept sets are the same bit for bit; the final
 softmax and the products are float64.
+
+Checks layer: may import the core, the memory store and the other checks.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from typing import Any
 
 import torch
 
-from memft.batching import chunks, pad
+from memft.batching import chunks
 from memft.encoding import Encoded
 from memft.errors import ConfigError
-from memft.evaluate import cut_at_eos
+from memft.evaluate import generate
 from memft.forward import Runner
 
 _ROWS = 256  # rows filtered at a time: the sort and its indices cost ~12 bytes x V per row
@@ -179,24 +181,12 @@ def sample_recall(
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ConfigError(f"--samples must be a positive integer, got {n!r}")
     device = next(model.parameters()).device
-    pad_id, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    knobs = generation_knobs(temperature, top_p, top_k)
-    # One row per draw, grouped by prompt length so that batches waste little padding.
-    rows = sorted((i for i in range(len(items)) for _ in range(n)), key=lambda i: len(items[i].prompt))
+    rows = [i for i in range(len(items)) for _ in range(n)]  # one row per draw; `generate` groups them by prompt length
     hits = [0] * len(items)
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
         torch.manual_seed(seed)
-        for s in range(0, len(rows), batch_size):
-            idx = rows[s : s + batch_size]
-            ids, mask = pad([items[i].prompt for i in idx], pad_id, left=True)
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max(len(items[i].targets) for i in idx),
-                eos_token_id=eos,
-                pad_token_id=pad_id,
-                **knobs,
-            )
-            for b, i in enumerate(idx):
-                hits[i] += cut_at_eos(gen[b, ids.shape[1] :].tolist(), eos) == list(items[i].targets)
+        gens = generate(model, [items[i].prompt for i in rows], tokenizer, [len(items[i].targets) for i in rows], batch_size,
+                        **generation_knobs(temperature, top_p, top_k))
+    for i, g in zip(rows, gens):
+        hits[i] += g == list(items[i].targets)
     return hits

@@ -16,6 +16,8 @@ leaves either the whole result of a run or none of it; a run it left 'running' i
 >>> s.finish("a", {"exact_match": 1.0}, positions=[{"prob": [0.9, 0.7], "correct": [True, True]}])
 >>> s.claim("a", {}), s.rows(rank=4)[0]["exact_match"], s.status_counts()["done"]
 (False, 1.0, 1)
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ Example config (every key is optional; see SweepConfig for the defaults):
     max_grad_norm: 1.0                              # clipping at 1.0,
     batch_size: 4                                   # 1 (stress) or 4-20 records (PhoneBook) per step,
     template: chat                                  # the chat template (defaults: constant, none, 64, raw)
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations
@@ -38,16 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import folders
+from memft import bench, folders
 from memft.config import DEVICES, DTYPES, LR_SCHEDULES, PRESETS, TEMPLATES, TrainConfig
 from memft.errors import ConfigError
 from memft.records import Record
 from memft.store import Store, run_id
 
-BENCHMARKS = ("phonebook", "stress", "rule")
+BENCHMARKS = tuple(bench.BENCHMARKS)
 TRAIN_KEYS = ("lr_schedule", "max_grad_norm", "batch_size", "template")  # TrainConfig settings a sweep may set
-# What a length ℓ means: phonebook = answer tokens over all records, stress = tokens of the one target, rule = pairs.
-DEFAULT_LENGTHS = {"phonebook": [100, 200, 400], "stress": [64, 128, 256], "rule": [50, 100]}
+# What a length ℓ means: memft.bench.BENCHMARKS[name].length_means.
+DEFAULT_LENGTHS = {name: list(b.default_lengths) for name, b in bench.BENCHMARKS.items()}
 
 Progress = Callable[[int, int, "str | None"], None]
 Save = Callable[[dict[str, Any], "dict[str, Any] | None", "str | None"], None]  # (point, result, error)
@@ -150,7 +152,8 @@ class SweepConfig:
         return out
 
     def _method_problems(self) -> list[str]:
-        from memft.objectives import OBJECTIVES, option_defaults, option_problems
+        from memft.objectives import OBJECTIVES, option_problems
+        from memft.runs import unused_options
 
         if not isinstance(self.method_options, dict):
             return [f"method_options must be a mapping like {{threshold: 0.6}}, got {self.method_options!r}"]
@@ -158,17 +161,16 @@ class SweepConfig:
         known = [m for m in self.methods if m in OBJECTIVES]
         for m in known:
             out += option_problems(m, self.options_for(m))
-        unused = set(self.method_options) - {k for m in known for k in option_defaults(m)}
+        unused = unused_options(known, self.method_options)
         if known and unused:
-            out.append(f"method_options {', '.join(sorted(unused))}: not an option of any of {', '.join(known)}")
+            out.append(f"method_options {', '.join(unused)}: not an option of any of {', '.join(known)}")
         return out
 
     def options_for(self, method: str) -> dict[str, Any]:
         """The method options that `method` takes (the others belong to other methods of the sweep)."""
-        from memft.objectives import option_defaults
+        from memft.runs import options_for
 
-        names = option_defaults(method)
-        return {k: v for k, v in sorted(self.method_options.items()) if k in names}
+        return options_for(method, self.method_options)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
@@ -229,19 +231,9 @@ def build_dataset(
     benchmark: str, length: int, ratio: float | None, tokenizer: Any, seed: int, heldout: int, text: str | None = None,
     exclude: Collection[int] = (),
 ) -> tuple[list[Record], list[Record] | None]:
-    """(records, held-out records or None) of one benchmark point; `text` is the stress source text (not a path);
-    `exclude`: token ids the stress test must not draw (the model's unreachable tokens)."""
-    from memft.bench import phonebook, rule, stress
-
-    if benchmark == "phonebook":
-        return phonebook.phonebook_by_length(length, tokenizer, seed=seed), None
-    if benchmark == "stress":
-        if ratio is None:
-            raise ConfigError("stress needs a ratio: the fraction of target tokens made random, in [0, 1]")
-        return [stress.stress(length, ratio, tokenizer, seed=seed, text=text, exclude=exclude)], None
-    if benchmark == "rule":
-        return rule.rule_split(length, heldout, seed=seed)
-    raise ConfigError(f"unknown benchmark {benchmark!r}: use one of {', '.join(BENCHMARKS)}")
+    """(records, held-out records or None) of one benchmark point (memft.bench.make); `text` is the stress source
+    text (not a path); `exclude`: token ids the stress test must not draw (the model's unreachable tokens)."""
+    return bench.make(benchmark, bench.DataSpec(length, ratio, heldout, text, exclude), tokenizer, seed)
 
 
 # ---------------------------------------------------------------------------------------------- one point
@@ -258,18 +250,17 @@ class _Worker:
 
     def run(self, p: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
         """{"row", "positions", "curve"} of one point; exceptions propagate."""
-        from memft.config import LoraSettings, TrainConfig
+        from memft.config import LoraSettings
         from memft.encoding import encode_all
         from memft.evaluate import teacher_forced
         from memft.forward import Runner
-        from memft.runs import run_point
+        from memft.runs import research_train, run_benchmark_point
 
         base = self._base(p)
         records, held = self._dataset(p, base.tokenizer)
         lora = LoraSettings(rank=p["rank"], preset=p["preset"])
-        train = TrainConfig(method=p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"],
-                            stop_when_certified=p["stop_when_certified"], margin=0.0, active_set=False,  # research: the paper's training
-                            **{k: p[k] for k in TRAIN_KEYS if k in p})
+        train = research_train(p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"],
+                               stop_when_certified=p["stop_when_certified"], **{k: p[k] for k in TRAIN_KEYS if k in p})
         got: dict[str, Any] = {}
 
         def on_fit(f: Any) -> None:
@@ -279,10 +270,8 @@ class _Worker:
             got["positions"] = [{"prob": stats[i].prob, "correct": stats[i].correct} for i in range(len(items))]
             got["curve"] = list(f.train.history)
 
-        extra = {"benchmark": p["benchmark"], "ratio": p["ratio"], "lr": p["lr"], "max_steps": p["max_steps"],
-                 "preset": p["preset"], "dtype": base.dtype, "device": base.device}
         try:
-            row = run_point(records, base, lora, train, heldout=held, extra=extra, on_step=on_step, on_fit=on_fit)
+            row = run_benchmark_point(p["benchmark"], (records, held), base, lora, train, p["ratio"], on_step=on_step, on_fit=on_fit)
         except BaseException:
             self.key = self.base = None  # a run that died mid-training may leave its adapter on the base: reload it
             raise

@@ -4,14 +4,15 @@ Pure functions of detached tensors (torch imported inside) and of a `state` dict
 Notation: L_t [N] detached losses, p_t = exp(-L_t); anchor a = a record's first offset whose target is not the
 argmax; d = t - a; W the `window` option and W_cur = factor * W the current window of a record.
 Two rules: "reference" (the paper's code, memft-sw) and "v01" (memft 0.1, memft-sw-v01).
+
+Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-LN2 = math.log(2.0)  # loss of a token with p = 0.5
+from memft.metrics import L_CRIT  # the loss of a token with p = 0.5, defined once
 RULES = ("reference", "v01")
 
 
@@ -20,7 +21,7 @@ def sw_base(loss: Any, s: float) -> Any:
     -> 1 for failing tokens, -> 0 for confident ones. With s = 1, b_t = 1 / (1 + 2 p_t)."""
     import torch
 
-    return torch.sigmoid(s * (loss - LN2))
+    return torch.sigmoid(s * (loss - L_CRIT))
 
 
 def window_weights(base: Any, d: Any, width: Any, tau: float, floor: float) -> Any:

@@ -2,6 +2,8 @@
 
 `phonebook(n, seed)` sizes a book by records; `phonebook_by_length(ℓ, tokenizer, seed)` by answer tokens, as the
 paper does (its PB1000 holds 1000 value tokens).
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Linear rule: "f(x, y) =" -> " 3x+5y+7", with held-out pairs to tell a learned rule from memorized answers."""
+"""Linear rule: "f(x, y) =" -> " 3x+5y+7", with held-out pairs to tell a learned rule from memorized answers.
+
+Research layer: may import the core and the other research modules; never the CLI.
+"""
 
 from __future__ import annotations
 

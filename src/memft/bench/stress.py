@@ -6,6 +6,8 @@ ids (`Record.value_ids`), since random tokens do not survive a decode -> encode 
 
 Default text: CPython's `pydoc_data.topics` (the English documentation topics, shipped with every Python), so no
 download is needed; it changes between Python versions, so pass `text` to pin the source exactly.
+
+Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """`memft audit`: the side-effect audit of an adapter (divergence on held-out text, leak probe).
 
 Parses, calls memft.audit.audit, prints a table and writes JSON. torch is imported inside the command only.
+
+CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""`memft compare` and `memft bench`: grids of experiment points over one loaded base (see memft.runs)."""
+"""`memft compare`, `memft bench` and `memft sweep`: parse the options, build the grid with the library (memft.runs,
+memft.bench, memft.sweep), print tables and write the results (rows plus the resolved settings).
+
+CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
+"""
 
 from __future__ import annotations
 
@@ -9,30 +13,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from memft.cli.options import CsvRows, Device, Dtype, JsonRows, LrSchedule, MaxGradNorm, Model, Quiet, Template
+from memft.cli.options import comma_list as _list
+from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError
 
-
-
-def _list(text: str, cast: Any, option: str) -> list[Any]:
-    try:
-        out = [cast(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} {text!r}: give a comma-separated list like 1,2,4") from None
-    if not out:
-        raise ConfigError(f"{option} is empty")
-    return out
-
-
-def _method_options(text: Optional[str]) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        opts = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--method-options is not JSON ({e.msg}); give e.g. '{{\"threshold\": 0.6}}'") from None
-    if not isinstance(opts, dict):
-        raise ConfigError("--method-options must be a JSON object, e.g. '{\"threshold\": 0.6}'")
-    return opts
 
 
 def _grid(points: list[dict[str, Any]], run: Any, quiet: bool) -> list[dict[str, Any]]:
@@ -52,14 +36,25 @@ def _grid(points: list[dict[str, Any]], run: Any, quiet: bool) -> list[dict[str,
     return rows
 
 
-def _save(rows: list[dict[str, Any]], json_out: Optional[Path], csv_out: Optional[Path], command: str) -> None:
+def _save(rows: list[dict[str, Any]], json_out: Optional[Path], csv_out: Optional[Path], command: str, config: dict[str, Any]) -> None:
+    """--json: {"command", "config" (the resolved settings: model, runtime, LoRA and each method's TrainConfig),
+    "rows"}; --csv: the rows."""
     from memft.runs import rows_to_csv
 
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"command": command, "rows": rows}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out = {"command": command, "config": config, "rows": rows}
+        json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if csv_out:
         rows_to_csv(rows, csv_out)
+
+
+def _config(base: Any, preset: str, trains: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """The resolved settings of a grid for its results file: model, precision, device, preset, each method's TrainConfig."""
+    from memft.config import to_json
+
+    return {"model": base.spec, "dtype": base.dtype, "device": base.device, "preset": preset, **more,
+            "train": {m: to_json(t) for m, t in trains.items()}}
 
 
 def compare(
@@ -87,34 +82,24 @@ def compare(
     import sys
 
     from memft.cli.render import console, method_table
-    from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+    from memft.config import LoraSettings, RuntimeConfig
     from memft.modeling import load_base
-    from memft.objectives import option_defaults
     from memft.records import load_records
-    from memft.runs import run_point
+    from memft.runs import options_by_method, research_train, run_benchmark_point
 
     ms, rs = _list(methods, str, "--methods"), _list(ranks, int, "--ranks")
-    opts = _method_options(method_options)
+    opts = options_by_method(ms, parse_method_options(method_options))
     loras = [LoraSettings(rank=r, preset=preset) for r in rs]
-    for m in ms:
-        TrainConfig(method=m)  # unknown method names fail here, before any option logic
-    # Each method takes the options it knows (validated by TrainConfig); an option no method knows is an error.
-    trains = {
-        m: TrainConfig(method=m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed,
-                       method_options={k: v for k, v in opts.items() if k in option_defaults(m)}, margin=0.0,
-                       active_set=False,  # the paper's tables: steps to certification, every record in every epoch
-                       stop_when_certified=not fixed_budget, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template)
-        for m in ms
-    }
-    unused = set(opts) - {k for m in ms for k in option_defaults(m)}
-    if unused:
-        raise ConfigError(f"--method-options {', '.join(sorted(unused))}: not an option of any of {', '.join(ms)}")
+    # the paper's tables: steps to certification, every record in every epoch (memft.runs.research_train)
+    trains = {m: research_train(m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, method_options=opts[m],
+                                stop_when_certified=not fixed_budget, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
+                                template=template) for m in ms}
     runtime = RuntimeConfig(device=device, dtype=dtype)
     recs = load_records(records)
     base = load_base(model, runtime.device, runtime.dtype, seed=seed)
     points = [{"label": f"{m} r={lo.rank}", "lora": lo, "train": trains[m]} for lo in loras for m in ms]
-    rows = _grid(points, lambda p, cb: run_point(recs, base, p["lora"], p["train"], extra={"benchmark": "compare"}, on_step=cb), quiet)
-    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]))
+    rows = _grid(points, lambda p, cb: run_benchmark_point("compare", (recs, None), base, p["lora"], p["train"], on_step=cb), quiet)
+    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]), _config(base, preset, trains, records=str(records)))
     if not quiet:
         console.print(method_table(rows, title=f"{records.name}: {len(recs)} records, {base.spec}, {base.dtype}"))
 
@@ -146,24 +131,22 @@ def bench(
     """Run a benchmark grid (ranks x lengths x ratios x methods) and print the paper-style table."""
     import sys
 
+    from memft import bench as benchmarks
     from memft.cli.render import console, pivot_table
-    from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+    from memft.config import LoraSettings, RuntimeConfig
     from memft.modeling import load_base, unreachable_tokens
-    from memft.runs import run_point
-    from memft.sweep import DEFAULT_LENGTHS, build_dataset
+    from memft.runs import research_train, run_benchmark_point
 
-    if benchmark not in DEFAULT_LENGTHS:
-        raise ConfigError(f"unknown benchmark {benchmark!r}: use one of {', '.join(DEFAULT_LENGTHS)}")
+    spec = benchmarks.get(benchmark)  # an unknown name: one line listing the known ones
     rs, ms = _list(ranks, int, "--ranks"), _list(methods, str, "--methods")
-    ls = _list(lengths, int, "--lengths") if lengths else DEFAULT_LENGTHS[benchmark]
+    ls = _list(lengths, int, "--lengths") if lengths else list(spec.default_lengths)
     rhos = [x / 100 if x > 1 else x for x in _list(ratios, float, "--ratios")] if benchmark == "stress" else [None]
     if any(not 0 <= r <= 1 for r in rhos if r is not None):
         raise ConfigError(f"--ratios {ratios}: fractions in [0, 1] (or percentages 0..100)")
     if any(x <= 0 for x in rs + ls):
         raise ConfigError("--ranks and --lengths must be positive")
-    trains = {m: TrainConfig(method=m, lr=lr, max_steps=max_steps, seed=seed, stop_when_certified=not fixed_budget, margin=0.0,
-                          active_set=False,  # stop at certification itself; the paper's training
-                          batch_size=batch_size, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template) for m in ms}
+    trains = {m: research_train(m, lr=lr, max_steps=max_steps, seed=seed, stop_when_certified=not fixed_budget, batch_size=batch_size,
+                                lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template) for m in ms}
     loras = {r: LoraSettings(rank=r, preset=preset) for r in rs}
     runtime = RuntimeConfig(device=device, dtype=dtype)
     source = text.read_text(encoding="utf-8") if text else None
@@ -171,18 +154,19 @@ def bench(
     tok = base.tokenizer
 
     exclude = unreachable_tokens(base.model)  # tokens greedy decoding can never produce with this model
-    datasets = {(ln, rho): build_dataset(benchmark, ln, rho, tok, seed, heldout, source, exclude) for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
+    datasets = {(ln, rho): benchmarks.make(benchmark, benchmarks.DataSpec(ln, rho, heldout, source, exclude), tok, seed)
+                for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
     points = [
         {"label": f"{m} r={r} ℓ={ln}" + (f" ρ={rho:g}" if rho is not None else ""), "key": (ln, rho), "lora": loras[r], "train": trains[m], "ratio": rho}
         for (ln, rho) in datasets for r in rs for m in ms
     ]
 
     def run(p: dict[str, Any], cb: Any) -> dict[str, Any]:
-        recs, held = datasets[p["key"]]
-        return run_point(recs, base, p["lora"], p["train"], heldout=held, extra={"benchmark": benchmark, "ratio": p["ratio"]}, on_step=cb)
+        return run_benchmark_point(benchmark, datasets[p["key"]], base, p["lora"], p["train"], p["ratio"], on_step=cb)
 
     rows = _grid(points, run, quiet)
-    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]))
+    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]),
+          _config(base, preset, trains, benchmark=benchmark, heldout=heldout if benchmark == "rule" else None, text=str(text) if text else None))
     if not quiet:
         for metric in ("exact_match", "token_accuracy", "delta_loss") + (("heldout_exact_match",) if benchmark == "rule" else ()):
             console.print(pivot_table(rows, metric, title=f"{benchmark} · {metric} · {base.spec}"))

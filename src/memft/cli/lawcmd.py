@@ -1,4 +1,7 @@
-"""`memft law fit`, `memft plan` and `memft report`: reading a results store, fitting the law, planning ranks."""
+"""`memft law fit`, `memft plan` and `memft report`: reading a results store, fitting the law, planning ranks.
+
+CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
+"""
 
 from __future__ import annotations
 
@@ -81,7 +84,7 @@ def plan(
 
     A law fit holds for the training budget its sweep used; plan with a fit made at the budget you will train with.
     """
-    from memft.law import length_for_records, plan_rank
+    from memft.law import length_for_records, pick_fit, plan_rank
 
     if (length is None) == (records is None):
         raise ConfigError("give exactly one of --length ℓ or --records N")
@@ -97,20 +100,6 @@ def plan(
         return
     typer.echo(f"ℓ = {ell:g}: rank {p['rank']} (power of two: {p['rank_pow2']}), predicted final loss {p['loss_final_pred']:.3f}; "
                f"95 % range {p.get('rank_optimistic')}–{p.get('rank_pessimistic')} [fit {fit['setting']}, {fit.get('method')}]")
-
-
-def pick_fit(path: Path, setting: str, method: str | None = None) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such law fit; make one with `memft law fit STORE.db --json {path}`")
-    try:
-        fits = json.loads(path.read_text(encoding="utf-8"))["fits"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ConfigError(f"{path}: not a law fit file (expected {{\"fits\": [...]}} from `memft law fit --json`)") from None
-    ok = [f for f in fits if f.get("setting") == setting and not f.get("skipped") and (method is None or f.get("method") == method)]
-    if not ok:
-        have = sorted({f"{f.get('setting')}/{f.get('method')}" for f in fits if not f.get("skipped")})
-        raise ConfigError(f"{path}: no usable fit for setting {setting!r}" + (f" method {method!r}" if method else "") + f"; it has {', '.join(have) or 'none'}")
-    return ok[0]
 
 
 def report(

@@ -1,6 +1,8 @@
 """`memft` CLI. Exit codes: 0 success, 1 the memory is not exact (some record not certified/recalled), 2 bad input.
 
 torch and transformers are imported inside the commands, so `memft --help` answers fast.
+
+CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import typer
 
 from memft import __version__, safejson
 from memft.cli.options import Device, Dtype, Model, Reveal
+from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
 
 app = typer.Typer(
@@ -101,7 +104,7 @@ def write(
                     lr=lr, head_vocab=head_vocab, lora_init=lora_init, lr_schedule=lr_schedule)
     lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
     train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
-                        method_options=experiments._method_options(method_options), margin=margin, max_seconds=time_limit,
+                        method_options=parse_method_options(method_options), margin=margin, max_seconds=time_limit,
                         head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule)
     runtime = RuntimeConfig(device=device, dtype=dtype)
     sized = (f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
@@ -119,7 +122,7 @@ def write(
                                           len(recs) / n_step, say=None if not quiet else (lambda line: None), max_seconds=time_limit)
             res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=watch,
                             extra={"sizing": size.to_json()})
-    report = {**res.summary, "out": str(out), "steps": res.meta["train"]["steps"], "sizing": size.to_json(),
+    report = {**res.summary, "out": str(out), "steps": res.meta.train["steps"], "sizing": size.to_json(),
               "per_record": [r.to_json(reveal) for r in res.reports]}
     if watch is not None and watch.last is not None:
         report["forecast"] = {"epochs_done": watch.last.epochs_done, "epochs_needed": watch.last.epochs_needed,
@@ -135,14 +138,14 @@ def write(
         from memft.forecast import advice
 
         f = watch.last
-        render.console.print(advice(f, len(recs) / min(size.batch_size, len(recs)), res.meta["train"]["seconds"] / max(f.epochs_done, 1e-9), size.rank),
+        render.console.print(advice(f, len(recs) / min(size.batch_size, len(recs)), res.meta.train["seconds"] / max(f.epochs_done, 1e-9), size.rank),
                              soft_wrap=True)
     raise typer.Exit(0 if res.all_certified else 1)
 
 
 def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  # noqa: ANN001, ANN202 - CLI glue
     from memft.cli import render
-    from memft.cli.lawcmd import pick_fit
+    from memft.law import pick_fit
     from memft.ranksearch import write_auto_rank
 
     fit = None
@@ -160,7 +163,7 @@ def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  
     if res is None:
         render.console.print(f"[red]no rank up to {max_rank} certified every record[/red]; tried {[t['rank'] for t in tries]}")
     else:
-        render.console.print(f"smallest certifying rank: {res.meta['lora']['rank']} (tried {[t['rank'] for t in tries]})")
+        render.console.print(f"smallest certifying rank: {res.meta.lora.rank} (tried {[t['rank'] for t in tries]})")
     return res
 
 
@@ -264,7 +267,7 @@ def verify(
         from memft.adapters import read_meta
         from memft.deploy import recheck, settings_for
 
-        cert = read_meta(adapter).get("certification", {}).get("dtype", "fp32")
+        cert = read_meta(adapter).certification.dtype
         checks = recheck(adapter, recs, settings_for(cert, merged, dtype, plain_peft, deploy), device)
         report["deploy"] = [c.to_json() for c in checks]
         ok = all(c.certified == c.records for c in checks)
@@ -323,8 +326,8 @@ def demo(
     render.console.print(render.records_table(ver.reports, limit=records))
     render.console.print(render.summary_table(ver.summary, title=f"verified by greedy generation ({ver.dtype})"))
     render.console.print(
-        f"steps {res.meta['train']['steps']} (certified at step {res.meta['train']['certified_at']}), "
-        f"training {res.meta['train']['seconds']:.1f} s, total {time.perf_counter() - t0:.1f} s, "
+        f"steps {res.meta.train['steps']} (certified at step {res.meta.train['certified_at']}), "
+        f"training {res.meta.train['seconds']:.1f} s, total {time.perf_counter() - t0:.1f} s, "
         f"peak memory {peak_memory_mib():.0f} MiB.  Try: memft recall {out} {recs[0].key!r}"
     )
     raise typer.Exit(0 if ver.summary["exact_match"] == 1.0 else 1)
@@ -358,9 +361,10 @@ def peak_memory_mib() -> float:
     return mib
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The `memft` console script; `argv` (default: sys.argv[1:]) lets tests run a command in-process. Exits."""
     try:
-        app()
+        app(args=argv)
     except MemftError as e:
         typer.echo(f"memft: error: {e}", err=True)
         sys.exit(2)

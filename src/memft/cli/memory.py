@@ -1,4 +1,7 @@
-"""`memft append`, `memft forget`, `memft ledger`: change a written adapter without losing what it holds."""
+"""`memft append`, `memft forget`, `memft ledger`: change a written adapter without losing what it holds.
+
+CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
+"""
 
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any
     from memft.adapters import read_meta
     from memft.cli import render
 
-    total = max_steps if max_steps is not None else read_meta(adapter).get("train", {}).get("max_steps", 300)  # the adapter's budget
+    total = max_steps if max_steps is not None else read_meta(adapter).train_config().max_steps  # the adapter's budget
     with render.training_progress(total, enabled=not quiet) as on_step:
         return call(on_step)
 

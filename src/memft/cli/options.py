@@ -1,11 +1,15 @@
-"""Option types shared by the commands (one definition of each flag's name and help)."""
+"""Option types shared by the commands (one definition of each flag's name and help), and the parsers of option
+values that several commands take. CLI layer: imports typer and memft.errors only (no torch, so --help is fast)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+from memft.errors import ConfigError
 
 Model = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), tiny-random, a local folder, a .gguf file, or a hub id.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")]
@@ -18,3 +22,27 @@ Reveal = Annotated[bool, typer.Option("--reveal", help="Put recalled values in t
 LrSchedule = Annotated[str, typer.Option("--lr-schedule", help="constant | linear (decay to 0 over --max-steps, the reference code's).")]
 MaxGradNorm = Annotated[Optional[float], typer.Option("--max-grad-norm", help="Clip the gradient's global norm to this (the reference code: 1.0; default: no clipping).")]
 Template = Annotated[str, typer.Option("--template", help="raw (key then value tokens) | chat (the model's chat template, as the reference code trains).")]
+
+
+def method_options(text: Optional[str]) -> dict[str, Any]:
+    """--method-options: a JSON object (None or empty: no options)."""
+    if not text:
+        return {}
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--method-options is not JSON ({e.msg}); give e.g. '{{\"threshold\": 0.6}}'") from None
+    if not isinstance(opts, dict):
+        raise ConfigError("--method-options must be a JSON object, e.g. '{\"threshold\": 0.6}'")
+    return opts
+
+
+def comma_list(text: str, cast: Any, option: str) -> list[Any]:
+    """A comma-separated option value (e.g. --ranks 1,2,4) cast element by element."""
+    try:
+        out = [cast(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: give a comma-separated list like 1,2,4") from None
+    if not out:
+        raise ConfigError(f"{option} is empty")
+    return out

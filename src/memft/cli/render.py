@@ -1,4 +1,7 @@
-"""Rich tables and the training progress bar (presentation only)."""
+"""Rich tables and the training progress bar (presentation only).
+
+CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
+"""
 
 from __future__ import annotations
 
@@ -111,7 +114,8 @@ def plain_progress(max_steps: int, every: float, clock: Any = None, write: Any =
     return on_step
 
 
-def _cell(metric: str, v: Any) -> str:
+def cell(metric: str, v: Any) -> str:
+    """A table cell: fractions as percentages with one decimal, other floats with three, None as a dash."""
     if v is None:
         return "—"
     if metric in ("exact_match", "token_accuracy", "token_accuracy_tf", "certified", "heldout_exact_match", "heldout_token_accuracy", "p_above_half"):
@@ -128,8 +132,8 @@ def method_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
         t.add_column(col, justify="right" if col not in ("method",) else "left")
     for r in sorted(rows, key=lambda r: (r["method"], r["rank"])):
         t.add_row(
-            r["method"], str(r["rank"]), _cell("token_accuracy", r["token_accuracy"]), _cell("exact_match", r["exact_match"]),
-            _cell("certified", r["certified"]), _cell("", r["steps_to_certify"]), f"{r['seconds']:.1f}", f"{r['loss_final']:.4f}",
+            r["method"], str(r["rank"]), cell("token_accuracy", r["token_accuracy"]), cell("exact_match", r["exact_match"]),
+            cell("certified", r["certified"]), cell("", r["steps_to_certify"]), f"{r['seconds']:.1f}", f"{r['loss_final']:.4f}",
         )
     return t
 
@@ -147,7 +151,7 @@ def pivot_table(rows: Sequence[dict[str, Any]], metric: str, title: str = "") ->
     for r in rows:
         lines.setdefault((r["method"], r.get("ratio"), r["length"]), {})[r["rank"]] = r.get(metric)
     for (m, rho, ln), cells in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
-        t.add_row(m, "—" if rho is None else f"{100 * rho:g}%", str(ln), *(_cell(metric, cells.get(rk)) for rk in ranks))
+        t.add_row(m, "—" if rho is None else f"{100 * rho:g}%", str(ln), *(cell(metric, cells.get(rk)) for rk in ranks))
     return t
 
 
