@@ -151,3 +151,21 @@ def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_lim
     assert (cfg.lr, cfg.max_steps, cfg.max_seconds, cfg.active_set) == (0.03, 70, None, False)  # rewrites replay every record
     assert train_settings(meta({"lr": 0.03}), lr=0.02).lr == 0.02
     assert train_settings(meta({"max_seconds": 900.0}), max_seconds=60.0).max_seconds == 60.0
+
+
+def test_progress_schedule_adapters_append_with_the_active_set_and_lose_nothing(tmp_path):
+    from memft.adapters import read_meta
+    from memft.rewrite import train_settings
+
+    recs = phonebook(16, seed=8)
+    ad = tmp_path / "ad"
+    res = api.write(recs[:12], ad, model="tiny-random", lora=LoraSettings(rank=8, preset="all"),
+                    train=TrainConfig(lr=2e-2, max_steps=400, batch_size=4, lr_schedule="progress", head_vocab="restricted"), runtime=CPU)
+    assert res.all_certified
+    cfg = train_settings(read_meta(ad))
+    assert cfg.active_set and cfg.lr_schedule == "progress" and cfg.head_vocab == "restricted"
+    assert not train_settings(read_meta(ad), lr_schedule="constant").active_set  # replay again under a constant rate
+    out = append(ad, recs[12:], runtime=CPU)
+    assert out.saved and out.summary["certified"] == 1.0
+    ver = api.verify(ad, recs, generate="always", device="cpu")
+    assert ver.summary["exact_match"] == 1.0  # the 12 held and the 4 new, by real greedy generation
