@@ -52,8 +52,9 @@ def test_schedule_and_clipping_options():
 
 def test_scale_options_are_checked_together():
     with pytest.raises(ConfigError) as e:
-        TrainConfig(head_vocab="some", lora_init="pca", a_lr_scale=-1)
+        TrainConfig(head_vocab="some", lora_init="pca", a_lr_scale=-1, replay=1.0)
     msg = str(e.value)
+    assert "--replay must be a share in [0, 1), got 1.0" in msg
     assert "--head-vocab must be one of full, restricted, got 'some'" in msg
     assert "--lora-init must be one of random, centered, got 'pca'" in msg
     assert "--a-lr-scale must be a finite number >= 0, got -1" in msg

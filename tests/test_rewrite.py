@@ -163,7 +163,7 @@ def test_progress_schedule_adapters_append_with_the_active_set_and_lose_nothing(
                     train=TrainConfig(lr=2e-2, max_steps=400, batch_size=4, lr_schedule="progress", head_vocab="restricted"), runtime=CPU)
     assert res.all_certified
     cfg = train_settings(read_meta(ad))
-    assert cfg.active_set and cfg.lr_schedule == "progress" and cfg.head_vocab == "restricted"
+    assert cfg.active_set and cfg.replay == 0.5 and cfg.lr_schedule == "progress" and cfg.head_vocab == "restricted"
     assert not train_settings(read_meta(ad), lr_schedule="constant").active_set  # replay again under a constant rate
     out = append(ad, recs[12:], runtime=CPU)
     assert out.saved and out.summary["certified"] == 1.0

@@ -100,6 +100,10 @@ class TrainConfig:
     lora_init: str = "random"
     # LoRA A's learning rate as a multiple of lr (0: A frozen, only B trains, as in LoRA-FA).
     a_lr_scale: float = 1.0
+    # Active set only: the share of each epoch drawn at random from the records resting at the bar (experience
+    # replay), so that training the active ones also holds the others in place; 0: none (write), rewrites of large
+    # adapters use 0.5 (memft.rewrite).
+    replay: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -119,6 +123,8 @@ class TrainConfig:
             problems.append(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not (isinstance(self.a_lr_scale, (int, float)) and not isinstance(self.a_lr_scale, bool) and math.isfinite(self.a_lr_scale) and self.a_lr_scale >= 0):
             problems.append(f"--a-lr-scale must be a finite number >= 0, got {self.a_lr_scale}")
+        if not (isinstance(self.replay, (int, float)) and not isinstance(self.replay, bool) and 0 <= self.replay < 1):
+            problems.append(f"--replay must be a share in [0, 1), got {self.replay}")
         if self.lora_init not in LORA_INITS:
             problems.append(f"--lora-init must be one of {', '.join(LORA_INITS)}, got {self.lora_init!r}")
         if self.head_vocab not in HEAD_VOCABS:

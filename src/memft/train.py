@@ -81,6 +81,22 @@ def active_batches(pool: Callable[[], list[int]], batch_size: int, rng: random.R
     return nxt
 
 
+def with_replay(active: list[int], resting: list[int], share: float, rng: random.Random) -> list[int]:
+    """The active records plus resting ones drawn at random, so that `share` of the result rests (experience
+    replay: their gradients say what must not move); as many as there are, and none when nothing is active.
+
+    >>> out = with_replay([0, 1, 2], list(range(3, 20)), 0.5, random.Random(0))
+    >>> out[:3], len(out), all(3 <= i < 20 for i in out[3:]), len(set(out))
+    ([0, 1, 2], 6, True, 6)
+    >>> sorted(with_replay([0], [5, 6], 0.9, random.Random(0))), with_replay([], [5], 0.5, random.Random(0))
+    ([0, 5, 6], [])
+    """
+    if not share or not active:
+        return list(active)
+    k = min(len(resting), round(len(active) * share / (1 - share)))
+    return list(active) + rng.sample(resting, k)
+
+
 PROGRESS_FLOOR = 0.1
 
 
@@ -209,7 +225,7 @@ def train(
             check()
         elif work["since_check"] >= n:
             check([i for i in range(n) if done[i]], full=False)
-        return [i for i in range(n) if not done[i]]
+        return with_replay([i for i in range(n) if not done[i]], [i for i in range(n) if done[i]], cfg.replay, replay_rng)
 
     if cfg.lora_init == "centered" and lora_init.is_fresh(model):
         with lora_init.capture_inputs(model, runner) as moments:
@@ -222,6 +238,7 @@ def train(
     work["checked"] += n
     losses0 = [x for i, st in stats0.items() if i not in forget for x in st.loss]
     loss_init = sum(losses0) / max(len(losses0), 1)
+    replay_rng = random.Random(cfg.seed + 1)
     next_batch = active_batches(pool, cfg.batch_size, random.Random(cfg.seed), full=full_batch)
     history: list[dict[str, float]] = []
     certified_at = None
