@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import adapters, folders
+from memft import adapters, folders, preserve
 from memft import ledger as ledger_mod
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
@@ -136,7 +136,9 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     gone = encode_all(plan.forget, tok, cfg.template)
     check_items(items, base, cfg.template)
     start = min(meta["lora"]["layers"])
-    res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)))
+    keep = preserve.build(ld.model, tok, cfg.preserve, cfg.preserve_text, start)
+    res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
+                     preserve=keep)
     reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size)
     gens = greedy(ld.model, gone, tok) if gone else []
     still = [e.key for e, g in zip(gone, gens) if free_run_compare(g, e.targets)[0]]
