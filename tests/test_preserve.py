@@ -157,3 +157,28 @@ def test_a_non_utf8_preserve_text_is_one_line_naming_the_file(tmp_path, tiny):
     with pytest.raises(ConfigError, match=r"t.txt:2: bytes that are not UTF-8"):
         build(model, tiny.tokenizer, 1.0, str(bad), 2)
     assert build(model, tiny.tokenizer, 0.0, str(bad), 2) is None
+
+
+def test_trainer_loss_adds_the_term_once_per_accumulated_step(tiny):
+    from memft.integrations import Collator, MemFTLoss, features
+
+    model, keep = _preserver(tiny, weight=2.0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    rows = features(phonebook(4, seed=5), tiny.tokenizer)
+    batch = Collator(tiny.tokenizer.pad_token_id)(rows)
+    labels = batch.pop("labels")
+    out = model(**batch)
+    plain = MemFTLoss("sft")(out, labels).item()
+    term = keep.loss(0)[0].item()
+    assert term > 0
+    with_term = MemFTLoss("sft", preserve=keep)
+    assert with_term(out, labels).item() == pytest.approx(plain + term, rel=1e-5)
+    assert with_term.stats["preserve_kl"] == pytest.approx(term / 2.0, rel=1e-5)
+    # two micro-batches of one step (Trainer's num_items_in_batch): the term counts once in all
+    total = int((labels[:, 1:] != -100).sum())
+    parts = [with_term(model(**{k: v[s] for k, v in batch.items()}), labels[s], num_items_in_batch=total).item()
+             for s in (slice(0, 2), slice(2, 4))]
+    assert sum(parts) == pytest.approx(plain + term, rel=1e-5)
