@@ -1,7 +1,7 @@
 """Locality of a memory adapter (issue 15): what writing the demo's records does to unrelated text, with and without
 the preservation term (memft.preserve), on the embedded model.
 
-    python benchmarks/bench_locality.py [--variants none,default] [--remedy default] [--records 40] [--out benchmarks/results/locality.json]
+    python benchmarks/bench_locality.py [--variants none,preserve-3] [--remedy preserve-3] [--records 40] [--out benchmarks/results/locality.json]
 
 Each variant writes the `memft demo` phone book (phonebook(40, seed=0); rank 8 probe, lr 1e-2, margin 0.5, the
 write defaults) into a fresh adapter, then runs the side-effect audit (memft.audit: 32 held-out windows x 128
@@ -9,7 +9,7 @@ tokens of pydoc_data.topics, KL(base || adapted), perplexity, argmax agreement, 
 process on one loaded base; rows are merged into --out by variant name, so variants can be run one at a time (or in
 separate processes with their own --out, merged afterwards with --collect a.json,b.json).
 
-Top level of the result: the figures of `--remedy` (default `default`: what `memft write` does now), and train_seconds_ratio = its CPU seconds
+Top level of the result: the figures of `--remedy` (default `preserve-3`), and train_seconds_ratio = its CPU seconds
 in api.fit (training, then one certification pass) / those of `none`. CPU time, because the core is shared and wall
 time depends on what else runs (train_wall_seconds_ratio gives the wall-clock ratio too).
 """
@@ -85,8 +85,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--records", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", default="none,default")
-    ap.add_argument("--remedy", default="default", help="the variant whose figures go to the top level")
+    ap.add_argument("--variants", default="none,preserve-3")
+    ap.add_argument("--remedy", default="preserve-3", help="the variant whose figures go to the top level")
     ap.add_argument("--out", default="benchmarks/results/locality.json")
     ap.add_argument("--collect", default=None, help="comma-separated result files whose rows to merge into --out (no training)")
     a = ap.parse_args()
