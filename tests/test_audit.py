@@ -246,7 +246,10 @@ def test_cli_audit_writes_json(written, tmp_path):
     lp = rep["leak_probe"]
     assert lp["counts"]["generic"]["probes"] == 11 and lp["counts"]["text"]["probes"] == 4 and lp["unrelated_leaks"] == 0
     assert rep["notes"] == []
-    assert "perplexity base → adapted" in r.output and "KL" in r.output
+    loc = rep["locality"]  # the goal's three figures, side by side with the base in the printed table
+    assert loc["ppl_increase"] == d["ppl_change"] and loc["argmax_agreement"] == d["argmax_agreement"] and loc["kl_mean"] == d["kl_mean"]
+    assert loc["goal"] == {"ppl_increase": 0.02, "argmax_agreement": 0.98, "kl_mean": 0.02} and loc["met"] == all(loc["meets"].values())
+    assert "base vs adapted" in r.output and "perplexity" in r.output and "same next-token argmax" in r.output and "KL" in r.output
     bad = CliRunner().invoke(_app(), [str(out), str(tmp_path / "r.jsonl"), "--text", str(tmp_path / "none.txt")])
     assert isinstance(bad.exception, ConfigError) and "--text" in str(bad.exception)
 

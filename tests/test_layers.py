@@ -8,7 +8,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "memft"
 CORE = {"errors", "config", "records", "encoding", "modeling", "meta", "adapters", "batching", "forward", "objectives", "window",
         "curriculum", "train", "sizing", "forecast", "evaluate", "metrics", "parity", "folders", "digests", "safejson", "api",
-        "vocab", "lora_init", "rollback"}
+        "vocab", "lora_init", "rollback", "preserve"}
 MEMORY = {"ledger", "rewrite"}
 CHECKS = {"deploy", "plaincheck", "sampling", "audit", "leaks"}
 RESEARCH = {"bench", "bench.phonebook", "bench.stress", "bench.rule", "runs", "store", "sweep", "law", "ranksearch", "plots", "report"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import __version__, adapters, folders
+from memft import __version__, adapters, folders, preserve
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.errors import RecordsError, TrainingError
@@ -88,7 +88,9 @@ def fit(
     check_items(items, base, train.template)
     peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
     try:
-        res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, min(placement["layers"]), on_step)
+        start = min(placement["layers"])
+        keep = preserve.build(peft_model, base.tokenizer, train.preserve, train.preserve_text, start)
+        res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, start, on_step, preserve=keep)
         reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size, stats=res.final)
     except BaseException:
         peft_model.unload()  # never leave LoRA layers in a base the caller may reuse

@@ -181,6 +181,25 @@ def divergence(peft_model: Any, windows: Sequence[Sequence[int]], batch_size: in
     }
 
 
+# Issue 15's goal for an adapter's side effects on held-out text, once every record is certified: one definition,
+# used by the audit report and the locality benchmark.
+LOCALITY_GOAL = {"ppl_increase": 0.02, "argmax_agreement": 0.98, "kl_mean": 0.02}
+
+
+def locality(div: dict[str, float], unrelated_leaks: int) -> dict[str, Any]:
+    """The goal's three figures from a `divergence` result, each with whether it meets LOCALITY_GOAL, and `met`:
+    all three, and no value leaked into an unrelated prompt.
+
+    >>> locality({"ppl_change": 0.01, "argmax_agreement": 0.99, "kl_mean": 0.03}, 0)["met"]
+    False
+    """
+    figs = {"ppl_increase": div["ppl_change"], "argmax_agreement": div["argmax_agreement"], "kl_mean": div["kl_mean"]}
+    ok = {"ppl_increase": figs["ppl_increase"] <= LOCALITY_GOAL["ppl_increase"],
+          "argmax_agreement": figs["argmax_agreement"] >= LOCALITY_GOAL["argmax_agreement"],
+          "kl_mean": figs["kl_mean"] <= LOCALITY_GOAL["kl_mean"]}
+    return {**figs, "goal": dict(LOCALITY_GOAL), "meets": ok, "met": all(ok.values()) and unrelated_leaks == 0}
+
+
 # ---------------------------------------------------------------- leak probe
 
 
@@ -199,7 +218,8 @@ class AuditResult:
         return int(self.leak_probe["unrelated_leaks"])
 
     def to_json(self) -> dict[str, Any]:
-        return {"settings": self.settings, "divergence": self.divergence, "leak_probe": self.leak_probe, "notes": self.notes}
+        return {"settings": self.settings, "divergence": self.divergence, "locality": locality(self.divergence, self.unrelated_leaks),
+                "leak_probe": self.leak_probe, "notes": self.notes}
 
 
 def audit(

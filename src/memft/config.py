@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from memft.errors import ConfigError
@@ -104,6 +105,12 @@ class TrainConfig:
     # replay), so that training the active ones also holds the others in place; 0: none (write), rewrites of large
     # adapters use 0.5 (memft.rewrite).
     replay: float = 0.0
+    # Weight of the preservation term (memft.preserve): KL(base || adapted) on unrelated text, added to the records'
+    # loss at every step so the adapter leaves the base's predictions elsewhere alone; 0 turns it off.
+    preserve: float = 0.0
+    # UTF-8 text file to take the preservation windows from (None: memft.preserve.default_text(), Python docstrings,
+    # a different source from the audit's pydoc topics).
+    preserve_text: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -133,6 +140,10 @@ class TrainConfig:
             isinstance(self.max_grad_norm, (int, float)) and not isinstance(self.max_grad_norm, bool) and math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0
         ):
             problems.append(f"--max-grad-norm must be a finite number > 0 (or left out: no clipping), got {self.max_grad_norm}")
+        if isinstance(self.preserve, bool) or not (isinstance(self.preserve, (int, float)) and math.isfinite(self.preserve) and self.preserve >= 0):
+            problems.append(f"--preserve must be a finite number >= 0 (0: off), got {self.preserve}")
+        if self.preserve_text is not None and not Path(self.preserve_text).is_file():
+            problems.append(f"--preserve-text {self.preserve_text}: no such file; give a UTF-8 text file of unrelated text")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
             problems.append(f"--margin must be a probability in [0, 1), got {self.margin}")
         from memft.objectives import OBJECTIVES, option_problems

@@ -164,9 +164,13 @@ class MemFTLoss:
     Without num_items_in_batch the objective's value is returned as is. A step with nothing to train (the objective
     returns None) gives 0 * logits.sum(): zero, with a grad_fn, so Trainer's backward works and changes nothing.
     `stats` holds the last call's objective stats plus `tokens` and `mean_loss`.
+    `preserve`: a memft.preserve.Preserver on the model being trained (`memft.preserve.build(peft_model, tokenizer,
+    weight, None, lowest_adapted_layer)`); its term is added to the objective's value and scaled with it, so an
+    accumulated step adds it once in all. Its windows rotate with the step that CertificationStop(loss=this) sets.
     """
 
-    def __init__(self, method: str = "memft-ot", n_records: int | None = None, rows: Sequence[Mapping[str, Any]] | None = None, **options: Any):
+    def __init__(self, method: str = "memft-ot", n_records: int | None = None, rows: Sequence[Mapping[str, Any]] | None = None,
+                 preserve: Any = None, **options: Any):
         if rows is not None:
             n_records = len(rows) if n_records is None else n_records
         if method not in objectives.OBJECTIVES:
@@ -188,6 +192,7 @@ class MemFTLoss:
         for row in rows or ():
             self.record_ids.setdefault(_row_key(list(row["labels"])), len(self.record_ids))
         self.stats: dict[str, float] = {}
+        self.preserve = preserve  # a memft.preserve.Preserver built on the model being trained, or None
 
     def schedule(self, step: int, max_steps: int | None) -> None:
         """Tell schedules (curricula) the current optimizer step and the step budget."""
@@ -221,6 +226,10 @@ class MemFTLoss:
         self.stats = {**stats, "tokens": float(n), "mean_loss": float(loss.detach().mean()) if n else 0.0}
         if out is None:  # nothing to learn: a zero that backward can still run through
             return logits.sum() * 0.0
+        if self.preserve is not None:  # the same step's windows in every micro-batch; scaled below like the rest
+            kept, pstats = self.preserve.loss(int(self.state["step"]))
+            out = out + kept
+            self.stats.update(pstats)
         if num_items_in_batch is not None:
             out = out * (n / num_items_in_batch)  # see the class doc: exact full-batch gradient for token means
         return out

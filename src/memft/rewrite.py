@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import adapters, folders
+from memft import adapters, folders, preserve
 from memft import ledger as ledger_mod
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
 from memft.config import RuntimeConfig, TrainConfig
@@ -140,7 +140,9 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     gone = encode_all(plan.forget, tok, cfg.template)
     check_items(items, base, cfg.template)
     start = min(meta.lora.layers)
-    res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)))
+    keep = preserve.build(ld.model, tok, cfg.preserve, cfg.preserve_text, start)
+    res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
+                     preserve=keep)
     final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out
     reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size, stats=final)
     gens = greedy(ld.model, gone, tok) if gone else []

@@ -36,6 +36,7 @@ from memft.encoding import Encoded
 from memft.evaluate import split_per_record, teacher_forced, token_table
 from memft.forward import Runner
 from memft.metrics import exit_margin, forgotten, meets_margin
+from memft.preserve import Preserver
 from memft.rollback import Rollback
 from memft.vocab import TrainVocab
 
@@ -144,12 +145,15 @@ def train(
     start_layer: int,
     on_step: Callable[[dict[str, float]], None] | None = None,
     forget: Collection[int] = (),
+    preserve: Preserver | None = None,
 ) -> TrainResult:
     """Train the adapter of `model` (a PEFT model) on `items` until every record meets its goal or cfg.max_steps.
 
     Goals: a record to keep is certified with cfg.margin (argmax everywhere and every p > margin); a record whose
     index is in `forget` must stop being recalled (metrics.forgotten), and its tokens get the unlikelihood loss
     instead of the objective's. "certified" in the history and `certified_at` mean: every goal met.
+    `preserve` (memft.preserve): a term added to every step's loss that keeps the base's predictions on unrelated
+    text; it changes the gradient only, never what counts as certified.
     """
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -289,6 +293,10 @@ def train(
             check()  # the statuses of the restored parameters
             row["rolled_back"] = guard.rollbacks
             loss = None  # this batch's gradient belongs to the parameters just dropped
+        if loss is not None and preserve is not None:
+            ploss, pstats = preserve.loss(step)
+            loss = loss + ploss
+            ostats.update(pstats)
         row.update(ostats)
         history.append(row)
         if on_step:

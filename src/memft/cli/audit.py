@@ -53,6 +53,7 @@ def audit(
         if res.leak_probe["leaks"]:
             render.console.print(leaks_table(res.leak_probe["leaks"]))
         render.console.print(summary_table(res.to_json(), title=f"audit {adapter} ({res.settings['dtype']})"))
+        render.console.print(locality_table(res.divergence, res.unrelated_leaks))
         for note in res.notes:
             render.console.print(f"[yellow]note:[/yellow] {note}")
     raise typer.Exit(0 if res.unrelated_leaks == 0 else 1)
@@ -81,8 +82,6 @@ def summary_table(report: dict[str, Any], title: str = "audit") -> Any:
     t.add_row("held-out text", s["text"])
     t.add_row("windows", f"{s['windows_used']} × {s['window_tokens']} tokens, {s['windows_skipped']} skipped")
     t.add_row("KL mean / p95 / max (nats)", f"{d['kl_mean']:.4g} / {d['kl_p95']:.4g} / {d['kl_max']:.4g}")
-    t.add_row("perplexity base → adapted", f"{d['ppl_base']:.4g} → {d['ppl_adapted']:.4g} ({100 * d['ppl_change']:+.2f}%)")
-    t.add_row("same next-token argmax", f"{100 * d['argmax_agreement']:.1f}%")
     labels = (("key_prefix", "keys cut short"), ("generic", "generic prompts"), ("text", "held-out text"))
     for kind, label in labels:
         k = c[kind]
@@ -91,6 +90,27 @@ def summary_table(report: dict[str, Any], title: str = "audit") -> Any:
     base = sum(x["in_base"] for x in c.values())
     if base:
         t.add_row("leaks the base gives too", str(base))
+    return t
+
+
+def locality_table(div: dict[str, float], unrelated_leaks: int) -> Any:
+    """The goal's three figures (memft.audit.locality) for the base (the adapter disabled) and the adapted model."""
+    from rich.table import Table
+
+    from memft.audit import locality
+
+    loc = locality(div, unrelated_leaks)
+    g, ok = loc["goal"], loc["meets"]
+    t = Table(title="locality on held-out text: base vs adapted")
+    for col, just in (("figure", "left"), ("base", "right"), ("adapted", "right"), ("goal", "right"), ("met", "left")):
+        t.add_column(col, justify=just)
+    mark = {True: "yes", False: "[red]no[/red]"}
+    t.add_row("perplexity", f"{div['ppl_base']:.4g}", f"{div['ppl_adapted']:.4g} ({100 * loc['ppl_increase']:+.2f}%)",
+              f"≤ {100 * g['ppl_increase']:+.0f}%", mark[ok["ppl_increase"]])
+    t.add_row("same next-token argmax as the base", "100%", f"{100 * loc['argmax_agreement']:.1f}%", f"≥ {100 * g['argmax_agreement']:.0f}%",
+              mark[ok["argmax_agreement"]])
+    t.add_row("KL(base ‖ ·) mean, nats/token", "0", f"{loc['kl_mean']:.4g}", f"≤ {g['kl_mean']:g}", mark[ok["kl_mean"]])
+    t.caption = "goal met" if loc["met"] else "goal not met" + (" (a value leaked into an unrelated prompt)" if unrelated_leaks else "")
     return t
 
 

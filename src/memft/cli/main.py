@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from memft import __version__, safejson
-from memft.cli.options import Device, Dtype, Model, Reveal
+from memft.cli.options import Device, Dtype, Model, Preserve, PreserveText, Reveal
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
 
@@ -79,6 +79,8 @@ def write(
     seed: Annotated[int, typer.Option(help="Seed for adapter init and batch order.")] = 0,
     template: Annotated[str, typer.Option(help="raw (key then value tokens) | chat (the model's chat template).")] = "raw",
     margin: Annotated[float, typer.Option(help="Train until every target token is the argmax with probability above this (headroom against merging/precision shifts); 0: stop at bare certification.")] = 0.5,
+    preserve: Preserve = None,
+    preserve_text: PreserveText = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
@@ -105,7 +107,8 @@ def write(
     lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
     train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
                         method_options=parse_method_options(method_options), margin=margin, max_seconds=time_limit,
-                        head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule)
+                        head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,
+                        **memory.preserve_options(preserve, preserve_text))
     runtime = RuntimeConfig(device=device, dtype=dtype)
     sized = (f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
              + " (give " + ", ".join("--" + k.replace("_", "-") for k in size.chosen) + " to override)") if size.chosen and not quiet else None

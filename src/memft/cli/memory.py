@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft.cli.options import Device, Quiet, Reveal
+from memft.cli.options import Device, Preserve, PreserveText, Quiet, Reveal
 
 Lr = Annotated[Optional[float], typer.Option(help="AdamW learning rate (default: the one the adapter was written with).")]
 MaxSteps = Annotated[Optional[int], typer.Option(help="Most optimizer steps (default: the adapter's).")]
@@ -28,6 +28,8 @@ def append(
     max_steps: MaxSteps = None,
     margin: Margin = None,
     method: Method = None,
+    preserve: Preserve = None,
+    preserve_text: PreserveText = None,
     device: Device = "auto",
     json_out: JsonOut = None,
     reveal: Reveal = False,
@@ -40,7 +42,8 @@ def append(
     from memft.rewrite import append as do_append
 
     recs = load_records(records)
-    res = _run(lambda on_step: do_append(adapter, recs, update, _overrides(lr, max_steps, margin, method), RuntimeConfig(device=device), on_step),
+    over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
+    res = _run(lambda on_step: do_append(adapter, recs, update, over, RuntimeConfig(device=device), on_step),
                adapter, max_steps, quiet)
     _finish(res, json_out, quiet, reveal)
 
@@ -95,6 +98,11 @@ def ledger(
 
 def _overrides(lr: Optional[float], max_steps: Optional[int], margin: Optional[float], method: Optional[str]) -> dict[str, Any]:
     return {"lr": lr, "max_steps": max_steps, "margin": margin, "method": method}
+
+
+def preserve_options(weight: Optional[float], text: Optional[Path]) -> dict[str, Any]:
+    """--preserve / --preserve-text as TrainConfig fields; options left out are not given (the defaults apply)."""
+    return ({"preserve": weight} if weight is not None else {}) | ({"preserve_text": str(text)} if text is not None else {})
 
 
 def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any:

@@ -22,6 +22,8 @@ Reveal = Annotated[bool, typer.Option("--reveal", help="Put recalled values in t
 LrSchedule = Annotated[str, typer.Option("--lr-schedule", help="constant | linear (decay to 0 over --max-steps, the reference code's).")]
 MaxGradNorm = Annotated[Optional[float], typer.Option("--max-grad-norm", help="Clip the gradient's global norm to this (the reference code: 1.0; default: no clipping).")]
 Template = Annotated[str, typer.Option("--template", help="raw (key then value tokens) | chat (the model's chat template, as the reference code trains).")]
+Preserve = Annotated[Optional[float], typer.Option("--preserve", help="Weight of the preservation term: KL(base || adapted) on unrelated text added to the training loss, so the adapter leaves the base's predictions elsewhere alone (memft.preserve); 0 = off. Default: memft's (TrainConfig.preserve).")]
+PreserveText = Annotated[Optional[Path], typer.Option("--preserve-text", help="UTF-8 text file to preserve the base's predictions on (default: Python standard-library docstrings, a different source from the audit's pydoc topics).")]
 
 
 def method_options(text: Optional[str]) -> dict[str, Any]:
