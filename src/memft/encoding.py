@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memft.errors import RecordsError
+from memft.errors import ConfigError, RecordsError
 from memft.records import Record
 
 
@@ -107,3 +107,17 @@ def target_conflicts(items: Sequence[Encoded]) -> tuple[str, str, int] | None:
                     return have[1], e.key, j - len(e.prompt)
             node = node.setdefault(t, {})
     return None
+
+
+def text_ids(text: str, tokenizer: Any, source: str = "text") -> list[int]:
+    """`text` tokenized as a value is (add_special_tokens=False); special tokens inside it are an error.
+
+    A special token in a target (say a literal "<|im_end|>" that the tokenizer reads as eos) would end recall early.
+    """
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    special = set(tokenizer.all_special_ids)
+    bad = sorted({i for i in ids if i in special})
+    if bad:
+        names = ", ".join(repr(t) for t in tokenizer.convert_ids_to_tokens(bad))
+        raise ConfigError(f"{source}: contains {names}, which this tokenizer reads as special tokens; remove them from the text")
+    return ids

@@ -182,7 +182,7 @@ def build(model: Any, tokenizer: Any, weight: float, text_path: str | None, star
     """The preservation term of TrainConfig.preserve / preserve_text for a PEFT model (None when weight is 0)."""
     if not weight:
         return None
-    from memft.bench.stress import text_ids
+    from memft.encoding import text_ids
 
     source = f"--preserve-text {text_path}" if text_path else "the default preservation text"
     text = read_text(text_path) if text_path else default_text()

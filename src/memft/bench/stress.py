@@ -18,6 +18,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from memft.encoding import text_ids  # noqa: F401 - also this module's: the stress targets are text_ids of natural text
 from memft.errors import ConfigError
 from memft.records import Record, load_records
 
@@ -29,20 +30,6 @@ def default_text() -> str:
     from pydoc_data.topics import topics
 
     return "\n".join(topics[k] for k in sorted(topics))
-
-
-def text_ids(text: str, tokenizer: Any, source: str = "text") -> list[int]:
-    """`text` tokenized as a value is (add_special_tokens=False); special tokens inside it are an error.
-
-    A special token in a target (say a literal "<|im_end|>" that the tokenizer reads as eos) would end recall early.
-    """
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    special = set(tokenizer.all_special_ids)
-    bad = sorted({i for i in ids if i in special})
-    if bad:
-        names = ", ".join(repr(t) for t in tokenizer.convert_ids_to_tokens(bad))
-        raise ConfigError(f"{source}: contains {names}, which this tokenizer reads as special tokens; remove them from the text")
-    return ids
 
 
 def stress_with_positions(
