@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import nn
 
-INITS = ("random", "centered")
 MIN_VARIANCE = 1e-8  # directions with less variance than this share of the largest keep PEFT's random row
 
 

@@ -59,8 +59,8 @@ class RewriteResult:
 # "progress" schedule (the sizing of large record sets) train with the active set instead: the schedule starts a
 # rewrite at lr x max(0.1, 1 - certified share), so appending 50 records to 1000 starts at a tenth of the rate, held
 # records rest at the bar and are re-checked with forward passes, and any that slip are trained again. Without
-# replay, even a tenth of the rate trained on the 50 new records alone let 23 % of 1000 held records slip within
-# 43 steps (Adam moves every coordinate by about the rate, whatever record it serves); so half of each epoch is
+# replay, even a tenth of the rate trained on the 50 new records alone took the certified share of 1,050 records
+# from 95.2 % to 72.1 % within 43 steps (Adam moves every coordinate by about the rate, whatever record it serves); so half of each epoch is
 # resting records drawn at random (REPLAY), whose gradients say what must not move.
 REPLAY = 0.5  # half of each epoch of a large rewrite: resting records drawn at random
 

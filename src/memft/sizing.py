@@ -9,8 +9,9 @@ One pure rule (`size_for`) used by `memft write`; its choice and its reasons are
 - More records (measured on PhoneBooks of 300 and 1000 records; benchmarks/README.md, Scale):
   - the `top` preset (the MLP of the top 4 of SmolLM2's 30 layers): a training pass runs 4 layers, not the 10 of
     `upper`, 21 ms a record on one core where `upper` took 58;
-  - the `centered` LoRA init (memft.lora_init): the default init sat on the digit-format plateau (loss ~2.1 after
-    38 epochs of 300 records), the centered one certified 82 % of them by epoch 24;
+  - the `centered` LoRA init (memft.lora_init): on 300 records at lr 3e-3 the default init was at loss 2.00 after
+    13 epochs, the centered one at 1.41, and it certified 82 % of them by epoch 24 (at lr 1e-2 the default init
+    was still at ~2.1 after 38 epochs);
   - lr 3e-3: at 1e-2 the top-4 adapter's loss fell to 1.79 and then jumped back to 2.17; and the "progress"
     schedule (memft.train.lr_at: lr x max(0.1, 1 - certified share)): at a constant 3e-3, 300 records went from
     99.3 % certified to 33.7 % in one epoch;

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,11 +158,11 @@ def train(
     """
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(param_groups(model, cfg.a_lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for g in opt.param_groups for p in g["params"]]  # what is trained (a frozen A is not)
     # The progress schedule backtracks: after a collapse of the certified share, the best parameters come back
     # with half the rate (memft.rollback).
-    guard = Rollback([p for g in opt.param_groups for p in g["params"]], opt) if cfg.lr_schedule == "progress" else None
+    guard = Rollback(params, opt) if cfg.lr_schedule == "progress" else None
     objective = objectives.get(cfg.method)
     runner = Runner(model, items, pad_id, start=start_layer, cache=True)
     n = len(items)
@@ -231,12 +232,11 @@ def train(
             check([i for i in range(n) if done[i]], full=False)
         return with_replay([i for i in range(n) if not done[i]], [i for i in range(n) if done[i]], cfg.replay, replay_rng)
 
-    if cfg.lora_init == "centered" and lora_init.is_fresh(model):
-        with lora_init.capture_inputs(model, runner) as moments:
-            stats0 = teacher_forced(runner, check_batch, see_logits=see_logits)
-        lora_init.apply_centered(model, moments)  # every B is zero: the adapter's output, and stats0, are unchanged
-    else:
+    centered = cfg.lora_init == "centered" and lora_init.is_fresh(model)
+    with lora_init.capture_inputs(model, runner) if centered else nullcontext() as moments:
         stats0 = teacher_forced(runner, check_batch, see_logits=see_logits)
+    if centered:
+        lora_init.apply_centered(model, moments)  # every B is zero: the adapter's output, and stats0, are unchanged
     for i, st in stats0.items():
         see(i, st)
     work["checked"] += n
