@@ -75,6 +75,18 @@ def first_false(flags: Sequence[bool]) -> int | None:
     return None
 
 
+STUBBORN_P = 0.5  # a target token with p <= this is stubborn: p > 0.5 is the paper's sufficient line for greedy
+
+
+def earliest_stubborn(prob: Sequence[float]) -> int | None:
+    """The first position whose target probability is at most STUBBORN_P (None: every p > 0.5).
+
+    >>> earliest_stubborn([0.9, 0.5, 0.2]), earliest_stubborn([0.9, 0.6])
+    (1, None)
+    """
+    return first_false([p > STUBBORN_P for p in prob])
+
+
 def free_run_compare(generated: Sequence[int], targets: Sequence[int]) -> tuple[bool, float, int | None]:
     """(exact, token accuracy, first failure) of generated ids against targets (which end with eos).
 
@@ -117,7 +129,7 @@ def forgotten(correct: Sequence[bool], prob: Sequence[float]) -> bool:
 
 def record_report(key: str, stats: TokenStats, generated: Sequence[int] | None = None, recalled: str | None = None) -> RecordReport:
     n = len(stats.prob)
-    stubborn = [i for i, p in enumerate(stats.prob) if p <= 0.5]
+    stubborn = [i for i, p in enumerate(stats.prob) if p <= STUBBORN_P]
     exact = acc = ff = None
     if generated is not None:
         exact, acc, ff = free_run_compare(generated, stats.targets)

@@ -36,7 +36,7 @@ from memft.config import TrainConfig
 from memft.encoding import Encoded
 from memft.evaluate import split_per_record, teacher_forced, token_table
 from memft.forward import Runner
-from memft.metrics import exit_margin, forgotten, meets_margin
+from memft.metrics import STUBBORN_P, earliest_stubborn, exit_margin, first_false, forgotten, meets_margin
 from memft.preserve import Preserver
 from memft.rollback import Rollback
 from memft.vocab import TrainVocab
@@ -51,7 +51,9 @@ class TrainResult:
     certified_at: int | None  # first step at which every record was certified (None: never)
     loss_init: float  # mean target-token loss before training
     seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+    # One row per step; a step that trains one record (the stress test) also holds its first_error (first offset
+    # whose target is not the argmax) and earliest_stubborn (first p <= 0.5), before the update, or None.
+    history: list[dict[str, float]] = field(default_factory=list)
     trained: int = 0  # record passes with a backward pass (trained / records = epochs of training)
     checked: int = 0  # record passes forward-only (certification checks)
     tokens: int = 0  # target tokens that went through a training step
@@ -264,8 +266,10 @@ def train(
             record = torch.tensor(idx, device=batch.rows.device)[batch.rows]  # [N] record index of each token
             drop = torch.tensor([i in forget for i in idx], dtype=torch.bool, device=record.device)[batch.rows]  # [N]
             if (~drop).any():
-                row |= {"loss": float(seen["loss"][~drop].mean()), "stubborn": int((seen["prob"][~drop] <= 0.5).sum()),
+                row |= {"loss": float(seen["loss"][~drop].mean()), "stubborn": int((seen["prob"][~drop] <= STUBBORN_P).sum()),
                         "min_prob": float(seen["prob"][~drop].min())}
+            if len(idx) == 1:  # one record per step (the stress test): its phase-transition positions, for free
+                row |= {"first_error": first_false(seen["correct"].tolist()), "earliest_stubborn": earliest_stubborn(seen["prob"].tolist())}
         # A full batch over the full vocabulary has just seen every record with the current parameters.
         fresh = fresh or (full_batch and len(idx) == n and vocab is None)
         if not fresh and (all(ok.values()) or last):
