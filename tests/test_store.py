@@ -15,11 +15,26 @@ def test_run_id_is_canonical():
     assert len(run_id(CFG)) == 64
 
 
+def test_store_written_before_the_phase_columns_gains_them(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)  # the curves table as memft 0.1 wrote it
+    db.execute("CREATE TABLE curves (run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, certified REAL, stubborn INTEGER, "
+               "min_prob REAL, PRIMARY KEY (run_id, step)) WITHOUT ROWID")
+    db.execute("INSERT INTO curves VALUES ('old', 0, 2.0, 0.0, 5, 0.1)")
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        assert s.curve("old") == [{"step": 0, "loss": 2.0, "certified": 0.0, "stubborn": 5, "min_prob": 0.1, "first_error": None, "earliest_stubborn": None}]
+        s.claim("new", CFG)
+        s.finish("new", {"exact_match": 0.0}, curve=[{"step": 0, "loss": 1.0, "first_error": 7, "earliest_stubborn": 3}])
+        assert (s.curve("new")[0]["first_error"], s.curve("new")[0]["earliest_stubborn"]) == (7, 3)
+
+
 def test_round_trip_rows_positions_curve(tmp_path):
     path = tmp_path / "results.db"
     positions = [{"prob": [0.9, 0.4, 0.75], "correct": [True, False, True]}, {"prob": [0.6], "correct": [True]}]
     curve = [{"step": 0, "loss": 2.5, "certified": 0.0, "stubborn": 3, "min_prob": 0.1, "seconds": 0.01},
-             {"step": 1, "loss": 0.5, "certified": 1.0, "stubborn": 0, "min_prob": 0.7}]
+             {"step": 1, "loss": 0.5, "certified": 1.0, "stubborn": 0, "min_prob": 0.7, "first_error": 4, "earliest_stubborn": 2}]
     row = {"benchmark": "stress", "model": "tiny-random", "exact_match": 1.0, "stubborn_positions": [[1], []], "ratio": 0.5}
     with Store(path) as s:
         assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -36,7 +51,8 @@ def test_round_trip_rows_positions_curve(tmp_path):
         assert s.rows(model="other") == []
         assert s.positions("a") == positions
         assert s.positions("b") == []
-        assert s.curve("a") == [{k: v for k, v in c.items() if k != "seconds"} for c in curve]
+        nothing = {"first_error": None, "earliest_stubborn": None}  # only one-record steps carry them
+        assert s.curve("a") == [nothing | {k: v for k, v in c.items() if k != "seconds"} for c in curve]
         assert s.config("a") == CFG
         assert s.done_ids() == {"a", "b"}
         with pytest.raises(ConfigError, match="cannot filter on lr"):

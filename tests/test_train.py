@@ -261,3 +261,24 @@ def test_progress_schedule_rolls_back_a_collapse_and_still_certifies(tiny):
     before = res.history[res.history.index(rolled[0]) - 1]
     assert before["certified"] >= 0.5 and rolled[0]["certified"] < 0.3  # the scrambled parameters were seen as a collapse
     assert res.certified_at is not None
+
+
+def test_one_record_steps_carry_the_phase_transition_positions(tiny):
+    """Each step of a one-record run records, before its update, the first argmax error and the first p <= 0.5 of
+    that record; the last row (the final parameters) equals an independent teacher-forced pass."""
+    from memft.bench.stress import stress
+    from memft.metrics import earliest_stubborn, first_false
+
+    items = encode_all([stress(24, 1.0, tiny.tokenizer, seed=1)], tiny.tokenizer)
+    model, place = adapters.attach(tiny.model, LoraSettings(rank=2, layers=(2,)), seed=0)
+    cfg = TrainConfig(lr=2e-2, max_steps=12, stop_when_certified=False, margin=0.0, active_set=False, batch_size=1)
+    res = train(model, items, tiny.tokenizer.pad_token_id, cfg, min(place["layers"]))
+    st = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))[0]
+    last = res.history[-1]
+    assert (last["first_error"], last["earliest_stubborn"]) == (first_false(st.correct), earliest_stubborn(st.prob))
+    assert all("first_error" in h for h in res.history) and res.history[0]["first_error"] == 0  # random tokens: wrong at once
+    # The first stubborn token can never come after the first error (an argmax error implies p <= 0.5).
+    assert all(h["first_error"] is None or h["earliest_stubborn"] <= h["first_error"] for h in res.history)
+    model.unload()
+    _, _, many = _run(tiny, TrainConfig(lr=2e-2, max_steps=2, batch_size=2, active_set=False))
+    assert not any("first_error" in h for h in many.history)  # several records per step: no single record's positions

@@ -35,7 +35,9 @@ from memft.errors import ConfigError
 
 STATUSES = ("running", "done", "failed")
 INDEXED = ("benchmark", "model", "method", "rank", "length", "ratio", "seed")  # copied from the config
-CURVE_FIELDS = ("loss", "certified", "stubborn", "min_prob")
+CURVE_FIELDS = ("loss", "certified", "stubborn", "min_prob", "first_error", "earliest_stubborn")
+# Curve columns added after the first stores were written: (name, SQL type); opening an older store adds them.
+_ADDED_CURVE_COLUMNS = (("first_error", "INTEGER"), ("earliest_stubborn", "INTEGER"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -63,6 +65,8 @@ CREATE TABLE IF NOT EXISTS curves (
     certified REAL,
     stubborn  INTEGER,
     min_prob  REAL,
+    first_error       INTEGER,  -- one-record steps only: first offset whose target is not the argmax (else NULL)
+    earliest_stubborn INTEGER,  -- one-record steps only: first offset with p <= 0.5 (else NULL)
     PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
@@ -102,6 +106,10 @@ class Store:
         with self._tx():  # executescript would commit on its own: run the schema statement by statement (no ";" in comments)
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(stmt)
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(curves)")}
+            for name, kind in _ADDED_CURVE_COLUMNS:
+                if name not in have:  # a store written before the column existed: its old rows read NULL there
+                    self.db.execute(f"ALTER TABLE curves ADD COLUMN {name} {kind}")
 
     # ------------------------------------------------------------------ writes (one transaction each)
 
@@ -169,7 +177,7 @@ class Store:
                 )
             if curve:
                 db.executemany(
-                    "INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO curves (run_id, step, {', '.join(CURVE_FIELDS)}) VALUES ({', '.join('?' * (2 + len(CURVE_FIELDS)))})",
                     [(run_id, int(c["step"]), *(c.get(k) for k in CURVE_FIELDS)) for c in curve],
                 )
 
@@ -227,7 +235,8 @@ class Store:
         return out
 
     def curve(self, run_id: str) -> list[dict[str, Any]]:
-        """The training curve, one {"step", "loss", "certified", "stubborn", "min_prob"} per step, by step."""
+        """The training curve, one {"step", *CURVE_FIELDS} per step, by step (first_error and earliest_stubborn are
+        None except for one-record steps)."""
         cur = self.db.execute(f"SELECT step, {', '.join(CURVE_FIELDS)} FROM curves WHERE run_id = ? ORDER BY step", (run_id,))
         return [dict(zip(("step", *CURVE_FIELDS), r)) for r in cur]
 
