@@ -108,3 +108,19 @@ def test_empty_store_builds(tmp_path):
     text = index.read_text(encoding="utf-8")
     assert "0 runs." in text and "No law fits." in text and "<b>undefined</b> (n = 0 records" in text
     assert len(list((tmp_path / "out" / "figures").glob("*.png"))) == len(plots.ALL_FIGURES)
+
+
+def test_paper_claims_section(tmp_path):
+    from memft.claims import method_cells, paper_claims
+    from tests.test_claims import _row
+
+    rows = [_row("sft", s, x) for s, x in enumerate((0.5, 0.6, 0.4))] + [_row("memft-ot", s, x) for s, x in enumerate((0.7, 0.65, 0.45))]
+    index = build_report(rows, [], tmp_path / "rep", claims=paper_claims(rows), cells=method_cells(rows))
+    p = _parse(index)
+    text = index.read_text(encoding="utf-8")
+    assert "<h2>Paper claims</h2>" in text and "reproduced: <b>1</b>, not measured: <b>8</b>." in text
+    i = p.cells.index("MemFT-OT vs SFT, PhoneBook")
+    assert p.cells[i + 4] == "reproduced" and "Δ 10.0 ± 8.7 points" in p.cells[i + 2]
+    j = next(k for k in range(len(p.cells) - 1) if p.cells[k : k + 2] == ["phonebook 50 records (ℓ=550) r=1, 100 steps", "memft-ot"])
+    assert p.cells[j + 2 : j + 9] == ["0, 1, 2", "60.0 ± 13.2", "60.0 ± 13.2", "exact_match", "60.0 ± 13.2", "10.0 ± 8.7", "yes"]
+    assert build_report(rows, [], tmp_path / "rep2").read_text(encoding="utf-8").count("<b>reproduced</b>") == 1  # computed from the rows

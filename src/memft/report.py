@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from memft.claims import BINDING, VERDICTS, Claim, MethodCell, pm
 from memft.law import in_setting
 from memft.law import number as _num
 from memft.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
@@ -191,21 +192,45 @@ def _spearman(rows: Sequence[Row]) -> str:
             f"free-run first failure: <b>{_e(val)}</b> (n = {n} records with both).</p>")
 
 
+def _claims(claims: Sequence[Claim], cells: Sequence[MethodCell]) -> str:
+    """The paper's claims with memft's measurement and a verdict, then every comparison cell (mean ± sd over seeds)."""
+    if not claims:
+        return "<p class=\"muted\">No claims evaluated.</p>"
+    counts = Counter(c.verdict for c in claims)
+    head = "<p>" + ", ".join(f"{_e(v)}: <b>{counts[v]}</b>" for v in VERDICTS if counts[v]) + ".</p>"
+    body = [[_e(c.claim), _e(c.paper), _e(c.measured), _e(c.n), f"<b>{_e(c.verdict)}</b>", _e(c.why)] for c in claims]
+    out = head + _table(["claim", "paper", "memft (this model)", "n", "verdict", "why"], body, numeric_from=99)
+    if cells:
+        rows = [[_e(c.cell), _e(c.method), _e(", ".join(map(str, c.seeds))), pm(c.exact), pm(c.token_accuracy),
+                 _e(c.score_name), pm(c.score), pm(c.diff) if c.sft_score else "—", "yes" if c.binding else "no"] for c in cells]
+        out += ("<p>End-of-budget scores per comparison cell, mean ± sd over seeds, in %; Δ is the paired difference to "
+                "SFT on the same seeds (points); a cell binds when SFT's mean score is in "
+                f"{BINDING[0]:.0%}–{BINDING[1]:.0%}.</p>")
+        out += _table(["cell", "method", "seeds", "exact", "free-run token acc.", "score", "score", "Δ vs SFT", "binds"], rows, numeric_from=3)
+    return out
+
+
 # ---------------------------------------------------------------- entry point
 
 def build_report(rows: Sequence[Row], fits: Sequence[Fit] | Mapping[str, Fit], out_dir: str | Path,
-                 title: str = "memft report") -> Path:
+                 title: str = "memft report", claims: Sequence[Claim] | None = None, cells: Sequence[MethodCell] | None = None) -> Path:
     """Write `out_dir/index.html` and `out_dir/figures/*.{png,svg}`; returns the index path.
 
     `fits` is a list of law-fit dicts (or a mapping setting -> fit). Builds on any rows, including none.
+    `claims` / `cells` (memft.claims): the paper-claims section; None computes them from `rows`.
     """
+    from memft.claims import method_cells, paper_claims
+
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     fit_list = [dict(f, setting=f.get("setting", k)) for k, f in fits.items()] if isinstance(fits, Mapping) else list(fits or [])
     rows = list(rows)
+    claims = paper_claims(rows) if claims is None else claims
+    cells = method_cells(rows) if cells is None else cells
     sections = [
         ("Summary", _summary(rows)),
+        ("Paper claims", _claims(claims, cells)),
         ("Law fits", _fits_table(fit_list)),
         ("Method comparison", _method_table(rows)),
         ("Stubborn tokens and free-run failures", _spearman(rows)),

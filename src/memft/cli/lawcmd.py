@@ -17,17 +17,26 @@ law_app = typer.Typer(help="The Parametric Memory Law: ΔL(r, ℓ) = C·r^α·�
 DEFAULT_LAW = Path(__file__).resolve().parents[1] / "data" / "law_smollm2-135m.json"
 
 
-def store_rows(path: Path, with_probs: bool = False) -> list[dict[str, Any]]:
-    """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids."""
+def store_rows(path: Path, with_probs: bool = False, full: bool = False) -> list[dict[str, Any]]:
+    """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids;
+    full adds `correct` (same shape), the training `curve`, and the point's config keys the row does not carry
+    (stop_when_certified, lr_schedule, ...), which the paper-claims page groups by."""
     from memft.store import Store
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such results store; run `memft sweep CONFIG.yaml --store {path}` first")
     with Store(path) as st:
         rows = st.rows()
-        if with_probs:
-            for r in rows:
-                r["probs"] = [p["prob"] for p in st.positions(r["run_id"])]
+        for r in rows:
+            if with_probs or full:
+                pos = st.positions(r["run_id"])
+                r["probs"] = [p["prob"] for p in pos]
+                if full:
+                    r["correct"] = [p["correct"] for p in pos]
+            if full:
+                r["curve"] = st.curve(r["run_id"])
+                for k, v in (st.config(r["run_id"]) or {}).items():
+                    r.setdefault(k, v)
     return rows
 
 
@@ -103,16 +112,22 @@ def plan(
 
 
 def report(
-    store: Annotated[Path, typer.Argument(help="Results store written by `memft sweep`.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and figures/.")] = Path("memft-report"),
+    stores: Annotated[list[Path], typer.Argument(help="Results stores written by `memft sweep` (one or more; their rows are read together).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html, claims.json and figures/.")] = Path("memft-report"),
     eps: Annotated[float, typer.Option(help="Saturation threshold of the law fits.")] = 0.05,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 200,
 ) -> None:
-    """Build a self-contained static HTML report (figures embedded, fit and method tables)."""
+    """Build a self-contained static HTML report (figures embedded, fit and method tables, the paper's claims with a
+    verdict each; the verdicts also go to claims.json)."""
+    from memft.claims import method_cells, paper_claims
     from memft.law import fit_settings
     from memft.report import build_report
 
-    rows = store_rows(store, with_probs=True)
+    rows = [r for s in stores for r in store_rows(s, full=True)]
     fits = fit_settings(rows, eps=eps, n_boot=n_boot)
-    index = build_report(rows, fits, out, title=f"memft report: {store.name}")
+    claims, cells = paper_claims(rows), method_cells(rows)
+    name = stores[0].name if len(stores) == 1 else f"{len(stores)} stores"
+    index = build_report(rows, fits, out, title=f"memft report: {name}", claims=claims, cells=cells)
+    doc = {"stores": [str(s) for s in stores], "claims": [c.to_json() for c in claims], "cells": [c.to_json() for c in cells]}
+    (out / "claims.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     typer.echo(str(index))
