@@ -25,6 +25,7 @@ def test_store_written_before_the_phase_columns_gains_them(tmp_path):
     db.close()
     with Store(path) as s:
         assert s.curve("old") == [{"step": 0, "loss": 2.0, "certified": 0.0, "stubborn": 5, "min_prob": 0.1, "first_error": None, "earliest_stubborn": None}]
+        assert "first_error" not in s._curve_columns()  # reading leaves the schema alone (an older writer may be running)
         s.claim("new", CFG)
         s.finish("new", {"exact_match": 0.0}, curve=[{"step": 0, "loss": 1.0, "first_error": 7, "earliest_stubborn": 3}])
         assert (s.curve("new")[0]["first_error"], s.curve("new")[0]["earliest_stubborn"]) == (7, 3)

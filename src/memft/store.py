@@ -106,10 +106,6 @@ class Store:
         with self._tx():  # executescript would commit on its own: run the schema statement by statement (no ";" in comments)
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(stmt)
-            have = {r[1] for r in self.db.execute("PRAGMA table_info(curves)")}
-            for name, kind in _ADDED_CURVE_COLUMNS:
-                if name not in have:  # a store written before the column existed: its old rows read NULL there
-                    self.db.execute(f"ALTER TABLE curves ADD COLUMN {name} {kind}")
 
     # ------------------------------------------------------------------ writes (one transaction each)
 
@@ -176,10 +172,22 @@ class Store:
                     ],
                 )
             if curve:
+                self._add_curve_columns(db)
                 db.executemany(
                     f"INSERT OR REPLACE INTO curves (run_id, step, {', '.join(CURVE_FIELDS)}) VALUES ({', '.join('?' * (2 + len(CURVE_FIELDS)))})",
                     [(run_id, int(c["step"]), *(c.get(k) for k in CURVE_FIELDS)) for c in curve],
                 )
+
+    def _curve_columns(self) -> set[str]:
+        return {r[1] for r in self.db.execute("PRAGMA table_info(curves)")}
+
+    def _add_curve_columns(self, db: sqlite3.Connection) -> None:
+        """Add the curve columns a store written by an older memft lacks (its old rows read NULL there). Only a write
+        does this, inside its transaction: reading a store never changes its schema under another process."""
+        have = self._curve_columns()
+        for name, kind in _ADDED_CURVE_COLUMNS:
+            if name not in have:
+                db.execute(f"ALTER TABLE curves ADD COLUMN {name} {kind}")
 
     def fail(self, run_id: str, error: str) -> None:
         """Mark a claimed run 'failed' with its error message (it is claimed again by the next sweep)."""
@@ -237,8 +245,9 @@ class Store:
     def curve(self, run_id: str) -> list[dict[str, Any]]:
         """The training curve, one {"step", *CURVE_FIELDS} per step, by step (first_error and earliest_stubborn are
         None except for one-record steps)."""
-        cur = self.db.execute(f"SELECT step, {', '.join(CURVE_FIELDS)} FROM curves WHERE run_id = ? ORDER BY step", (run_id,))
-        return [dict(zip(("step", *CURVE_FIELDS), r)) for r in cur]
+        have = [k for k in CURVE_FIELDS if k in self._curve_columns()]  # an older store lacks the newer columns
+        cur = self.db.execute(f"SELECT step, {', '.join(have)} FROM curves WHERE run_id = ? ORDER BY step", (run_id,))
+        return [dict.fromkeys(CURVE_FIELDS) | dict(zip(("step", *have), r)) for r in cur]
 
     def status_counts(self) -> dict[str, int]:
         """{"running": n, "done": n, "failed": n}, zeros included."""
