@@ -14,7 +14,7 @@ from memft.claims import (
 def _row(method, seed, score, bench="phonebook", records=50, **kw):
     base = {"model": "m", "benchmark": bench, "length": 550, "ratio": None, "rank": 1, "max_steps": 100, "batch_size": 10,
             "lr": 0.01, "lr_schedule": "linear", "max_grad_norm": 1.0, "preset": "probe", "stop_when_certified": False,
-            "method": method, "seed": seed, "records": records, "exact_match": score, "token_accuracy": score}
+            "method": method, "seed": seed, "records": records, "exact_match": score, "token_accuracy": score, "token_accuracy_tf": score}
     return base | kw
 
 
@@ -26,7 +26,7 @@ def test_method_cells_pair_seeds_with_sft_and_read_the_benchmarks_score():
     ot = cells["memft-ot"]
     assert ot.seeds == (0, 1, 2) and ot.score == (0.7, 0.65, 0.45) and ot.sft_score == (0.5, 0.6, 0.4)
     assert ot.diff == pytest.approx((0.2, 0.05, 0.05)) and ot.binding  # SFT's mean 0.5 is in [0.2, 0.95]
-    assert score_name("stress", 1) == "token_accuracy" and score_name("phonebook", 50) == "exact_match"
+    assert score_name("stress", 1) == "token_accuracy_tf" and score_name("phonebook", 50) == "exact_match"
     assert score_name("rule", 50) == "heldout_token_accuracy"
 
 
@@ -53,10 +53,12 @@ def test_law_claims_fit_all_points_and_without_saturated_ones():
     for r in (1, 2, 4):
         for ell in (64, 128, 256, 640):
             d = 3.0 * r**0.8 * ell**-0.5 + 0.2
-            rows.append(_row("sft", 0, 0.0, bench="stress", records=1, ratio=1.0, rank=r, length=ell, loss_init=12.0,
-                             delta_loss=d * (1 + 0.001 * rng.standard_normal())))
+            d *= 1 + 0.001 * rng.standard_normal()
+            curve = [{"step": 0, "loss": 12.0}, {"step": 80, "loss": 12.0 - 0.9 * d}, {"step": 100, "loss": 12.0 - d}]
+            rows.append(_row("sft", 0, 0.0, bench="stress", records=1, ratio=1.0, rank=r, length=ell, loss_init=12.0, delta_loss=d, curve=curve))
     (c,) = law_claims(rows)
     assert c.verdict == "reproduced" and "all 12 points: R² 1.000" in c.measured and "saturated" not in c.measured
+    assert "last 20 % of the budget: median 10.0 %, max 10.0 % (12 curves)" in c.measured  # 10 % of ΔL came after step 80
     rows.append(_row("sft", 0, 1.0, bench="stress", records=1, ratio=1.0, rank=8, length=64, loss_init=12.0, delta_loss=11.9))
     (c,) = law_claims(rows)  # one saturated point (ΔL = 0.99 L_init) far off the power law
     assert c.verdict == "not reproduced" and "without the 1 saturated: R² 1.000" in c.measured and "only after leaving out" in c.why

@@ -195,3 +195,16 @@ def test_import_needs_neither_torch_nor_pyplot():
     code = "import sys, memft.plots, memft.report; print('torch' in sys.modules, 'matplotlib.pyplot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_training_curves_draw_delta_loss_per_run():
+    from memft.plots import training_curves
+
+    curve = [{"step": 0, "loss": 5.0}, {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}]
+    rows = [{"benchmark": "stress", "length": 64, "ratio": 1.0, "rank": r, "method": "sft", "seed": 0, "loss_init": 5.0,
+             "stop_when_certified": False, "curve": curve} for r in (1, 2)]
+    rows.append({**rows[0], "stop_when_certified": True})  # early-stopped: not a budget curve (same label, not drawn twice)
+    ax = training_curves(rows).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["stress ℓ=64 ρ=1 r=1 sft", "stress ℓ=64 ρ=1 r=2 sft"]
+    assert list(ax.get_lines()[0].get_ydata()) == [0.0, 2.0, 2.5]
+    assert training_curves([]).axes[0].texts  # the no-data figure says why

@@ -425,6 +425,28 @@ def stubborn_vs_failure(rows: Sequence[Row]) -> Figure:
     return fig
 
 
+def training_curves(rows: Sequence[Row]) -> Figure:
+    """ΔL so far (L_init − the step's loss) against the step, for the fixed-budget runs that kept a curve (first seed
+    of each benchmark/ℓ/ρ/rank/method, up to 12 lines): whether ΔL had reached a plateau when the budget ended."""
+    seen: dict[str, Row] = {}
+    for r in sorted(rows, key=lambda r: (str(r.get("seed")))):
+        if r.get("curve") and r.get("stop_when_certified") is False and r.get("loss_init") is not None:
+            rho = f" ρ={r['ratio']:g}" if _value(r, "ratio") is not None else ""
+            seen.setdefault(f"{r.get('benchmark')} ℓ={r.get('length')}{rho} r={r.get('rank')} {r.get('method')}", r)
+    if not seen:
+        return _no_data("ΔL during training", "needs fixed-budget runs with a stored training curve")
+    fig = _figure(7.0, 4.6)
+    ax = fig.add_subplot()
+    for label, r in sorted(seen.items())[:12]:
+        pts = [(c["step"], r["loss_init"] - c["loss"]) for c in r["curve"] if c.get("loss") is not None]
+        ax.plot([s for s, _ in pts], [d for _, d in pts], lw=1.2, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("ΔL = L_init − L(step)")
+    ax.set_title("ΔL during training (fixed budgets)")
+    ax.legend(fontsize=7)
+    return fig
+
+
 # ---------------------------------------------------------------- registry and saving
 
 @dataclass(frozen=True)
@@ -449,6 +471,7 @@ ALL_FIGURES: dict[str, FigureSpec] = {
     "probability_grid": FigureSpec(probability_grid, "rank, probs (per-position target probabilities), first_failure"),
     "failure_histogram": FigureSpec(failure_histogram, "first_failure (per record)"),
     "stubborn_vs_failure": FigureSpec(stubborn_vs_failure, "earliest_stubborn and first_failure (per record)"),
+    "training_curves": FigureSpec(training_curves, "curve (per-step loss) of fixed-budget runs, loss_init"),
 }
 
 
