@@ -11,7 +11,7 @@ CORE = {"errors", "config", "records", "encoding", "modeling", "meta", "adapters
         "vocab", "lora_init", "rollback", "preserve"}
 MEMORY = {"ledger", "rewrite"}
 CHECKS = {"deploy", "plaincheck", "sampling", "audit", "leaks"}
-RESEARCH = {"bench", "bench.phonebook", "bench.stress", "bench.rule", "runs", "store", "sweep", "law", "ranksearch", "plots", "report"}
+RESEARCH = {"bench", "bench.phonebook", "bench.stress", "bench.rule", "runs", "store", "sweep", "law", "ranksearch", "plots", "report", "claims"}
 INTEGRATIONS = {"integrations"}
 ALLOWED = {  # layer -> the layers its modules may import
     "core": {"core"}, "memory": {"core", "memory"}, "checks": {"core", "memory", "checks"},
