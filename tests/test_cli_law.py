@@ -58,10 +58,17 @@ def test_law_fit_and_plan(store, tmp_path):
 def test_report_cli_writes_a_self_contained_page(tmp_path):
     # One setting keeps the rendering short (each fit draws its own figures); test_report.py checks the contents.
     store = _store(tmp_path / "pb.db", settings=(("phonebook", None),))
-    rep = _memft("report", store, "--out", tmp_path / "rep", "--n-boot", "10")
+    with Store(tmp_path / "empty.db"):
+        pass
+    rep = _memft("report", store, tmp_path / "empty.db", "--out", tmp_path / "rep", "--n-boot", "10")
     assert rep.returncode == 0, rep.stderr
     index = tmp_path / "rep" / "index.html"
     text = index.read_text()
+    claims = json.loads((tmp_path / "rep" / "claims.json").read_text())
+    assert claims["stores"] == [str(store), str(tmp_path / "empty.db")] and len(claims["claims"]) == 9
+    # the rows were early-stopped runs with no budget keys: every comparison and the law claim say "not measured"
+    assert [c["verdict"] for c in claims["claims"]].count("not measured") == 7
+    assert "<h2>Paper claims</h2>" in text and (tmp_path / "rep" / "claims.md").read_text().startswith("| claim | paper |")
     assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
     assert "PhoneBook" in text and "predicted_vs_true" in text  # the fit's table row and its figures
 

@@ -348,3 +348,26 @@ def paper_claims(rows: Sequence[dict[str, Any]], n_boot: int = 0) -> list[Claim]
         compare_claim(cells, "MemFT-SW vs SFT, PhoneBook (curriculum x OT)", beats, "phonebook", ["memft-sw-phonebook"]),
         compare_claim(cells, "MemFT vs SFT, linear rule: held-out generalisation", "+7 to +15 points", "rule", ["memft-ot", "memft-sw"]),
     ]
+
+
+def claims_markdown(claims: Sequence[Claim], cells: Sequence[MethodCell] = ()) -> str:
+    """The claims (and comparison cells) as Markdown tables, for a README or an issue note.
+
+    >>> print(claims_markdown([Claim("c", "p", "m | x", "n", "reproduced", "w")]))
+    | claim | paper | memft (this model) | n | verdict | why |
+    |---|---|---|---|---|---|
+    | c | p | m \\| x | n | **reproduced** | w |
+    <BLANKLINE>
+    """
+    def esc(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    out = "| claim | paper | memft (this model) | n | verdict | why |\n|---|---|---|---|---|---|\n"
+    out += "".join(f"| {esc(c.claim)} | {esc(c.paper)} | {esc(c.measured)} | {esc(c.n)} | **{esc(c.verdict)}** | {esc(c.why)} |\n" for c in claims)
+    if cells:
+        out += ("\n| cell | method | seeds | exact % | free-run token acc. % | teacher-forced token acc. % | score | Δ score vs SFT (points) | binds |\n"
+                "|---|---|---|---:|---:|---:|---|---:|---|\n")
+        out += "".join(
+            f"| {esc(c.cell)} | {c.method} | {', '.join(map(str, c.seeds))} | {pm(c.exact)} | {pm(c.token_accuracy)} | {pm(c.token_accuracy_tf)} | "
+            f"{c.score_name} | {pm(c.diff) if c.sft_score else '—'} | {'yes' if c.binding else 'no'} |\n" for c in cells)
+    return out

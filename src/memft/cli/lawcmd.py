@@ -113,13 +113,13 @@ def plan(
 
 def report(
     stores: Annotated[list[Path], typer.Argument(help="Results stores written by `memft sweep` (one or more; their rows are read together).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for index.html, claims.json and figures/.")] = Path("memft-report"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html, claims.json, claims.md and figures/.")] = Path("memft-report"),
     eps: Annotated[float, typer.Option(help="Saturation threshold of the law fits.")] = 0.05,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 200,
 ) -> None:
     """Build a self-contained static HTML report (figures embedded, fit and method tables, the paper's claims with a
-    verdict each; the verdicts also go to claims.json)."""
-    from memft.claims import method_cells, paper_claims
+    verdict each; the verdicts also go to claims.json and, as Markdown tables, claims.md)."""
+    from memft.claims import claims_markdown, method_cells, paper_claims
     from memft.law import fit_settings
     from memft.report import build_report
 
@@ -130,4 +130,5 @@ def report(
     index = build_report(rows, fits, out, title=f"memft report: {name}", claims=claims, cells=cells)
     doc = {"stores": [str(s) for s in stores], "claims": [c.to_json() for c in claims], "cells": [c.to_json() for c in cells]}
     (out / "claims.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "claims.md").write_text(claims_markdown(claims, cells), encoding="utf-8")
     typer.echo(str(index))
