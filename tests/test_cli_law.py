@@ -86,3 +86,19 @@ def test_report_cli_writes_a_self_contained_page(tmp_path):
 def test_missing_store_is_exit_2(tmp_path):
     r = _memft("law", "fit", tmp_path / "none.db")
     assert r.returncode == 2 and "no such results store" in r.stderr
+
+
+def test_law_fit_reads_several_stores_of_one_budget_only(store, tmp_path):
+    other = tmp_path / "other.db"
+    with Store(other) as st:  # the same law, but its runs trained another budget
+        cfg = {"benchmark": "stress", "ratio": 1.0, "rank": 1, "length": 64, "model": "m", "method": "sft", "seed": 0, "max_steps": 150}
+        st.claim(run_id(cfg), cfg)
+        st.finish(run_id(cfg), {**cfg, "loss_init": 5.0, "loss_final": 4.0, "delta_loss": 1.0})
+    bad = _memft("law", "fit", store, other)
+    assert bad.returncode == 2 and "2 training budgets" in bad.stderr and "fit the stores of one budget together" in bad.stderr
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(store.read_bytes())
+    both = _memft("law", "fit", store, copy, "--json", tmp_path / "fit.json", "--n-boot", "0")
+    assert both.returncode == 0, both.stderr
+    fits = {f["setting"]: f for f in json.loads((tmp_path / "fit.json").read_text())["fits"]}
+    assert fits["Combined"]["n"] == 2 * 40  # every stress row of both stores

@@ -62,7 +62,7 @@ def _fits_table(fits: list[dict[str, Any]]) -> Any:
 
 @law_app.command("fit")
 def fit_cmd(
-    store: Annotated[Path, typer.Argument(help="Results store written by `memft sweep`.")],
+    stores: Annotated[list[Path], typer.Argument(help="Results stores written by `memft sweep` (one or more, read together; fit rows of one budget).")],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write {\"fits\": [...]} here (usable by `memft plan --law`).")] = None,
     eps: Annotated[float, typer.Option(help="Saturation: runs with ΔL ≥ (1 − eps)·L_init are excluded.")] = 0.05,
     huber: Annotated[Optional[float], typer.Option(help="Huber loss on residuals with this delta (in units of ΔL).")] = None,
@@ -73,9 +73,17 @@ def fit_cmd(
     from memft.cli.render import console
     from memft.law import fit_settings
 
-    fits = fit_settings(store_rows(store), eps=eps, n_boot=n_boot, seed=seed, huber=huber)
+    rows = [r for s in stores for r in store_rows(s, full=True)]
+    budgets = sorted({str((r.get("max_steps"), r.get("lr_schedule"), r.get("stop_when_certified"))) for r in rows})
+    if len(budgets) > 1:  # ΔL is measured at a budget: rows of several budgets give a fit of none of them
+        raise ConfigError(f"the stores hold runs of {len(budgets)} training budgets ({'; '.join(budgets)} as (max_steps, lr_schedule, "
+                          "stop_when_certified)); fit the stores of one budget together")
+    for r in rows:
+        r.pop("curve", None)
+    fits = fit_settings(rows, eps=eps, n_boot=n_boot, seed=seed, huber=huber)
     if json_out:
-        json_out.write_text(json.dumps({"store": str(store), "eps": eps, "huber": huber, "fits": fits}, indent=2) + "\n", encoding="utf-8")
+        doc = {"store": str(stores[0]), "stores": [str(s) for s in stores], "eps": eps, "huber": huber, "fits": fits}
+        json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     console.print(_fits_table(fits))
 
 
