@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from memft.claims import (
-    BINDING, Claim, compare_claim, law_claims, mean_sd, method_cells, paper_claims, score_name, spearman_claim,
+    BINDING, Claim, bind_name, compare_claim, law_claims, mean_sd, method_cells, paper_claims, score_name, spearman_claim,
     transition_claims, transition_pairs,
 )
 
@@ -26,8 +26,26 @@ def test_method_cells_pair_seeds_with_sft_and_read_the_benchmarks_score():
     ot = cells["memft-ot"]
     assert ot.seeds == (0, 1, 2) and ot.score == (0.7, 0.65, 0.45) and ot.sft_score == (0.5, 0.6, 0.4)
     assert ot.diff == pytest.approx((0.2, 0.05, 0.05)) and ot.binding  # SFT's mean 0.5 is in [0.2, 0.95]
-    assert score_name("stress", 1) == "token_accuracy_tf" and score_name("phonebook", 50) == "exact_match"
+    assert score_name("stress", 1) == "token_accuracy" and score_name("phonebook", 50) == "exact_match"
     assert score_name("rule", 50) == "heldout_token_accuracy"
+    assert bind_name("stress", 1) == "token_accuracy_tf" and bind_name("rule", 50) == bind_name("phonebook", 50) == "exact_match"
+
+
+def test_stress_is_judged_on_the_free_run_where_the_held_share_binds():
+    def row(method, seed, free, tf):
+        return _row(method, seed, 0.0, bench="stress", records=1, ratio=1.0, length=256, token_accuracy=free, token_accuracy_tf=tf)
+
+    rows = [row("sft", s, 0.0, tf) for s, tf in enumerate((0.23, 0.32, 0.27))]
+    rows += [row("memft-sw", s, free, tf) for s, (free, tf) in enumerate(((0.22, 0.26), (0.26, 0.30), (0.2, 0.28)))]
+    (sw,) = [c for c in method_cells(rows) if c.method == "memft-sw"]
+    assert sw.binding and sw.sft_bind == (0.23, 0.32, 0.27) and sw.diff == (0.22, 0.26, 0.2)  # free run: SFT's is 0
+    c = compare_claim(method_cells(rows), "SW vs SFT", "beats", "stress", ["memft-sw"])
+    assert c.verdict == "reproduced" and "SFT's token_accuracy_tf 27.3 ± 4.5 %" in c.measured
+    # rule and PhoneBook points of one requested size share a cell even when their value tokens differ by seed
+    rule = [_row(m, s, 0.5, bench="rule", length=197 + s, point={"length": 50}, heldout_token_accuracy=0.5 + (m != "sft") * 0.01)
+            for m in ("sft", "memft-ot") for s in range(3)]
+    cells = method_cells(rule)
+    assert len(cells) == 2 and cells[0].cell == "rule 50 pairs r=1, 100 steps" and cells[0].seeds == (0, 1, 2)
 
 
 def test_compare_verdicts():
@@ -41,7 +59,7 @@ def test_compare_verdicts():
     lose = claim([0.5, 0.6, 0.4], [0.3, 0.5, 0.2])
     assert lose.verdict == "not reproduced" and "lower than SFT on every seed" in lose.why
     easy = claim([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])  # everything memorised: capacity does not bind
-    assert easy.verdict == "not testable here" and easy.measured.startswith("phonebook 50 records (ℓ=550) r=1, 100 steps: SFT 100.0")
+    assert easy.verdict == "not testable here" and easy.measured.startswith("phonebook ℓ=550 r=1, 100 steps: SFT exact_match 100.0")
     assert claim([0.5], [0.9]).verdict == "not reproduced"  # one seed is no evidence of a gain on every seed
     none = compare_claim([], "OT vs SFT", "beats", "stress", ["memft-ot"])
     assert none.verdict == "not measured"

@@ -121,6 +121,6 @@ def test_paper_claims_section(tmp_path):
     assert "<h2>Paper claims</h2>" in text and "reproduced: <b>1</b>, not measured: <b>8</b>." in text
     i = p.cells.index("MemFT-OT vs SFT, PhoneBook")
     assert p.cells[i + 4] == "reproduced" and "Δ 10.0 ± 8.7 points" in p.cells[i + 2]
-    j = next(k for k in range(len(p.cells) - 1) if p.cells[k : k + 2] == ["phonebook 50 records (ℓ=550) r=1, 100 steps", "memft-ot"])
+    j = next(k for k in range(len(p.cells) - 1) if p.cells[k : k + 2] == ["phonebook ℓ=550 r=1, 100 steps", "memft-ot"])
     assert p.cells[j + 2 : j + 9] == ["0, 1, 2", "60.0 ± 13.2", "60.0 ± 13.2", "60.0 ± 13.2", "exact_match", "10.0 ± 8.7", "yes"]
     assert build_report(rows, [], tmp_path / "rep2").read_text(encoding="utf-8").count("<b>reproduced</b>") == 1  # computed from the rows

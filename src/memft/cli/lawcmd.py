@@ -19,8 +19,8 @@ DEFAULT_LAW = Path(__file__).resolve().parents[1] / "data" / "law_smollm2-135m.j
 
 def store_rows(path: Path, with_probs: bool = False, full: bool = False) -> list[dict[str, Any]]:
     """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids;
-    full adds `correct` (same shape), the training `curve`, and the point's config keys the row does not carry
-    (stop_when_certified, lr_schedule, ...), which the paper-claims page groups by."""
+    full adds `correct` (same shape), the training `curve`, the point's config as `point`, and its keys the row does
+    not carry (stop_when_certified, lr_schedule, ...), which the paper-claims page groups by."""
     from memft.store import Store
 
     if not path.is_file():
@@ -35,7 +35,8 @@ def store_rows(path: Path, with_probs: bool = False, full: bool = False) -> list
                     r["correct"] = [p["correct"] for p in pos]
             if full:
                 r["curve"] = st.curve(r["run_id"])
-                for k, v in (st.config(r["run_id"]) or {}).items():
+                r["point"] = st.config(r["run_id"]) or {}
+                for k, v in r["point"].items():
                     r.setdefault(k, v)
     return rows
 
