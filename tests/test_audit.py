@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from memft import api
-from memft.audit import (
+from memft.checks.audit import (
     AuditResult,
     Stored,
     contains,
@@ -265,12 +265,12 @@ def test_cli_audit_exits_1_on_an_unrelated_leak(written, tmp_path, monkeypatch):
         leak_probe={"max_new_tokens": 19, "counts": counts, "unrelated_leaks": 1, "leaks": [leak]},
     )
     seen = []
-    monkeypatch.setattr("memft.audit.audit", lambda loaded, records, **k: seen.append(records) or fake)
+    monkeypatch.setattr("memft.checks.audit.audit", lambda loaded, records, **k: seen.append(records) or fake)
     r = CliRunner().invoke(_app(), [str(out), str(tmp_path / "r.jsonl"), "--device", "cpu"])
     assert r.exit_code == 1 and "leaks" in r.output and recs[0].key in r.output and recs[0].value not in r.output
     assert seen == [recs]
-    # Without a records file the records come from the adapter (memft.ledger.recover_records).
+    # Without a records file the records come from the adapter (memft.memory.ledger.recover_records).
     ledger = types.SimpleNamespace(recover_records=lambda loaded: recs[:2] if isinstance(loaded, api.Loaded) else None)
-    monkeypatch.setitem(sys.modules, "memft.ledger", ledger)
+    monkeypatch.setitem(sys.modules, "memft.memory.ledger", ledger)
     r = CliRunner().invoke(_app(), [str(out), "--device", "cpu", "--quiet"])
     assert r.exit_code == 1 and seen[-1] == recs[:2] and r.output == ""

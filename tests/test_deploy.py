@@ -3,7 +3,7 @@ import pytest
 from memft import api
 from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
-from memft.deploy import Setting, recheck, settings_for
+from memft.checks.deploy import Setting, recheck, settings_for
 
 
 @pytest.fixture(scope="module")

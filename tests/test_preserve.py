@@ -102,7 +102,7 @@ def test_gradient_reaches_only_the_lora_parameters(tiny):
 
 
 def test_default_text_is_disjoint_from_the_audit_windows(tiny):
-    from memft.audit import plan_windows
+    from memft.checks.audit import plan_windows
     from memft.bench.stress import default_text as audit_text
 
     mine = default_text()
@@ -119,7 +119,7 @@ def test_default_text_is_disjoint_from_the_audit_windows(tiny):
 
 
 def test_training_with_the_term_certifies_and_keeps_the_base_closer(tiny):
-    from memft.audit import divergence
+    from memft.checks.audit import divergence
 
     recs = phonebook(6, seed=5)
     lora = LoraSettings(rank=8, layers=(2,))

@@ -2,12 +2,13 @@ import json
 
 import pytest
 
-from memft import api, ledger
+from memft import api
+from memft.memory import ledger
 from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import AdapterError, RecordsError
 from memft.records import Record
-from memft.rewrite import append, forget
+from memft.memory.rewrite import append, forget
 
 CPU = RuntimeConfig(device="cpu", dtype="fp32")
 
@@ -142,7 +143,7 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
 
 def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_limit():
     from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
-    from memft.rewrite import train_settings
+    from memft.memory.rewrite import train_settings
 
     def meta(train):
         return AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("m",)), RecordsInfo(1), CertificationInfo("fp32"), train)
@@ -155,7 +156,7 @@ def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_lim
 
 def test_progress_schedule_adapters_append_with_the_active_set_and_lose_nothing(tmp_path):
     from memft.adapters import read_meta
-    from memft.rewrite import train_settings
+    from memft.memory.rewrite import train_settings
 
     recs = phonebook(16, seed=8)
     ad = tmp_path / "ad"

@@ -18,7 +18,7 @@ from memft.encoding import encode_all
 from memft.errors import ConfigError
 from memft.evaluate import teacher_forced
 from memft.forward import Runner
-from memft.sampling import (
+from memft.checks.sampling import (
     check_sampling,
     generation_knobs,
     odds_of,

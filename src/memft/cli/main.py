@@ -257,7 +257,7 @@ def verify(
     if dtype == "auto":
         raise ConfigError("--dtype auto: give fp32, bf16 or fp16, or leave it out to verify in the certified precision")
     if temperature is not None:
-        from memft.sampling import check_sampling
+        from memft.checks.sampling import check_sampling
 
         check_sampling(temperature, top_p, top_k)
     if samples < 0 or (samples and temperature is None):
@@ -268,7 +268,7 @@ def verify(
     loaded = None  # loaded once for the plain verification and the sampling odds
     if deploy or merged or plain_peft:
         from memft.adapters import read_meta
-        from memft.deploy import recheck, settings_for
+        from memft.checks.deploy import recheck, settings_for
 
         cert = read_meta(adapter).certification.dtype
         checks = recheck(adapter, recs, settings_for(cert, merged, dtype, plain_peft, deploy), device)

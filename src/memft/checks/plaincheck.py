@@ -1,8 +1,8 @@
 """An independent re-check of an adapter, as a user's deployment code would load it: plain transformers + plain
 `peft.PeftModel`, full forward passes one record at a time, and `model.generate` for greedy recall.
 
-Run in a separate process by memft.deploy (`python -m memft.plaincheck ARGS`); on purpose it imports nothing from
-memft, so it shares none of memft's prefix cache, batching, padding or evaluation code. Output: one JSON object per
+Run in a separate process by memft.checks.deploy (`python -m memft.checks.plaincheck ARGS`); on purpose it imports
+nothing from memft, so it shares none of memft's prefix cache, batching, padding or evaluation code. Output: one JSON object per
 record (key, certified, exact, min_prob, min_gap, first_error) in the --out file.
 
 Checks layer: may import the core, the memory store and the other checks.
@@ -54,7 +54,7 @@ def check(model: Any, tokenizer: Any, rec: dict[str, Any], template: str) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m memft.plaincheck")
+    ap = argparse.ArgumentParser(prog="python -m memft.checks.plaincheck")
     ap.add_argument("--base", required=True, help="Hugging Face folder (or hub id) of the base model")
     ap.add_argument("--adapter", required=True)
     ap.add_argument("--records", required=True, help="JSONL with key and value or value_ids")

@@ -1,7 +1,7 @@
 """The leak probe: greedy continuations of prompts that are not a stored key (keys cut short, generic prompts,
 windows of held-out text), searched for any stored value. Leaks name the key, never the value.
 
-Part of the side-effect audit (memft.audit); the matching helpers are pure functions of token ids and text.
+Part of the side-effect audit (memft.checks.audit); the matching helpers are pure functions of token ids and text.
 
 Checks layer: may import the core, the memory store and the other checks.
 """

@@ -8,8 +8,8 @@ Two measurements, each against the same base with the adapter switched off (PEFT
 
 Reports name the key whose value leaked, never the value itself: an audit file is safe to share like memft.json.
 
-Checks layer: may import the core, the memory store and the other checks (and memft.bench.stress, whose default
-text is the held-out text).
+Checks layer: may import the core, the memory store and the other checks (and memft.research.bench.stress, whose
+default text is the held-out text).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from memft.api import Loaded
 from memft.batching import pad
 from memft.bench.stress import default_text, text_ids
 from memft.errors import AdapterError, ConfigError, RecordsError
-from memft.evaluate import token_nll  # noqa: F401 - the per-token loss, defined once; memft.audit.token_nll stays importable
-from memft.leaks import (  # noqa: F401 - re-exported: the audit's public names
+from memft.evaluate import token_nll  # noqa: F401 - the per-token loss, defined once; still importable from here
+from memft.checks.leaks import (  # noqa: F401 - re-exported: the audit's public names
     DEFAULT_PROMPTS,
     Probe,
     Stored,

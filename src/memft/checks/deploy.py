@@ -30,7 +30,7 @@ class Setting:
 
     dtype: str  # fp32 | bf16 | fp16
     merged: bool = False
-    plain: bool = False  # plain transformers + peft.PeftModel in a separate process (memft.plaincheck)
+    plain: bool = False  # plain transformers + peft.PeftModel in a separate process (memft.checks.plaincheck)
 
     @property
     def name(self) -> str:
@@ -102,7 +102,7 @@ def _plain(folder: str | Path, records: Sequence[Record], s: Setting, device: st
     with tempfile.TemporaryDirectory(prefix="memft-plaincheck-") as tmp:
         recs, out = Path(tmp) / "records.jsonl", Path(tmp) / "out.json"
         write_records(records, recs)
-        cmd = [sys.executable, "-m", "memft.plaincheck", "--base", base, "--adapter", str(folder), "--records", str(recs),
+        cmd = [sys.executable, "-m", "memft.checks.plaincheck", "--base", base, "--adapter", str(folder), "--records", str(recs),
                "--template", meta.template, "--dtype", DTYPE_NAMES[s.dtype], "--device", resolve_device(device),
                "--out", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr becomes our one-line error

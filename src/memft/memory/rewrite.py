@@ -1,7 +1,7 @@
 """Changing a written adapter without losing what it holds: append records, update values, forget keys.
 
 Each rewrite loads the adapter (trainable, in the precision it was certified in), recovers the records it holds
-from its own weights (memft.ledger.recover_records), and trains the same LoRA further on all of them at once:
+from its own weights (memft.memory.ledger.recover_records), and trains the same LoRA further on all of them at once:
 records to keep are replayed until certified with the margin, new and changed ones are learned, forgotten ones
 are trained away (unlikelihood) until greedy recall no longer gives them back. The new adapter replaces the old
 one (atomically) only when every record it must hold is certified and every forgotten one is gone; otherwise the
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from memft import adapters, folders, preserve
-from memft import ledger as ledger_mod
+from memft.memory import ledger as ledger_mod
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
 from memft.config import RuntimeConfig, TrainConfig
 from memft.encoding import encode_all
 from memft.errors import ConfigError
-from memft.ledger import Ledger, Plan, plan_append, plan_forget
+from memft.memory.ledger import Ledger, Plan, plan_append, plan_forget
 from memft.meta import AdapterMeta
 from memft.metrics import free_run_compare, summarize
 from memft.records import Record
