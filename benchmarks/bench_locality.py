@@ -28,9 +28,9 @@ import torch
 from memft import api
 from memft.api import Loaded
 from memft.checks.audit import LOCALITY_GOAL, audit, locality
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.modeling import load_base
+from memft.research.bench.phonebook import phonebook
 
 # name -> (LoraSettings overrides, TrainConfig overrides). `none` is `memft write` before issue 15 (no remedy).
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from memft import api
-from memft.memory import ledger
 from memft.checks.audit import audit
-from memft.bench.phonebook import phonebook
-from memft.config import LoraSettings, TrainConfig
 from memft.checks.deploy import recheck, settings_for
+from memft.config import LoraSettings, TrainConfig
+from memft.memory import ledger
 from memft.memory.rewrite import append, forget
+from memft.research.bench.phonebook import phonebook
 
 
 def held_check(folder: Path, records: list) -> dict:

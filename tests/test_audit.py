@@ -26,12 +26,12 @@ from memft.checks.audit import (
     token_kl,
     token_nll,
 )
-from memft.bench.phonebook import phonebook
 from memft.cli.audit import audit as audit_cmd
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import ConfigError
 from memft.modeling import tiny_tokenizer
 from memft.records import Record, write_records
+from memft.research.bench.phonebook import phonebook
 
 # ASCII text: the tiny tokenizer is byte-level, so one character is one token and windows can be written by hand.
 SEGMENTS = [f"segment {i:02d} abcdefgh." for i in range(10)]  # 10 windows of 20 tokens

@@ -3,11 +3,11 @@ import re
 
 import pytest
 
-from memft.bench.phonebook import FIRST, LAST, phonebook, phonebook_by_length, value_tokens
-from memft.bench.rule import rule_split
-from memft.bench.stress import DEFAULT_PROMPT, default_text, load_paper_stress, stress, stress_with_positions
 from memft.modeling import tiny_tokenizer
 from memft.records import load_records
+from memft.research.bench.phonebook import FIRST, LAST, phonebook, phonebook_by_length, value_tokens
+from memft.research.bench.rule import rule_split
+from memft.research.bench.stress import DEFAULT_PROMPT, default_text, load_paper_stress, stress, stress_with_positions
 
 ASCII = "The quick brown fox jumps over the lazy dog. " * 20  # 900 bytes = 900 tiny-tokenizer tokens
 
@@ -173,8 +173,8 @@ def test_stress_exclude_redraws_only_where_needed():
 
 
 def test_the_registry_gives_each_generator_under_one_signature(tok):
-    from memft import bench
     from memft.errors import ConfigError
+    from memft.research import bench
 
     assert list(bench.BENCHMARKS) == ["phonebook", "stress", "rule"]
     assert bench.make("phonebook", bench.DataSpec(40), tok, 3) == (phonebook_by_length(40, tok, seed=3), None)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from memft.claims import (
+from memft.research.claims import (
     BINDING, Claim, compare_claim, law_claims, mean_sd, method_cells, paper_claims, score_name, spearman_claim,
     transition_claims, transition_pairs,
 )

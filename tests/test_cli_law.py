@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from memft.store import Store, run_id
+from memft.research.results import Store, run_id
 
 TRUE = {"C": 2.0, "alpha": 0.6, "beta": 0.4, "b": 0.1}
 

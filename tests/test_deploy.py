@@ -1,9 +1,9 @@
 import pytest
 
 from memft import api
-from memft.bench.phonebook import phonebook
-from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.checks.deploy import Setting, recheck, settings_for
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+from memft.research.bench.phonebook import phonebook
 
 
 @pytest.fixture(scope="module")

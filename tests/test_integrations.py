@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from memft import adapters
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import encode, encode_all
 from memft.errors import ConfigError, RecordsError
 from memft.evaluate import evaluate
+from memft.research.bench.phonebook import phonebook
 from memft.integrations import (
     IGNORE,
     CertificationStop,

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-import memft.law as law_mod
-from memft.law import (
+import memft.research.law as law_mod
+from memft.research.law import (
     Grid,
     bootstrap,
     fit_law,
@@ -238,7 +238,7 @@ def test_docstring_examples():
 
 
 def test_setting_names_are_built_and_read_by_one_rule():
-    from memft.law import COMBINED, PHONEBOOK, in_setting, ratio_setting, setting_names
+    from memft.research.law import COMBINED, PHONEBOOK, in_setting, ratio_setting, setting_names
 
     assert [ratio_setting(x) for x in (0.0, 0.25, 1.0, 50)] == ["r0", "r25", "r100", "r50"]
     assert setting_names({"benchmark": "stress", "ratio": 0.5}) == ["r50", COMBINED]
@@ -253,7 +253,7 @@ def test_setting_names_are_built_and_read_by_one_rule():
 
 
 def test_a_missing_model_is_none_and_old_files_saying_none_read_as_none(tmp_path):
-    from memft.law import pick_fit, read_fits
+    from memft.research.law import pick_fit, read_fits
 
     rows = [{k: v for k, v in r.items() if k != "model"} for r in rows_for(*points(noise=0.01), benchmark="phonebook")]
     (fit,) = fit_settings(rows, n_boot=0)
@@ -270,7 +270,7 @@ def test_a_missing_model_is_none_and_old_files_saying_none_read_as_none(tmp_path
 
 
 def test_r_squared_and_number():
-    from memft.law import number, r_squared
+    from memft.research.law import number, r_squared
 
     assert r_squared([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
     assert r_squared([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == 0.0  # the mean as prediction

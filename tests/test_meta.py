@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from memft import api, meta
-from memft.memory import ledger
 from memft.config import RuntimeConfig
 from memft.errors import AdapterError
+from memft.memory import ledger
 from memft.meta import AdapterMeta
 from memft.records import Record
 

@@ -8,7 +8,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from memft import plots
+from memft.research import plots
 
 FIT = {"setting": "sft", "C": 2.0, "alpha": 0.3, "beta": 0.5, "b": 0.1, "n": 9}
 # Record 0 of the stress rows: positions 2, 5 (exactly 0.5) and 6 are stubborn (p ≤ 0.5).
@@ -192,13 +192,13 @@ def test_registry_and_save(rows, tmp_path):
 
 
 def test_import_needs_neither_torch_nor_pyplot():
-    code = "import sys, memft.plots, memft.report; print('torch' in sys.modules, 'matplotlib.pyplot' in sys.modules)"
+    code = "import sys, memft.research.plots, memft.research.report; print('torch' in sys.modules, 'matplotlib.pyplot' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
 
 def test_training_curves_draw_delta_loss_per_run():
-    from memft.plots import training_curves
+    from memft.research.plots import training_curves
 
     curve = [{"step": 0, "loss": 5.0}, {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}]
     rows = [{"benchmark": "stress", "length": 64, "ratio": 1.0, "rank": r, "method": "sft", "seed": 0, "loss_init": 5.0,

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from memft import adapters, api
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError
 from memft.preserve import BaseTargets, Preserver, base_targets, bucket_kl, default_text, windows_of
+from memft.research.bench.phonebook import phonebook
 from tests.conftest import write_jsonl
 
 
@@ -103,7 +103,7 @@ def test_gradient_reaches_only_the_lora_parameters(tiny):
 
 def test_default_text_is_disjoint_from_the_audit_windows(tiny):
     from memft.checks.audit import plan_windows
-    from memft.bench.stress import default_text as audit_text
+    from memft.research.bench.stress import default_text as audit_text
 
     mine = default_text()
     assert len(mine) > 100_000

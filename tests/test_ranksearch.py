@@ -1,8 +1,8 @@
 import json
 
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
-from memft.ranksearch import next_rank, write_auto_rank
+from memft.research.bench.phonebook import phonebook
+from memft.research.ranksearch import next_rank, write_auto_rank
 
 
 def _search(guess_tried: dict[int, bool], outcome, guess=4, max_rank=64):

@@ -3,12 +3,12 @@ import json
 import pytest
 
 from memft import api
-from memft.memory import ledger
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import AdapterError, RecordsError
-from memft.records import Record
+from memft.memory import ledger
 from memft.memory.rewrite import append, forget
+from memft.records import Record
+from memft.research.bench.phonebook import phonebook
 
 CPU = RuntimeConfig(device="cpu", dtype="fp32")
 
@@ -142,8 +142,8 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
 
 
 def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_limit():
-    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
     from memft.memory.rewrite import train_settings
+    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
 
     def meta(train):
         return AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("m",)), RecordsInfo(1), CertificationInfo("fp32"), train)

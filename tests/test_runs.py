@@ -1,9 +1,9 @@
 import json
 
-from memft.bench.phonebook import phonebook
-from memft.bench.rule import rule_split
 from memft.config import LoraSettings, TrainConfig
-from memft.runs import ROW_FIELDS, rows_to_csv, run_point
+from memft.research.bench.phonebook import phonebook
+from memft.research.bench.rule import rule_split
+from memft.research.runs import ROW_FIELDS, rows_to_csv, run_point
 
 
 def test_run_point_row_and_base_restored(tiny, tmp_path):
@@ -71,7 +71,7 @@ def test_research_points_share_one_training_setup_and_option_split():
     import pytest
 
     from memft.errors import ConfigError
-    from memft.runs import options_by_method, research_train
+    from memft.research.runs import options_by_method, research_train
 
     t = research_train("memft-ot", lr=0.03, max_steps=7, seed=2)
     assert (t.margin, t.active_set, t.stop_when_certified, t.lr, t.max_steps, t.seed) == (0.0, False, True, 0.03, 7, 2)

@@ -12,12 +12,12 @@ from transformers import (
 )
 
 from memft import adapters
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import encode_all
 from memft.errors import ConfigError
 from memft.evaluate import teacher_forced
 from memft.forward import Runner
+from memft.research.bench.phonebook import phonebook
 from memft.checks.sampling import (
     check_sampling,
     generation_knobs,

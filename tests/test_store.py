@@ -1,11 +1,14 @@
 import json
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from memft.errors import ConfigError
-from memft.store import Store, run_id
+from memft.research.results import Store, run_id
 
+LAW_DB = Path(__file__).resolve().parents[1] / "benchmarks" / "law" / "law.db"  # written before the layers got folders (memft.store)
 CFG = {"benchmark": "stress", "model": "tiny-random", "method": "sft", "rank": 2, "length": 8, "ratio": 0.5, "seed": 0, "lr": 0.01}
 
 
@@ -13,6 +16,17 @@ def test_run_id_is_canonical():
     assert run_id(CFG) == run_id(dict(reversed(list(CFG.items()))))
     assert run_id(CFG) != run_id({**CFG, "lr": 0.02})
     assert len(run_id(CFG)) == 64
+
+
+def test_the_committed_law_store_still_opens(tmp_path):
+    """The law sweep's store reads through memft.research.results; a copy, since a store opens in WAL mode."""
+    copy = tmp_path / "law.db"
+    shutil.copyfile(LAW_DB, copy)
+    with Store(copy) as s:
+        assert s.status_counts() == {"running": 0, "done": 56, "failed": 0}
+        rows = s.rows()
+        assert len(rows) == 56 and {r["benchmark"] for r in rows} == {"phonebook", "stress"}
+        assert len(s.curve(rows[0]["run_id"])) > 0 and len(s.positions(rows[0]["run_id"])) > 0
 
 
 def test_store_written_before_the_phase_columns_gains_them(tmp_path):

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from memft.errors import ConfigError
-from memft.store import Store, run_id
-from memft.sweep import SweepConfig, build_dataset, run_sweep
+from memft.research.results import Store, run_id
+from memft.research.sweep import SweepConfig, build_dataset, run_sweep
 
 # Small and fast on the tiny random model: 8 target tokens, a few steps.
 FAST = dict(models=["tiny-random"], benchmarks=["stress"], lengths=[8], ranks=[1], methods=["sft"],
@@ -114,8 +114,8 @@ def test_yaml_errors_are_one_line_naming_the_file(tmp_path):
 
 
 def test_build_dataset_matches_the_generators():
-    from memft.bench import phonebook, rule
     from memft.modeling import tiny_tokenizer
+    from memft.research.bench import phonebook, rule
 
     tok = tiny_tokenizer()
     recs, held = build_dataset("phonebook", 40, None, tok, 3, 0)
@@ -131,19 +131,19 @@ def test_build_dataset_matches_the_generators():
 
 
 def test_failed_points_are_recorded_and_the_rest_run(tmp_path, monkeypatch):
-    import memft.runs
+    import memft.research.runs
 
     text = tmp_path / "short.txt"
     text.write_text("just thirty-odd bytes of text here", encoding="utf-8")
     cfg = SweepConfig(**{**FAST, "lengths": [8, 64], "ratios": [0.0], "ranks": [1, 2], "text": str(text)})
-    real = memft.runs.run_point
+    real = memft.research.runs.run_point
 
     def flaky(records, base, lora, train, **kw):
         if lora.rank == 2:
             raise RuntimeError("boom in training")
         return real(records, base, lora, train, **kw)
 
-    monkeypatch.setattr(memft.runs, "run_point", flaky)
+    monkeypatch.setattr(memft.research.runs, "run_point", flaky)
     db = tmp_path / "r.db"
     seen = []
     summary = run_sweep(cfg, db, on_progress=lambda done, total, lab: seen.append((done, total, lab)))
@@ -156,7 +156,7 @@ def test_failed_points_are_recorded_and_the_rest_run(tmp_path, monkeypatch):
         assert s.status_counts() == {"running": 0, "done": 1, "failed": 3}
         assert len(s.failures()) == 3
 
-    monkeypatch.setattr(memft.runs, "run_point", real)
+    monkeypatch.setattr(memft.research.runs, "run_point", real)
     summary = run_sweep(cfg, db)  # failed points are tried again; the done one is skipped
     assert (summary["skipped"], summary["done"], summary["failed"]) == (1, 1, 2)
     with Store(db) as s:
@@ -169,7 +169,7 @@ def test_failed_points_are_recorded_and_the_rest_run(tmp_path, monkeypatch):
 
 KILLED_SWEEP = """
 import sys, time
-from memft.sweep import SweepConfig, run_sweep
+from memft.research.sweep import SweepConfig, run_sweep
 cfg = SweepConfig(**{cfg!r})
 # Slow steps keep each run 'running' long enough for the parent to kill the process in the middle of one.
 run_sweep(cfg, sys.argv[1], on_step=lambda row: time.sleep(0.1))

@@ -391,8 +391,8 @@ def sampling_odds(folder: str | Path | Loaded, records: Sequence[Record], temper
     `model.generate`) reproduces the value: the product over positions of the target's sampling probability, from
     one teacher-forced pass (memft.checks.sampling). samples > 0 also draws that many generations per record and counts
     exact ones, an empirical check of the computed odds."""
-    from memft.forward import Runner
     from memft.checks.sampling import check_sampling, recall_odds, sample_recall
+    from memft.forward import Runner
 
     check_sampling(temperature, top_p, top_k)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)

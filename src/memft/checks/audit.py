@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from memft.api import Loaded
 from memft.batching import pad
-from memft.bench.stress import default_text, text_ids
 from memft.errors import AdapterError, ConfigError, RecordsError
 from memft.evaluate import token_nll  # noqa: F401 - the per-token loss, defined once; still importable from here
+from memft.research.bench.stress import default_text, text_ids
 from memft.checks.leaks import (  # noqa: F401 - re-exported: the audit's public names
     DEFAULT_PROMPTS,
     Probe,

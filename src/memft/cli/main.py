@@ -148,8 +148,8 @@ def write(
 
 def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  # noqa: ANN001, ANN202 - CLI glue
     from memft.cli import render
-    from memft.law import pick_fit
-    from memft.ranksearch import write_auto_rank
+    from memft.research.law import pick_fit
+    from memft.research.ranksearch import write_auto_rank
 
     fit = None
     if law is not None:  # a law is budget-specific: only a fit the user chose for this budget gives the first guess
@@ -311,10 +311,10 @@ def demo(
     import time
 
     from memft import api
-    from memft.bench.phonebook import phonebook
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.records import write_records
+    from memft.research.bench.phonebook import phonebook
 
     if records <= 0:
         raise ConfigError(f"--records must be positive, got {records}")

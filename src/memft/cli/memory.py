@@ -38,8 +38,8 @@ def append(
     """Add records to an adapter, replaying the ones it holds. Exit 0 when saved, 1 when some record did not certify
     (the folder keeps the previous adapter)."""
     from memft.config import RuntimeConfig
-    from memft.records import load_records
     from memft.memory.rewrite import append as do_append
+    from memft.records import load_records
 
     recs = load_records(records)
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)

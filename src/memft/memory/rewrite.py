@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from memft import adapters, folders, preserve
-from memft.memory import ledger as ledger_mod
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
 from memft.config import RuntimeConfig, TrainConfig
 from memft.encoding import encode_all
 from memft.errors import ConfigError
+from memft.memory import ledger as ledger_mod
 from memft.memory.ledger import Ledger, Plan, plan_append, plan_forget
 from memft.meta import AdapterMeta
 from memft.metrics import free_run_compare, summarize

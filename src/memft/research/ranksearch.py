@@ -91,7 +91,7 @@ def write_auto_rank(
 def planned_guess(records: Sequence[Record], tokenizer: Any, template: str, law_fit: dict[str, Any] | None) -> int:
     """The planner's rank (power of two) for the records' answer length; 1 without a usable fit."""
     from memft.encoding import encode_all
-    from memft.law import plan_rank
+    from memft.research.law import plan_rank
 
     if law_fit is None:
         return 1

@@ -1,4 +1,4 @@
-"""Figures: each is a pure function of result rows (see `memft.runs.ROW_FIELDS`) and, for the law figures, a law fit.
+"""Figures: each is a pure function of result rows (see `memft.research.runs.ROW_FIELDS`) and, for the law figures, a law fit.
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (Agg canvas), so nothing leaks between
 calls and no display is needed; nothing here calls `show()`. A figure with no usable data comes back as a figure
@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from memft import law
-from memft.law import number as _num
+from memft.research import law
+from memft.research.law import number as _num
 
 Row = dict[str, Any]
 Fit = dict[str, Any]

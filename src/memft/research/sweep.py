@@ -1,6 +1,6 @@
-"""Resumable sweeps: a YAML grid of experiment points, each run once with `memft.runs.run_point` into a `Store`.
+"""Resumable sweeps: a YAML grid of experiment points, each run once with `memft.research.runs.run_point` into a `Store`.
 
-A point is identified by the sha256 of its resolved config (`memft.store.run_id`), so running the same sweep again
+A point is identified by the sha256 of its resolved config (`memft.research.results.run_id`), so running the same sweep again
 skips every point already done, re-runs the ones a killed process left 'running' or that failed, and never
 duplicates a row. The `device` is not part of a point (where a run ran does not change what it asked for); the
 device and the dtype it resolved to are recorded in its row.
@@ -40,15 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import bench, folders
+from memft import folders
 from memft.config import DEVICES, DTYPES, LR_SCHEDULES, PRESETS, TEMPLATES, TrainConfig
 from memft.errors import ConfigError
 from memft.records import Record
-from memft.store import Store, run_id
+from memft.research import bench
+from memft.research.results import Store, run_id
 
 BENCHMARKS = tuple(bench.BENCHMARKS)
 TRAIN_KEYS = ("lr_schedule", "max_grad_norm", "batch_size", "template")  # TrainConfig settings a sweep may set
-# What a length ℓ means: memft.bench.BENCHMARKS[name].length_means.
+# What a length ℓ means: memft.research.bench.BENCHMARKS[name].length_means.
 DEFAULT_LENGTHS = {name: list(b.default_lengths) for name, b in bench.BENCHMARKS.items()}
 
 Progress = Callable[[int, int, "str | None"], None]
@@ -153,7 +154,7 @@ class SweepConfig:
 
     def _method_problems(self) -> list[str]:
         from memft.objectives import OBJECTIVES, option_problems
-        from memft.runs import unused_options
+        from memft.research.runs import unused_options
 
         if not isinstance(self.method_options, dict):
             return [f"method_options must be a mapping like {{threshold: 0.6}}, got {self.method_options!r}"]
@@ -168,7 +169,7 @@ class SweepConfig:
 
     def options_for(self, method: str) -> dict[str, Any]:
         """The method options that `method` takes (the others belong to other methods of the sweep)."""
-        from memft.runs import options_for
+        from memft.research.runs import options_for
 
         return options_for(method, self.method_options)
 
@@ -231,7 +232,7 @@ def build_dataset(
     benchmark: str, length: int, ratio: float | None, tokenizer: Any, seed: int, heldout: int, text: str | None = None,
     exclude: Collection[int] = (),
 ) -> tuple[list[Record], list[Record] | None]:
-    """(records, held-out records or None) of one benchmark point (memft.bench.make); `text` is the stress source
+    """(records, held-out records or None) of one benchmark point (memft.research.bench.make); `text` is the stress source
     text (not a path); `exclude`: token ids the stress test must not draw (the model's unreachable tokens)."""
     return bench.make(benchmark, bench.DataSpec(length, ratio, heldout, text, exclude), tokenizer, seed)
 
@@ -254,7 +255,7 @@ class _Worker:
         from memft.encoding import encode_all
         from memft.evaluate import teacher_forced
         from memft.forward import Runner
-        from memft.runs import research_train, run_benchmark_point
+        from memft.research.runs import research_train, run_benchmark_point
 
         base = self._base(p)
         records, held = self._dataset(p, base.tokenizer)

@@ -38,13 +38,13 @@ class Benchmark:
 
 
 def _phonebook(spec: DataSpec, tokenizer: Any, seed: int) -> Data:
-    from memft.bench.phonebook import phonebook_by_length
+    from memft.research.bench.phonebook import phonebook_by_length
 
     return phonebook_by_length(spec.length, tokenizer, seed=seed), None
 
 
 def _stress(spec: DataSpec, tokenizer: Any, seed: int) -> Data:
-    from memft.bench.stress import stress
+    from memft.research.bench.stress import stress
 
     if spec.ratio is None:
         raise ConfigError("stress needs a ratio: the fraction of target tokens made random, in [0, 1]")
@@ -52,7 +52,7 @@ def _stress(spec: DataSpec, tokenizer: Any, seed: int) -> Data:
 
 
 def _rule(spec: DataSpec, tokenizer: Any, seed: int) -> Data:
-    from memft.bench.rule import rule_split
+    from memft.research.bench.rule import rule_split
 
     return rule_split(spec.length, spec.heldout, seed=seed)
 

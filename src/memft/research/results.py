@@ -1,8 +1,11 @@
 """The results store: one SQLite file (WAL mode) holding every experiment point of every sweep.
 
+Named `results` (it was `memft.store` before the layers got folders) so that it is not taken for the memory store,
+`memft.memory`: this file holds experiment rows, never an adapter's records. Stores written earlier open unchanged.
+
 Tables:
 - `runs`: one row per point, keyed by `run_id` (see `run_id()`), with its status ('running' | 'done' | 'failed'),
-  its resolved config, the `memft.runs.run_point` row once done, the error once failed, timestamps, and indexed
+  its resolved config, the `memft.research.runs.run_point` row once done, the error once failed, timestamps, and indexed
   copies of the common fields (benchmark, model, method, rank, length, ratio, seed) for queries.
 - `positions`: per-position teacher-forced target probability and argmax check of each record of a run.
 - `curves`: the training curve of a run, one row per step.

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memft.claims import BINDING, VERDICTS, Claim, MethodCell, pm
-from memft.law import in_setting
-from memft.law import number as _num
-from memft.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
+from memft.research.claims import BINDING, VERDICTS, Claim, MethodCell, pm
+from memft.research.law import in_setting
+from memft.research.law import number as _num
+from memft.research.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
 
 # Keys a law fit may use for its held-out error, first present wins: (key, label, is a fraction).
 HELDOUT_KEYS = (("heldout_mape", "MAPE", True), ("heldout_rmse", "RMSE", False), ("heldout_error", "", False))
@@ -140,7 +140,7 @@ def _method_table(rows: Sequence[Row]) -> str:
 def _in_setting(row: Row, setting: str) -> bool:
     """Whether a row belongs to a law setting: "r<N>" (stress rows at ratio N %), "Combined" (all stress rows),
     "PhoneBook", or a benchmark / method / "benchmark/method" name."""
-    if in_setting(row, setting):  # the law's own names (memft.law.setting_names)
+    if in_setting(row, setting):  # the law's own names (memft.research.law.setting_names)
         return True
     bench, method = row.get("benchmark"), row.get("method")
     return setting in (str(bench), str(method), f"{bench}/{method}")
@@ -218,9 +218,9 @@ def build_report(rows: Sequence[Row], fits: Sequence[Fit] | Mapping[str, Fit], o
     """Write `out_dir/index.html` and `out_dir/figures/*.{png,svg}`; returns the index path.
 
     `fits` is a list of law-fit dicts (or a mapping setting -> fit). Builds on any rows, including none.
-    `claims` / `cells` (memft.claims): the paper-claims section; None computes them from `rows`.
+    `claims` / `cells` (memft.research.claims): the paper-claims section; None computes them from `rows`.
     """
-    from memft.claims import method_cells, paper_claims
+    from memft.research.claims import method_cells, paper_claims
 
     out = Path(out_dir)
     fig_dir = out / "figures"

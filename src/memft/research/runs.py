@@ -101,7 +101,7 @@ def run_point(
     """Train + evaluate one point; the base is given back unchanged. `heldout` records are evaluated, not trained.
 
     on_fit: called with the trained adapter (memft.api.Fit) before it is unloaded, for extra measurements
-    (memft.sweep stores per-position probabilities and the training curve this way); not timed in `seconds`.
+    (memft.research.sweep stores per-position probabilities and the training curve this way); not timed in `seconds`.
     """
     from memft.api import fit
     from memft.encoding import encode_all

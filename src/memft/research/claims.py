@@ -6,7 +6,7 @@ PhoneBook, the linear rule). Each has the paper's number, memft's number with n 
 "reproduced", "not reproduced", "not testable here" (the rows exist but cannot test it, e.g. capacity does not
 bind) or "not measured" (no rows for it). Pure functions of rows; no model, no torch.
 
-Rows are the runs of `memft sweep` stores (`memft.runs` fields plus the point's config keys, e.g. lr_schedule),
+Rows are the runs of `memft sweep` stores (`memft.research.runs` fields plus the point's config keys, e.g. lr_schedule),
 optionally with `correct` (per record, per position: target == argmax, teacher-forced, final parameters) and
 `curve` (the training curve; one-record steps carry first_error and earliest_stubborn).
 
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memft.law import fit_rows, number, saturated
 from memft.metrics import STUBBORN_P, first_false
+from memft.research.law import fit_rows, number, saturated
 
 VERDICTS = ("reproduced", "not reproduced", "not testable here", "not measured")
 BINDING = (0.2, 0.95)
