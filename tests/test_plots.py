@@ -179,7 +179,7 @@ def test_law_figures_without_fit(rows):
 def test_registry_and_save(rows, tmp_path):
     assert set(plots.ALL_FIGURES) == {
         "delta_vs_rank", "delta_vs_length", "log_plane", "predicted_vs_true", "heatmap", "exact_landscape",
-        "probability_grid", "failure_histogram", "stubborn_vs_failure"}
+        "probability_grid", "failure_histogram", "stubborn_vs_failure", "training_curves"}
     assert all(s.needs and s.fit in ("no", "optional", "required") for s in plots.ALL_FIGURES.values())
     fig = plots.failure_histogram(rows)
     png, svg = plots.save(fig, tmp_path / "sub" / "hist.v1")
