@@ -6,7 +6,7 @@ from memft.cli.render import forecast_watch
 from memft.forecast import advice, forecast, goal_loss
 from memft.sizing import size_for, sizing_rank
 from tests.conftest import write_jsonl
-from tests.test_cli import memft
+from tests.cli.test_cli import memft
 
 
 def test_small_sets_keep_the_demo_settings_and_large_ones_get_minibatches_and_rank():

@@ -26,7 +26,7 @@ def test_heldout_is_evaluated_not_trained(tiny):
     assert row["heldout_exact_match"] is not None and row["heldout_exact_match"] < 1.0  # a random tiny model does not generalize
 
 
-from tests.test_cli import memft as _memft
+from tests.cli.test_cli import memft as _memft
 
 
 def test_compare_cli_complete_table(tmp_path):

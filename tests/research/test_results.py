@@ -8,7 +8,7 @@ import pytest
 from memft.errors import ConfigError
 from memft.research.results import Store, run_id
 
-LAW_DB = Path(__file__).resolve().parents[1] / "benchmarks" / "law" / "law.db"  # written before the layers got folders (memft.store)
+LAW_DB = Path(__file__).resolve().parents[2] / "benchmarks" / "law" / "law.db"  # written before the layers got folders (memft.store)
 CFG = {"benchmark": "stress", "model": "tiny-random", "method": "sft", "rank": 2, "length": 8, "ratio": 0.5, "seed": 0, "lr": 0.01}
 
 

@@ -11,7 +11,7 @@ from memft.research.results import Store, run_id
 TRUE = {"C": 2.0, "alpha": 0.6, "beta": 0.4, "b": 0.1}
 
 
-from tests.test_cli import memft as _memft
+from tests.cli.test_cli import memft as _memft
 
 
 def _store(path, settings=(("stress", 0.0), ("stress", 1.0), ("phonebook", None))):

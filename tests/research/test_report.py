@@ -6,7 +6,7 @@ import pytest
 
 from memft.research import plots
 from memft.research.report import build_report, rows_for_fit
-from tests.test_plots import FIT, synthetic_rows
+from tests.research.test_plots import FIT, synthetic_rows
 
 # Shaped like law.fit_settings entries: one per (setting, model, method); a setting that could not be fitted is kept
 # with its reason in "skipped".
@@ -112,7 +112,7 @@ def test_empty_store_builds(tmp_path):
 
 def test_paper_claims_section(tmp_path):
     from memft.research.claims import method_cells, paper_claims
-    from tests.test_claims import _row
+    from tests.research.test_claims import _row
 
     rows = [_row("sft", s, x) for s, x in enumerate((0.5, 0.6, 0.4))] + [_row("memft-ot", s, x) for s, x in enumerate((0.7, 0.65, 0.45))]
     index = build_report(rows, [], tmp_path / "rep", claims=paper_claims(rows), cells=method_cells(rows))

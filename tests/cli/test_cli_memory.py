@@ -3,7 +3,7 @@
 import json
 
 from tests.conftest import write_jsonl
-from tests.test_cli import FAST, memft
+from tests.cli.test_cli import FAST, memft
 
 
 def _recs(tmp_path, name, pairs):
