@@ -1,8 +1,6 @@
 """The preservation term (memft.preserve): its math against a reference KL, where its gradient goes, its text, its options."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError
 from memft.preserve import BaseTargets, Preserver, base_targets, bucket_kl, default_text, windows_of
 from memft.research.bench.phonebook import phonebook
+from tests.cli.test_cli import memft
 from tests.conftest import write_jsonl
 
 
@@ -142,8 +141,7 @@ def test_options_are_checked_up_front(tmp_path):
         TrainConfig(preserve=1.0, preserve_text=str(tmp_path / "missing.txt"))
     f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "a:", "value": "1"})])
     for bad in (["--preserve", "-2"], ["--preserve", "1", "--preserve-text", tmp_path / "missing.txt"]):
-        r = subprocess.run([sys.executable, "-m", "memft.cli.main", "write", f, "--out", tmp_path / "ad", "--model", "tiny-random",
-                            "--quiet", *map(str, bad)], capture_output=True, text=True)
+        r = memft("write", f, "--out", tmp_path / "ad", "--model", "tiny-random", "--quiet", *bad)  # in-process: same exit code, stderr
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--preserve" in r.stderr, r.stderr
         assert not (tmp_path / "ad").exists()
 

@@ -177,6 +177,7 @@ def agrees(p: float, hits: int, n: int) -> bool:
     return abs(hits / n - p) <= 4 * math.sqrt(p * (1 - p) / n) + 0.01
 
 
+@pytest.mark.slow  # 400 generations per record; the odds' filters are checked fast against hand computation and HF's warpers
 def test_odds_match_real_sampling(trained):
     model, items, tok = trained
     T, P, K, n = 1.2, 0.7, 10, 400

@@ -2,8 +2,8 @@
 
 import json
 
-from tests.conftest import write_jsonl
 from tests.cli.test_cli import FAST, memft
+from tests.conftest import write_jsonl
 
 
 def _recs(tmp_path, name, pairs):

@@ -22,6 +22,7 @@ def _files(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow  # three appends to certification; one append is tested fast below and in tests/cli/test_cli_memory.py
 def test_three_appends_keep_every_record_certified(tmp_path):
     recs = phonebook(12, seed=5)
     ad = tmp_path / "ad"
@@ -60,6 +61,7 @@ def test_append_same_records_is_a_noop_and_conflicts_need_update(tmp_path):
     assert api.verify(ad, [new] + recs[1:], generate="always", device="cpu").summary["exact_match"] == 1.0
 
 
+@pytest.mark.slow  # a forget to certification; tests/cli/test_cli_memory.py forgets and re-checks the rest in the fast suite
 def test_forget_trains_away_and_keeps_the_rest(tmp_path):
     recs = phonebook(6, seed=2)
     ad = tmp_path / "ad"
@@ -154,6 +156,20 @@ def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_lim
     assert train_settings(meta({"max_seconds": 900.0}), max_seconds=60.0).max_seconds == 60.0
 
 
+def test_progress_schedule_adapters_are_rewritten_with_the_active_set():
+    from memft.memory.rewrite import train_settings
+    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
+
+    progress = {"lr": 2e-2, "max_steps": 400, "batch_size": 4, "lr_schedule": "progress", "head_vocab": "restricted"}
+    meta = AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("m",)), RecordsInfo(12), CertificationInfo("fp32"), progress)
+    cfg = train_settings(meta)
+    assert cfg.active_set and cfg.replay == 0.5 and cfg.lr_schedule == "progress" and cfg.head_vocab == "restricted"
+    assert not train_settings(meta, lr_schedule="constant").active_set  # replay again under a constant rate
+    meta.train = {"lr": 2e-2}  # written under the constant default: every record replayed, no active set
+    assert (train_settings(meta).active_set, train_settings(meta).replay) == (False, 0.0)
+
+
+@pytest.mark.slow  # a 400-step write and an append to certification; the settings it appends with are tested just above
 def test_progress_schedule_adapters_append_with_the_active_set_and_lose_nothing(tmp_path):
     from memft.adapters import read_meta
     from memft.memory.rewrite import train_settings

@@ -4,7 +4,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from memft.research import plots
+from memft.research import plots, report
 from memft.research.report import build_report, rows_for_fit
 from tests.research.test_plots import FIT, synthetic_rows
 
@@ -48,11 +48,18 @@ def _parse(index: Path) -> Refs:
     return p
 
 
+# Rendering is most of a report's time: the fast tests draw one law figure (drawn per fit) and one other; every
+# figure is drawn by test_empty_store_builds and test_plots.py, and the whole report by test_cli_law.py (slow).
+FEW_FIGURES = {k: plots.ALL_FIGURES[k] for k in ("predicted_vs_true", "failure_histogram")}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     rows = synthetic_rows()
     rows[0]["method"] = "sft<script>"  # text from rows is escaped
-    index = build_report(rows, FITS, tmp_path_factory.mktemp("rep"), title="t & <b>")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "ALL_FIGURES", FEW_FIGURES)
+        index = build_report(rows, FITS, tmp_path_factory.mktemp("rep"), title="t & <b>")
     return index, _parse(index)
 
 
@@ -68,8 +75,8 @@ def test_self_contained_and_links_resolve(built):
     for r in relative:
         assert (index.parent / unquote(r)).is_file(), r
     # law figures once per fit, the others once; each embedded and linked as PNG and SVG
-    n = sum(len(FITTED) if s.fit != "no" else 1 for s in plots.ALL_FIGURES.values())
-    assert len(embedded) == n and len(relative) == 2 * n
+    n = sum(len(FITTED) if s.fit != "no" else 1 for s in FEW_FIGURES.values())
+    assert n == 3 and len(embedded) == n and len(relative) == 2 * n
     assert {Path(r).suffix for r in relative} == {".png", ".svg"}
 
 
@@ -110,10 +117,11 @@ def test_empty_store_builds(tmp_path):
     assert len(list((tmp_path / "out" / "figures").glob("*.png"))) == len(plots.ALL_FIGURES)
 
 
-def test_paper_claims_section(tmp_path):
+def test_paper_claims_section(tmp_path, monkeypatch):
     from memft.research.claims import method_cells, paper_claims
     from tests.research.test_claims import _row
 
+    monkeypatch.setattr(report, "ALL_FIGURES", {})  # the claims section only; figures are tested above
     rows = [_row("sft", s, x) for s, x in enumerate((0.5, 0.6, 0.4))] + [_row("memft-ot", s, x) for s, x in enumerate((0.7, 0.65, 0.45))]
     index = build_report(rows, [], tmp_path / "rep", claims=paper_claims(rows), cells=method_cells(rows))
     p = _parse(index)

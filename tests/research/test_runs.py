@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from memft.config import LoraSettings, TrainConfig
 from memft.research.bench.phonebook import phonebook
 from memft.research.bench.rule import rule_split
@@ -29,6 +31,7 @@ def test_heldout_is_evaluated_not_trained(tiny):
 from tests.cli.test_cli import memft as _memft
 
 
+@pytest.mark.slow  # every method trained on 4 records; run_point's rows and compare's option errors are tested fast
 def test_compare_cli_complete_table(tmp_path):
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps({"key": r.key, "value": r.value}) + "\n" for r in phonebook(4, seed=2)))
@@ -52,6 +55,7 @@ def test_compare_cli_rejects_unknown_method_option(tmp_path):
     assert r.returncode == 2 and "not an option of any of sft" in r.stderr
 
 
+@pytest.mark.slow  # three bench grids; the bench CLI's results file is tested fast below, stress and rule data in test_bench_data.py
 def test_bench_cli_stress_and_rule(tmp_path):
     r = _memft("bench", "stress", "--model", "tiny-random", "--ranks", "2", "--lengths", "16", "--ratios", "0,100",
                "--preset", "all", "--lr", "0.02", "--max-steps", "20", "--json", tmp_path / "s.json", "--device", "cpu", "--quiet")
@@ -68,8 +72,6 @@ def test_bench_cli_stress_and_rule(tmp_path):
 
 
 def test_research_points_share_one_training_setup_and_option_split():
-    import pytest
-
     from memft.errors import ConfigError
     from memft.research.runs import options_by_method, research_train
 
