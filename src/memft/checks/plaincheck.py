@@ -2,8 +2,8 @@
 `peft.PeftModel`, full forward passes one record at a time, and `model.generate` for greedy recall.
 
 Run in a separate process by memft.checks.deploy (`python -m memft.checks.plaincheck ARGS`); on purpose it imports
-nothing from memft, so it shares none of memft's prefix cache, batching, padding or evaluation code. Output: one JSON object per
-record (key, certified, exact, min_prob, min_gap, first_error) in the --out file.
+nothing from memft, so it shares none of memft's prefix cache, batching, padding or evaluation code. Output: one
+JSON object per record (key, certified, exact, min_prob, min_gap, first_error) in the --out file.
 
 Checks layer: may import the core, the memory store and the other checks.
 """

@@ -1,5 +1,6 @@
-"""`memft compare`, `memft bench` and `memft sweep`: parse the options, build the grid with the library (memft.research.runs,
-memft.research.bench, memft.research.sweep), print tables and write the results (rows plus the resolved settings).
+"""`memft compare`, `memft bench` and `memft sweep`: parse the options, build the grid with the library
+(memft.research.runs, memft.research.bench, memft.research.sweep), print tables and write the results (rows plus the
+resolved settings).
 
 CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
 """

@@ -1,4 +1,5 @@
-"""Figures: each is a pure function of result rows (see `memft.research.runs.ROW_FIELDS`) and, for the law figures, a law fit.
+"""Figures: each is a pure function of result rows (see `memft.research.runs.ROW_FIELDS`) and, for the law figures,
+a law fit.
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (Agg canvas), so nothing leaks between
 calls and no display is needed; nothing here calls `show()`. A figure with no usable data comes back as a figure

@@ -1,7 +1,8 @@
-"""Resumable sweeps: a YAML grid of experiment points, each run once with `memft.research.runs.run_point` into a `Store`.
+"""Resumable sweeps: a YAML grid of experiment points, each run once with `memft.research.runs.run_point` into a
+`Store`.
 
-A point is identified by the sha256 of its resolved config (`memft.research.results.run_id`), so running the same sweep again
-skips every point already done, re-runs the ones a killed process left 'running' or that failed, and never
+A point is identified by the sha256 of its resolved config (`memft.research.results.run_id`), so running the same
+sweep again skips every point already done, re-runs the ones a killed process left 'running' or that failed, and never
 duplicates a row. The `device` is not part of a point (where a run ran does not change what it asked for); the
 device and the dtype it resolved to are recorded in its row.
 
@@ -232,8 +233,8 @@ def build_dataset(
     benchmark: str, length: int, ratio: float | None, tokenizer: Any, seed: int, heldout: int, text: str | None = None,
     exclude: Collection[int] = (),
 ) -> tuple[list[Record], list[Record] | None]:
-    """(records, held-out records or None) of one benchmark point (memft.research.bench.make); `text` is the stress source
-    text (not a path); `exclude`: token ids the stress test must not draw (the model's unreachable tokens)."""
+    """(records, held-out records or None) of one benchmark point (memft.research.bench.make); `text` is the stress
+    source text (not a path); `exclude`: token ids the stress test must not draw (the model's unreachable tokens)."""
     return bench.make(benchmark, bench.DataSpec(length, ratio, heldout, text, exclude), tokenizer, seed)
 
 
