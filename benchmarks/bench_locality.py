@@ -4,7 +4,7 @@ the preservation term (memft.preserve), on the embedded model.
     python benchmarks/bench_locality.py [--variants none,preserve-3] [--remedy preserve-3] [--records 40] [--out benchmarks/results/locality.json]
 
 Each variant writes the `memft demo` phone book (phonebook(40, seed=0); rank 8 probe, lr 1e-2, margin 0.5, the
-write defaults) into a fresh adapter, then runs the side-effect audit (memft.audit: 32 held-out windows x 128
+write defaults) into a fresh adapter, then runs the side-effect audit (memft.checks.audit: 32 held-out windows x 128
 tokens of pydoc_data.topics, KL(base || adapted), perplexity, argmax agreement, leak probe). Variants run in one
 process on one loaded base; rows are merged into --out by variant name, so variants can be run one at a time (or in
 separate processes with their own --out, merged afterwards with --collect a.json,b.json).
@@ -27,10 +27,10 @@ import torch
 
 from memft import api
 from memft.api import Loaded
-from memft.audit import LOCALITY_GOAL, audit, locality
-from memft.bench.phonebook import phonebook
+from memft.checks.audit import LOCALITY_GOAL, audit, locality
 from memft.config import LoraSettings, TrainConfig
 from memft.modeling import load_base
+from memft.research.bench.phonebook import phonebook
 
 # name -> (LoraSettings overrides, TrainConfig overrides). `none` is `memft write` before issue 15 (no remedy).
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from memft.bench.phonebook import phonebook
-from memft.bench.stress import stress
 from memft.cli.render import cell
 from memft.config import LoraSettings, TrainConfig
 from memft.modeling import load_base, unreachable_tokens
-from memft.runs import rows_to_csv, run_point
+from memft.research.bench.phonebook import phonebook
+from memft.research.bench.stress import stress
+from memft.research.runs import rows_to_csv, run_point
 
 METHODS = ("sft", "memft-ot", "memft-ot-margin", "memft-sw")
 RANKS = (1, 2, 4, 8)

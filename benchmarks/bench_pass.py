@@ -8,7 +8,7 @@ full head) is results/scale_levers/pass_times.txt.
 """
 import time, torch, sys
 from memft.modeling import load_base
-from memft.bench.phonebook import phonebook
+from memft.research.bench.phonebook import phonebook
 from memft.encoding import encode_all
 from memft.config import LoraSettings
 from memft.adapters import attach

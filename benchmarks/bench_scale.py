@@ -49,7 +49,7 @@ def lora_params(folder: Path) -> int:
 
 
 def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> dict:
-    from memft.bench.phonebook import phonebook
+    from memft.research.bench.phonebook import phonebook
 
     recs = write_records(work / f"pb{n}.jsonl", phonebook(n, seed))
     out, rep = work / f"pb{n}", work / f"pb{n}.json"
@@ -78,7 +78,7 @@ def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> d
 
 
 def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, model: str) -> dict:
-    from memft.bench.phonebook import phonebook
+    from memft.research.bench.phonebook import phonebook
 
     held = {json.loads(x)["key"] for x in (work / f"pb{n_held}.jsonl").read_text().splitlines()}
     pool = [r for r in phonebook(n_held + 4 * n_new, seed + 1) if r.key not in held]
@@ -106,10 +106,10 @@ def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size
 
     from memft.adapters import target_names
     from memft.batching import pad
-    from memft.bench.phonebook import phonebook
     from memft.config import LoraSettings
     from memft.encoding import encode_all
     from memft.modeling import load_base
+    from memft.research.bench.phonebook import phonebook
 
     base = load_base(model, "cpu", "auto")
     items = encode_all(phonebook(n, seed), base.tokenizer, "raw")

@@ -28,12 +28,12 @@ import torch
 
 from memft import adapters
 from memft.batching import collate
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import Encoded, encode_all
 from memft.evaluate import greedy, teacher_forced, token_table
 from memft.forward import Runner
 from memft.modeling import load_base
+from memft.research.bench.phonebook import phonebook
 from memft.train import train
 
 

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from memft.api import fit
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.modeling import load_base
+from memft.research.bench.phonebook import phonebook
 
 # name -> (objective, options)
 VARIANTS = {

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from memft import api, ledger
-from memft.audit import audit
-from memft.bench.phonebook import phonebook
+from memft import api
+from memft.checks.audit import audit
+from memft.checks.deploy import recheck, settings_for
 from memft.config import LoraSettings, TrainConfig
-from memft.deploy import recheck, settings_for
-from memft.rewrite import append, forget
+from memft.memory import ledger
+from memft.memory.rewrite import append, forget
+from memft.research.bench.phonebook import phonebook
 
 
 def held_check(folder: Path, records: list) -> dict:

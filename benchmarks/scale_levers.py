@@ -11,7 +11,7 @@ hand has none.
 import argparse, json, sys, time, torch
 from memft import api
 from memft.modeling import load_base
-from memft.bench.phonebook import phonebook
+from memft.research.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 ap = argparse.ArgumentParser()
 ap.add_argument("--n", type=int, default=1000); ap.add_argument("--seed", type=int, default=11)

@@ -1,9 +1,9 @@
 from memft import api
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.encoding import encode_all
 from memft.evaluate import teacher_forced
 from memft.forward import Runner
+from memft.research.bench.phonebook import phonebook
 
 
 def test_write_then_verify_in_other_precision_reports_it(tmp_path):

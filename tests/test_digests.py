@@ -7,13 +7,14 @@ import shutil
 
 import pytest
 
-from memft import api, ledger
+from memft import api
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.digests import DigestScheme
 from memft.errors import AdapterError
+from memft.memory import ledger
+from memft.memory.rewrite import append
 from memft.meta import AdapterMeta
 from memft.records import Record
-from memft.rewrite import append
 
 ALICE = Record("Alice:", "555-0100")
 SALT = bytes(range(16)).hex()

@@ -28,7 +28,7 @@ def test_embedded_write_recall_varied_records(tmp_path):
 
 
 def test_embedded_append_forget_and_deployment_recheck_from_the_cli(tmp_path):
-    from tests.test_cli import memft
+    from tests.cli.test_cli import memft
 
     recs = load_records(EXAMPLES / "varied.jsonl")
     first, more = tmp_path / "a.jsonl", tmp_path / "b.jsonl"

@@ -3,11 +3,11 @@
 
 
 from memft import adapters
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import encode_all
 from memft.evaluate import evaluate, greedy, teacher_forced
 from memft.forward import Runner
+from memft.research.bench.phonebook import phonebook
 from memft.train import train
 
 

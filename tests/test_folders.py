@@ -11,8 +11,8 @@ import pytest
 
 from memft import adapters, folders, meta
 from memft.errors import AdapterError
+from tests.cli.test_cli import FAST, memft
 from tests.conftest import write_jsonl
-from tests.test_cli import FAST, memft
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

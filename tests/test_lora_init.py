@@ -5,9 +5,9 @@ import torch
 
 from memft import adapters, lora_init
 from memft.batching import collate
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import encode_all
+from memft.research.bench.phonebook import phonebook
 from memft.train import train
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from memft import api, ledger, meta
+from memft import api, meta
 from memft.config import RuntimeConfig
 from memft.errors import AdapterError
+from memft.memory import ledger
 from memft.meta import AdapterMeta
 from memft.records import Record
 
@@ -98,7 +99,7 @@ def test_an_adapter_folder_of_the_previous_release_loads_and_recalls(tmp_path):
 
 
 def test_a_previous_release_folder_takes_an_append_and_keeps_its_entries(tmp_path):
-    from memft.rewrite import append
+    from memft.memory.rewrite import append
 
     ad = tmp_path / "ad"
     shutil.copytree(OLD, ad)

@@ -1,18 +1,17 @@
 """The preservation term (memft.preserve): its math against a reference KL, where its gradient goes, its text, its options."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from memft import adapters, api
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError
 from memft.preserve import BaseTargets, Preserver, base_targets, bucket_kl, default_text, windows_of
+from memft.research.bench.phonebook import phonebook
+from tests.cli.test_cli import memft
 from tests.conftest import write_jsonl
 
 
@@ -102,8 +101,8 @@ def test_gradient_reaches_only_the_lora_parameters(tiny):
 
 
 def test_default_text_is_disjoint_from_the_audit_windows(tiny):
-    from memft.audit import plan_windows
-    from memft.bench.stress import default_text as audit_text
+    from memft.checks.audit import plan_windows
+    from memft.research.bench.stress import default_text as audit_text
 
     mine = default_text()
     assert len(mine) > 100_000
@@ -119,7 +118,7 @@ def test_default_text_is_disjoint_from_the_audit_windows(tiny):
 
 
 def test_training_with_the_term_certifies_and_keeps_the_base_closer(tiny):
-    from memft.audit import divergence
+    from memft.checks.audit import divergence
 
     recs = phonebook(6, seed=5)
     lora = LoraSettings(rank=8, layers=(2,))
@@ -142,8 +141,7 @@ def test_options_are_checked_up_front(tmp_path):
         TrainConfig(preserve=1.0, preserve_text=str(tmp_path / "missing.txt"))
     f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "a:", "value": "1"})])
     for bad in (["--preserve", "-2"], ["--preserve", "1", "--preserve-text", tmp_path / "missing.txt"]):
-        r = subprocess.run([sys.executable, "-m", "memft.cli.main", "write", f, "--out", tmp_path / "ad", "--model", "tiny-random",
-                            "--quiet", *map(str, bad)], capture_output=True, text=True)
+        r = memft("write", f, "--out", tmp_path / "ad", "--model", "tiny-random", "--quiet", *bad)  # in-process: same exit code, stderr
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--preserve" in r.stderr, r.stderr
         assert not (tmp_path / "ad").exists()
 

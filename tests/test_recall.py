@@ -8,7 +8,7 @@ from memft import api
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import RecordsError
 from memft.records import Record
-from tests.test_cli import memft
+from tests.cli.test_cli import memft
 
 RECS = [Record("Carol Whyte:", "555-0199"), Record("Bob Stone:", "x-7")]
 
@@ -84,7 +84,7 @@ def test_reports_leave_recalled_values_out_unless_revealed(ad, tmp_path):
 
 def test_a_diverging_write_exits_2_and_keeps_the_good_adapter(ad, tmp_path):
     from tests.conftest import write_jsonl
-    from tests.test_cli import FAST
+    from tests.cli.test_cli import FAST
 
     before = {p.name: p.read_bytes() for p in ad.iterdir()}
     recs = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "k:", "value": "v"})])

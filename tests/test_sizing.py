@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
+
 from memft.cli.render import forecast_watch
 from memft.forecast import advice, forecast, goal_loss
 from memft.sizing import size_for, sizing_rank
+from tests.cli.test_cli import memft
 from tests.conftest import write_jsonl
-from tests.test_cli import memft
 
 
 def test_small_sets_keep_the_demo_settings_and_large_ones_get_minibatches_and_rank():
@@ -87,6 +89,7 @@ def test_with_a_time_limit_the_watch_reads_the_budget_from_the_speed_so_far():
     assert "the budget allows 6" in said[0]
 
 
+@pytest.mark.slow  # a 70-record write to certification; size_for and the CLI's sizing output are tested fast above
 def test_cli_write_of_a_large_set_uses_the_large_set_sizing_and_certifies(tmp_path):
     # 70 short records: the sizing of more than 64 (tiny-random is a random model: short values keep this fast)
     f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": f"key {i}:", "value": f"v{i % 7}"}) for i in range(70)])

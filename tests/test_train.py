@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from memft import adapters
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import encode_all
 from memft.evaluate import teacher_forced
 from memft.forward import Runner
+from memft.research.bench.phonebook import phonebook
 from memft.train import step_batches, train
 
 
@@ -266,8 +266,8 @@ def test_progress_schedule_rolls_back_a_collapse_and_still_certifies(tiny):
 def test_one_record_steps_carry_the_phase_transition_positions(tiny):
     """Each step of a one-record run records, before its update, the first argmax error and the first p <= 0.5 of
     that record; the last row (the final parameters) equals an independent teacher-forced pass."""
-    from memft.bench.stress import stress
     from memft.metrics import earliest_stubborn, first_false
+    from memft.research.bench.stress import stress
 
     items = encode_all([stress(24, 1.0, tiny.tokenizer, seed=1)], tiny.tokenizer)
     model, place = adapters.attach(tiny.model, LoraSettings(rank=2, layers=(2,)), seed=0)

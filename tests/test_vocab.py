@@ -6,11 +6,11 @@ import torch.nn.functional as F
 
 from memft import adapters
 from memft.batching import collate
-from memft.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import encode_all
 from memft.evaluate import teacher_forced, token_table
 from memft.forward import Runner
+from memft.research.bench.phonebook import phonebook
 from memft.train import train
 from memft.vocab import TrainVocab
 

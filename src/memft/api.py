@@ -1,7 +1,7 @@
 """The Python API: write records into an adapter, recall a key, verify a record set. The CLI only calls these.
 
 Core layer, its top (the facade the CLI and the other layers call): may import the core, the ledger (memory
-store) and memft.sampling (a check, for sampling_odds).
+store) and memft.checks.sampling (a check, for sampling_odds).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from memft import __version__, adapters, folders, preserve
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.errors import RecordsError, TrainingError
-from memft.ledger import LEDGER, Ledger, fingerprint, next_ledger, next_scheme
-from memft.ledger import dumps as ledger_dumps
+from memft.memory.ledger import LEDGER, Ledger, fingerprint, next_ledger, next_scheme
+from memft.memory.ledger import dumps as ledger_dumps
 from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
@@ -179,7 +179,7 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
              extra: dict[str, Any] | None = None, old_ledger: Ledger | None = None, changed: set[str] | None = None,
              event: dict[str, Any] | None = None) -> WriteResult:
     """Save a trained adapter atomically with its memft.json (what it holds, how it was made and certified) and its
-    ledger (memft.ledger): `old_ledger` is the one it replaces, `changed` the keys added or changed now (default:
+    ledger (memft.memory.ledger): `old_ledger` is the one it replaces, `changed` the keys added or changed now (default:
     all), `event` the history line (default: a fresh write). Record digests are salted and slow (memft.digests;
     the salt: ledger.next_scheme)."""
     res, summary, reports = f.train, f.summary, f.reports
@@ -262,7 +262,7 @@ def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = N
     """Load an adapter folder on the base named in its memft.json (dtype: the certified one unless given).
 
     trainable=True: its LoRA weights can be trained further (append, forget)."""
-    from memft import ledger
+    from memft.memory import ledger
 
     meta = adapters.read_meta(folder)
     adapters.check_files(folder, meta)
@@ -300,7 +300,7 @@ def check_key(key: object, where: str = "key") -> str:
 
 def held_keys(ld: Loaded) -> list[str] | None:
     """The keys the adapter's ledger holds; None for an adapter written without a ledger (memft < 0.1 ledgers)."""
-    from memft import ledger
+    from memft.memory import ledger
 
     if ld.folder is None or not (Path(ld.folder) / LEDGER).exists():
         return None
@@ -389,10 +389,10 @@ def sampling_odds(folder: str | Path | Loaded, records: Sequence[Record], temper
                   batch_size: int = 64) -> list[dict[str, Any]]:
     """Per record, the exact probability that one sampled generation (temperature, top-p, top-k as in
     `model.generate`) reproduces the value: the product over positions of the target's sampling probability, from
-    one teacher-forced pass (memft.sampling). samples > 0 also draws that many generations per record and counts
+    one teacher-forced pass (memft.checks.sampling). samples > 0 also draws that many generations per record and counts
     exact ones, an empirical check of the computed odds."""
+    from memft.checks.sampling import check_sampling, recall_odds, sample_recall
     from memft.forward import Runner
-    from memft.sampling import check_sampling, recall_odds, sample_recall
 
     check_sampling(temperature, top_p, top_k)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)

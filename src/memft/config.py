@@ -103,7 +103,7 @@ class TrainConfig:
     a_lr_scale: float = 1.0
     # Active set only: the share of each epoch drawn at random from the records resting at the bar (experience
     # replay), so that training the active ones also holds the others in place; 0: none (write), rewrites of large
-    # adapters use 0.5 (memft.rewrite).
+    # adapters use 0.5 (memft.memory.rewrite).
     replay: float = 0.0
     # Weight of the preservation term (memft.preserve): KL(base || adapted) on unrelated text, added to the records'
     # loss at every step so the adapter leaves the base's predictions elsewhere alone; 0 turns it off.

@@ -1,5 +1,5 @@
 """Teacher-forced certification in one forward pass, and real generation with the KV cache (greedy, or sampled
-through `generate`'s knobs by memft.sampling).
+through `generate`'s knobs by memft.checks.sampling).
 
 The per-token loss is defined here once (`token_nll`: float32 log-softmax at the target); training, the Trainer
 integration and the audit call it. Core layer. May import: batching, encoding, forward, metrics; torch.
@@ -88,7 +88,7 @@ def generate(model: Any, prompts: Sequence[Sequence[int]], tokenizer: Any, max_n
 
     Prompts are sorted by length (stable) into left-padded batches of `batch_size` rows with the KV cache; a batch
     generates the largest `max_new` [per prompt] of its rows. `knobs`: generate's decoding options (greedy:
-    do_sample=False; sampling: memft.sampling.generation_knobs)."""
+    do_sample=False; sampling: memft.checks.sampling.generation_knobs)."""
     device = next(model.parameters()).device
     pad_id, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     out: list[list[int]] = [[] for _ in prompts]

@@ -124,7 +124,7 @@ def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", s
 
 def base_folder(spec: str, seed: int = 0) -> str:
     """A Hugging Face folder (or hub id) that plain `from_pretrained` loads as the base `spec` names, for code that
-    re-checks an adapter without memft (memft.plaincheck). tiny-random is saved once under $MEMFT_CACHE."""
+    re-checks an adapter without memft (memft.checks.plaincheck). tiny-random is saved once under $MEMFT_CACHE."""
     if spec == EMBEDDED:
         return str(_embedded_cache_dir())
     if spec.endswith(".gguf"):

@@ -8,7 +8,7 @@ Two ways to pick the records of a step (TrainConfig.active_set):
   training bar `metrics.exit_margin(margin)`; the others get no backward pass. They are re-checked with forward-only
   passes (a third of a training pass each) at least once per epoch's worth of trained records and whenever the
   active set runs empty, and any that slipped join it again. A store of many records then pays full training only for what it has not learned yet.
-  (append/forget of small adapters replay every record: see memft.rewrite.)
+  (append/forget of small adapters replay every record: see memft.memory.rewrite.)
 In both, success is only declared after a teacher-forced pass over every record, over the full vocabulary, with the
 final parameters (TrainResult.final).
 

@@ -2,7 +2,7 @@
 import argparse, json, time, torch
 from memft import adapters
 from memft.modeling import load_base
-from memft.bench.phonebook import phonebook
+from memft.research.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 from memft.encoding import encode_all
 from memft.batching import collate

@@ -1,6 +1,6 @@
 """`memft audit`: the side-effect audit of an adapter (divergence on held-out text, leak probe).
 
-Parses, calls memft.audit.audit, prints a table and writes JSON. torch is imported inside the command only.
+Parses, calls memft.checks.audit.audit, prints a table and writes JSON. torch is imported inside the command only.
 
 CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
 """
@@ -34,7 +34,7 @@ def audit(
     """What does the adapter do to everything else? KL and perplexity against the base on held-out text, and stored
     values leaking into other prompts. Exit 0 if no value leaks into an unrelated prompt, 1 otherwise."""
     from memft import api
-    from memft.audit import audit as run_audit
+    from memft.checks.audit import audit as run_audit
     from memft.cli import render
     from memft.records import load_records
 
@@ -42,7 +42,7 @@ def audit(
     recs = load_records(records) if records is not None else None  # bad input fails before the model loads
     loaded = api.load_adapter(adapter, device)
     if recs is None:  # no records file: take them from the adapter itself
-        from memft.ledger import recover_records
+        from memft.memory.ledger import recover_records
 
         recs = recover_records(loaded)
     res = run_audit(loaded, recs, text=body, n_windows=windows, window=window_tokens, seed=seed, batch_size=batch_size,
@@ -94,10 +94,10 @@ def summary_table(report: dict[str, Any], title: str = "audit") -> Any:
 
 
 def locality_table(div: dict[str, float], unrelated_leaks: int) -> Any:
-    """The goal's three figures (memft.audit.locality) for the base (the adapter disabled) and the adapted model."""
+    """The goal's three figures (memft.checks.audit.locality) for the base (adapter disabled) and the adapted model."""
     from rich.table import Table
 
-    from memft.audit import locality
+    from memft.checks.audit import locality
 
     loc = locality(div, unrelated_leaks)
     g, ok = loc["goal"], loc["meets"]

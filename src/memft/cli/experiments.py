@@ -1,5 +1,6 @@
-"""`memft compare`, `memft bench` and `memft sweep`: parse the options, build the grid with the library (memft.runs,
-memft.bench, memft.sweep), print tables and write the results (rows plus the resolved settings).
+"""`memft compare`, `memft bench` and `memft sweep`: parse the options, build the grid with the library
+(memft.research.runs, memft.research.bench, memft.research.sweep), print tables and write the results (rows plus the
+resolved settings).
 
 CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
 """
@@ -39,7 +40,7 @@ def _grid(points: list[dict[str, Any]], run: Any, quiet: bool) -> list[dict[str,
 def _save(rows: list[dict[str, Any]], json_out: Optional[Path], csv_out: Optional[Path], command: str, config: dict[str, Any]) -> None:
     """--json: {"command", "config" (the resolved settings: model, runtime, LoRA and each method's TrainConfig),
     "rows"}; --csv: the rows."""
-    from memft.runs import rows_to_csv
+    from memft.research.runs import rows_to_csv
 
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,12 +86,12 @@ def compare(
     from memft.config import LoraSettings, RuntimeConfig
     from memft.modeling import load_base
     from memft.records import load_records
-    from memft.runs import options_by_method, research_train, run_benchmark_point
+    from memft.research.runs import options_by_method, research_train, run_benchmark_point
 
     ms, rs = _list(methods, str, "--methods"), _list(ranks, int, "--ranks")
     opts = options_by_method(ms, parse_method_options(method_options))
     loras = [LoraSettings(rank=r, preset=preset) for r in rs]
-    # the paper's tables: steps to certification, every record in every epoch (memft.runs.research_train)
+    # the paper's tables: steps to certification, every record in every epoch (memft.research.runs.research_train)
     trains = {m: research_train(m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, method_options=opts[m],
                                 stop_when_certified=not fixed_budget, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
                                 template=template) for m in ms}
@@ -131,11 +132,11 @@ def bench(
     """Run a benchmark grid (ranks x lengths x ratios x methods) and print the paper-style table."""
     import sys
 
-    from memft import bench as benchmarks
     from memft.cli.render import console, pivot_table
     from memft.config import LoraSettings, RuntimeConfig
     from memft.modeling import load_base, unreachable_tokens
-    from memft.runs import research_train, run_benchmark_point
+    from memft.research import bench as benchmarks
+    from memft.research.runs import research_train, run_benchmark_point
 
     spec = benchmarks.get(benchmark)  # an unknown name: one line listing the known ones
     rs, ms = _list(ranks, int, "--ranks"), _list(methods, str, "--methods")
@@ -184,7 +185,7 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from memft.cli.render import console
-    from memft.sweep import SweepConfig, run_sweep
+    from memft.research.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig.from_yaml(config)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet) as prog:

@@ -14,14 +14,14 @@ import typer
 from memft.errors import ConfigError
 
 law_app = typer.Typer(help="The Parametric Memory Law: ΔL(r, ℓ) = C·r^α·ℓ^(−β) + b.", no_args_is_help=True)
-DEFAULT_LAW = Path(__file__).resolve().parents[1] / "data" / "law_smollm2-135m.json"
+DEFAULT_LAW = Path(__file__).resolve().parents[1] / "research" / "data" / "law_smollm2-135m.json"
 
 
 def store_rows(path: Path, with_probs: bool = False, full: bool = False) -> list[dict[str, Any]]:
     """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids;
     full adds `correct` (same shape), the training `curve`, the point's config as `point`, and its keys the row does
     not carry (stop_when_certified, lr_schedule, ...), which the paper-claims page groups by."""
-    from memft.store import Store
+    from memft.research.results import Store
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such results store; run `memft sweep CONFIG.yaml --store {path}` first")
@@ -72,7 +72,7 @@ def fit_cmd(
 ) -> None:
     """Fit the law per setting (r0 … r100, Combined, PhoneBook) and print the table."""
     from memft.cli.render import console
-    from memft.law import fit_settings
+    from memft.research.law import fit_settings
 
     rows = [r for s in stores for r in store_rows(s, full=True)]
     budgets = sorted({str((r.get("max_steps"), r.get("lr_schedule"), r.get("stop_when_certified"))) for r in rows})
@@ -102,7 +102,7 @@ def plan(
 
     A law fit holds for the training budget its sweep used; plan with a fit made at the budget you will train with.
     """
-    from memft.law import length_for_records, pick_fit, plan_rank
+    from memft.research.law import length_for_records, pick_fit, plan_rank
 
     if (length is None) == (records is None):
         raise ConfigError("give exactly one of --length ℓ or --records N")
@@ -128,9 +128,9 @@ def report(
 ) -> None:
     """Build a self-contained static HTML report (figures embedded, fit and method tables, the paper's claims with a
     verdict each; the verdicts also go to claims.json and, as Markdown tables, claims.md)."""
-    from memft.claims import claims_markdown, method_cells, paper_claims
-    from memft.law import fit_settings
-    from memft.report import build_report
+    from memft.research.claims import claims_markdown, method_cells, paper_claims
+    from memft.research.law import fit_settings
+    from memft.research.report import build_report
 
     rows = [r for s in stores for r in store_rows(s, full=True)]
     fits = fit_settings(rows, eps=eps, n_boot=n_boot)

@@ -148,8 +148,8 @@ def write(
 
 def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  # noqa: ANN001, ANN202 - CLI glue
     from memft.cli import render
-    from memft.law import pick_fit
-    from memft.ranksearch import write_auto_rank
+    from memft.research.law import pick_fit
+    from memft.research.ranksearch import write_auto_rank
 
     fit = None
     if law is not None:  # a law is budget-specific: only a fit the user chose for this budget gives the first guess
@@ -257,7 +257,7 @@ def verify(
     if dtype == "auto":
         raise ConfigError("--dtype auto: give fp32, bf16 or fp16, or leave it out to verify in the certified precision")
     if temperature is not None:
-        from memft.sampling import check_sampling
+        from memft.checks.sampling import check_sampling
 
         check_sampling(temperature, top_p, top_k)
     if samples < 0 or (samples and temperature is None):
@@ -268,7 +268,7 @@ def verify(
     loaded = None  # loaded once for the plain verification and the sampling odds
     if deploy or merged or plain_peft:
         from memft.adapters import read_meta
-        from memft.deploy import recheck, settings_for
+        from memft.checks.deploy import recheck, settings_for
 
         cert = read_meta(adapter).certification.dtype
         checks = recheck(adapter, recs, settings_for(cert, merged, dtype, plain_peft, deploy), device)
@@ -311,10 +311,10 @@ def demo(
     import time
 
     from memft import api
-    from memft.bench.phonebook import phonebook
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.records import write_records
+    from memft.research.bench.phonebook import phonebook
 
     if records <= 0:
         raise ConfigError(f"--records must be positive, got {records}")

@@ -38,8 +38,8 @@ def append(
     """Add records to an adapter, replaying the ones it holds. Exit 0 when saved, 1 when some record did not certify
     (the folder keeps the previous adapter)."""
     from memft.config import RuntimeConfig
+    from memft.memory.rewrite import append as do_append
     from memft.records import load_records
-    from memft.rewrite import append as do_append
 
     recs = load_records(records)
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
@@ -60,7 +60,7 @@ def forget(
 ) -> None:
     """Remove keys: train their values away, then check greedy recall no longer gives them back. Exit 0 when saved."""
     from memft.config import RuntimeConfig
-    from memft.rewrite import forget as do_forget
+    from memft.memory.rewrite import forget as do_forget
 
     res = _run(lambda on_step: do_forget(adapter, keys, _overrides(lr, max_steps, None, None), RuntimeConfig(device=device), on_step),
                adapter, max_steps, quiet)
@@ -75,7 +75,7 @@ def ledger(
     from rich.table import Table
 
     from memft.cli import render
-    from memft.ledger import read
+    from memft.memory.ledger import read
 
     book = read(adapter)
     if as_json:

@@ -156,7 +156,7 @@ def pivot_table(rows: Sequence[dict[str, Any]], metric: str, title: str = "") ->
 
 
 def deploy_table(checks: Sequence[Any], title: str = "") -> Table:
-    """One line per deployment setting (memft.deploy.Check): certified records, smallest probability and gap."""
+    """One line per deployment setting (memft.checks.deploy.Check): certified records, smallest probability and gap."""
     t = Table(title=title)
     for col in ("setting", "certified", "exact (generate)", "min p", "min gap", "not certified"):
         t.add_column(col, overflow="fold")

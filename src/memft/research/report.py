@@ -1,0 +1,245 @@
+"""A static, self-contained HTML report of result rows and law fits.
+
+`build_report` writes `out_dir/index.html` (inline CSS, every figure embedded as a base64 PNG data URI, no
+external references: it opens offline) and each figure as PNG + SVG under `out_dir/figures/`, linked from the page
+by relative paths. All text from rows and fits is escaped.
+
+Research layer: may import the core and the other research modules; never the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from memft.research.claims import BINDING, VERDICTS, Claim, MethodCell, pm
+from memft.research.law import in_setting
+from memft.research.law import number as _num
+from memft.research.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
+
+# Keys a law fit may use for its held-out error, first present wins: (key, label, is a fraction).
+HELDOUT_KEYS = (("heldout_mape", "MAPE", True), ("heldout_rmse", "RMSE", False), ("heldout_error", "", False))
+# Row fields a fit may carry to say which rows it was fitted on (law.fit_settings gives model and method).
+FIT_FILTERS = ("benchmark", "model", "method", "ratio")
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0 1em; } th, td { border: 1px solid #ddd; padding: .25em .6em; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9em; } .muted { color: #777; } .ci { color: #777; font-size: .85em; }
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    f = _num(v)
+    return "—" if f is None else f"{f:.{digits}g}"
+
+
+def _pct(vals: Sequence[Any]) -> str:
+    xs = [f for f in map(_num, vals) if f is not None]
+    return "—" if not xs else f"{100 * statistics.fmean(xs):.1f}"
+
+
+def _table(head: Sequence[str], body: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
+    """Cells in `body` are already-escaped HTML; headers are escaped here."""
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    trs = "".join(
+        "<tr>" + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>" for i, c in enumerate(r))
+        + "</tr>" for r in body
+    )
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+# ---------------------------------------------------------------- sections
+
+def _summary(rows: Sequence[Row]) -> str:
+    counts = Counter((str(r.get("benchmark") or "—"), str(r.get("method") or "—")) for r in rows)
+    methods = sorted({m for _, m in counts})
+    benches = sorted({b for b, _ in counts})
+    body = [[_e(b), *(str(counts.get((b, m), 0)) for m in methods), str(sum(counts.get((b, m), 0) for m in methods))]
+            for b in benches]
+    facts = []
+    for key, label in (("model", "models"), ("rank", "ranks"), ("length", "lengths ℓ")):
+        vals = list({r.get(key) for r in rows if r.get(key) is not None})
+        vals.sort(key=lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)))
+        if vals:
+            facts.append(f"{_e(label)}: {_e(', '.join(map(str, vals)))}")
+    out = f"<p>{len(rows)} runs. {'; '.join(facts)}</p>"
+    return out + (_table(["benchmark", *methods, "total"], body) if rows else "")
+
+
+def _with_ci(fit: Fit, key: str) -> str:
+    ci = fit.get(f"{key}_ci")
+    lo, hi = (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (fit.get(f"{key}_lo"), fit.get(f"{key}_hi"))
+    s = _e(_fmt(fit.get(key), 4))
+    if _num(lo) is not None and _num(hi) is not None:
+        s += f' <span class="ci">[{_e(_fmt(lo))}, {_e(_fmt(hi))}]</span>'
+    return s
+
+
+def _fits_table(fits: Sequence[Fit]) -> str:
+    if not fits:
+        return '<p class="muted">No law fits.</p>'
+    who = [k for k in ("model", "method") if any(f.get(k) is not None for f in fits)]
+    body = []
+    for f in fits:
+        lead = [_e(f.get("setting", "—")), *(_e(f.get(k) or "—") for k in who)]
+        if f.get("skipped"):
+            body.append([*lead, f'<span class="muted">skipped: {_e(f["skipped"])}</span>', *[""] * 5, _e(f.get("n", "—")), ""])
+            continue
+        held = "—"
+        for key, label, frac in HELDOUT_KEYS:
+            v = _num(f.get(key))
+            if v is not None:
+                held = f'{_e(f"{100 * v:.1f}%" if frac else _fmt(v))} <span class="ci">{_e(label)}</span>'
+                break
+        else:
+            if f.get("heldout_reason"):
+                held = f'<span class="muted">— ({_e(f["heldout_reason"])})</span>'
+        mape = _num(f.get("mape"))
+        body.append([*lead, *(_with_ci(f, k) for k in ("C", "alpha", "beta", "b")), _e(_fmt(f.get("r2"), 4)),
+                     "—" if mape is None else f"{100 * mape:.1f}", _e(f.get("n", "—")), held])
+    note = ('<p class="muted">ΔL = C·r<sup>α</sup>·ℓ<sup>−β</sup> + b; bracketed: 95 % interval, where the fit gives '
+            "one; held-out: leave-one-length-out error, where the fit gives one.</p>")
+    head = ["setting", *who, "C", "α", "β", "b", "R²", "MAPE %", "n", "held-out error"]
+    return note + _table(head, body, numeric_from=1 + len(who))
+
+
+def _method_table(rows: Sequence[Row]) -> str:
+    groups: dict[tuple[str, str, int], list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.get("method") is not None and _num(r.get("rank")) is not None:
+            groups[str(r.get("benchmark") or "—"), str(r["method"]), int(r["rank"])].append(r)
+    if not groups:
+        return '<p class="muted">No rows with a method and rank.</p>'
+    body = []
+    for (b, m, rk), rs in sorted(groups.items()):
+        steps = [s for s in (_num(r.get("steps_to_certify")) for r in rs) if s is not None]
+        body.append([_e(b), _e(m), str(rk), str(len(rs)), _pct([r.get("exact_match") for r in rs]),
+                     _pct([r.get("token_accuracy") for r in rs]), _pct([r.get("certified") for r in rs]),
+                     f"{statistics.median(steps):g}" if steps else "—"])
+    head = ["benchmark", "method", "rank", "runs", "exact match %", "token accuracy %", "certified %",
+            "median steps to certify"]
+    note = '<p class="muted">Means over runs (all lengths) per benchmark × method × rank; the median is over runs that certified.</p>'
+    return note + _table(head, body, numeric_from=2)
+
+
+def _in_setting(row: Row, setting: str) -> bool:
+    """Whether a row belongs to a law setting: "r<N>" (stress rows at ratio N %), "Combined" (all stress rows),
+    "PhoneBook", or a benchmark / method / "benchmark/method" name."""
+    if in_setting(row, setting):  # the law's own names (memft.research.law.setting_names)
+        return True
+    bench, method = row.get("benchmark"), row.get("method")
+    return setting in (str(bench), str(method), f"{bench}/{method}")
+
+
+def rows_for_fit(rows: Sequence[Row], fit: Fit) -> list[Row]:
+    """The rows a fit describes: those matching its benchmark/model/method/ratio keys (each where any row matches)
+    and its `setting` (see `_in_setting`); the key filter alone when no row is in the setting."""
+    sel = list(rows)
+    for k in FIT_FILTERS:  # each key narrows only where rows carry it (a store without `model` keeps its rows)
+        if fit.get(k) is not None:
+            sel = [r for r in sel if str(r.get(k)) == str(fit[k])] or sel
+    s = fit.get("setting")
+    in_setting = [r for r in sel if _in_setting(r, str(s))] if s is not None else []
+    return in_setting or sel
+
+
+def _slug(s: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_.") or "fit"
+
+
+def _figures(rows: Sequence[Row], fits: Sequence[Fit], fig_dir: Path) -> str:
+    """Render every registered figure (law figures once per fit, on that fit's rows), save, and embed."""
+    jobs: list[tuple[str, str, Sequence[Row], Fit | None]] = []
+    for name, spec in ALL_FIGURES.items():
+        if spec.fit == "no" or not fits:
+            jobs.append((name, name, rows, None))
+            continue
+        for i, f in enumerate(fits):
+            if f.get("skipped"):
+                continue
+            who = " · ".join(str(f[k]) for k in ("setting", "method", "model") if f.get(k) is not None)
+            jobs.append((f"{name}__{i}_{_slug(who)}", f"{name} — {who or i}", rows_for_fit(rows, f), f))
+    parts = []
+    for stem, label, rs, fit in jobs:
+        spec = ALL_FIGURES[stem.split("__")[0]]
+        png, svg = save(spec(rs, fit), fig_dir / stem)
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        links = " · ".join(f'<a href="{_e(fig_dir.name)}/{_e(p.name)}">{p.suffix[1:].upper()}</a>' for p in (png, svg))
+        parts.append(f'<figure id="{_e(stem)}"><img src="data:image/png;base64,{data}" alt="{_e(label)}">'
+                     f"<figcaption><b>{_e(label)}</b> — needs {_e(spec.needs)} · {links}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def _spearman(rows: Sequence[Row]) -> str:
+    rho, n = stubborn_failure_spearman(rows)
+    val = "undefined" if math.isnan(rho) else f"{rho:.3f}"
+    return (f"<p>Spearman ρ between each record's earliest stubborn position (teacher-forced p ≤ 0.5) and its "
+            f"free-run first failure: <b>{_e(val)}</b> (n = {n} records with both).</p>")
+
+
+def _claims(claims: Sequence[Claim], cells: Sequence[MethodCell]) -> str:
+    """The paper's claims with memft's measurement and a verdict, then every comparison cell (mean ± sd over seeds)."""
+    if not claims:
+        return "<p class=\"muted\">No claims evaluated.</p>"
+    counts = Counter(c.verdict for c in claims)
+    head = "<p>" + ", ".join(f"{_e(v)}: <b>{counts[v]}</b>" for v in VERDICTS if counts[v]) + ".</p>"
+    body = [[_e(c.claim), _e(c.paper), _e(c.measured), _e(c.n), f"<b>{_e(c.verdict)}</b>", _e(c.why)] for c in claims]
+    out = head + _table(["claim", "paper", "memft (this model)", "n", "verdict", "why"], body, numeric_from=99)
+    if cells:
+        rows = [[_e(c.cell), _e(c.method), _e(", ".join(map(str, c.seeds))), pm(c.exact), pm(c.token_accuracy), pm(c.token_accuracy_tf),
+                 _e(c.score_name), pm(c.diff) if c.sft_score else "—", "yes" if c.binding else "no"] for c in cells]
+        out += ("<p>End-of-budget scores per comparison cell, mean ± sd over seeds, in %; Δ is the paired difference to "
+                "SFT on the same seeds (points); a cell binds when SFT's mean score is in "
+                f"{BINDING[0]:.0%}–{BINDING[1]:.0%}.</p>")
+        out += _table(["cell", "method", "seeds", "exact", "free-run token acc.", "teacher-forced token acc.", "score", "Δ score vs SFT", "binds"],
+                      rows, numeric_from=3)
+    return out
+
+
+# ---------------------------------------------------------------- entry point
+
+def build_report(rows: Sequence[Row], fits: Sequence[Fit] | Mapping[str, Fit], out_dir: str | Path,
+                 title: str = "memft report", claims: Sequence[Claim] | None = None, cells: Sequence[MethodCell] | None = None) -> Path:
+    """Write `out_dir/index.html` and `out_dir/figures/*.{png,svg}`; returns the index path.
+
+    `fits` is a list of law-fit dicts (or a mapping setting -> fit). Builds on any rows, including none.
+    `claims` / `cells` (memft.research.claims): the paper-claims section; None computes them from `rows`.
+    """
+    from memft.research.claims import method_cells, paper_claims
+
+    out = Path(out_dir)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fit_list = [dict(f, setting=f.get("setting", k)) for k, f in fits.items()] if isinstance(fits, Mapping) else list(fits or [])
+    rows = list(rows)
+    claims = paper_claims(rows) if claims is None else claims
+    cells = method_cells(rows) if cells is None else cells
+    sections = [
+        ("Summary", _summary(rows)),
+        ("Paper claims", _claims(claims, cells)),
+        ("Law fits", _fits_table(fit_list)),
+        ("Method comparison", _method_table(rows)),
+        ("Stubborn tokens and free-run failures", _spearman(rows)),
+        ("Figures", _figures(rows, fit_list, fig_dir)),
+    ]
+    body = "\n".join(f'<section><h2>{_e(h)}</h2>\n{s}\n</section>' for h, s in sections)
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_e(title)}</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{_e(title)}</h1>\n{body}\n</body>\n</html>\n")
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
