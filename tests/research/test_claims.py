@@ -61,6 +61,9 @@ def test_compare_verdicts():
     easy = claim([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])  # everything memorised: capacity does not bind
     assert easy.verdict == "not testable here" and easy.measured.startswith("phonebook ℓ=550 r=1, 100 steps: SFT exact_match 100.0")
     assert claim([0.5], [0.9]).verdict == "not reproduced"  # one seed is no evidence of a gain on every seed
+    rows = [_row("sft", s, x) for s, x in enumerate((0.5, 0.6, 0.4))] + [_row("memft-ot", s, x) for s, x in enumerate((0.7, 0.65, 0.45))]
+    small = compare_claim(method_cells(rows), "OT vs SFT", "+20 points", "phonebook", ["memft-ot"], min_gain=0.2)
+    assert small.verdict == "not reproduced" and "by at most 10.0 points on average (the paper: at least 20)" in small.why
     none = compare_claim([], "OT vs SFT", "beats", "stress", ["memft-ot"])
     assert none.verdict == "not measured"
 
@@ -102,7 +105,9 @@ def test_spearman_from_training_curves():
     pairs, runs = transition_pairs(rows)
     assert pairs == [(0, 0), (1, 3), (2, 2), (5, 9)] and runs == 1  # certified steps and other benchmarks left out
     c = spearman_claim(rows)
-    assert c.verdict == "not testable here" and "ρ = 0.800" in c.measured and "equal in 2 of 4" in c.measured
+    # by hand: the 3 pairs past position 0 rank (1, 2, 3) vs (2, 1, 3): ρ = 1 - 6·2 / (3·8) = 0.5; with (0, 0): 0.8
+    assert c.verdict == "not testable here" and "ρ = 0.500 over the 3 pairs with the first error past position 0 (equal in 1)" in c.measured
+    assert "ρ = 0.800 over all 4, 1 of them (0, 0)" in c.measured
     big = [{"benchmark": "stress", "curve": [{"first_error": i + (i % 3), "earliest_stubborn": i} for i in range(120)]}]
     assert spearman_claim(big).verdict == "reproduced"
     anti = [{"benchmark": "stress", "curve": [{"first_error": 200 - i, "earliest_stubborn": i} for i in range(120)]}]
