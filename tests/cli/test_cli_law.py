@@ -102,3 +102,23 @@ def test_law_fit_reads_several_stores_of_one_budget_only(store, tmp_path):
     assert both.returncode == 0, both.stderr
     fits = {f["setting"]: f for f in json.loads((tmp_path / "fit.json").read_text())["fits"]}
     assert fits["Combined"]["n"] == 2 * 40  # every stress row of both stores
+
+
+def test_fit_file_says_its_budget_and_plan_repeats_it(store, tmp_path):
+    single = tmp_path / "one.db"
+    with Store(single) as st:
+        cfg = {"benchmark": "stress", "ratio": 1.0, "rank": 1, "length": 64, "model": "m", "method": "sft", "seed": 0, "max_steps": 150,
+               "lr_schedule": "linear", "batch_size": 1, "stop_when_certified": False}
+        st.claim(run_id(cfg), cfg)
+        st.finish(run_id(cfg), {**cfg, "loss_init": 5.0, "loss_final": 4.0, "delta_loss": 1.0})
+    assert _memft("law", "fit", single, "--json", tmp_path / "one.json", "--n-boot", "0").returncode == 0
+    (entry, *_) = json.loads((tmp_path / "one.json").read_text())["fits"]  # one row: skipped, but it says its budget
+    assert entry["budget"] == {"max_steps": 150, "lr": None, "lr_schedule": "linear", "max_grad_norm": None, "batch_size": 1,
+                               "stop_when_certified": False}
+    _memft("law", "fit", store, "--json", tmp_path / "fit.json", "--n-boot", "0")
+    doc = json.loads((tmp_path / "fit.json").read_text())
+    for f in doc["fits"]:
+        f["budget"] = entry["budget"]
+    (tmp_path / "fit.json").write_text(json.dumps(doc))
+    out = _memft("plan", "--length", "500", "--law", tmp_path / "fit.json").stdout
+    assert "[fit Combined, sft, at a budget of 150 steps (linear lr, batch 1)]" in out

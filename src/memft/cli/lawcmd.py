@@ -82,6 +82,11 @@ def fit_cmd(
     for r in rows:
         r.pop("curve", None)
     fits = fit_settings(rows, eps=eps, n_boot=n_boot, seed=seed, huber=huber)
+    if rows:  # which budget the fit holds for, in every entry: `memft plan` says it with its answer
+        first = rows[0]
+        budget = {k: first.get(k) for k in ("max_steps", "lr", "lr_schedule", "max_grad_norm", "batch_size", "stop_when_certified")}
+        for f in fits:
+            f["budget"] = budget
     if json_out:
         doc = {"store": str(stores[0]), "stores": [str(s) for s in stores], "eps": eps, "huber": huber, "fits": fits}
         json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -117,7 +122,16 @@ def plan(
         typer.echo(f"ℓ = {ell:g}: no rank reaches the line ({p.get('reason')})")
         return
     typer.echo(f"ℓ = {ell:g}: rank {p['rank']} (power of two: {p['rank_pow2']}), predicted final loss {p['loss_final_pred']:.3f}; "
-               f"95 % range {p.get('rank_optimistic')}–{p.get('rank_pessimistic')} [fit {fit['setting']}, {fit.get('method')}]")
+               f"95 % range {p.get('rank_optimistic')}–{p.get('rank_pessimistic')} [fit {fit['setting']}, {fit.get('method')}{_budget(fit)}]")
+
+
+def _budget(fit: dict[str, Any]) -> str:
+    """', at a budget of 150 steps (linear lr, batch 1)' for a fit that says its budget, else ''."""
+    b = fit.get("budget")
+    if not isinstance(b, dict) or b.get("max_steps") is None:
+        return ""
+    batch = f", batch {b['batch_size']}" if b.get("batch_size") is not None else ""
+    return f", at a budget of {b['max_steps']} steps ({b.get('lr_schedule') or 'constant'} lr{batch})"
 
 
 def report(
