@@ -122,3 +122,11 @@ def test_fit_file_says_its_budget_and_plan_repeats_it(store, tmp_path):
     (tmp_path / "fit.json").write_text(json.dumps(doc))
     out = _memft("plan", "--length", "500", "--law", tmp_path / "fit.json").stdout
     assert "[fit Combined, sft, at a budget of 150 steps (linear lr, batch 1)]" in out
+
+
+def test_shipped_default_fits_say_their_budgets():
+    stress = _memft("plan", "--length", "256")
+    assert stress.returncode == 0, stress.stderr
+    assert "[fit Combined, sft, at a budget of 150 steps (linear lr, batch 1)]" in stress.stdout
+    pb = _memft("plan", "--records", "30", "--setting", "PhoneBook")
+    assert pb.returncode == 0 and "at a budget of 30 steps (constant lr)]" in pb.stdout

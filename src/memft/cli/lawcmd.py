@@ -97,7 +97,7 @@ def plan(
     length: Annotated[Optional[float], typer.Option(help="Answer tokens ℓ to store.")] = None,
     records: Annotated[Optional[int], typer.Option(help="Or: number of records (ℓ = records × --tokens-per-record).")] = None,
     tokens_per_record: Annotated[float, typer.Option(help="Value tokens per record, with --records.")] = 10.0,
-    law: Annotated[Optional[Path], typer.Option(help="Law fit JSON from `memft law fit --json` (default: the fit shipped for smollm2-135m, measured at a 30-step budget: it predicts the rank that certifies within 30 steps).")] = None,
+    law: Annotated[Optional[Path], typer.Option(help="Law fit JSON from `memft law fit --json` (default: the fits shipped for smollm2-135m: stress r100/Combined at 150 steps of linear decay, batch 1, from benchmarks/paper; PhoneBook at 30 steps, from benchmarks/law; each fit says its budget).")] = None,
     setting: Annotated[str, typer.Option(help="Which fit of the file to use (e.g. Combined, r100, PhoneBook).")] = "Combined",
     method: Annotated[Optional[str], typer.Option(help="Which method's fit, when the file holds several.")] = None,
     loss_init: Annotated[Optional[float], typer.Option(help="Mean loss before training (default: the fit's median).")] = None,
