@@ -17,10 +17,11 @@ law_app = typer.Typer(help="The Parametric Memory Law: ΔL(r, ℓ) = C·r^α·�
 DEFAULT_LAW = Path(__file__).resolve().parents[1] / "research" / "data" / "law_smollm2-135m.json"
 
 
-def store_rows(path: Path, with_probs: bool = False, full: bool = False) -> list[dict[str, Any]]:
+def store_rows(path: Path, with_probs: bool = False, full: bool = False, with_point: bool = False) -> list[dict[str, Any]]:
     """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids;
-    full adds `correct` (same shape), the training `curve`, the point's config as `point`, and its keys the row does
-    not carry (stop_when_certified, lr_schedule, ...), which the paper-claims page groups by."""
+    with_point adds the point's config as `point` and its keys the row does not carry (stop_when_certified,
+    lr_schedule, ...), which law fits and the paper-claims page group by; full = with_probs + with_point + `correct`
+    (same shape as probs) + the training `curve`."""
     from memft.research.results import Store
 
     if not path.is_file():
@@ -35,6 +36,7 @@ def store_rows(path: Path, with_probs: bool = False, full: bool = False) -> list
                     r["correct"] = [p["correct"] for p in pos]
             if full:
                 r["curve"] = st.curve(r["run_id"])
+            if full or with_point:
                 r["point"] = st.config(r["run_id"]) or {}
                 for k, v in r["point"].items():
                     r.setdefault(k, v)
@@ -74,13 +76,11 @@ def fit_cmd(
     from memft.cli.render import console
     from memft.research.law import fit_settings
 
-    rows = [r for s in stores for r in store_rows(s, full=True)]
+    rows = [r for s in stores for r in store_rows(s, with_point=True)]
     budgets = sorted({str((r.get("max_steps"), r.get("lr_schedule"), r.get("stop_when_certified"))) for r in rows})
     if len(budgets) > 1:  # ΔL is measured at a budget: rows of several budgets give a fit of none of them
         raise ConfigError(f"the stores hold runs of {len(budgets)} training budgets ({'; '.join(budgets)} as (max_steps, lr_schedule, "
                           "stop_when_certified)); fit the stores of one budget together")
-    for r in rows:
-        r.pop("curve", None)
     fits = fit_settings(rows, eps=eps, n_boot=n_boot, seed=seed, huber=huber)
     if rows:  # which budget the fit holds for, in every entry: `memft plan` says it with its answer
         first = rows[0]

@@ -387,6 +387,16 @@ def paper_claims(rows: Sequence[dict[str, Any]], n_boot: int = 0) -> list[Claim]
     ]
 
 
+CELL_HEAD = ("cell", "method", "seeds", "exact %", "free-run token acc. %", "teacher-forced token acc. %", "score",
+             "Δ score vs SFT (points)", "binds")
+
+
+def cell_columns(c: MethodCell) -> list[str]:
+    """One comparison cell as the text of CELL_HEAD's columns (the report escapes them, claims_markdown does not)."""
+    return [c.cell, c.method, ", ".join(map(str, c.seeds)), pm(c.exact), pm(c.token_accuracy), pm(c.token_accuracy_tf), c.score_name,
+            pm(c.diff) if c.sft_score else "—", "yes" if c.binding else "no"]
+
+
 def claims_markdown(claims: Sequence[Claim], cells: Sequence[MethodCell] = ()) -> str:
     """The claims (and comparison cells) as Markdown tables, for a README or an issue note.
 
@@ -402,9 +412,6 @@ def claims_markdown(claims: Sequence[Claim], cells: Sequence[MethodCell] = ()) -
     out = "| claim | paper | memft (this model) | n | verdict | why |\n|---|---|---|---|---|---|\n"
     out += "".join(f"| {esc(c.claim)} | {esc(c.paper)} | {esc(c.measured)} | {esc(c.n)} | **{esc(c.verdict)}** | {esc(c.why)} |\n" for c in claims)
     if cells:
-        out += ("\n| cell | method | seeds | exact % | free-run token acc. % | teacher-forced token acc. % | score | Δ score vs SFT (points) | binds |\n"
-                "|---|---|---|---:|---:|---:|---|---:|---|\n")
-        out += "".join(
-            f"| {esc(c.cell)} | {c.method} | {', '.join(map(str, c.seeds))} | {pm(c.exact)} | {pm(c.token_accuracy)} | {pm(c.token_accuracy_tf)} | "
-            f"{c.score_name} | {pm(c.diff) if c.sft_score else '—'} | {'yes' if c.binding else 'no'} |\n" for c in cells)
+        out += "\n| " + " | ".join(CELL_HEAD) + " |\n|---|---|---|---:|---:|---:|---|---:|---|\n"
+        out += "".join("| " + " | ".join(map(esc, cell_columns(c))) + " |\n" for c in cells)
     return out

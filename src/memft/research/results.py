@@ -39,7 +39,7 @@ from memft.errors import ConfigError
 STATUSES = ("running", "done", "failed")
 INDEXED = ("benchmark", "model", "method", "rank", "length", "ratio", "seed")  # copied from the config
 CURVE_FIELDS = ("loss", "certified", "stubborn", "min_prob", "first_error", "earliest_stubborn")
-# Curve columns added after the first stores were written: (name, SQL type); opening an older store adds them.
+# Curve columns added after the first stores were written: (name, SQL type); the first write to an older store adds them.
 _ADDED_CURVE_COLUMNS = (("first_error", "INTEGER"), ("earliest_stubborn", "INTEGER"))
 
 _SCHEMA = """
