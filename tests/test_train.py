@@ -282,3 +282,34 @@ def test_one_record_steps_carry_the_phase_transition_positions(tiny):
     model.unload()
     _, _, many = _run(tiny, TrainConfig(lr=2e-2, max_steps=2, batch_size=2, active_set=False))
     assert not any("first_error" in h for h in many.history)  # several records per step: no single record's positions
+
+
+def test_warm_start_from_greedy_recall_trains_as_a_cold_start(tiny):
+    # A rewrite starts from what recovering the held records computed (memft.decode): their statistics and frozen
+    # prefixes. Training must go as if it had computed them itself, with one first check fewer per warm record.
+    import copy
+
+    from memft.decode import greedy_recall
+    from memft.train import Warm
+
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=300, margin=0.5), n=6)
+    assert res.certified_at is not None
+    new = [r for r in phonebook(12, seed=99) if r.key not in {e.key for e in items}][:3]
+    more = list(items) + encode_all(new, tiny.tokenizer)
+    tok = tiny.tokenizer
+    recalls = greedy_recall(model, [e.prompt for e in items], tok.eos_token_id, tok.pad_token_id, 20, start=2)
+    assert [tuple(r.ids) for r in recalls] == [e.targets for e in items]  # certified: recall gives the targets
+    warm = Warm(stats={i: r.stats for i, r in enumerate(recalls)}, prefix={i: r.prefix for i, r in enumerate(recalls)},
+                competitors={t for r in recalls for t in r.competitors})
+    cfg = TrainConfig(lr=2e-2, max_steps=40, margin=0.5, batch_size=4, active_set=True)
+    twin = copy.deepcopy(model)
+    cold = train(model, more, tok.pad_token_id, cfg, 2)
+    hot = train(twin, more, tok.pad_token_id, cfg, 2, warm=warm)
+    assert hot.checked == cold.checked - len(items)
+    assert [h["active"] for h in hot.history] == [h["active"] for h in cold.history]
+    assert [h["loss"] for h in hot.history] == pytest.approx([h["loss"] for h in cold.history], rel=1e-3, abs=1e-5)
+    assert hot.loss_init == pytest.approx(cold.loss_init, rel=1e-4)
+    a = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    for n, p in twin.named_parameters():
+        if "lora_" in n:
+            assert (p - a[n]).abs().max() < 1e-3 * a[n].abs().max(), n  # Adam: float noise, not another path

@@ -77,6 +77,20 @@ class Runner:
         self.device = next(self.lm.parameters()).device
         self.current: Batch | None = None
 
+    def adopt(self, prefix: dict[int, torch.Tensor]) -> int:
+        """Fill the cache with hidden states computed elsewhere ({record index: [n, H]} entering layer `start`,
+        n <= len(ids): a missing last position is never fed to predict a target, so it may be left out, and the
+        causal mask keeps it from every earlier one; memft.decode.greedy_recall gives them). Returns how many
+        were taken (none without a cache)."""
+        if not self.cache:
+            return 0
+        for i, h in prefix.items():
+            n = len(self.items[i].ids)
+            if not n - 1 <= h.shape[0] <= n:
+                raise ValueError(f"record {i}: a prefix of {h.shape[0]} positions for a sequence of {n} tokens")
+            self._prefix[i] = h.to(self.device)
+        return len(prefix)
+
     def batch(self, idx: Sequence[int]) -> Batch:
         return collate([self.items[i] for i in idx], self.pad_id).to(self.device)
 

@@ -62,6 +62,18 @@ class TrainResult:
     final: dict[int, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Warm:
+    """What a caller already computed for some records with the model's current parameters, so that training does
+    not compute it again (memft.memory.rewrite, from the greedy recall that recovered them: memft.decode).
+    stats: {record index: full-vocabulary TokenStats}; prefix: {record index: hidden states entering the start
+    layer}; competitors: token ids the restricted head should score (memft.vocab)."""
+
+    stats: dict[int, Any] = field(default_factory=dict)
+    prefix: dict[int, torch.Tensor] = field(default_factory=dict)
+    competitors: set[int] = field(default_factory=set)
+
+
 def step_batches(n: int, batch_size: int, seed: int) -> Callable[[], list[int]]:
     """Yields the record indices of each step: all of them (full batch) or seeded reshuffled epochs."""
     return active_batches(lambda: list(range(n)), batch_size, random.Random(seed), full=batch_size >= n)
@@ -149,6 +161,7 @@ def train(
     on_step: Callable[[dict[str, float]], None] | None = None,
     forget: Collection[int] = (),
     preserve: Preserver | None = None,
+    warm: Warm | None = None,
 ) -> TrainResult:
     """Train the adapter of `model` (a PEFT model) on `items` until every record meets its goal or cfg.max_steps.
 
@@ -156,7 +169,8 @@ def train(
     index is in `forget` must stop being recalled (metrics.forgotten), and its tokens get the unlikelihood loss
     instead of the objective's. "certified" in the history and `certified_at` mean: every goal met.
     `preserve` (memft.preserve): a term added to every step's loss that keeps the base's predictions on unrelated
-    text; it changes the gradient only, never what counts as certified.
+    text; it changes the gradient only, never what counts as certified. `warm`: statistics and frozen prefixes of
+    some records already computed with the current parameters; the first check skips those records.
     """
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -167,6 +181,8 @@ def train(
     guard = Rollback(params, opt) if cfg.lr_schedule == "progress" else None
     objective = objectives.get(cfg.method)
     runner = Runner(model, items, pad_id, start=start_layer, cache=True)
+    warm = warm or Warm()
+    runner.adopt(warm.prefix)
     n = len(items)
     # Restricted head (memft.vocab): training steps score the targets and the competitors that checks have seen.
     vocab = None
@@ -174,6 +190,8 @@ def train(
         head = runner.lm.get_output_embeddings().weight
         vocab = TrainVocab(head.shape[0], (t for e in items for t in e.targets))
         vocab.add_neighbours(head)
+        if warm.competitors:
+            vocab.add(torch.tensor(sorted(warm.competitors)))
     see_logits = vocab.add_competitors if vocab is not None else None
     forget = frozenset(forget)
     bar = exit_margin(cfg.margin) if cfg.active_set else cfg.margin
@@ -235,13 +253,18 @@ def train(
         return with_replay([i for i in range(n) if not done[i]], [i for i in range(n) if done[i]], cfg.replay, replay_rng)
 
     centered = cfg.lora_init == "centered" and lora_init.is_fresh(model)
+    # The first check: every record, but those whose statistics the caller gives (a fresh centered init reads
+    # the inputs of all of them, so it checks all).
+    first = range(n) if centered else [i for i in range(n) if i not in warm.stats]
     with lora_init.capture_inputs(model, runner) if centered else nullcontext() as moments:
-        stats0 = teacher_forced(runner, check_batch, see_logits=see_logits)
+        stats0 = teacher_forced(runner, check_batch, first, see_logits=see_logits) if first else {}
+    if not centered:
+        stats0 = {i: warm.stats[i] for i in range(n) if i in warm.stats} | stats0
     if centered:
         lora_init.apply_centered(model, moments)  # every B is zero: the adapter's output, and stats0, are unchanged
     for i, st in stats0.items():
         see(i, st)
-    work["checked"] += n
+    work["checked"] += len(first)
     losses0 = [x for i, st in stats0.items() if i not in forget for x in st.loss]
     loss_init = sum(losses0) / max(len(losses0), 1)
     replay_rng = random.Random(cfg.seed + 1)

@@ -231,32 +231,41 @@ def lost_error(keys: Sequence[str], where: str) -> RecordsError:
     )
 
 
-RECOVER_BATCH = 128
+RECOVER_BATCH = 256
 
 
-def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], list[str]]:
+def recover(loaded: Any, ledger: Ledger | None = None, start: int = 0) -> tuple[list[Record], list[str]]:
     """(records recalled exactly, keys that were not) for every ledger entry of the adapter `loaded`."""
-    from memft.encoding import Encoded, decode_value, prompt_ids
-    from memft.evaluate import greedy
+    records, lost, _ = recover_recalls(loaded, ledger, start)
+    return records, lost
+
+
+def recover_recalls(loaded: Any, ledger: Ledger | None = None, start: int = 0) -> tuple[list[Record], list[str], dict[str, Any]]:
+    """recover(), plus what the greedy recall of each recovered record computed ({key: memft.decode.Recall}):
+    its statistics and, with start > 0, the hidden states entering layer `start`, from which a rewrite trains
+    (memft.memory.rewrite) instead of computing them again."""
+    from memft.decode import greedy_recall
+    from memft.encoding import decode_value, prompt_ids
 
     ledger = ledger or read(_folder(loaded))
     tok = loaded.tokenizer
     eos = tok.eos_token_id
     limit = loaded.meta.records.max_target_tokens
-    probes = [Encoded(e.key, prompt_ids(e.key, tok, loaded.meta.template), (eos,)) for e in ledger.entries]
+    prompts = [prompt_ids(e.key, tok, loaded.meta.template) for e in ledger.entries]
     # Batches of RECOVER_BATCH prompts: recovering a 1000-record store is 1000 greedy recalls, and on a CPU larger
-    # batches make the per-token matrix products larger (the KV cache of 128 short prompts is a few MiB).
-    gens = greedy(loaded.model, probes, tok, batch_size=RECOVER_BATCH, max_new=limit) if probes else []
-    records, lost = [], []
-    for e, gen in zip(ledger.entries, gens):
-        rec = None
+    # batches make the per-token matrix products larger (the KV cache of 256 short prompts is a few tens of MiB).
+    recalls = greedy_recall(loaded.model, prompts, eos, tok.pad_token_id, limit, start=start, batch_size=RECOVER_BATCH) if prompts else []
+    records, lost, seen = [], [], {}
+    for e, rc in zip(ledger.entries, recalls):
+        gen, rec = rc.ids, None
         if gen and gen[-1] == eos:
             rec = Record(e.key, value=decode_value(gen, tok)) if e.kind == "text" else Record(e.key, value_ids=tuple(gen[:-1]))
         if rec is not None and ledger.scheme.digest(rec) == e.digest:
             records.append(rec)
+            seen[e.key] = rc
         else:
             lost.append(e.key)
-    return records, lost
+    return records, lost, seen
 
 
 def _folder(loaded: Any) -> Path:

@@ -21,13 +21,14 @@ from typing import Any
 from memft import adapters, folders, preserve
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
 from memft.config import RuntimeConfig, TrainConfig
-from memft.encoding import encode_all
+from memft.encoding import Encoded, encode_all
 from memft.errors import ConfigError
 from memft.memory import ledger as ledger_mod
 from memft.memory.ledger import Ledger, Plan, plan_append, plan_forget
 from memft.meta import AdapterMeta
 from memft.metrics import free_run_compare, summarize
 from memft.records import Record
+from memft.train import Warm
 
 
 @dataclass
@@ -89,10 +90,10 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     """
     cfg = train_settings(adapters.read_meta(folder), **(train or {}))  # bad options fail before the lock and the model
     with folders.locked(folder):  # from reading the ledger to the swap: a concurrent writer waits, nothing is lost
-        ld, book, held = _open(folder, runtime, given=records)
+        ld, book, held, recalls = _open(folder, runtime, given=records)
         plan = plan_append(held, records, update)
         event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
-        return _rewrite(ld, book, plan, cfg, event, on_step)
+        return _rewrite(ld, book, plan, cfg, event, on_step, recalls)
 
 
 def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None,
@@ -102,31 +103,49 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
         raise ConfigError("no keys given: name the keys to forget")
     cfg = train_settings(adapters.read_meta(folder), **(train or {}))
     with folders.locked(folder):
-        ld, book, held = _open(folder, runtime, given=(), tolerate=set(keys))
+        ld, book, held, recalls = _open(folder, runtime, given=(), tolerate=set(keys))
         plan = plan_forget(held, keys, [e.key for e in book.entries])
         event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
-        return _rewrite(ld, book, plan, cfg, event, on_step)
+        return _rewrite(ld, book, plan, cfg, event, on_step, recalls)
 
 
 def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record],
-          tolerate: set[str] = frozenset()) -> tuple[Loaded, Ledger, list[Record]]:
+          tolerate: set[str] = frozenset()) -> tuple[Loaded, Ledger, list[Record], dict[str, Any]]:
     """Load the adapter trainable and recover what it holds; records the user gives again fill in lost ones, and
     lost keys in `tolerate` (being forgotten: recall already fails for them) are simply dropped.
-    -> (loaded, its ledger, the held records in ledger order)."""
+    -> (loaded, its ledger, the held records in ledger order, {key: the memft.decode.Recall that recovered it})."""
     runtime = runtime or RuntimeConfig()
     book = ledger_mod.read(folder)  # before loading a model: an old adapter fails fast
     ld = load_adapter(folder, runtime.device, None, trainable=True)
-    held, lost = ledger_mod.recover(ld, book)
+    # The recall keeps the hidden states entering the lowest adapted layer: training starts from them.
+    held, lost, recalls = ledger_mod.recover_recalls(ld, book, start=min(ld.meta.lora.layers))
     digests = {e.key: e.digest for e in book.entries}
     again = {r.key: r for r in given if r.key in lost and book.scheme.digest(r) == digests[r.key]}
     missing = [k for k in lost if k not in again and k not in tolerate]
     if missing:
         raise ledger_mod.lost_error(missing, str(folder))
     by_key = {r.key: r for r in held} | again
-    return ld, book, [by_key[e.key] for e in book.entries if e.key in by_key]
+    return ld, book, [by_key[e.key] for e in book.entries if e.key in by_key], recalls
 
 
-def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
+def warm_start(items: Sequence[Encoded], recalls: dict[str, Any]) -> Warm:
+    """What the recovery's greedy recall already computed for `items` ({key: memft.decode.Recall}): a record is
+    taken only when its token sequence is the one recalled (a changed value, or a value whose re-encoding gives
+    other tokens, is computed afresh)."""
+    warm = Warm()
+    for i, e in enumerate(items):
+        rc = recalls.get(e.key)
+        if rc is None or tuple(rc.ids) != e.targets:
+            continue
+        warm.stats[i] = rc.stats
+        if rc.prefix is not None and rc.prefix.shape[0] == len(e.ids) - 1:
+            warm.prefix[i] = rc.prefix
+        warm.competitors.update(rc.competitors)
+    return warm
+
+
+def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None,
+             recalls: dict[str, Any] | None = None) -> RewriteResult:
     from memft.evaluate import evaluate, greedy
     from memft.train import train as train_loop
 
@@ -142,7 +161,7 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     start = min(meta.lora.layers)
     keep = preserve.build(ld.model, tok, cfg.preserve, cfg.preserve_text, start)
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
-                     preserve=keep)
+                     preserve=keep, warm=warm_start(items + gone, recalls or {}))
     final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out
     reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size, stats=final)
     gens = greedy(ld.model, gone, tok) if gone else []
