@@ -234,7 +234,12 @@ def test_grid_is_validated():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(law_mod).failed == 0
+    import importlib
+    import pkgutil
+
+    mods = [importlib.import_module(f"{law_mod.__name__}.{m.name}") for m in pkgutil.iter_modules(law_mod.__path__)]
+    results = [doctest.testmod(m) for m in mods]
+    assert sum(r.attempted for r in results) >= 5 and sum(r.failed for r in results) == 0
 
 
 def test_setting_names_are_built_and_read_by_one_rule():
