@@ -256,22 +256,24 @@ def law_claims(rows: Sequence[dict[str, Any]], n_boot: int = 0) -> list[Claim]:
         span = f"ranks {', '.join(map(str, ranks))}; ℓ {lengths[0]:g}–{lengths[-1]:g}"
         full = fit_rows(g, f"r{ratio}", eps=0.0, n_boot=n_boot)
         sat = sum(saturated(r) for r in g)
-        measured = f"all {full['n']} points: R² {full['r2']:.3f}, MAPE {100 * full['mape']:.1f} %, α {full['alpha']:.2f}, β {full['beta']:.2f}"
+        assert full.fit is not None  # fit_rows raises when it cannot fit
+        measured = f"all {full.n} points: R² {full.fit.r2:.3f}, MAPE {100 * full.fit.mape:.1f} %, α {full.fit.alpha:.2f}, β {full.fit.beta:.2f}"
         excl = None
         if sat:
             try:
                 excl = fit_rows(g, f"r{ratio}", eps=0.05, n_boot=n_boot)
-                measured += f"; without the {sat} saturated: R² {excl['r2']:.3f}, MAPE {100 * excl['mape']:.1f} % ({excl['n']} points)"
+                assert excl.fit is not None
+                measured += f"; without the {sat} saturated: R² {excl.fit.r2:.3f}, MAPE {100 * excl.fit.mape:.1f} % ({excl.n} points)"
             except ValueError as e:
                 measured += f"; without the {sat} saturated: no fit ({' '.join(str(e).split())[:120]})"
         late = [x for r in g if (x := late_gain(r.get("curve") or [], float(r["loss_init"]))) is not None]
         if late:
             measured += (f"; share of ΔL gained in the last 20 % of the budget: median {100 * statistics.median(late):.1f} %, "
                          f"max {100 * max(late):.1f} % ({len(late)} curves)")
-        r2 = number(full["r2"]) or -math.inf
+        r2 = number(full.fit.r2) or -math.inf
         if r2 > LAW_R2:
             verdict, why = "reproduced", f"R² above {LAW_R2} on every point"
-        elif excl is not None and (number(excl["r2"]) or -math.inf) > LAW_R2:
+        elif excl is not None and excl.fit is not None and (number(excl.fit.r2) or -math.inf) > LAW_R2:
             verdict, why = "not reproduced", f"R² above {LAW_R2} only after leaving out the {sat} saturated points"
         else:
             verdict, why = "not reproduced", f"R² {r2:.3f} ≤ {LAW_R2}"

@@ -5,7 +5,9 @@ Every function returns a `matplotlib.figure.Figure` built without pyplot (Agg ca
 calls and no display is needed; nothing here calls `show()`. A figure with no usable data comes back as a figure
 that says "no data" and why, never as an exception, so a report builds on any store.
 
-A law fit is a dict {setting, C, alpha, beta, b, r2, mape, n, ...}; its prediction is ΔL = C·r^alpha·ℓ^(−beta) + b.
+A law fit is a `memft.research.law.LawFitEntry` (or a mapping shaped like a law fit file's entry, read as one); its
+prediction is ΔL = C·r^alpha·ℓ^(−beta) + b. Rows are result rows (memft.research.results.ResultRow) or mappings
+shaped like them.
 Where several rows share a grid point (seeds, ratios, benchmarks), the figure shows their mean; filter rows first
 to compare one setting.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from memft.research import law
+from memft.research.law import LawFitEntry, Row, as_entry
 from memft.research.law import number as _num
 
-Row = dict[str, Any]
-Fit = dict[str, Any]
+Fit = LawFitEntry | Mapping[str, Any]  # an entry, or a mapping shaped like one (as_entry reads it)
 
 # Metrics stored as fractions in [0, 1]; figures show them in percent.
 FRACTIONS = frozenset({
@@ -62,11 +64,15 @@ def _no_data(name: str, why: str) -> Figure:
     return fig
 
 
+def _entry(fit: Fit | None) -> LawFitEntry | None:
+    return as_entry(fit) if fit else None
+
+
 def _params(fit: Fit | None) -> tuple[float, float, float, float] | None:
-    if not fit:
+    e = _entry(fit)
+    if e is None or e.fit is None:
         return None
-    p = tuple(_num(fit.get(k)) for k in ("C", "alpha", "beta", "b"))
-    return None if any(v is None for v in p) else p  # type: ignore[return-value]
+    return e.fit.C, e.fit.alpha, e.fit.beta, e.fit.b
 
 
 def _law_text(p: tuple[float, float, float, float]) -> str:
@@ -79,8 +85,8 @@ def _predict(p: tuple[float, float, float, float], r: Any, ell: Any) -> np.ndarr
 
 
 def _setting(fit: Fit | None) -> str:
-    bits = [str(fit[k]) for k in ("setting", "method", "model") if fit and fit.get(k) is not None]
-    return f" [{' · '.join(bits)}]" if bits else ""
+    e = _entry(fit)
+    return f" [{e.label()}]" if e is not None and e.label() else ""
 
 
 def _value(row: Row, key: str) -> float | None:
@@ -214,7 +220,8 @@ def predicted_vs_true(rows: Sequence[Row], fit: Fit | None = None) -> Figure:
     p = _params(fit)
     if p is None:
         return _no_data("predicted vs true ΔL", "needs a law fit with C, alpha, beta, b")
-    eps = _num(fit.get("eps")) if fit else None
+    entry = _entry(fit)
+    eps = entry.eps if entry else None
     pts, sat = [], []
     for r in rows:
         rk, ln, d = _num(r.get("rank")), _num(r.get("length")), _value(r, "delta_loss")
@@ -248,7 +255,7 @@ def predicted_vs_true(rows: Sequence[Row], fit: Fit | None = None) -> Figure:
         true = np.array([d for _, _, d in pts])
         pred = _predict(p, [rk for rk, _, _ in pts], [ln for _, ln, _ in pts])
         r2_here = law.r_squared(true, pred)
-    r2_fit = _num(fit.get("r2")) if fit else None
+    r2_fit = _num(entry.fit.r2) if entry and entry.fit else None
     r2 = (f"R² = {r2_fit:.3f} (fit), {r2_here:.3f} (these {len(pts)} points)" if r2_fit is not None
           else f"R² = {r2_here:.3f} (n = {len(pts)})")
     ax.set_title(f"predicted vs true ΔL{_setting(fit)}\n{r2}", fontsize="medium")

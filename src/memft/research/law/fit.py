@@ -47,7 +47,9 @@ def law(rank: Any, length: Any, C: float, alpha: float, beta: float, b: float) -
 
 @dataclass
 class LawFit:
-    """A fitted law. `residuals` = ΔL − ΔL̂ per point [n]; `mape` is a fraction (0.05 = 5 %)."""
+    """A fitted law: its parameters and how well it fits. `residuals` = ΔL − ΔL̂ per point [n] (None for a fit read
+    from a file, which keeps no residuals); `mape` is a fraction (0.05 = 5 %); r2 and mape are nan when undefined.
+    A law fit file's entry (memft.research.law.files.LawFitEntry) holds one, with the intervals and counts around it."""
 
     C: float
     alpha: float
@@ -56,7 +58,7 @@ class LawFit:
     r2: float
     mape: float
     n: int
-    residuals: np.ndarray = field(repr=False)
+    residuals: np.ndarray | None = field(default=None, repr=False)
     huber: float | None = None
 
     def predict(self, rank: Any, length: Any) -> Any:

@@ -7,15 +7,17 @@ Research layer: may import the core and the other research modules; never the CL
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from memft.errors import ConfigError
 
+Row = Mapping[str, Any]  # a result row (memft.research.results.ResultRow) or a plain mapping shaped like one
 
-def delta_loss(row: dict[str, Any]) -> float | None:
+
+def delta_loss(row: Row) -> float | None:
     """A row's ΔL: `delta_loss`, or loss_init − loss_final when it is missing (None when neither is there)."""
     d = row.get("delta_loss")
     if d is None and row.get("loss_init") is not None and row.get("loss_final") is not None:
@@ -40,7 +42,7 @@ def finite(v: Any) -> bool:
     return number(v) is not None
 
 
-def complete(row: dict[str, Any]) -> bool:
+def complete(row: Row) -> bool:
     try:
         vals = (row.get("rank"), row.get("length"), row.get("loss_init"), delta_loss(row))
     except TypeError:  # a non-numeric loss
@@ -48,7 +50,7 @@ def complete(row: dict[str, Any]) -> bool:
     return all(finite(v) for v in vals) and float(row["rank"]) > 0 and float(row["length"]) > 0
 
 
-def saturated(row: dict[str, Any], eps: float = 0.05) -> bool:
+def saturated(row: Row, eps: float = 0.05) -> bool:
     """ΔL ≥ (1 − ε)·L_init: the run learned (almost) everything, so ΔL no longer reflects capacity."""
     d, li = delta_loss(row), row.get("loss_init")
     if d is None or li is None:
@@ -63,13 +65,13 @@ def check_options(eps: float, huber: float | None = None) -> None:
         raise ConfigError(f"huber: the Huber threshold is a positive ΔL; got {huber}")
 
 
-def select(rows: Iterable[dict[str, Any]], eps: float = 0.05) -> list[dict[str, Any]]:
+def select(rows: Iterable[Row], eps: float = 0.05) -> list[Row]:
     """The rows the law is fitted to: complete (see module docstring) and not saturated."""
     check_options(eps)
     return [r for r in rows if complete(r) and not saturated(r, eps)]
 
 
-def arrays(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def arrays(rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (
         np.array([float(r["rank"]) for r in rows]),
         np.array([float(r["length"]) for r in rows]),

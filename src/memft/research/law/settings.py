@@ -1,28 +1,31 @@
 """The paper's settings and one fit per setting: "r0" … "r100" per stress ratio ρ (in percent), "Combined" (all
 stress rows), "PhoneBook", and any other benchmark under its own name; one set per (model, method). A setting that
-cannot be fitted is kept as an entry whose "skipped" field says why, so a table keeps its rows in order.
+cannot be fitted is kept as an entry (memft.research.law.files.LawFitEntry) whose `skipped` says why, so a table
+keeps its rows in order.
 
 Research layer: may import the core and the other research modules; never the CLI.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from memft.errors import ConfigError
+from memft.research.law.files import Budget, LawFitEntry
 from memft.research.law.fit import PARAMS, fit_law
-from memft.research.law.select import arrays, check_options, complete, finite, number, select
+from memft.research.law.select import Row, arrays, check_options, complete, finite, number, select
 from memft.research.law.uncertainty import bootstrap_samples, intervals, leave_one_length_out
 
 
-def fit_rows(rows: Sequence[dict[str, Any]], setting: str, eps: float = 0.05, n_boot: int = 200, seed: int = 0,
-             huber: float | None = None) -> dict[str, Any]:
-    """One setting's fit as a JSON-able dict (parameters, 95 % bootstrap intervals, fit quality, held-out error).
+def fit_rows(rows: Sequence[Row], setting: str, eps: float = 0.05, n_boot: int = 200, seed: int = 0,
+             huber: float | None = None) -> LawFitEntry:
+    """One setting's fit (parameters, 95 % bootstrap intervals, fit quality, held-out error) as a law fit file entry.
 
-    "samples" keeps the bootstrap parameter vectors [[C, alpha, beta, b], …] for `plan_rank`'s uncertainty.
+    Its `samples` keep the bootstrap parameter vectors (C, alpha, beta, b) for `plan_rank`'s uncertainty.
     Raises ConfigError when the selected rows cannot be fitted.
     """
     used = select(rows, eps)
@@ -35,26 +38,14 @@ def fit_rows(rows: Sequence[dict[str, Any]], setting: str, eps: float = 0.05, n_
                           f"{len(rows) - len(used) - n_incomplete} saturated at eps={eps}): {e}") from None
     samples = bootstrap_samples(r, l, y, n_boot, seed, huber) if n_boot > 0 else np.empty((0, 4))
     ci = intervals(samples) if len(samples) else {p: (None, None) for p in PARAMS}
-    lolo = leave_one_length_out(r, l, y, huber)
-    return {
-        "setting": setting,
-        **{p: float(v) for p, v in f.params().items()},
-        **{f"{p}_ci": [number(ci[p][0]), number(ci[p][1])] for p in PARAMS},
-        "r2": number(f.r2),
-        "mape": number(f.mape),
-        "n": f.n,
-        "n_excluded": len(rows) - len(used),
-        "n_saturated": len(rows) - len(used) - n_incomplete,
-        "heldout_mape": lolo["mape"],
-        "heldout_rmse": lolo["rmse"],
-        "heldout_reason": lolo["reason"],
-        "loss_init_median": float(np.median([float(x["loss_init"]) for x in used])),
-        "eps": eps,
-        "huber": huber,
-        "n_boot": len(samples),
-        "samples": samples.tolist(),
-        "skipped": None,
-    }
+    held = leave_one_length_out(r, l, y, huber)
+    return LawFitEntry(
+        setting=setting, fit=dataclasses.replace(f, residuals=None), ci={p: (number(ci[p][0]), number(ci[p][1])) for p in PARAMS},
+        n=f.n, n_excluded=len(rows) - len(used), n_saturated=len(rows) - len(used) - n_incomplete,
+        heldout_mape=held.mape, heldout_rmse=held.rmse, heldout_reason=held.reason,
+        loss_init_median=float(np.median([float(x["loss_init"]) for x in used])), eps=eps, n_boot=len(samples),
+        samples=tuple(tuple(float(v) for v in s) for s in samples),
+    )
 
 
 # Setting names (the paper's table), built here only; `in_setting` is their one reader.
@@ -70,7 +61,7 @@ def ratio_setting(ratio: float) -> str:
     return f"r{round(100 * ratio if ratio <= 1 else ratio)}"  # like `memft bench --ratios`: above 1 is a percentage
 
 
-def setting_names(row: dict[str, Any]) -> list[str]:
+def setting_names(row: Row) -> list[str]:
     """Every setting a row is fitted in: its stress ratio's and Combined (stress), PhoneBook, or its benchmark."""
     bench = row.get("benchmark")
     if bench == "stress":
@@ -79,12 +70,12 @@ def setting_names(row: dict[str, Any]) -> list[str]:
     return [PHONEBOOK] if bench == "phonebook" else [str(bench)]
 
 
-def in_setting(row: dict[str, Any], setting: str) -> bool:
+def in_setting(row: Row, setting: str) -> bool:
     """Whether `fit_settings` fits `row` in the setting named `setting`."""
     return setting in setting_names(row)
 
 
-def _settings(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def _settings(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
     stress = [r for r in rows if r.get("benchmark") == "stress"]
     ratios = sorted({float(r["ratio"]) for r in stress if finite(r.get("ratio"))})
     names = dict.fromkeys(ratio_setting(rho) for rho in ratios)  # in ratio order, each name once
@@ -99,15 +90,16 @@ def _settings(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, 
     return out
 
 
-def fit_settings(rows: Sequence[dict[str, Any]], eps: float = 0.05, n_boot: int = 200, seed: int = 0,
-                 huber: float | None = None) -> list[dict[str, Any]]:
+def fit_settings(rows: Sequence[Row], eps: float = 0.05, n_boot: int = 200, seed: int = 0,
+                 huber: float | None = None, budget: Budget | None = None) -> list[LawFitEntry]:
     """One fit per setting and (model, method), in the paper's table order: r0 … r100, Combined, PhoneBook, others.
 
-    Every entry has "setting", "model", "method" and "skipped": None for a fit, else the reason it could not be
-    fitted (then "n" and "n_excluded" count the rows, and no parameters are given).
+    Every entry has its setting, model and method; a setting that could not be fitted has `skipped` (the reason)
+    and no `fit` (then `n` and `n_excluded` count the rows). `budget`: the training budget of the rows (see
+    `Budget.of_rows`), written into every entry so that `memft plan` can say which budget a fit holds for.
     """
     check_options(eps, huber)  # before any fit: a bad option is an error, not a skipped setting
-    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    groups: dict[tuple[Any, Any], list[Row]] = {}
     for r in rows:  # a row without a model or method is grouped (and reported) under None, never the string "None"
         groups.setdefault((r.get("model"), r.get("method")), []).append(r)
     out = []
@@ -117,6 +109,6 @@ def fit_settings(rows: Sequence[dict[str, Any]], eps: float = 0.05, n_boot: int 
                 entry = fit_rows(srows, name, eps, n_boot, seed, huber)
             except ValueError as e:
                 used = len(select(srows, eps))
-                entry = {"setting": name, "n": used, "n_excluded": len(srows) - used, "skipped": str(e)}
-            out.append({"model": model, "method": method, **entry})
+                entry = LawFitEntry(setting=name, n=used, n_excluded=len(srows) - used, skipped=str(e))
+            out.append(dataclasses.replace(entry, model=model, method=method, budget=budget))
     return out

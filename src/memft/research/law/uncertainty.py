@@ -7,6 +7,7 @@ Research layer: may import the core and the other research modules; never the CL
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,23 +54,34 @@ def bootstrap(rank: Any, length: Any, delta: Any, n_boot: int = 200, seed: int =
     return intervals(bootstrap_samples(rank, length, delta, n_boot, seed, huber))
 
 
-def leave_one_length_out(rank: Any, length: Any, delta: Any, huber: float | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HeldOut:
+    """The leave-one-length-out error: pooled MAPE (a fraction) and RMSE over `folds` lengths; None, with `reason`,
+    when it could not be computed."""
+
+    mape: float | None
+    rmse: float | None
+    folds: int
+    reason: str | None = None
+
+
+def leave_one_length_out(rank: Any, length: Any, delta: Any, huber: float | None = None) -> HeldOut:
     """Predict every distinct ℓ from a fit to the other lengths: pooled held-out MAPE and RMSE.
 
     Needs ≥ 3 distinct lengths (each fit needs 2); otherwise, or when a fold cannot be fitted, the values are None
-    and "reason" says why. MAPE skips points with ΔL = 0.
+    and `reason` says why. MAPE skips points with ΔL = 0.
     """
     r, l, y = (np.asarray(v, float) for v in (rank, length, delta))
     lengths = np.unique(l)
     if len(lengths) < 3:
-        return {"mape": None, "rmse": None, "folds": 0, "reason": f"{len(lengths)} distinct lengths; leave-one-length-out needs 3"}
+        return HeldOut(None, None, 0, f"{len(lengths)} distinct lengths; leave-one-length-out needs 3")
     resid = np.empty_like(y)
     for ln in lengths:
         out = l == ln
         try:
             f = fit_law(r[~out], l[~out], y[~out], huber)
         except ValueError as e:
-            return {"mape": None, "rmse": None, "folds": 0, "reason": f"fold without ℓ={ln:g}: {e}"}
+            return HeldOut(None, None, 0, f"fold without ℓ={ln:g}: {e}")
         resid[out] = y[out] - f.predict(r[out], l[out])
     mape = mape_of(resid, y)
-    return {"mape": mape if math.isfinite(mape) else None, "rmse": float(np.sqrt(np.mean(resid**2))), "folds": len(lengths), "reason": None}
+    return HeldOut(mape if math.isfinite(mape) else None, float(np.sqrt(np.mean(resid**2))), len(lengths))
