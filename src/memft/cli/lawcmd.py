@@ -17,32 +17,6 @@ law_app = typer.Typer(help="The Parametric Memory Law: ΔL(r, ℓ) = C·r^α·�
 DEFAULT_LAW = Path(__file__).resolve().parents[1] / "research" / "data" / "law_smollm2-135m.json"
 
 
-def store_rows(path: Path, with_probs: bool = False, full: bool = False, with_point: bool = False) -> list[dict[str, Any]]:
-    """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids;
-    with_point adds the point's config as `point` and its keys the row does not carry (stop_when_certified,
-    lr_schedule, ...), which law fits and the paper-claims page group by; full = with_probs + with_point + `correct`
-    (same shape as probs) + the training `curve`."""
-    from memft.research.results import Store
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such results store; run `memft sweep CONFIG.yaml --store {path}` first")
-    with Store(path) as st:
-        rows = st.rows()
-        for r in rows:
-            if with_probs or full:
-                pos = st.positions(r["run_id"])
-                r["probs"] = [p["prob"] for p in pos]
-                if full:
-                    r["correct"] = [p["correct"] for p in pos]
-            if full:
-                r["curve"] = st.curve(r["run_id"])
-            if full or with_point:
-                r["point"] = st.config(r["run_id"]) or {}
-                for k, v in r["point"].items():
-                    r.setdefault(k, v)
-    return rows
-
-
 def _fits_table(fits: list[Any]) -> Any:
     from rich.table import Table
 
@@ -75,8 +49,9 @@ def fit_cmd(
     """Fit the law per setting (r0 … r100, Combined, PhoneBook) and print the table."""
     from memft.cli.render import console
     from memft.research.law import Budget, fit_settings, write_fits
+    from memft.research.results import read_rows
 
-    rows = [r for s in stores for r in store_rows(s, with_point=True)]
+    rows = [r for s in stores for r in read_rows(s, with_point=True)]
     # ΔL is measured at a budget: rows of several budgets give a fit of none of them; every entry says its budget
     # (`memft plan` repeats it with its answer)
     fits = fit_settings(rows, eps=eps, n_boot=n_boot, seed=seed, huber=huber, budget=Budget.of_rows(rows))
@@ -128,8 +103,9 @@ def report(
     from memft.research.claims import claims_markdown, method_cells, paper_claims
     from memft.research.law import fit_settings
     from memft.research.report import build_report
+    from memft.research.results import read_rows
 
-    rows = [r for s in stores for r in store_rows(s, full=True)]
+    rows = [r for s in stores for r in read_rows(s, full=True)]
     fits = fit_settings(rows, eps=eps, n_boot=n_boot)
     claims, cells = paper_claims(rows), method_cells(rows)
     name = stores[0].name if len(stores) == 1 else f"{len(stores)} stores"

@@ -1,4 +1,4 @@
-"""Figures: each is a pure function of result rows (see `memft.research.runs.ROW_FIELDS`) and, for the law figures,
+"""Figures: each is a pure function of result rows (see `memft.research.rows.ResultRow`) and, for the law figures,
 a law fit.
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot (Agg canvas), so nothing leaks between
@@ -33,8 +33,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from memft.research import law
-from memft.research.law import LawFitEntry, Row, as_entry
+from memft.research.law import LawFitEntry, as_entry
 from memft.research.law import number as _num
+from memft.research.rows import Row
 
 Fit = LawFitEntry | Mapping[str, Any]  # an entry, or a mapping shaped like one (as_entry reads it)
 

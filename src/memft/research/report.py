@@ -23,7 +23,8 @@ from typing import Any
 from memft.research.claims import BINDING, CELL_HEAD, VERDICTS, Claim, MethodCell, cell_columns
 from memft.research.law import LawFitEntry, as_entry, in_setting
 from memft.research.law import number as _num
-from memft.research.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
+from memft.research.plots import ALL_FIGURES, Fit, save, stubborn_failure_spearman
+from memft.research.rows import Row
 
 # The fields of a fit that say which rows it was fitted on (besides its setting), as law.fit_settings gives them.
 FIT_FILTERS = ("model", "method")

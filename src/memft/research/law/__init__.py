@@ -38,12 +38,12 @@ Research layer: may import the core and the other research modules; never the CL
 from memft.research.law.files import Budget, LawFitEntry, as_entry, pick_fit, read_fits, write_fits
 from memft.research.law.fit import MIN_POINTS, PARAMS, Grid, LawFit, fit_law, law, r_squared
 from memft.research.law.plan import RankPlan, length_for_records, plan_rank, tokens_per_record
-from memft.research.law.select import Row, delta_loss, number, saturated, select
+from memft.research.law.select import delta_loss, number, saturated, select
 from memft.research.law.settings import COMBINED, PHONEBOOK, fit_rows, fit_settings, in_setting, ratio_setting, setting_names
 from memft.research.law.uncertainty import BOOT_GRID, HeldOut, bootstrap, bootstrap_samples, intervals, leave_one_length_out
 
 __all__ = [
-    "BOOT_GRID", "COMBINED", "MIN_POINTS", "PARAMS", "PHONEBOOK", "Budget", "Grid", "HeldOut", "LawFit", "LawFitEntry", "RankPlan", "Row",
+    "BOOT_GRID", "COMBINED", "MIN_POINTS", "PARAMS", "PHONEBOOK", "Budget", "Grid", "HeldOut", "LawFit", "LawFitEntry", "RankPlan",
     "as_entry", "bootstrap", "bootstrap_samples", "delta_loss", "fit_law", "fit_rows", "fit_settings", "in_setting", "intervals", "law", "leave_one_length_out",
     "length_for_records", "number", "pick_fit", "plan_rank", "r_squared", "ratio_setting", "read_fits", "saturated", "select",
     "setting_names", "tokens_per_record", "write_fits",

@@ -7,14 +7,13 @@ Research layer: may import the core and the other research modules; never the CL
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from memft.errors import ConfigError
-
-Row = Mapping[str, Any]  # a result row (memft.research.results.ResultRow) or a plain mapping shaped like one
+from memft.research.rows import Row
 
 
 def delta_loss(row: Row) -> float | None:
