@@ -27,7 +27,7 @@ Where it lives:
   select.py       which rows are fitted: number, delta_loss, saturated, select
   fit.py          the law and its fit: law, Grid, LawFit, fit_law, r_squared
   uncertainty.py  bootstrap intervals and the leave-one-length-out error (HeldOut)
-  settings.py     setting names (ratio_setting, setting_names, in_setting) and one fit per setting (fit_rows, fit_settings)
+  settings.py     setting names (ratio_fraction, ratio_setting, setting_names, in_setting); one fit per setting (fit_rows, fit_settings)
   files.py        law fit files: their entries (LawFitEntry, Budget) read and written in one place; read_fits, write_fits, pick_fit
   plan.py         the capacity planner: plan_rank (a RankPlan), length_for_records, tokens_per_record
 This package re-exports their public names: `from memft.research.law import fit_settings, plan_rank` and the rest.
@@ -39,12 +39,15 @@ from memft.research.law.files import Budget, LawFitEntry, as_entry, pick_fit, re
 from memft.research.law.fit import MIN_POINTS, PARAMS, Grid, LawFit, fit_law, law, r_squared
 from memft.research.law.plan import RankPlan, length_for_records, plan_rank, tokens_per_record
 from memft.research.law.select import delta_loss, number, saturated, select
-from memft.research.law.settings import COMBINED, PHONEBOOK, fit_rows, fit_settings, in_setting, ratio_setting, setting_names
+from memft.research.law.settings import (
+    COMBINED, PHONEBOOK, fit_rows, fit_settings, in_setting, ratio_fraction, ratio_setting, setting_names,
+)
 from memft.research.law.uncertainty import BOOT_GRID, HeldOut, bootstrap, bootstrap_samples, intervals, leave_one_length_out
 
 __all__ = [
-    "BOOT_GRID", "COMBINED", "MIN_POINTS", "PARAMS", "PHONEBOOK", "Budget", "Grid", "HeldOut", "LawFit", "LawFitEntry", "RankPlan",
-    "as_entry", "bootstrap", "bootstrap_samples", "delta_loss", "fit_law", "fit_rows", "fit_settings", "in_setting", "intervals", "law", "leave_one_length_out",
-    "length_for_records", "number", "pick_fit", "plan_rank", "r_squared", "ratio_setting", "read_fits", "saturated", "select",
+    "BOOT_GRID", "COMBINED", "MIN_POINTS", "PARAMS", "PHONEBOOK", "Budget", "Grid", "HeldOut", "LawFit",
+    "LawFitEntry", "RankPlan", "as_entry", "bootstrap", "bootstrap_samples", "delta_loss", "fit_law", "fit_rows",
+    "fit_settings", "in_setting", "intervals", "law", "leave_one_length_out", "length_for_records", "number",
+    "pick_fit", "plan_rank", "r_squared", "ratio_fraction", "ratio_setting", "read_fits", "saturated", "select",
     "setting_names", "tokens_per_record", "write_fits",
 ]

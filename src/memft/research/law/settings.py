@@ -52,13 +52,22 @@ def fit_rows(rows: Sequence[Row], setting: str, eps: float = 0.05, n_boot: int =
 COMBINED, PHONEBOOK = "Combined", "PhoneBook"
 
 
+def ratio_fraction(x: float) -> float:
+    """A stress ratio as a fraction: above 1 it is a percentage (`memft bench --ratios 0,100` = `--ratios 0,1`).
+
+    >>> ratio_fraction(0.5), ratio_fraction(1), ratio_fraction(30)
+    (0.5, 1, 0.3)
+    """
+    return x / 100 if x > 1 else x
+
+
 def ratio_setting(ratio: float) -> str:
-    """The setting name of stress rows at replacement ratio ρ: "r0" … "r100".
+    """The setting name of stress rows at replacement ratio ρ: "r0" … "r100" (ρ read by `ratio_fraction`).
 
     >>> ratio_setting(0.5), ratio_setting(1.0), ratio_setting(30)
     ('r50', 'r100', 'r30')
     """
-    return f"r{round(100 * ratio if ratio <= 1 else ratio)}"  # like `memft bench --ratios`: above 1 is a percentage
+    return f"r{round(100 * ratio_fraction(ratio))}"
 
 
 def setting_names(row: Row) -> list[str]:
