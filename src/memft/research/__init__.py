@@ -9,7 +9,7 @@
   law/           the law: row selection, fit (LawFit), bootstrap and held-out error, setting names, law fit files
                  (LawFitEntry, Budget), the capacity planner; data/: a shipped law fit
   ranksearch.py  --rank auto
-  plots.py       figures: functions of rows that return a matplotlib Figure
+  plots/         figures: functions of rows that return a matplotlib Figure (law fits, rank × ℓ grids, positions)
   claims.py      the paper's claims against the stored runs
   report.py      the static HTML report
 
