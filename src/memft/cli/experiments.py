@@ -1,5 +1,5 @@
-"""`memft compare`, `memft bench` and `memft sweep`: parse the options, build the grid with the library
-(memft.research.runs, memft.research.bench, memft.research.sweep), print tables and write the results (rows plus the
+"""`memft compare`, `memft bench` and `memft sweep`: parse the options, have the library build and run the grid
+(memft.research.grids, memft.research.sweep), show progress, print tables and write the results (rows plus the
 resolved settings).
 
 CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
@@ -16,22 +16,20 @@ import typer
 from memft.cli.options import CsvRows, Device, Dtype, JsonRows, LrSchedule, MaxGradNorm, Model, Quiet, Template
 from memft.cli.options import comma_list as _list
 from memft.cli.options import method_options as parse_method_options
-from memft.errors import ConfigError
 
 
-
-def _grid(points: list[dict[str, Any]], run: Any, quiet: bool) -> list[dict[str, Any]]:
-    """Run every point with an overall progress bar and a bar for the current run."""
+def _run(grid: Any, quiet: bool) -> list[dict[str, Any]]:
+    """Run every point of a memft.research.grids.PointGrid with an overall progress bar and a bar for the current run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from memft.cli.render import console
 
     rows = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet) as prog:
-        overall = prog.add_task("runs", total=len(points))
-        for p in points:
-            cur = prog.add_task(f"  {p['label']}", total=p["train"].max_steps)
-            rows.append(run(p, lambda row, cur=cur: prog.update(cur, completed=row["step"])))
+        overall = prog.add_task("runs", total=len(grid.points))
+        for p in grid.points:
+            cur = prog.add_task(f"  {p.label}", total=p.train.max_steps)
+            rows.append(grid.run(p, lambda row, cur=cur: prog.update(cur, completed=row["step"])))
             prog.remove_task(cur)
             prog.advance(overall)
     return rows
@@ -48,14 +46,6 @@ def _save(rows: list[dict[str, Any]], json_out: Optional[Path], csv_out: Optiona
         json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if csv_out:
         rows_to_csv(rows, csv_out)
-
-
-def _config(base: Any, preset: str, trains: dict[str, Any], **more: Any) -> dict[str, Any]:
-    """The resolved settings of a grid for its results file: model, precision, device, preset, each method's TrainConfig."""
-    from memft.config import to_json
-
-    return {"model": base.spec, "dtype": base.dtype, "device": base.device, "preset": preset, **more,
-            "train": {m: to_json(t) for m, t in trains.items()}}
 
 
 def compare(
@@ -83,26 +73,16 @@ def compare(
     import sys
 
     from memft.cli.render import console, method_table
-    from memft.config import LoraSettings, RuntimeConfig
-    from memft.modeling import load_base
-    from memft.records import load_records
-    from memft.research.runs import options_by_method, research_train, run_benchmark_point
+    from memft.research.grids import compare_grid
 
-    ms, rs = _list(methods, str, "--methods"), _list(ranks, int, "--ranks")
-    opts = options_by_method(ms, parse_method_options(method_options))
-    loras = [LoraSettings(rank=r, preset=preset) for r in rs]
-    # the paper's tables: steps to certification, every record in every epoch (memft.research.runs.research_train)
-    trains = {m: research_train(m, lr=lr, max_steps=max_steps, batch_size=batch_size, seed=seed, method_options=opts[m],
-                                stop_when_certified=not fixed_budget, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm,
-                                template=template) for m in ms}
-    runtime = RuntimeConfig(device=device, dtype=dtype)
-    recs = load_records(records)
-    base = load_base(model, runtime.device, runtime.dtype, seed=seed)
-    points = [{"label": f"{m} r={lo.rank}", "lora": lo, "train": trains[m]} for lo in loras for m in ms]
-    rows = _grid(points, lambda p, cb: run_benchmark_point("compare", (recs, None), base, p["lora"], p["train"], on_step=cb), quiet)
-    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]), _config(base, preset, trains, records=str(records)))
+    grid = compare_grid(records, _list(methods, str, "--methods"), _list(ranks, int, "--ranks"), model=model, preset=preset, lr=lr,
+                        max_steps=max_steps, batch_size=batch_size, seed=seed, method_options=parse_method_options(method_options),
+                        fixed_budget=fixed_budget, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template,
+                        device=device, dtype=dtype)
+    rows = _run(grid, quiet)
+    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]), grid.settings)
     if not quiet:
-        console.print(method_table(rows, title=f"{records.name}: {len(recs)} records, {base.spec}, {base.dtype}"))
+        console.print(method_table(rows, title=f"{records.name}: {grid.n_records} records, {grid.base.spec}, {grid.base.dtype}"))
 
 
 def bench(
@@ -133,44 +113,18 @@ def bench(
     import sys
 
     from memft.cli.render import console, pivot_table
-    from memft.config import LoraSettings, RuntimeConfig
-    from memft.modeling import load_base, unreachable_tokens
-    from memft.research import bench as benchmarks
-    from memft.research.runs import research_train, run_benchmark_point
+    from memft.research.grids import bench_grid
 
-    spec = benchmarks.get(benchmark)  # an unknown name: one line listing the known ones
-    rs, ms = _list(ranks, int, "--ranks"), _list(methods, str, "--methods")
-    ls = _list(lengths, int, "--lengths") if lengths else list(spec.default_lengths)
-    rhos = [x / 100 if x > 1 else x for x in _list(ratios, float, "--ratios")] if benchmark == "stress" else [None]
-    if any(not 0 <= r <= 1 for r in rhos if r is not None):
-        raise ConfigError(f"--ratios {ratios}: fractions in [0, 1] (or percentages 0..100)")
-    if any(x <= 0 for x in rs + ls):
-        raise ConfigError("--ranks and --lengths must be positive")
-    trains = {m: research_train(m, lr=lr, max_steps=max_steps, seed=seed, stop_when_certified=not fixed_budget, batch_size=batch_size,
-                                lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template) for m in ms}
-    loras = {r: LoraSettings(rank=r, preset=preset) for r in rs}
-    runtime = RuntimeConfig(device=device, dtype=dtype)
-    source = text.read_text(encoding="utf-8") if text else None
-    base = load_base(model, runtime.device, runtime.dtype, seed=seed)
-    tok = base.tokenizer
-
-    exclude = unreachable_tokens(base.model)  # tokens greedy decoding can never produce with this model
-    datasets = {(ln, rho): benchmarks.make(benchmark, benchmarks.DataSpec(ln, rho, heldout, source, exclude), tok, seed)
-                for ln in ls for rho in rhos}  # built up front: bad sizes fail before training
-    points = [
-        {"label": f"{m} r={r} ℓ={ln}" + (f" ρ={rho:g}" if rho is not None else ""), "key": (ln, rho), "lora": loras[r], "train": trains[m], "ratio": rho}
-        for (ln, rho) in datasets for r in rs for m in ms
-    ]
-
-    def run(p: dict[str, Any], cb: Any) -> dict[str, Any]:
-        return run_benchmark_point(benchmark, datasets[p["key"]], base, p["lora"], p["train"], p["ratio"], on_step=cb)
-
-    rows = _grid(points, run, quiet)
-    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]),
-          _config(base, preset, trains, benchmark=benchmark, heldout=heldout if benchmark == "rule" else None, text=str(text) if text else None))
+    grid = bench_grid(benchmark, _list(ranks, int, "--ranks"), _list(lengths, int, "--lengths") if lengths else None,
+                      _list(ratios, float, "--ratios") if benchmark == "stress" else (), _list(methods, str, "--methods"),
+                      model=model, preset=preset, lr=lr, max_steps=max_steps, seed=seed, heldout=heldout, fixed_budget=fixed_budget,
+                      batch_size=batch_size, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template, text=text,
+                      device=device, dtype=dtype)
+    rows = _run(grid, quiet)
+    _save(rows, json_out, csv_out, " ".join(["memft", *sys.argv[1:]]), grid.settings)
     if not quiet:
         for metric in ("exact_match", "token_accuracy", "delta_loss") + (("heldout_exact_match",) if benchmark == "rule" else ()):
-            console.print(pivot_table(rows, metric, title=f"{benchmark} · {metric} · {base.spec}"))
+            console.print(pivot_table(rows, metric, title=f"{benchmark} · {metric} · {grid.base.spec}"))
 
 
 def sweep(

@@ -17,33 +17,7 @@ law_app = typer.Typer(help="The Parametric Memory Law: ΔL(r, ℓ) = C·r^α·�
 DEFAULT_LAW = Path(__file__).resolve().parents[1] / "research" / "data" / "law_smollm2-135m.json"
 
 
-def store_rows(path: Path, with_probs: bool = False, full: bool = False, with_point: bool = False) -> list[dict[str, Any]]:
-    """Finished rows of a results store; with_probs adds `probs` (per record, per position) for probability grids;
-    with_point adds the point's config as `point` and its keys the row does not carry (stop_when_certified,
-    lr_schedule, ...), which law fits and the paper-claims page group by; full = with_probs + with_point + `correct`
-    (same shape as probs) + the training `curve`."""
-    from memft.research.results import Store
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such results store; run `memft sweep CONFIG.yaml --store {path}` first")
-    with Store(path) as st:
-        rows = st.rows()
-        for r in rows:
-            if with_probs or full:
-                pos = st.positions(r["run_id"])
-                r["probs"] = [p["prob"] for p in pos]
-                if full:
-                    r["correct"] = [p["correct"] for p in pos]
-            if full:
-                r["curve"] = st.curve(r["run_id"])
-            if full or with_point:
-                r["point"] = st.config(r["run_id"]) or {}
-                for k, v in r["point"].items():
-                    r.setdefault(k, v)
-    return rows
-
-
-def _fits_table(fits: list[dict[str, Any]]) -> Any:
+def _fits_table(fits: list[Any]) -> Any:
     from rich.table import Table
 
     t = Table(title="Parametric Memory Law fits: ΔL = C·r^α·ℓ^(−β) + b")
@@ -54,12 +28,12 @@ def _fits_table(fits: list[dict[str, Any]]) -> Any:
         return "—" if v is None else f"{v:.{d}f}"
 
     for x in fits:
-        if x.get("skipped"):
-            t.add_row(x["setting"], x.get("method", ""), *["—"] * 7, f"{x.get('n', 0)} (skipped: {x['skipped'][:40]})")
+        if not x.fitted:
+            t.add_row(x.setting, x.method or "", *["—"] * 7, f"{x.n} (skipped: {(x.skipped or '')[:40]})")
             continue
-        hm = x.get("heldout_mape")
-        t.add_row(x["setting"], x.get("method", ""), f(x["C"]), f(x["alpha"]), f(x["beta"]), f(x["b"]), f(x["r2"], 4),
-                  f(100 * x["mape"], 1), "—" if hm is None else f"{100 * hm:.1f}", str(x["n"]))
+        hm = x.heldout_mape
+        t.add_row(x.setting, x.method or "", f(x.fit.C), f(x.fit.alpha), f(x.fit.beta), f(x.fit.b), f(x.fit.r2, 4),
+                  f(100 * x.fit.mape, 1), "—" if hm is None else f"{100 * hm:.1f}", str(x.n))
     return t
 
 
@@ -74,22 +48,15 @@ def fit_cmd(
 ) -> None:
     """Fit the law per setting (r0 … r100, Combined, PhoneBook) and print the table."""
     from memft.cli.render import console
-    from memft.research.law import fit_settings
+    from memft.research.law import Budget, fit_settings, write_fits
+    from memft.research.results import read_rows
 
-    rows = [r for s in stores for r in store_rows(s, with_point=True)]
-    budgets = sorted({str((r.get("max_steps"), r.get("lr_schedule"), r.get("stop_when_certified"))) for r in rows})
-    if len(budgets) > 1:  # ΔL is measured at a budget: rows of several budgets give a fit of none of them
-        raise ConfigError(f"the stores hold runs of {len(budgets)} training budgets ({'; '.join(budgets)} as (max_steps, lr_schedule, "
-                          "stop_when_certified)); fit the stores of one budget together")
-    fits = fit_settings(rows, eps=eps, n_boot=n_boot, seed=seed, huber=huber)
-    if rows:  # which budget the fit holds for, in every entry: `memft plan` says it with its answer
-        first = rows[0]
-        budget = {k: first.get(k) for k in ("max_steps", "lr", "lr_schedule", "max_grad_norm", "batch_size", "stop_when_certified")}
-        for f in fits:
-            f["budget"] = budget
+    rows = [r for s in stores for r in read_rows(s, with_point=True)]
+    # ΔL is measured at a budget: rows of several budgets give a fit of none of them; every entry says its budget
+    # (`memft plan` repeats it with its answer)
+    fits = fit_settings(rows, eps=eps, n_boot=n_boot, seed=seed, huber=huber, budget=Budget.of_rows(rows))
     if json_out:
-        doc = {"store": str(stores[0]), "stores": [str(s) for s in stores], "eps": eps, "huber": huber, "fits": fits}
-        json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        write_fits(json_out, fits, stores, eps, huber)
     console.print(_fits_table(fits))
 
 
@@ -114,24 +81,15 @@ def plan(
     ell = length if length is not None else length_for_records(records, tokens_per_record)
     fit = pick_fit(law or DEFAULT_LAW, setting, method)
     p = plan_rank(fit, ell, loss_init=loss_init)
-    out = {"length": ell, "setting": fit["setting"], "method": fit.get("method"), **p}
     if as_json:
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps({"length": ell, "setting": fit.setting, "method": fit.method, **p.to_json()}))
         return
-    if p.get("rank") is None:
-        typer.echo(f"ℓ = {ell:g}: no rank reaches the line ({p.get('reason')})")
+    if p.rank is None:
+        typer.echo(f"ℓ = {ell:g}: no rank reaches the line ({p.reason})")
         return
-    typer.echo(f"ℓ = {ell:g}: rank {p['rank']} (power of two: {p['rank_pow2']}), predicted final loss {p['loss_final_pred']:.3f}; "
-               f"95 % range {p.get('rank_optimistic')}–{p.get('rank_pessimistic')} [fit {fit['setting']}, {fit.get('method')}{_budget(fit)}]")
-
-
-def _budget(fit: dict[str, Any]) -> str:
-    """', at a budget of 150 steps (linear lr, batch 1)' for a fit that says its budget, else ''."""
-    b = fit.get("budget")
-    if not isinstance(b, dict) or b.get("max_steps") is None:
-        return ""
-    batch = f", batch {b['batch_size']}" if b.get("batch_size") is not None else ""
-    return f", at a budget of {b['max_steps']} steps ({b.get('lr_schedule') or 'constant'} lr{batch})"
+    budget = fit.budget.describe() if fit.budget else ""
+    typer.echo(f"ℓ = {ell:g}: rank {p.rank} (power of two: {p.rank_pow2}), predicted final loss {p.loss_final_pred:.3f}; "
+               f"95 % range {p.rank_optimistic}–{p.rank_pessimistic} [fit {fit.setting}, {fit.method}{budget}]")
 
 
 def report(
@@ -145,8 +103,9 @@ def report(
     from memft.research.claims import claims_markdown, method_cells, paper_claims
     from memft.research.law import fit_settings
     from memft.research.report import build_report
+    from memft.research.results import read_rows
 
-    rows = [r for s in stores for r in store_rows(s, full=True)]
+    rows = [r for s in stores for r in read_rows(s, full=True)]
     fits = fit_settings(rows, eps=eps, n_boot=n_boot)
     claims, cells = paper_claims(rows), method_cells(rows)
     name = stores[0].name if len(stores) == 1 else f"{len(stores)} stores"

@@ -2,11 +2,14 @@
 
   bench/         data generators by name (BENCHMARKS): phonebook, stress, rule
   runs.py        one experiment point -> one flat result row (compare, bench and sweep share it)
-  results.py     the SQLite results store of the runs (not the memory store: that is memft.memory)
-  sweep.py       sweep configs and the resumable runner (local or Ray)
-  law.py         the law fit, bootstrap, held-out error, setting names, capacity planner; data/: a shipped law fit
+  rows.py        ResultRow: a row as the results store gives it back, typed; what law, plots, report and claims take
+  results.py     the SQLite results store of the runs (not the memory store: that is memft.memory); read_rows
+  grids.py       the compare and bench grids: model, data, points and resolved settings, built before any training
+  sweep/         sweep configs (config.py), one process's runner (worker.py), local and Ray (backends.py), run_sweep
+  law/           the law: row selection, fit (LawFit), bootstrap and held-out error, setting names, law fit files
+                 (LawFitEntry, Budget), the capacity planner; data/: a shipped law fit
   ranksearch.py  --rank auto
-  plots.py       figures: functions of rows that return a matplotlib Figure
+  plots/         figures: functions of rows that return a matplotlib Figure (law fits, rank × ℓ grids, positions)
   claims.py      the paper's claims against the stored runs
   report.py      the static HTML report
 

@@ -6,7 +6,8 @@ PhoneBook, the linear rule). Each has the paper's number, memft's number with n 
 "reproduced", "not reproduced", "not testable here" (the rows exist but cannot test it, e.g. capacity does not
 bind) or "not measured" (no rows for it). Pure functions of rows; no model, no torch.
 
-Rows are the runs of `memft sweep` stores (`memft.research.runs` fields plus the point's config keys, e.g. lr_schedule),
+Rows are the runs of `memft sweep` stores (memft.research.rows.ResultRow: the row's fields plus the point's config keys,
+e.g. lr_schedule, as memft.research.results.read_rows gives them; or mappings shaped like them),
 optionally with `correct` (per record, per position: target == argmax, teacher-forced, final parameters) and
 `curve` (the training curve; one-record steps carry first_error and earliest_stubborn).
 
@@ -31,6 +32,7 @@ from typing import Any
 
 from memft.metrics import STUBBORN_P, first_false
 from memft.research.law import fit_rows, number, saturated
+from memft.research.rows import Row
 
 VERDICTS = ("reproduced", "not reproduced", "not testable here", "not measured")
 BINDING = (0.2, 0.95)
@@ -132,14 +134,14 @@ def bind_name(benchmark: str, records: int | None) -> str:
     return "token_accuracy_tf" if benchmark != "rule" and (records or 0) <= 1 else "exact_match"
 
 
-def point(row: dict[str, Any], key: str) -> Any:
+def point(row: Row, key: str) -> Any:
     """A key of the run's requested point (row["point"], the sweep config) when the row has one, else of the row:
     a row's `length` is the value tokens it got (PhoneBook and the rule vary by seed), the point's what was asked."""
     p = row.get("point")
     return p[key] if isinstance(p, dict) and key in p else row.get(key)
 
 
-def cell_label(row: dict[str, Any]) -> str:
+def cell_label(row: Row) -> str:
     """e.g. "stress ℓ=256 ρ=1 r=1, 150 steps", "phonebook ℓ=300 r=4, 120 steps" or "rule 50 pairs r=1, 150 steps".
 
     >>> cell_label({"benchmark": "rule", "records": 50, "length": 198, "rank": 1, "max_steps": 150, "point": {"length": 50}})
@@ -150,14 +152,14 @@ def cell_label(row: dict[str, Any]) -> str:
     return f"{row.get('benchmark')} {size}{rho} r={row.get('rank')}, {row.get('max_steps')} steps"
 
 
-def _budget_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _budget_rows(rows: Sequence[Row]) -> list[Row]:
     """Fixed-budget rows only (no early stop): the paper compares end-of-budget results."""
     return [r for r in rows if r.get("stop_when_certified") is False]
 
 
-def method_cells(rows: Sequence[dict[str, Any]]) -> list[MethodCell]:
+def method_cells(rows: Sequence[Row]) -> list[MethodCell]:
     """Every (cell, method) of the fixed-budget rows, scores per seed, paired with SFT on the same seeds."""
-    groups: dict[tuple[Any, ...], dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    groups: dict[tuple[Any, ...], dict[str, dict[int, Row]]] = defaultdict(lambda: defaultdict(dict))
     for r in _budget_rows(rows):
         groups[tuple(str(point(r, k)) for k in CELL_KEYS)][str(r["method"])][int(r["seed"])] = r
     out = []
@@ -238,11 +240,11 @@ def late_gain(curve: Sequence[dict[str, Any]], loss_init: float, share: float = 
     return (at - end) / gained if gained > 0 else None
 
 
-def law_claims(rows: Sequence[dict[str, Any]], n_boot: int = 0) -> list[Claim]:
+def law_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
     """The law's form and R² on fixed-budget SFT stress runs, per (ratio, budget) with ℓ spanning >= 10x and at least
     2 ranks: fitted on all points, and again without the saturated ones (ΔL >= 0.95 L_init)."""
     paper = f"ΔL = C·r^α·ℓ^(−β) + b, R² > {LAW_R2}"
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for r in _budget_rows(rows):
         if r.get("method") == "sft" and r.get("benchmark") == "stress":
             groups[(r.get("model"), r.get("ratio"), r.get("max_steps"), r.get("batch_size"), r.get("lr_schedule"))].append(r)
@@ -256,22 +258,24 @@ def law_claims(rows: Sequence[dict[str, Any]], n_boot: int = 0) -> list[Claim]:
         span = f"ranks {', '.join(map(str, ranks))}; ℓ {lengths[0]:g}–{lengths[-1]:g}"
         full = fit_rows(g, f"r{ratio}", eps=0.0, n_boot=n_boot)
         sat = sum(saturated(r) for r in g)
-        measured = f"all {full['n']} points: R² {full['r2']:.3f}, MAPE {100 * full['mape']:.1f} %, α {full['alpha']:.2f}, β {full['beta']:.2f}"
+        assert full.fit is not None  # fit_rows raises when it cannot fit
+        measured = f"all {full.n} points: R² {full.fit.r2:.3f}, MAPE {100 * full.fit.mape:.1f} %, α {full.fit.alpha:.2f}, β {full.fit.beta:.2f}"
         excl = None
         if sat:
             try:
                 excl = fit_rows(g, f"r{ratio}", eps=0.05, n_boot=n_boot)
-                measured += f"; without the {sat} saturated: R² {excl['r2']:.3f}, MAPE {100 * excl['mape']:.1f} % ({excl['n']} points)"
+                assert excl.fit is not None
+                measured += f"; without the {sat} saturated: R² {excl.fit.r2:.3f}, MAPE {100 * excl.fit.mape:.1f} % ({excl.n} points)"
             except ValueError as e:
                 measured += f"; without the {sat} saturated: no fit ({' '.join(str(e).split())[:120]})"
         late = [x for r in g if (x := late_gain(r.get("curve") or [], float(r["loss_init"]))) is not None]
         if late:
             measured += (f"; share of ΔL gained in the last 20 % of the budget: median {100 * statistics.median(late):.1f} %, "
                          f"max {100 * max(late):.1f} % ({len(late)} curves)")
-        r2 = number(full["r2"]) or -math.inf
+        r2 = number(full.fit.r2) or -math.inf
         if r2 > LAW_R2:
             verdict, why = "reproduced", f"R² above {LAW_R2} on every point"
-        elif excl is not None and (number(excl["r2"]) or -math.inf) > LAW_R2:
+        elif excl is not None and excl.fit is not None and (number(excl.fit.r2) or -math.inf) > LAW_R2:
             verdict, why = "not reproduced", f"R² above {LAW_R2} only after leaving out the {sat} saturated points"
         else:
             verdict, why = "not reproduced", f"R² {r2:.3f} ≤ {LAW_R2}"
@@ -282,7 +286,7 @@ def law_claims(rows: Sequence[dict[str, Any]], n_boot: int = 0) -> list[Claim]:
     return out
 
 
-def transition_claims(rows: Sequence[dict[str, Any]]) -> list[Claim]:
+def transition_claims(rows: Sequence[Row]) -> list[Claim]:
     """p > 0.5 suffices for greedy (no position above the line that is not the argmax) and the equivalence of
     argmax-at-every-position with greedy exact recall (free-run first failure = first teacher-forced argmax error)."""
     above = wrong_above = 0
@@ -330,7 +334,7 @@ def transition_claims(rows: Sequence[dict[str, Any]]) -> list[Claim]:
     return out
 
 
-def transition_pairs(rows: Sequence[dict[str, Any]], benchmark: str = "stress") -> tuple[list[tuple[int, int]], int]:
+def transition_pairs(rows: Sequence[Row], benchmark: str = "stress") -> tuple[list[tuple[int, int]], int]:
     """(earliest stubborn, first failure) at every uncertified step of one-record runs, and how many runs gave pairs.
     The first teacher-forced argmax error is the free run's first failure (the equivalence above)."""
     pairs, runs = [], 0
@@ -344,7 +348,7 @@ def transition_pairs(rows: Sequence[dict[str, Any]], benchmark: str = "stress") 
     return pairs, runs
 
 
-def spearman_claim(rows: Sequence[dict[str, Any]]) -> Claim:
+def spearman_claim(rows: Sequence[Row]) -> Claim:
     from scipy.stats import spearmanr
 
     paper = f"{SPEARMAN_PAPER} (n = 155)"
@@ -371,7 +375,7 @@ def spearman_claim(rows: Sequence[dict[str, Any]]) -> Claim:
     return Claim(name, paper, measured, n, "reproduced" if ok else "not reproduced", f"ρ {'≥' if ok else '<'} {SPEARMAN_BAR}")
 
 
-def paper_claims(rows: Sequence[dict[str, Any]], n_boot: int = 0) -> list[Claim]:
+def paper_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
     """Every claim of the paper, in the paper's order, with memft's measurement and verdict (see module docstring)."""
     cells = method_cells(rows)
     beats = "beats SFT where capacity binds"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memft import adapters
 from memft.api import WriteResult, fit, save_fit
@@ -22,6 +22,9 @@ from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import ConfigError
 from memft.modeling import load_base
 from memft.records import Record
+
+if TYPE_CHECKING:
+    from memft.research.law import LawFitEntry
 
 
 def next_rank(tried: dict[int, bool], guess: int, max_rank: int) -> int | None:
@@ -55,7 +58,7 @@ def write_auto_rank(
     lora: LoraSettings,
     train: TrainConfig,
     runtime: RuntimeConfig,
-    law_fit: dict[str, Any] | None = None,
+    law_fit: LawFitEntry | None = None,
     max_rank: int = 256,
     on_try: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[WriteResult | None, list[dict[str, Any]]]:
@@ -88,7 +91,7 @@ def write_auto_rank(
     return best, tries
 
 
-def planned_guess(records: Sequence[Record], tokenizer: Any, template: str, law_fit: dict[str, Any] | None) -> int:
+def planned_guess(records: Sequence[Record], tokenizer: Any, template: str, law_fit: LawFitEntry | None) -> int:
     """The planner's rank (power of two) for the records' answer length; 1 without a usable fit."""
     from memft.encoding import encode_all
     from memft.research.law import plan_rank
@@ -96,4 +99,4 @@ def planned_guess(records: Sequence[Record], tokenizer: Any, template: str, law_
     if law_fit is None:
         return 1
     ell = sum(e.n_value for e in encode_all(records, tokenizer, template))
-    return plan_rank(law_fit, ell).get("rank_pow2") or 1
+    return plan_rank(law_fit, ell).rank_pow2 or 1

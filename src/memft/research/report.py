@@ -10,6 +10,7 @@ Research layer: may import the core and the other research modules; never the CL
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 import re
@@ -20,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from memft.research.claims import BINDING, CELL_HEAD, VERDICTS, Claim, MethodCell, cell_columns
-from memft.research.law import in_setting
+from memft.research.law import LawFitEntry, as_entry, in_setting
 from memft.research.law import number as _num
-from memft.research.plots import ALL_FIGURES, Fit, Row, save, stubborn_failure_spearman
+from memft.research.plots import ALL_FIGURES, Fit, save, stubborn_failure_spearman
+from memft.research.rows import Row
 
-# Keys a law fit may use for its held-out error, first present wins: (key, label, is a fraction).
-HELDOUT_KEYS = (("heldout_mape", "MAPE", True), ("heldout_rmse", "RMSE", False), ("heldout_error", "", False))
-# Row fields a fit may carry to say which rows it was fitted on (law.fit_settings gives model and method).
-FIT_FILTERS = ("benchmark", "model", "method", "ratio")
+# The fields of a fit that say which rows it was fitted on (besides its setting), as law.fit_settings gives them.
+FIT_FILTERS = ("model", "method")
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
@@ -81,37 +81,35 @@ def _summary(rows: Sequence[Row]) -> str:
     return out + (_table(["benchmark", *methods, "total"], body) if rows else "")
 
 
-def _with_ci(fit: Fit, key: str) -> str:
-    ci = fit.get(f"{key}_ci")
-    lo, hi = (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (fit.get(f"{key}_lo"), fit.get(f"{key}_hi"))
-    s = _e(_fmt(fit.get(key), 4))
-    if _num(lo) is not None and _num(hi) is not None:
+def _with_ci(fit: LawFitEntry, key: str) -> str:
+    assert fit.fit is not None
+    lo, hi = fit.ci.get(key, (None, None))
+    s = _e(_fmt(fit.fit.params()[key], 4))
+    if lo is not None and hi is not None:
         s += f' <span class="ci">[{_e(_fmt(lo))}, {_e(_fmt(hi))}]</span>'
     return s
 
 
-def _fits_table(fits: Sequence[Fit]) -> str:
+def _fits_table(fits: Sequence[LawFitEntry]) -> str:
     if not fits:
         return '<p class="muted">No law fits.</p>'
-    who = [k for k in ("model", "method") if any(f.get(k) is not None for f in fits)]
+    who = [k for k in ("model", "method") if any(getattr(f, k) is not None for f in fits)]
     body = []
     for f in fits:
-        lead = [_e(f.get("setting", "—")), *(_e(f.get(k) or "—") for k in who)]
-        if f.get("skipped"):
-            body.append([*lead, f'<span class="muted">skipped: {_e(f["skipped"])}</span>', *[""] * 5, _e(f.get("n", "—")), ""])
+        lead = [_e(f.setting or "—"), *(_e(getattr(f, k) or "—") for k in who)]
+        if f.fit is None or f.skipped:
+            body.append([*lead, f'<span class="muted">skipped: {_e(f.skipped or "no parameters")}</span>', *[""] * 5, _e(f.n), ""])
             continue
         held = "—"
-        for key, label, frac in HELDOUT_KEYS:
-            v = _num(f.get(key))
-            if v is not None:
-                held = f'{_e(f"{100 * v:.1f}%" if frac else _fmt(v))} <span class="ci">{_e(label)}</span>'
-                break
-        else:
-            if f.get("heldout_reason"):
-                held = f'<span class="muted">— ({_e(f["heldout_reason"])})</span>'
-        mape = _num(f.get("mape"))
-        body.append([*lead, *(_with_ci(f, k) for k in ("C", "alpha", "beta", "b")), _e(_fmt(f.get("r2"), 4)),
-                     "—" if mape is None else f"{100 * mape:.1f}", _e(f.get("n", "—")), held])
+        if f.heldout_mape is not None:
+            held = f'{_e(f"{100 * f.heldout_mape:.1f}%")} <span class="ci">MAPE</span>'
+        elif f.heldout_rmse is not None:
+            held = f'{_e(_fmt(f.heldout_rmse))} <span class="ci">RMSE</span>'
+        elif f.heldout_reason:
+            held = f'<span class="muted">— ({_e(f.heldout_reason)})</span>'
+        mape = _num(f.fit.mape)
+        body.append([*lead, *(_with_ci(f, k) for k in ("C", "alpha", "beta", "b")), _e(_fmt(f.fit.r2, 4)),
+                     "—" if mape is None else f"{100 * mape:.1f}", _e(f.n), held])
     note = ('<p class="muted">ΔL = C·r<sup>α</sup>·ℓ<sup>−β</sup> + b; bracketed: 95 % interval, where the fit gives '
             "one; held-out: leave-one-length-out error, where the fit gives one.</p>")
     head = ["setting", *who, "C", "α", "β", "b", "R²", "MAPE %", "n", "held-out error"]
@@ -147,14 +145,15 @@ def _in_setting(row: Row, setting: str) -> bool:
 
 
 def rows_for_fit(rows: Sequence[Row], fit: Fit) -> list[Row]:
-    """The rows a fit describes: those matching its benchmark/model/method/ratio keys (each where any row matches)
-    and its `setting` (see `_in_setting`); the key filter alone when no row is in the setting."""
+    """The rows a fit describes: those matching its model and method (each where any row matches) and its
+    `setting` (see `_in_setting`); the model/method filter alone when no row is in the setting."""
+    entry = as_entry(fit)
     sel = list(rows)
-    for k in FIT_FILTERS:  # each key narrows only where rows carry it (a store without `model` keeps its rows)
-        if fit.get(k) is not None:
-            sel = [r for r in sel if str(r.get(k)) == str(fit[k])] or sel
-    s = fit.get("setting")
-    in_setting = [r for r in sel if _in_setting(r, str(s))] if s is not None else []
+    for k in FIT_FILTERS:  # each narrows only where rows carry it (a store without `model` keeps its rows)
+        want = getattr(entry, k)
+        if want is not None:
+            sel = [r for r in sel if str(r.get(k)) == str(want)] or sel
+    in_setting = [r for r in sel if _in_setting(r, entry.setting)] if entry.setting else []
     return in_setting or sel
 
 
@@ -162,17 +161,17 @@ def _slug(s: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_.") or "fit"
 
 
-def _figures(rows: Sequence[Row], fits: Sequence[Fit], fig_dir: Path) -> str:
+def _figures(rows: Sequence[Row], fits: Sequence[LawFitEntry], fig_dir: Path) -> str:
     """Render every registered figure (law figures once per fit, on that fit's rows), save, and embed."""
-    jobs: list[tuple[str, str, Sequence[Row], Fit | None]] = []
+    jobs: list[tuple[str, str, Sequence[Row], LawFitEntry | None]] = []
     for name, spec in ALL_FIGURES.items():
         if spec.fit == "no" or not fits:
             jobs.append((name, name, rows, None))
             continue
         for i, f in enumerate(fits):
-            if f.get("skipped"):
+            if not f.fitted:
                 continue
-            who = " · ".join(str(f[k]) for k in ("setting", "method", "model") if f.get(k) is not None)
+            who = f.label()
             jobs.append((f"{name}__{i}_{_slug(who)}", f"{name} — {who or i}", rows_for_fit(rows, f), f))
     parts = []
     for stem, label, rs, fit in jobs:
@@ -215,7 +214,8 @@ def build_report(rows: Sequence[Row], fits: Sequence[Fit] | Mapping[str, Fit], o
                  title: str = "memft report", claims: Sequence[Claim] | None = None, cells: Sequence[MethodCell] | None = None) -> Path:
     """Write `out_dir/index.html` and `out_dir/figures/*.{png,svg}`; returns the index path.
 
-    `fits` is a list of law-fit dicts (or a mapping setting -> fit). Builds on any rows, including none.
+    `fits`: law fit entries (memft.research.law.LawFitEntry, or mappings shaped like a file's entries), or a mapping
+    setting -> fit. Builds on any rows, including none.
     `claims` / `cells` (memft.research.claims): the paper-claims section; None computes them from `rows`.
     """
     from memft.research.claims import method_cells, paper_claims
@@ -223,7 +223,10 @@ def build_report(rows: Sequence[Row], fits: Sequence[Fit] | Mapping[str, Fit], o
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    fit_list = [dict(f, setting=f.get("setting", k)) for k, f in fits.items()] if isinstance(fits, Mapping) else list(fits or [])
+    if isinstance(fits, Mapping):
+        fit_list = [dataclasses.replace(e, setting=e.setting or k) for k, e in ((k, as_entry(f)) for k, f in fits.items())]
+    else:
+        fit_list = [as_entry(f) for f in fits or []]
     rows = list(rows)
     claims = paper_claims(rows) if claims is None else claims
     cells = method_cells(rows) if cells is None else cells

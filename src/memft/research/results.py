@@ -5,8 +5,9 @@ Named `results` (it was `memft.store` before the layers got folders) so that it 
 
 Tables:
 - `runs`: one row per point, keyed by `run_id` (see `run_id()`), with its status ('running' | 'done' | 'failed'),
-  its resolved config, the `memft.research.runs.run_point` row once done, the error once failed, timestamps, and indexed
-  copies of the common fields (benchmark, model, method, rank, length, ratio, seed) for queries.
+  its resolved config, the `memft.research.runs.run_point` row once done (read back as a
+  `memft.research.rows.ResultRow`; `read_rows` adds its point, positions and curve), the error once failed,
+  timestamps, and indexed copies of the common fields (benchmark, model, method, rank, length, ratio, seed).
 - `positions`: per-position teacher-forced target probability and argmax check of each record of a run.
 - `curves`: the training curve of a run, one row per step.
 
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from memft.errors import ConfigError
+from memft.research.rows import ResultRow
 
 STATUSES = ("running", "done", "failed")
 INDEXED = ("benchmark", "model", "method", "rank", "length", "ratio", "seed")  # copied from the config
@@ -207,8 +209,8 @@ class Store:
     def done_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT run_id FROM runs WHERE status = 'done'")}
 
-    def rows(self, **where: Any) -> list[dict[str, Any]]:
-        """The rows of done runs, each with its `run_id`, in the order the runs were first claimed.
+    def rows(self, **where: Any) -> list[ResultRow]:
+        """The rows of done runs (ResultRow, with its `run_id`), in the order the runs were first claimed.
 
         where: equality on the indexed fields (a list or tuple means any of), e.g. rows(benchmark="stress", rank=[1, 2]).
         """
@@ -224,7 +226,7 @@ class Store:
             sql.append("(" + " OR ".join(terms or ["0"]) + ")")
             args += vs
         cur = self.db.execute(f"SELECT run_id, row FROM runs WHERE {' AND '.join(sql)} ORDER BY rowid", args)
-        return [{"run_id": rid, **json.loads(row)} for rid, row in cur]
+        return [ResultRow.from_json(json.loads(row), rid) for rid, row in cur]
 
     def config(self, run_id: str) -> dict[str, Any] | None:
         got = self.db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -265,3 +267,29 @@ class Store:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def read_rows(path: str | Path, with_probs: bool = False, full: bool = False, with_point: bool = False) -> list[ResultRow]:
+    """The finished rows of the results store at `path` (a missing one is a ConfigError saying how to make it).
+
+    with_probs adds `probs` (per record, per position) for probability grids; with_point adds the point's config as
+    `point` and its keys the row does not carry (stop_when_certified, lr_schedule, ...), which law fits and the
+    paper-claims page group by; full = with_probs + with_point + `correct` (same shape as probs) + the training `curve`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such results store; run `memft sweep CONFIG.yaml --store {path}` first")
+    out = []
+    with Store(path) as st:
+        for r in st.rows():
+            more: dict[str, Any] = {}
+            if with_probs or full:
+                pos = st.positions(r.run_id)  # type: ignore[arg-type]
+                more["probs"] = [p["prob"] for p in pos]
+                if full:
+                    more["correct"] = [p["correct"] for p in pos]
+            if full:
+                more["curve"] = st.curve(r.run_id)  # type: ignore[arg-type]
+            point = (st.config(r.run_id) or {}) if full or with_point else None  # type: ignore[arg-type]
+            out.append(ResultRow.from_json(r.to_json(), r.run_id, point=point, **more))
+    return out

@@ -2,8 +2,9 @@
 
 `memft compare`, `memft bench` and `memft sweep` are grids of such points: each builds its TrainConfig with
 `research_train`, splits method options with `options_by_method` and runs a point with `run_benchmark_point`
-(which records the resolved settings in the row). Rows are plain JSON-able dicts: fractions in [0, 1], losses as
-the mean over target tokens (value tokens + the end token), positions from 0.
+(which records the resolved settings in the row). A row is made here as a plain JSON-able dict (ROW_FIELDS, then
+the settings; memft.research.rows): fractions in [0, 1], losses as the mean over target tokens (value tokens + the
+end token), positions from 0. The results store gives it back as a memft.research.rows.ResultRow.
 
 Research layer. May import the core (api, config, encoding, evaluate, metrics, modeling, objectives, records).
 """
@@ -18,17 +19,10 @@ from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError
 from memft.modeling import Base
 from memft.records import Record
+from memft.research.rows import ROW_FIELDS, SETTINGS_FIELDS
 
 if TYPE_CHECKING:
     from memft.api import Fit
-
-ROW_FIELDS = (
-    "benchmark", "model", "method", "rank", "length", "ratio", "records", "seed",
-    "loss_init", "loss_final", "delta_loss", "token_accuracy", "token_accuracy_tf", "exact_match", "certified",
-    "p_above_half", "min_prob", "steps", "steps_to_certify", "seconds",
-    "heldout_exact_match", "heldout_token_accuracy",
-    "first_failure", "earliest_stubborn", "stubborn_positions",
-)
 
 
 def research_train(method: str, **settings: Any) -> TrainConfig:
@@ -66,9 +60,11 @@ def options_by_method(methods: Sequence[str], options: dict[str, Any]) -> dict[s
 
 
 def settings_of(base: Base, lora: LoraSettings, train: TrainConfig) -> dict[str, Any]:
-    """The resolved settings a result row or file carries next to its numbers."""
-    return {"lr": train.lr, "max_steps": train.max_steps, "margin": train.margin, "batch_size": train.batch_size,
-            "preset": lora.preset, "dtype": base.dtype, "device": base.device}
+    """The resolved settings a result row or file carries next to its numbers (SETTINGS_FIELDS, in that order)."""
+    got = {"lr": train.lr, "max_steps": train.max_steps, "margin": train.margin, "batch_size": train.batch_size,
+           "preset": lora.preset, "dtype": base.dtype, "device": base.device}
+    assert tuple(got) == SETTINGS_FIELDS
+    return got
 
 
 def run_benchmark_point(

@@ -1,4 +1,4 @@
-"""memft inside transformers.Trainer and TRL's SFTTrainer, on the tiny model (CPU)."""
+"""memft inside transformers.Trainer (memft.integrations.trainer), on the tiny model (CPU)."""
 
 import math
 
@@ -12,18 +12,7 @@ from memft.encoding import encode, encode_all
 from memft.errors import ConfigError, RecordsError
 from memft.evaluate import evaluate
 from memft.research.bench.phonebook import phonebook
-from memft.integrations import (
-    IGNORE,
-    CertificationStop,
-    Collator,
-    MemFTLoss,
-    check_trl_parity,
-    features,
-    items_from_rows,
-    sft_dataset,
-    target_tokens,
-    trl_prepare,
-)
+from memft.integrations import IGNORE, CertificationStop, Collator, MemFTLoss, features, items_from_rows, target_tokens
 from memft.objectives import EPS
 from memft.records import Record
 from memft.train import train
@@ -31,7 +20,7 @@ from memft.train import train
 RECORDS = phonebook(4, seed=5)  # 10-digit values: 11 targets each
 
 
-def _lora(tiny):
+def lora_on(tiny):
     model, _ = adapters.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
     return model
 
@@ -51,7 +40,7 @@ def _lora_grads(model):
     return [p.grad.clone() for n, p in model.named_parameters() if "lora_" in n]
 
 
-def _certified_and_exact(model, tokenizer, records):
+def certified_and_exact(model, tokenizer, records):
     reps = evaluate(model, tokenizer, encode_all(records, tokenizer), generate="always")
     return [(r.certified, r.exact) for r in reps]
 
@@ -102,7 +91,7 @@ def test_target_tokens_shift_by_hand():
 
 
 def test_sft_equals_mean_cross_entropy(tiny):
-    model = _lora(tiny)
+    model = lora_on(tiny)
     out, labels = _forward(model, features(RECORDS, tiny.tokenizer), tiny.tokenizer.pad_token_id)
     V = out.logits.shape[-1]
     ref = F.cross_entropy(out.logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
@@ -114,7 +103,7 @@ def test_sft_equals_mean_cross_entropy(tiny):
 
 
 def test_gradient_accumulation_equals_full_batch_for_sft(tiny):
-    model = _lora(tiny)
+    model = lora_on(tiny)
     rows, pad = features(RECORDS, tiny.tokenizer), tiny.tokenizer.pad_token_id
     loss = MemFTLoss("sft")
     out, labels = _forward(model, rows, pad)
@@ -137,7 +126,7 @@ def test_gradient_accumulation_equals_full_batch_for_sft(tiny):
 
 
 def test_weighted_objective_under_accumulation_is_the_token_share_of_each_micro_batch_mean(tiny):
-    model = _lora(tiny)
+    model = lora_on(tiny)
     rows, pad = features(RECORDS, tiny.tokenizer), tiny.tokenizer.pad_token_id
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(15):  # part-way: some tokens passed p = 0.5, others not
@@ -208,7 +197,7 @@ def test_options_are_checked_up_front():
 # ---------------------------------------------------------------------------------------------------- Trainer
 
 
-def _args(tmp_path, cls=None, **kw):
+def trainer_args(tmp_path, cls=None, **kw):
     """Trainer settings for the tiny runs: CPU, no hub, no checkpoints, constant lr 1e-2, full batch, 200 steps."""
     from transformers import TrainingArguments
 
@@ -232,16 +221,16 @@ def test_trainer_with_memft_loss_certifies_at_the_step_of_memfts_own_loop(tiny, 
     from memft.modeling import load_base
 
     # reference: memft's own loop on the same records, LoRA placement and seed (margin 0.5 is its default goal)
-    ref_model = _lora(load_base("tiny-random", device="cpu", dtype="fp32"))
+    ref_model = lora_on(load_base("tiny-random", device="cpu", dtype="fp32"))
     items = encode_all(RECORDS, tiny.tokenizer)
     ref = train(ref_model, items, tiny.tokenizer.pad_token_id, TrainConfig(method=method, lr=1e-2, max_steps=200, margin=0.5, active_set=False), 2)
 
-    model = _lora(tiny)
+    model = lora_on(tiny)
     rows = features(RECORDS, tiny.tokenizer)
     loss = MemFTLoss(method, rows=rows)  # records numbered as memft numbers them (the curriculum's order)
     stop = CertificationStop(RECORDS, tiny.tokenizer, margin=0.5, loss=loss)
     trainer = Trainer(
-        model=model, args=_args(tmp_path, max_grad_norm=0.0),  # memft's loop does not clip gradients
+        model=model, args=trainer_args(tmp_path, max_grad_norm=0.0),  # memft's loop does not clip gradients
         train_dataset=rows, data_collator=Collator(tiny.tokenizer.pad_token_id), compute_loss_func=loss, callbacks=[stop],
     )
     trainer.train()
@@ -249,119 +238,39 @@ def test_trainer_with_memft_loss_certifies_at_the_step_of_memfts_own_loop(tiny, 
     assert stop.min_prob == pytest.approx(ref.history[-1]["min_prob"], abs=1e-5) and stop.min_prob > 0.5
     assert stop.certified == 1.0 and len(stop.history) == stop.certified_at
     assert loss.state["max_steps"] == 200 and loss.state["step"] == stop.certified_at - 1
-    assert _certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
+    assert certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
 
 
 @pytest.mark.slow  # a full Trainer run
 def test_trainer_with_the_curriculum_certifies_every_record(tiny, tmp_path):
     from transformers import Trainer
 
-    model = _lora(tiny)
+    model = lora_on(tiny)
     rows = features(RECORDS, tiny.tokenizer)
     loss = MemFTLoss("memft-sw-curriculum", rows=rows)
     stop = CertificationStop(RECORDS, tiny.tokenizer, margin=0.5, loss=loss)
     trainer = Trainer(
-        model=model, args=_args(tmp_path, max_grad_norm=0.0), train_dataset=rows, data_collator=Collator(tiny.tokenizer.pad_token_id),
+        model=model, args=trainer_args(tmp_path, max_grad_norm=0.0), train_dataset=rows, data_collator=Collator(tiny.tokenizer.pad_token_id),
         compute_loss_func=loss, callbacks=[stop],
     )
     trainer.train()
     assert stop.certified_at is not None and stop.certified_at == trainer.state.global_step < 200
     assert loss.state["curriculum"]["stage"] >= 1  # the curriculum advanced past its first stage
-    assert _certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
+    assert certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
 
 
 @pytest.mark.slow  # a Trainer run
 def test_certification_stop_checks_every_k_steps_and_the_final_parameters(tiny, tmp_path):
     from transformers import Trainer
 
-    model = _lora(tiny)
+    model = lora_on(tiny)
     rows = features(RECORDS, tiny.tokenizer)
     stop = CertificationStop(rows, tiny.tokenizer, every=4)
     trainer = Trainer(
-        model=model, args=_args(tmp_path, max_steps=10), train_dataset=rows,
+        model=model, args=trainer_args(tmp_path, max_steps=10), train_dataset=rows,
         data_collator=Collator(tiny.tokenizer.pad_token_id), compute_loss_func=MemFTLoss("sft"), callbacks=[stop],
     )
     trainer.train()
     assert [h["step"] for h in stop.history] == [4, 8, 10] and stop.certified_at is None and stop.certified == 0.0
     reps = evaluate(model, tiny.tokenizer, encode_all(RECORDS, tiny.tokenizer), generate="never")
     assert stop.min_prob == pytest.approx(min(r.min_prob for r in reps), rel=1e-6)
-
-
-# ---------------------------------------------------------------------------------------------------- TRL
-
-
-@pytest.mark.slow  # a full TRL SFTTrainer run
-def test_trl_sft_trainer_with_accumulation_certifies(tiny, tmp_path):
-    from trl import SFTConfig, SFTTrainer
-
-    from memft.modeling import load_base
-
-    # reference: memft's own full-batch sft loop; TRL's token-sum / num_items_in_batch loss over 2 micro-batches of 2
-    # records has the same gradient, so (without gradient clipping) it certifies at the same step
-    ref_model = _lora(load_base("tiny-random", device="cpu", dtype="fp32"))
-    items = encode_all(RECORDS, tiny.tokenizer)
-    ref = train(ref_model, items, tiny.tokenizer.pad_token_id, TrainConfig(method="sft", lr=1e-2, max_steps=200, margin=0.5, active_set=False), 2)
-
-    model = _lora(tiny)
-    ds = sft_dataset(RECORDS, tiny.tokenizer)
-    stop = CertificationStop(ds, tiny.tokenizer)
-    args = _args(
-        tmp_path, SFTConfig, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_grad_norm=0.0, bf16=False,
-        activation_checkpointing=False, max_length=None,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tiny.tokenizer, callbacks=[stop])
-    rows = features(RECORDS, tiny.tokenizer)
-    assert sorted(trainer.train_dataset["labels"]) == sorted(r["labels"] for r in rows)  # TRL kept memft's labels
-    assert sorted(trainer.train_dataset["input_ids"]) == sorted(r["input_ids"] for r in rows)  # and added no eos
-    trainer.train()
-    assert stop.certified_at == ref.certified_at == trainer.state.global_step < 200
-    assert stop.min_prob == pytest.approx(ref.history[-1]["min_prob"], abs=1e-4) and stop.min_prob > 0.5
-    assert _certified_and_exact(model, tiny.tokenizer, RECORDS) == [(True, True)] * len(RECORDS)
-
-
-def test_trl_builds_the_same_labels_from_completion_mask(tiny):
-    ds = sft_dataset(RECORDS, tiny.tokenizer).remove_columns("labels")
-    want = [r["labels"] for r in features(RECORDS, tiny.tokenizer)]
-    assert trl_prepare(ds, tiny.tokenizer, completion_only_loss=True)["labels"] == want
-    # without completion_only_loss TRL trains the prompt too: why sft_dataset ships the labels
-    assert trl_prepare(ds, tiny.tokenizer, completion_only_loss=False)["labels"] == ds["input_ids"]
-
-
-def _merging_tokenizer():
-    """Byte-level like the tiny one, plus one merge a + b -> ab, so tokens can merge across a key/value boundary."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["ab"] = len(vocab)
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
-    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    return tok
-
-
-def test_trl_parity_holds_for_byte_level_raw_prompts(tiny):
-    assert check_trl_parity(RECORDS, tiny.tokenizer) is None
-
-
-def test_trl_parity_reports_tokens_merged_across_the_boundary():
-    tok = _merging_tokenizer()
-    recs = [Record("xa", "b"), Record("k:", "v")]
-    with pytest.raises(RecordsError) as err:
-        check_trl_parity(recs, tok)
-    msg = str(err.value)
-    assert msg.startswith("1 record(s)") and "'xa'" in msg and "'k:'" not in msg
-    assert "TRL trains ['ab', '<|im_end|>'] after 1 prompt tokens, memft trains ['b', '<|im_end|>'] after 2" in msg
-    assert "sft_dataset" in msg
-
-
-def test_trl_parity_reports_chat_end_of_turn_and_token_id_values(tiny):
-    recs = [Record("Ann:", "12"), Record("ids:", value_ids=(5, 6))]
-    with pytest.raises(RecordsError) as err:
-        check_trl_parity(recs, tiny.tokenizer, template="chat")
-    msg = str(err.value)
-    assert msg.startswith("2 record(s)")
-    assert "record 'Ann:': TRL trains ['1', '2', '<|im_end|>', '\\n']" in msg  # the template's newline after eos
-    assert "record 'ids:': its value is token ids" in msg

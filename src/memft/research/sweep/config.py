@@ -1,29 +1,5 @@
-"""Resumable sweeps: a YAML grid of experiment points, each run once with `memft.research.runs.run_point` into a
-`Store`.
-
-A point is identified by the sha256 of its resolved config (`memft.research.results.run_id`), so running the same
-sweep again skips every point already done, re-runs the ones a killed process left 'running' or that failed, and never
-duplicates a row. The `device` is not part of a point (where a run ran does not change what it asked for); the
-device and the dtype it resolved to are recorded in its row.
-
-Backends: "local" runs the points one after another in this process, loading each model once; "ray" sends each
-point to a Ray task (its own model load, on a GPU share when asked) and only this process writes to the store.
-
-Example config (every key is optional; see SweepConfig for the defaults):
-
-    models: [tiny-random]
-    benchmarks: [stress, phonebook]
-    lengths: {stress: [64, 128], phonebook: [100]}  # or one list for every benchmark
-    ratios: [0.0, 0.5, 1.0]                         # stress only
-    ranks: [1, 2, 4]
-    methods: [sft, memft-ot]
-    seeds: [0, 1]
-    lr: 0.01
-    max_steps: 300
-    lr_schedule: linear                             # the reference code's setup: linear decay to 0,
-    max_grad_norm: 1.0                              # clipping at 1.0,
-    batch_size: 4                                   # 1 (stress) or 4-20 records (PhoneBook) per step,
-    template: chat                                  # the chat template (defaults: constant, none, 64, raw)
+"""A sweep's grid: `SweepConfig` (read from YAML and validated up front, every problem at once) and its points,
+each a resolved config dict with its run id.
 
 Research layer: may import the core and the other research modules; never the CLI.
 """
@@ -34,27 +10,21 @@ import dataclasses
 import difflib
 import hashlib
 import itertools
-import os
-import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import folders
 from memft.config import DEVICES, DTYPES, LR_SCHEDULES, PRESETS, TEMPLATES, TrainConfig
 from memft.errors import ConfigError
-from memft.records import Record
 from memft.research import bench
-from memft.research.results import Store, run_id
+from memft.research.results import run_id
+
 
 BENCHMARKS = tuple(bench.BENCHMARKS)
 TRAIN_KEYS = ("lr_schedule", "max_grad_norm", "batch_size", "template")  # TrainConfig settings a sweep may set
 # What a length ℓ means: memft.research.bench.BENCHMARKS[name].length_means.
 DEFAULT_LENGTHS = {name: list(b.default_lengths) for name, b in bench.BENCHMARKS.items()}
-
-Progress = Callable[[int, int, "str | None"], None]
-Save = Callable[[dict[str, Any], "dict[str, Any] | None", "str | None"], None]  # (point, result, error)
 
 
 @dataclass
@@ -228,222 +198,6 @@ def label(point: dict[str, Any]) -> str:
     rho = f" ρ={point['ratio']:g}" if point["ratio"] is not None else ""
     return f"{point['model']} {point['benchmark']} ℓ={point['length']}{rho} {point['method']} r={point['rank']} seed={point['seed']}"
 
-
-def build_dataset(
-    benchmark: str, length: int, ratio: float | None, tokenizer: Any, seed: int, heldout: int, text: str | None = None,
-    exclude: Collection[int] = (),
-) -> tuple[list[Record], list[Record] | None]:
-    """(records, held-out records or None) of one benchmark point (memft.research.bench.make); `text` is the stress
-    source text (not a path); `exclude`: token ids the stress test must not draw (the model's unreachable tokens)."""
-    return bench.make(benchmark, bench.DataSpec(length, ratio, heldout, text, exclude), tokenizer, seed)
-
-
-# ---------------------------------------------------------------------------------------------- one point
-
-
-class _Worker:
-    """Runs points in one process: keeps the loaded base and built datasets of the current model."""
-
-    def __init__(self, device: str, text: str | None):
-        self.device, self.text = device, text
-        self.key: tuple[Any, ...] | None = None
-        self.base: Any = None
-        self.datasets: dict[tuple[Any, ...], Any] = {}
-
-    def run(self, p: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
-        """{"row", "positions", "curve"} of one point; exceptions propagate."""
-        from memft.config import LoraSettings
-        from memft.encoding import encode_all
-        from memft.evaluate import teacher_forced
-        from memft.forward import Runner
-        from memft.research.runs import research_train, run_benchmark_point
-
-        base = self._base(p)
-        records, held = self._dataset(p, base.tokenizer)
-        lora = LoraSettings(rank=p["rank"], preset=p["preset"])
-        train = research_train(p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"],
-                               stop_when_certified=p["stop_when_certified"], **{k: p[k] for k in TRAIN_KEYS if k in p})
-        got: dict[str, Any] = {}
-
-        def on_fit(f: Any) -> None:
-            # The per-position probabilities behind the probability grids: one more teacher-forced pass.
-            items = encode_all(records, base.tokenizer, train.template)
-            stats = teacher_forced(Runner(f.model, items, base.tokenizer.pad_token_id), train.batch_size)
-            got["positions"] = [{"prob": stats[i].prob, "correct": stats[i].correct} for i in range(len(items))]
-            got["curve"] = list(f.train.history)
-
-        try:
-            row = run_benchmark_point(p["benchmark"], (records, held), base, lora, train, p["ratio"], on_step=on_step, on_fit=on_fit)
-        except BaseException:
-            self.key = self.base = None  # a run that died mid-training may leave its adapter on the base: reload it
-            raise
-        return {"row": row, "positions": got.get("positions"), "curve": got.get("curve")}
-
-    def _base(self, p: dict[str, Any]) -> Any:
-        from memft.modeling import TINY, load_base
-
-        # tiny-random's weights depend on the seed (as with `memft bench --seed`); a real model's do not.
-        key = (p["model"], p["dtype"], p["seed"] if p["model"] == TINY else 0)
-        if key != self.key:
-            self.key = self.base = None  # free the previous model before loading the next
-            self.datasets = {}
-            self.base, self.key = load_base(p["model"], self.device, p["dtype"], seed=key[2]), key
-        return self.base
-
-    def _dataset(self, p: dict[str, Any], tokenizer: Any) -> tuple[list[Record], list[Record] | None]:
-        from memft.modeling import unreachable_tokens
-
-        key = (p["benchmark"], p["length"], p["ratio"], p["seed"], p["heldout"])
-        if key not in self.datasets:
-            try:
-                self.datasets[key] = build_dataset(p["benchmark"], p["length"], p["ratio"], tokenizer, p["seed"], p["heldout"], self.text,
-                                                   exclude=unreachable_tokens(self.base.model))
-            except Exception as e:  # noqa: BLE001 - remembered: every point of this dataset fails the same way
-                self.datasets[key] = e
-        data = self.datasets[key]
-        if isinstance(data, Exception):
-            raise data
-        return data
-
-
-def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())}"
-
-
-# ---------------------------------------------------------------------------------------------- sweeps
-
-
-def run_sweep(
-    config: SweepConfig,
-    store_path: str | Path,
-    on_progress: Progress | None = None,
-    backend: str = "local",
-    address: str | None = None,
-    gpus_per_run: float = 0,
-    on_step: Callable[[dict[str, float]], None] | None = None,
-) -> dict[str, Any]:
-    """Run every point of `config` not yet done in the store at `store_path`; return a summary.
-
-    on_progress(done, total, label): before each run (local; label = the run starting) or after each result
-    (ray; label = the run that ended), and once at the end with label None. `done` counts points already done.
-    on_step: each training step of the current run (local backend only), for a per-run progress bar.
-    A point that raises is stored as failed with its error and the sweep goes on.
-    backend "ray": each point is a Ray task on `address` (None: a local Ray instance) given `gpus_per_run` GPUs
-    (fractions share one; 0 with device auto runs on the CPU); memft must be importable on every Ray node.
-    Returns {"total", "skipped" (already done), "done", "failed" (by this call), "seconds", "store", "failures"}.
-    """
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"backend {backend!r}: use local or ray")
-    if gpus_per_run < 0:
-        raise ConfigError(f"gpus_per_run must be >= 0, got {gpus_per_run}")
-    t0 = time.perf_counter()
-    # One sweep per store at a time: a second one would re-claim the first one's running points (which look like
-    # points a killed sweep left) and run every point twice. The lock is an OS lock, so a killed sweep frees it.
-    with folders.locked(Path(store_path), wait=0):
-        return _sweep(config, store_path, on_progress, backend, address, gpus_per_run, on_step, t0)
-
-
-def _sweep(config: SweepConfig, store_path: str | Path, on_progress: Progress | None, backend: str, address: str | None,
-           gpus_per_run: float, on_step: Callable[[dict[str, float]], None] | None, t0: float) -> dict[str, Any]:
-    points = config.points()
-    text = Path(config.text).read_text(encoding="utf-8") if config.text else None
-    store = Store(store_path)
-    try:
-        done = store.done_ids()
-        todo = [p for p in points if p["run_id"] not in done]
-        summary = {"total": len(points), "skipped": len(points) - len(todo), "done": 0, "failed": 0, "store": str(store_path), "failures": []}
-
-        def save(p: dict[str, Any], result: dict[str, Any] | None, error: str | None) -> None:
-            if error is None:
-                store.finish(p["run_id"], result["row"], result["positions"], result["curve"])
-                summary["done"] += 1
-            else:
-                store.fail(p["run_id"], error)
-                summary["failed"] += 1
-                summary["failures"].append({"run_id": p["run_id"], "label": label(p), "error": error})
-
-        progress = on_progress or (lambda *_: None)
-        if backend == "local":
-            _run_local(todo, store, save, progress, summary, config.device, text, on_step)
-        elif todo:
-            _run_ray(todo, store, save, progress, summary, config.device, text, address, gpus_per_run)
-        progress(summary["skipped"] + summary["done"] + summary["failed"], len(points), None)
-    finally:
-        store.close()
-    summary["seconds"] = round(time.perf_counter() - t0, 3)
-    return summary
-
-
-def _config(p: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in p.items() if k != "run_id"}
-
-
-def _run_local(
-    todo: list[dict[str, Any]], store: Store, save: Save, progress: Progress, summary: dict[str, Any],
-    device: str, text: str | None, on_step: Callable[[dict[str, float]], None] | None,
-) -> None:
-    worker = _Worker(device, text)
-    for p in todo:
-        progress(summary["skipped"] + summary["done"] + summary["failed"], summary["total"], label(p))
-        if not store.claim(p["run_id"], _config(p)):
-            continue  # finished meanwhile by another process on the same store
-        try:
-            result = worker.run(p, on_step)
-        except Exception as e:  # noqa: BLE001 - any failure of one point is recorded; the sweep goes on
-            save(p, None, _error(e))
-        else:
-            save(p, result, None)
-
-
-_RAY_WORKER: _Worker | None = None  # one per Ray worker process: keeps its model between the tasks it runs
-
-
-def _ray_point(point: dict[str, Any], device: str, text: str | None) -> dict[str, Any]:
-    """The body of one Ray task: run the point in the worker; errors come back as data, not as task failures."""
-    global _RAY_WORKER
-    if _RAY_WORKER is None or (_RAY_WORKER.device, _RAY_WORKER.text) != (device, text):
-        _RAY_WORKER = _Worker(device, text)
-    try:
-        return {"result": _RAY_WORKER.run(point), "error": None}
-    except Exception as e:  # noqa: BLE001
-        return {"result": None, "error": _error(e)}
-
-
-def _run_ray(
-    todo: list[dict[str, Any]], store: Store, save: Save, progress: Progress, summary: dict[str, Any],
-    device: str, text: str | None, address: str | None, gpus_per_run: float,
-) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("backend ray needs Ray: run `pip install ray` (or use backend local)") from None
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports to Anyscale unless the user opts in
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
-    try:
-        task = ray.remote(num_gpus=gpus_per_run, max_retries=0)(_ray_point)
-        if device == "auto" and not gpus_per_run:
-            device = "cpu"  # a task given no GPU share must not take one that Ray handed to another task
-        pending = {}
-        for p in todo:
-            if store.claim(p["run_id"], _config(p)):  # only this process touches the store
-                pending[task.remote(p, device, text)] = p
-        while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            p = pending.pop(ref)
-            try:
-                out = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - the worker itself died (e.g. out of memory)
-                out = {"result": None, "error": _error(e)}
-            save(p, out["result"], out["error"])
-            progress(summary["skipped"] + summary["done"] + summary["failed"], summary["total"], label(p))
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _listify(value: Any) -> list[Any]:

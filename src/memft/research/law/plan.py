@@ -1,0 +1,120 @@
+"""The capacity planner: the law inverted, the smallest rank whose predicted final loss L_init − ΔL(r, ℓ) is below a
+target (ln 2 by default: a mean target probability above one half).
+
+Research layer: may import the core and the other research modules; never the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from memft.errors import ConfigError
+from memft.metrics import L_CRIT
+from memft.research.law.files import LawFitEntry
+from memft.research.law.fit import PARAMS, law
+from memft.research.law.select import Row
+
+
+def length_for_records(n_records: int, tokens_per_record: float) -> float:
+    """ℓ for `--records N`: N × (mean value tokens per record), the unit rows' `length` is in."""
+    if n_records < 1 or not tokens_per_record > 0:
+        raise ConfigError(f"--records {n_records}: need ≥ 1 record and a positive mean tokens per record (got {tokens_per_record})")
+    return float(n_records) * float(tokens_per_record)
+
+
+def tokens_per_record(rows: Sequence[Row]) -> float:
+    """Mean value tokens per record over rows that carry both `length` and `records` (Σ length / Σ records)."""
+    ok = [r for r in rows if r.get("length") and r.get("records")]
+    if not ok:
+        raise ConfigError("tokens_per_record: no row has both 'length' and 'records'; give the tokens per record explicitly")
+    return sum(float(r["length"]) for r in ok) / sum(float(r["records"]) for r in ok)
+
+
+def _min_rank(p: np.ndarray, length: float, need: float, ranks: np.ndarray) -> np.ndarray:
+    """Smallest entry of `ranks` with ΔL(r, ℓ) > need, per parameter row p [m, 4]; inf where none is."""
+    dl = law(ranks[None, :], length, p[:, :1], p[:, 1:2], p[:, 2:3], p[:, 3:4])  # [m, R]
+    hit = dl > need
+    return np.where(hit.any(1), ranks[np.argmax(hit, 1)], np.inf)
+
+
+def _rank_or_none(x: float) -> int | None:
+    return int(x) if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """What `plan_rank` answers (see there); `to_json` is what `memft plan --json` prints after ℓ and the fit."""
+
+    length: float
+    loss_init: float
+    target: float
+    max_rank: int
+    rank: int | None = None
+    rank_pow2: int | None = None
+    loss_final_pred: float | None = None
+    rank_optimistic: int | None = None
+    rank_pessimistic: int | None = None
+    p_reachable: float | None = None
+    uncertainty: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def plan_rank(fit: LawFitEntry, length: float, loss_init: float | None = None, target: float = L_CRIT,
+              max_rank: int = 4096) -> RankPlan:
+    """Smallest rank r ≥ 1 whose predicted final loss L_init − ΔL(r, ℓ) is below `target`.
+
+    Answers `rank` (smallest integer), `rank_pow2` (smallest power of two ≥ rank; the law is increasing in r),
+    `loss_final_pred` (the predicted final loss at `rank`), and the rank under the fit's
+    uncertainty: `rank_optimistic`/`rank_pessimistic` are the 2.5 %/97.5 % quantiles of the rank each bootstrap
+    sample needs (samples that need more than max_rank count as infinitely large; None = beyond max_rank), with
+    `p_reachable` the fraction of samples reaching the target within max_rank. A fit without samples uses the 16
+    corners of its confidence box instead (min and max): wider, since C, α, β and b are strongly correlated.
+    The uncertainty of L_init itself is not included. rank is None, with `reason`, when the fit's ΔL does not grow
+    with rank (C·α ≤ 0) or when max_rank does not reach the target.
+
+    >>> fit = LawFitEntry.from_json({"setting": "r100", "C": 2.0, "alpha": 0.5, "beta": 0.5, "b": 0.0, "loss_init_median": 3.0})
+    >>> p = plan_rank(fit, 1024)
+    >>> p.rank, p.rank_pow2
+    (1363, 2048)
+    """
+    if not length > 0 or max_rank < 1:
+        raise ConfigError(f"plan_rank: need length > 0 and max_rank ≥ 1; got length={length}, max_rank={max_rank}")
+    if fit.fit is None or fit.skipped:
+        raise ConfigError(f"plan_rank: the {fit.setting} entry has no fitted law ({fit.skipped or 'no parameters'}); pick a fitted setting")
+    li = fit.loss_init_median if loss_init is None else loss_init
+    if li is None:
+        raise ConfigError("plan_rank: the fit has no loss_init_median; pass loss_init")
+    need = float(li) - target  # L_init − ΔL < target  ⇔  ΔL > L_init − target
+    out: dict[str, Any] = {"length": float(length), "loss_init": float(li), "target": target, "max_rank": max_rank}
+    best = np.array([[fit.fit.params()[p] for p in PARAMS]], float)
+    ranks = np.arange(1, max_rank + 1, dtype=float)
+    if best[0, 0] * best[0, 1] <= 0:
+        out["reason"] = f"ΔL does not grow with rank in this fit (C={best[0, 0]:.3g}, alpha={best[0, 1]:.3g}); no rank can be planned from it"
+        return RankPlan(**out)
+    r = float(_min_rank(best, length, need, ranks)[0])
+    if not math.isfinite(r):
+        pred = float(li - law(max_rank, length, *best[0]))
+        out["reason"] = f"even rank {max_rank} predicts a final loss of {pred:.3g} ≥ target {target:.3g} at ℓ={length:g}"
+    else:
+        out.update(rank=int(r), rank_pow2=2 ** math.ceil(math.log2(r)), loss_final_pred=float(li - law(r, length, *best[0])))
+    box = [fit.ci.get(p, (None, None)) for p in PARAMS]
+    if fit.samples:
+        need_r = _min_rank(np.asarray(fit.samples, float), length, need, ranks)
+        lo, hi = np.percentile(need_r, 2.5, method="lower"), np.percentile(need_r, 97.5, method="higher")
+        out.update(uncertainty="bootstrap samples, 2.5 %–97.5 %", p_reachable=float(np.isfinite(need_r).mean()),
+                   rank_optimistic=_rank_or_none(float(lo)), rank_pessimistic=_rank_or_none(float(hi)))
+    elif all(None not in ci for ci in box):
+        corners = np.array(np.meshgrid(*box, indexing="ij")).reshape(4, -1).T  # [16, 4]
+        need_r = _min_rank(corners, length, need, ranks)
+        out.update(uncertainty="confidence-box corners, min–max", p_reachable=None,
+                   rank_optimistic=_rank_or_none(float(need_r.min())), rank_pessimistic=_rank_or_none(float(need_r.max())))
+    return RankPlan(**out)
