@@ -3,8 +3,8 @@ the preservation term (memft.preserve), on the embedded model.
 
     python benchmarks/bench_locality.py [--variants none,preserve-3] [--remedy preserve-3] [--records 40] [--out benchmarks/results/locality.json]
 
-Each variant writes the `memft demo` phone book (phonebook(40, seed=0); rank 8 probe, lr 1e-2, margin 0.5, the
-write defaults) into a fresh adapter, then runs the side-effect audit (memft.checks.audit: 32 held-out windows x 128
+Each variant writes the `memft demo` phone book (phonebook(40, seed=0); or --records N of them) with the settings
+`memft write` sizes for that many records (memft.sizing: for 40, rank 8 probe, lr 1e-2, margin 0.5) into a fresh adapter, then runs the side-effect audit (memft.checks.audit: 32 held-out windows x 128
 tokens of pydoc_data.topics, KL(base || adapted), perplexity, argmax agreement, leak probe). Variants run in one
 process on one loaded base; rows are merged into --out by variant name, so variants can be run one at a time (or in
 separate processes with their own --out, merged afterwards with --collect a.json,b.json).
@@ -31,6 +31,7 @@ from memft.checks.audit import LOCALITY_GOAL, audit, locality
 from memft.config import LoraSettings, TrainConfig
 from memft.modeling import load_base
 from memft.research.bench.phonebook import phonebook
+from memft.sizing import size_for
 
 # name -> (LoraSettings overrides, TrainConfig overrides). `none` is `memft write` before issue 15 (no remedy).
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -45,8 +46,12 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 
 def run_variant(name: str, base: Any, records: list, seed: int) -> dict[str, Any]:
     lora_over, train_over = VARIANTS[name]
-    lora = LoraSettings(**{"rank": 8, **lora_over})
-    train = TrainConfig(**{"seed": seed, **train_over})
+    # The settings `memft write` sizes for this many records (memft.sizing; for the demo's 40: rank 8 probe, full
+    # batch, lr 1e-2, 300 steps), then the variant's changes.
+    s = size_for(len(records))
+    lora = LoraSettings(**{"rank": s.rank, "preset": s.preset, **lora_over})
+    train = TrainConfig(**{"seed": seed, "batch_size": s.batch_size, "max_steps": s.max_steps, "lr": s.lr, "lr_schedule": s.lr_schedule,
+                           "head_vocab": s.head_vocab, "lora_init": s.lora_init, **train_over})
     c0 = time.process_time()  # CPU seconds: the core is shared, so wall time depends on what else runs
     f = api.fit(records, base, lora, train)
     fit_cpu = time.process_time() - c0
@@ -56,7 +61,8 @@ def run_variant(name: str, base: Any, records: list, seed: int) -> dict[str, Any
         f.model.unload()
     d, hist = res.divergence, f.train.history
     return {
-        "variant": name, "lora": {"rank": lora.rank, "preset": lora.preset}, "train": {k: getattr(train, k) for k in train_over} | {"preserve": train.preserve},
+        "variant": name, "lora": {"rank": lora.rank, "preset": lora.preset},
+        "train": {k: getattr(train, k) for k in ("batch_size", "max_steps", "lr", "lr_schedule", "head_vocab", "lora_init", *train_over)} | {"preserve": train.preserve},
         "certified": f.summary["certified"], "min_prob": f.summary["min_prob"], "steps": f.train.steps,
         "certified_at": f.train.certified_at, "train_seconds": round(f.train.seconds, 2),
         "fit_cpu_seconds": round(fit_cpu, 2),

@@ -15,6 +15,9 @@ plain transformers + PEFT loop for the throughput ratio. All numbers come from o
    (HF's loss over the full vocabulary), AdamW, the same batch size, for a fixed number of epochs: seconds per epoch,
    against memft's seconds per epoch of training at N = 100.
 4. Bits per parameter: for each certified write, N x log2(10^10) bits over the adapter's trainable parameters.
+
+`--append-to DIR --held FILE` runs only step 2, on a copy of an adapter already written (FILE: the records it
+holds), and writes its own result file (--out).
 """
 
 from __future__ import annotations
@@ -77,18 +80,20 @@ def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> d
     }
 
 
-def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, model: str) -> dict:
+def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, model: str, held_file: Path | None = None) -> dict:
     from memft.research.bench.phonebook import phonebook
 
-    held = {json.loads(x)["key"] for x in (work / f"pb{n_held}.jsonl").read_text().splitlines()}
+    held_file = held_file or work / f"pb{n_held}.jsonl"
+    held = {json.loads(x)["key"] for x in held_file.read_text().splitlines()}
     pool = [r for r in phonebook(n_held + 4 * n_new, seed + 1) if r.key not in held]
     new = write_records(work / "new.jsonl", pool[:n_new])
+    (work / "append.json").unlink(missing_ok=True)  # a failed append must not be read as an earlier one
     t0 = time.perf_counter()
     p = memft("append", folder, new, "--json", work / "append.json")
     wall = time.perf_counter() - t0
     a = json.loads((work / "append.json").read_text()) if (work / "append.json").exists() else {}
     both = work / "all.jsonl"
-    both.write_text((work / f"pb{n_held}.jsonl").read_text() + new.read_text(), encoding="utf-8")
+    both.write_text(held_file.read_text() + new.read_text(), encoding="utf-8")
     v = memft("verify", folder, both, "--json", work / "verify.json", "--quiet")
     ver = json.loads((work / "verify.json").read_text())
     lost = [r["key"] for r in ver["per_record"] if not r["certified"] and r["key"] in held]
@@ -146,6 +151,8 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--work", default="/tmp/memft-scale-bench")
     ap.add_argument("--out", default="benchmarks/results/scale.json")
+    ap.add_argument("--append-to", default=None, help="only the append: to a copy of this written adapter folder")
+    ap.add_argument("--held", default=None, help="with --append-to: the JSONL of the records that adapter holds")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -155,6 +162,24 @@ def main() -> None:
     out: dict = {"command": " ".join(sys.argv), "seed": a.seed, "time_limit": a.time_limit,
                  "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                              "cores": os.cpu_count(), "avx512_bf16": " avx512_bf16" in flags, "avx512f": " avx512f" in flags}}
+    if a.append_to:
+        import shutil
+
+        if not a.held:
+            raise SystemExit("--append-to needs --held: the records file of the adapter")
+        held = Path(a.held)
+        n_held = len(held.read_text().splitlines())
+        folder = work / "append-src"
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(a.append_to, folder)
+        out["append"] = run_append(folder, n_held, a.append, a.seed, work, a.model, held_file=held)
+        out |= {"append_to": a.append_to, "append_50_seconds": out["append"]["seconds"], "append_50_lost": out["append"]["lost"],
+                "append_base_records": n_held}
+        print(json.dumps(out["append"]), flush=True)
+        Path(a.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {a.out}")
+        return
     curve = []
     for n in [int(x) for x in a.sizes.split(",")]:
         curve.append(run_write(n, a.seed, work, a.time_limit, a.model))

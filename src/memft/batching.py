@@ -81,7 +81,25 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
     )
 
 
-def chunks(indices: Sequence[int], items: Sequence[Encoded], size: int) -> list[list[int]]:
-    """Split record indices into micro-batches of at most `size`, grouped by length to waste little padding."""
+def chunks(indices: Sequence[int], items: Sequence[Encoded], size: int, max_targets: int | None = None) -> list[list[int]]:
+    """Split record indices into micro-batches of at most `size` records, grouped by length to waste little
+    padding; with `max_targets`, a micro-batch also closes before its target tokens would pass that many (a
+    full-vocabulary pass holds [targets, V] logits; one record alone may pass it).
+
+    >>> items = [Encoded("k", (1,), (2,) * n) for n in (3, 1, 2, 5)]
+    >>> chunks(range(4), items, 3), chunks(range(4), items, 3, max_targets=6)
+    ([[1, 2, 0], [3]], [[1, 2, 0], [3]])
+    >>> chunks(range(4), items, 4, max_targets=5)
+    [[1, 2], [0], [3]]
+    """
     order = sorted(indices, key=lambda i: len(items[i].ids))
-    return [order[i : i + size] for i in range(0, len(order), size)]
+    out: list[list[int]] = []
+    n_targets = 0
+    for i in order:
+        k = len(items[i].targets)
+        if not out or len(out[-1]) >= size or (max_targets is not None and n_targets + k > max_targets):
+            out.append([])
+            n_targets = 0
+        out[-1].append(i)
+        n_targets += k
+    return out

@@ -61,9 +61,15 @@ def split_per_record(table: dict[str, torch.Tensor], batch: Batch) -> list[Token
     ]
 
 
+# Target tokens per micro-batch of a forward-only pass: its full-vocabulary logits are [CHECK_TARGETS, V] floats
+# (with the log-softmax, about 2 x 400 MB at a 49k vocabulary), whatever the record count of the batch.
+CHECK_TARGETS = 2048
+
+
 @torch.no_grad()
 def teacher_forced(runner: Runner, batch_size: int = 64, indices: Sequence[int] | None = None,
-                   see_logits: Callable[[torch.Tensor], Any] | None = None, vocab: TrainVocab | None = None) -> dict[int, TokenStats]:
+                   see_logits: Callable[[torch.Tensor], Any] | None = None, vocab: TrainVocab | None = None,
+                   max_targets: int | None = CHECK_TARGETS) -> dict[int, TokenStats]:
     """One teacher-forced forward pass over the records -> {record index: TokenStats}.
 
     `see_logits` is given the full-vocabulary logits [N, V] of every micro-batch (training collects competitor
@@ -72,7 +78,7 @@ def teacher_forced(runner: Runner, batch_size: int = 64, indices: Sequence[int] 
     """
     indices = range(len(runner.items)) if indices is None else indices
     out: dict[int, TokenStats] = {}
-    for idx in chunks(list(indices), runner.items, batch_size):
+    for idx in chunks(list(indices), runner.items, batch_size, max_targets):
         logits, batch = runner.logits(idx, vocab=vocab)
         if see_logits is not None and vocab is None:
             see_logits(logits)
