@@ -66,3 +66,20 @@ def test_uncached_runner_matches_too(tiny):
     ref, _ = _full_logits(model, items, pad)
     got, _ = Runner(model, items, pad, start=start, cache=False).logits([0, 1, 2])
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_adopted_prefixes_give_the_same_logits_and_wrong_lengths_are_refused(tiny):
+    import pytest
+
+    model, items, start = _setup(tiny)
+    pad = tiny.tokenizer.pad_token_id
+    ref = Runner(model, items, pad, start=start, cache=True)
+    want, _ = ref.logits([0, 1, 2])
+    # The last position of each record never predicts a target: a prefix one shorter gives the same logits.
+    r = Runner(model, items, pad, start=start, cache=True)
+    assert r.adopt({i: ref._prefix[i][:-1] for i in range(3)}) == 3
+    got, _ = r.logits([0, 1, 2])
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="record 1"):
+        r.adopt({1: ref._prefix[1][:-2]})
+    assert Runner(model, items, pad, start=start, cache=False).adopt({0: ref._prefix[0]}) == 0
