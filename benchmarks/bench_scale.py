@@ -98,7 +98,8 @@ def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, mod
     ver = json.loads((work / "verify.json").read_text())
     lost = [r["key"] for r in ver["per_record"] if not r["certified"] and r["key"] in held]
     return {"held": n_held, "added": n_new, "seconds": round(wall, 1), "exit": p.returncode, "saved": a.get("saved"),
-            "steps": a.get("steps"), "train_seconds": a.get("seconds"), "certified_after": ver["certified"],
+            "steps": a.get("steps"), "train_seconds": a.get("seconds"), "load_seconds": a.get("load_seconds"),
+            "recover_seconds": a.get("recover_seconds"), "certified_after": ver["certified"],
             "lost": len(lost), "verify_exit": v.returncode, "stderr_tail": p.stderr[-500:] if p.returncode else ""}
 
 

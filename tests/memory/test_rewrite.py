@@ -32,6 +32,7 @@ def test_three_appends_keep_every_record_certified(tmp_path):
         res = append(ad, recs[k:k + 3], runtime=CPU)
         assert res.saved and res.summary["certified"] == 1.0 and res.summary["min_prob"] > 0.5  # margin 0.5 by default
         assert res.plan["added"] == [r.key for r in recs[k:k + 3]] and len(res.plan["kept"]) == k
+        assert res.load_seconds > 0 and res.recover_seconds > 0 and res.to_json()["recover_seconds"] == round(res.recover_seconds, 3)
     ver = api.verify(ad, recs, generate="always", device="cpu")  # a fresh load, real greedy generation
     assert ver.summary["exact_match"] == 1.0
     book = ledger.read(ad)

@@ -127,7 +127,8 @@ def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> No
         p = res.plan
         render.console.print(
             f"kept {len(p['kept'])}, added {len(p['added'])}, changed {len(p['changed'])}, forgotten {len(p['forgotten'])}, "
-            f"already held {len(p['unchanged'])}; {res.steps} steps, {res.seconds:.1f} s"
+            f"already held {len(p['unchanged'])}; loaded in {res.load_seconds or 0:.1f} s, recovered the held records in "
+            f"{res.recover_seconds or 0:.1f} s, {res.steps} steps of training in {res.seconds:.1f} s"
         )
         render.console.print(render.summary_table(res.summary, title=f"records held by {res.out}"))
     if res.saved:

@@ -13,6 +13,7 @@ Memory-store layer: may import the core and the memory store (ledger, rewrite).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +44,22 @@ class RewriteResult:
     seconds: float
     written: WriteResult | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    # Wall seconds of the parts before training: loading the adapter, and recovering what it holds (greedy recall).
+    load_seconds: float | None = None
+    recover_seconds: float | None = None
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
         """reveal=False: recalled values are left out (see RecordReport.to_json)."""
         return {
             "out": str(self.out), "saved": self.saved, "plan": self.plan, **self.summary, "steps": self.steps,
-            "seconds": round(self.seconds, 3), "still_recalled": self.still_recalled,
+            "seconds": round(self.seconds, 3), "load_seconds": _round(self.load_seconds), "recover_seconds": _round(self.recover_seconds),
+            "still_recalled": self.still_recalled,
             "per_record": [r.to_json(reveal) for r in self.reports],
         }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 # Rewrites of small adapters replay every record each epoch (active_set=False), as memft 0.1 did: with a fresh
@@ -80,6 +89,18 @@ def train_settings(meta: AdapterMeta, **overrides: Any) -> TrainConfig:
     return dataclasses.replace(cfg, **given)
 
 
+@dataclass
+class Opened:
+    """An adapter folder loaded for a rewrite, with what it holds."""
+
+    loaded: Loaded
+    ledger: Ledger
+    held: list[Record]  # in ledger order
+    recalls: dict[str, Any]  # {key: the memft.decode.Recall that recovered it}
+    load_seconds: float
+    recover_seconds: float
+
+
 def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,
            runtime: RuntimeConfig | None = None, on_step: Callable[[dict[str, float]], None] | None = None) -> RewriteResult:
     """Add `records` to the adapter in `folder`, keeping every record it holds certified.
@@ -90,10 +111,10 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     """
     cfg = train_settings(adapters.read_meta(folder), **(train or {}))  # bad options fail before the lock and the model
     with folders.locked(folder):  # from reading the ledger to the swap: a concurrent writer waits, nothing is lost
-        ld, book, held, recalls = _open(folder, runtime, given=records)
-        plan = plan_append(held, records, update)
+        op = _open(folder, runtime, given=records)
+        plan = plan_append(op.held, records, update)
         event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
-        return _rewrite(ld, book, plan, cfg, event, on_step, recalls)
+        return _rewrite(op, plan, cfg, event, on_step)
 
 
 def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None,
@@ -103,29 +124,31 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
         raise ConfigError("no keys given: name the keys to forget")
     cfg = train_settings(adapters.read_meta(folder), **(train or {}))
     with folders.locked(folder):
-        ld, book, held, recalls = _open(folder, runtime, given=(), tolerate=set(keys))
-        plan = plan_forget(held, keys, [e.key for e in book.entries])
+        op = _open(folder, runtime, given=(), tolerate=set(keys))
+        plan = plan_forget(op.held, keys, [e.key for e in op.ledger.entries])
         event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
-        return _rewrite(ld, book, plan, cfg, event, on_step, recalls)
+        return _rewrite(op, plan, cfg, event, on_step)
 
 
 def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record],
-          tolerate: set[str] = frozenset()) -> tuple[Loaded, Ledger, list[Record], dict[str, Any]]:
+          tolerate: set[str] = frozenset()) -> Opened:
     """Load the adapter trainable and recover what it holds; records the user gives again fill in lost ones, and
-    lost keys in `tolerate` (being forgotten: recall already fails for them) are simply dropped.
-    -> (loaded, its ledger, the held records in ledger order, {key: the memft.decode.Recall that recovered it})."""
+    lost keys in `tolerate` (being forgotten: recall already fails for them) are simply dropped."""
     runtime = runtime or RuntimeConfig()
     book = ledger_mod.read(folder)  # before loading a model: an old adapter fails fast
+    t0 = time.perf_counter()
     ld = load_adapter(folder, runtime.device, None, trainable=True)
+    t1 = time.perf_counter()
     # The recall keeps the hidden states entering the lowest adapted layer: training starts from them.
     held, lost, recalls = ledger_mod.recover_recalls(ld, book, start=min(ld.meta.lora.layers))
+    took = (t1 - t0, time.perf_counter() - t1)
     digests = {e.key: e.digest for e in book.entries}
     again = {r.key: r for r in given if r.key in lost and book.scheme.digest(r) == digests[r.key]}
     missing = [k for k in lost if k not in again and k not in tolerate]
     if missing:
         raise ledger_mod.lost_error(missing, str(folder))
     by_key = {r.key: r for r in held} | again
-    return ld, book, [by_key[e.key] for e in book.entries if e.key in by_key], recalls
+    return Opened(ld, book, [by_key[e.key] for e in book.entries if e.key in by_key], recalls, *took)
 
 
 def warm_start(items: Sequence[Encoded], recalls: dict[str, Any]) -> Warm:
@@ -144,11 +167,11 @@ def warm_start(items: Sequence[Encoded], recalls: dict[str, Any]) -> Warm:
     return warm
 
 
-def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None,
-             recalls: dict[str, Any] | None = None) -> RewriteResult:
+def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
     from memft.evaluate import evaluate, greedy
     from memft.train import train as train_loop
 
+    ld, book = op.loaded, op.ledger
     base, tok, meta = ld.base, ld.tokenizer, ld.meta
     hold = plan.records
     names = {"kept": [r.key for r in plan.keep], "added": [r.key for r in plan.add], "changed": [r.key for r in plan.change],
@@ -161,7 +184,7 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
     start = min(meta.lora.layers)
     keep = preserve.build(ld.model, tok, cfg.preserve, cfg.preserve_text, start)
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
-                     preserve=keep, warm=warm_start(items + gone, recalls or {}))
+                     preserve=keep, warm=warm_start(items + gone, op.recalls))
     final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out
     reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size, stats=final)
     gens = greedy(ld.model, gone, tok) if gone else []
@@ -174,4 +197,5 @@ def _rewrite(ld: Loaded, book: Ledger, plan: Plan, cfg: TrainConfig, event: dict
                   sum(e.n_value for e in items), max(len(e.targets) for e in items))
         written = save_fit(fit, hold, base, meta.lora.settings(), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event)
     return RewriteResult(out=Path(ld.folder), saved=ok, plan=names, summary=summary, reports=reports, still_recalled=still,
-                         steps=res.steps, seconds=res.seconds, written=written, history=res.history)
+                         steps=res.steps, seconds=res.seconds, written=written, history=res.history,
+                         load_seconds=op.load_seconds, recover_seconds=op.recover_seconds)
