@@ -29,6 +29,7 @@ from memft import api
 from memft.api import Loaded
 from memft.checks.audit import LOCALITY_GOAL, audit, locality
 from memft.config import LoraSettings, TrainConfig
+from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
 from memft.modeling import load_base
 from memft.research.bench.phonebook import phonebook
 from memft.sizing import size_for
@@ -44,6 +45,14 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+def unsaved_meta(base: Any, lora: LoraSettings, f: Any, train: TrainConfig, n: int) -> AdapterMeta:
+    """The memft.json an adapter fitted in this process would have, as far as the audit reads it (template, base,
+    record count; no record hash, so the audit does not check the record set against one)."""
+    return AdapterMeta(base=BaseInfo(base.spec, base.dtype, base.device),
+                       lora=LoraInfo(rank=lora.rank, layers=tuple(f.placement["layers"]), modules=tuple(f.placement["modules"]), preset=lora.preset),
+                       records=RecordsInfo(count=n), certification=CertificationInfo(dtype=base.dtype), template=train.template)
+
+
 def run_variant(name: str, base: Any, records: list, seed: int) -> dict[str, Any]:
     lora_over, train_over = VARIANTS[name]
     # The settings `memft write` sizes for this many records (memft.sizing; for the demo's 40: rank 8 probe, full
@@ -56,7 +65,7 @@ def run_variant(name: str, base: Any, records: list, seed: int) -> dict[str, Any
     f = api.fit(records, base, lora, train)
     fit_cpu = time.process_time() - c0
     try:
-        res = audit(Loaded(f.model, {"template": train.template}, base), records)
+        res = audit(Loaded(f.model, unsaved_meta(base, lora, f, train, len(records)), base), records)
     finally:
         f.model.unload()
     d, hist = res.divergence, f.train.history

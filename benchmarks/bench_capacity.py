@@ -1,0 +1,108 @@
+"""Capacity frontier (issue 11, goal 3): per LoRA rank, the largest PhoneBook that `memft write` certifies within its
+budget, as bits per trainable LoRA parameter (a uniformly random 10-digit number is 33.2 bits).
+
+    python benchmarks/bench_capacity.py [--ranks 1,4] [--sizes 100,200,400] [--preset probe] [--layers 28]
+                                        [--time-limit 900] [--seed 20261202] [--out benchmarks/results/capacity.json]
+
+For each rank, sizes in increasing order: N PhoneBook records (seeded), `memft write recs.jsonl --out DIR --preset P
+--rank R [--layers L] --json REP --time-limit T` in its own process, every other setting sized by memft from N
+(batch 32, a budget of 150 epochs, lr 3e-3 with the progress schedule, restricted head, centered init, margin 0.5).
+A rank's sizes stop at the first that does not certify (by the end of the step budget or of --time-limit, which
+is then reported as the reason). The frontier of a rank is its largest certified N; bits / param = N x 33.2 over
+the adapter's trainable parameters (counted from the saved safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BITS_PER_RECORD = 10 * math.log2(10)
+
+
+def lora_params(folder: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def run(n: int, rank: int, a: argparse.Namespace, work: Path) -> dict:
+    from memft.research.bench.phonebook import phonebook
+
+    recs = work / f"pb{n}.jsonl"
+    recs.write_text("".join(json.dumps({"key": r.key, "value": r.value}) + "\n" for r in phonebook(n, a.seed)), encoding="utf-8")
+    out, rep = work / f"r{rank}_n{n}", work / f"r{rank}_n{n}.json"
+    cmd = ["write", recs, "--out", out, "--preset", a.preset, "--rank", rank, "--json", rep, "--time-limit", a.time_limit]
+    if a.layers:
+        cmd += ["--layers", a.layers]
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, cmd)], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode not in (0, 1):
+        raise SystemExit(f"memft write failed ({p.returncode}): {p.stderr[-2000:]}")
+    r = json.loads(rep.read_text())
+    meta = json.loads((out / "memft.json").read_text())
+    tr = meta["train"]
+    params = lora_params(out)
+    ok = r["certified"] == 1.0
+    stopped = None if ok else ("time limit" if tr["steps"] < tr["max_steps"] else "step budget")
+    forecast = [line for line in p.stderr.splitlines() if line.startswith("forecast:")]
+    return {"rank": rank, "records": n, "certified": r["certified"], "seconds": round(wall, 1), "train_seconds": tr["seconds"],
+            "steps": tr["steps"], "max_steps": tr["max_steps"], "epochs": tr["epochs"], "stopped": stopped,
+            "lora_params": params, "bits": round(n * BITS_PER_RECORD, 1), "bits_per_param": round(n * BITS_PER_RECORD / params, 4),
+            "placement": {"preset": meta["lora"].get("preset"), "rank": meta["lora"]["rank"], "layers": meta["lora"]["layers"]},
+            "forecast": forecast[0] if forecast else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ranks", default="1,4")
+    ap.add_argument("--sizes", default="100,200,400")
+    ap.add_argument("--preset", default="probe")
+    ap.add_argument("--layers", default="28", help="decoder layers to adapt ('' = the preset's)")
+    ap.add_argument("--time-limit", type=float, default=900.0)
+    ap.add_argument("--seed", type=int, default=20261202)
+    ap.add_argument("--work", default="/tmp/memft-capacity")
+    ap.add_argument("--out", default="benchmarks/results/capacity.json")
+    ap.add_argument("--merge", default=None, help="comma-separated result files (one rank each, run apart) to merge into --out")
+    a = ap.parse_args()
+    if a.merge:
+        docs = [json.loads(Path(f).read_text()) for f in a.merge.split(",")]
+        doc = {"commands": [d["command"] for d in docs], **{k: docs[0][k] for k in ("seed", "preset", "layers", "time_limit", "machine")},
+               "rows": [r for d in docs for r in d["rows"]], "frontier": {k: v for d in docs for k, v in d["frontier"].items()}}
+        doc["bits_per_param"] = max((f["bits_per_param"] for f in doc["frontier"].values() if f), default=None)
+        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        return
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    doc: dict = {"command": " ".join(sys.argv), "seed": a.seed, "preset": a.preset, "layers": a.layers, "time_limit": a.time_limit,
+                 "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+                 "rows": [], "frontier": {}}
+    for rank in [int(x) for x in a.ranks.split(",")]:
+        best = None
+        for n in sorted(int(x) for x in a.sizes.split(",")):
+            row = run(n, rank, a, work)
+            doc["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            if row["certified"] != 1.0:
+                break
+            best = row
+        doc["frontier"][str(rank)] = ({"records": best["records"], "bits_per_param": best["bits_per_param"], "lora_params": best["lora_params"]}
+                                      if best else None)
+        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    doc["bits_per_param"] = max((f["bits_per_param"] for f in doc["frontier"].values() if f), default=None)
+    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
