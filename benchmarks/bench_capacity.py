@@ -16,21 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-BITS_PER_RECORD = 10 * math.log2(10)
-
-
-def lora_params(folder: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
-        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+from bench_scale import BITS_PER_RECORD, lora_params, timed_write  # run as a script: benchmarks/ is on the path
 
 
 def run(n: int, rank: int, a: argparse.Namespace, work: Path) -> dict:
@@ -39,21 +29,13 @@ def run(n: int, rank: int, a: argparse.Namespace, work: Path) -> dict:
     recs = work / f"pb{n}.jsonl"
     recs.write_text("".join(json.dumps({"key": r.key, "value": r.value}) + "\n" for r in phonebook(n, a.seed)), encoding="utf-8")
     out, rep = work / f"r{rank}_n{n}", work / f"r{rank}_n{n}.json"
-    cmd = ["write", recs, "--out", out, "--preset", a.preset, "--rank", rank, "--json", rep, "--time-limit", a.time_limit]
-    if a.layers:
-        cmd += ["--layers", a.layers]
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, cmd)], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if p.returncode not in (0, 1):
-        raise SystemExit(f"memft write failed ({p.returncode}): {p.stderr[-2000:]}")
-    r = json.loads(rep.read_text())
-    meta = json.loads((out / "memft.json").read_text())
+    args = ["--model", a.model, "--preset", a.preset, "--rank", rank, "--time-limit", a.time_limit] + (["--layers", a.layers] if a.layers else [])
+    wall, r, meta, stderr = timed_write(recs, out, rep, *args)
     tr = meta["train"]
     params = lora_params(out)
     ok = r["certified"] == 1.0
     stopped = None if ok else ("time limit" if tr["steps"] < tr["max_steps"] else "step budget")
-    forecast = [line for line in p.stderr.splitlines() if line.startswith("forecast:")]
+    forecast = [line for line in stderr.splitlines() if line.startswith("forecast:")]
     return {"rank": rank, "records": n, "certified": r["certified"], "seconds": round(wall, 1), "train_seconds": tr["seconds"],
             "steps": tr["steps"], "max_steps": tr["max_steps"], "epochs": tr["epochs"], "stopped": stopped,
             "lora_params": params, "bits": round(n * BITS_PER_RECORD, 1), "bits_per_param": round(n * BITS_PER_RECORD / params, 4),
@@ -63,6 +45,7 @@ def run(n: int, rank: int, a: argparse.Namespace, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--ranks", default="1,4")
     ap.add_argument("--sizes", default="100,200,400")
     ap.add_argument("--preset", default="probe")

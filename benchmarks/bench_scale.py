@@ -39,6 +39,17 @@ def memft(*args: object) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
 
 
+def timed_write(recs: Path, out: Path, rep: Path, *args: object) -> tuple[float, dict, dict, str]:
+    """`memft write RECS --out OUT --json REP ARGS` in its own process -> (wall seconds, the --json report,
+    OUT's memft.json, stderr); exits on anything but 0 (certified) or 1 (not certified)."""
+    t0 = time.perf_counter()
+    p = memft("write", recs, "--out", out, "--json", rep, *args)
+    wall = time.perf_counter() - t0
+    if p.returncode not in (0, 1):
+        raise SystemExit(f"memft write failed ({p.returncode}): {p.stderr[-2000:]}")
+    return wall, json.loads(rep.read_text()), json.loads((out / "memft.json").read_text()), p.stderr
+
+
 def write_records(path: Path, records: list) -> Path:
     path.write_text("".join(json.dumps({"key": r.key, "value": r.value}) + "\n" for r in records), encoding="utf-8")
     return path
@@ -56,19 +67,13 @@ def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> d
 
     recs = write_records(work / f"pb{n}.jsonl", phonebook(n, seed))
     out, rep = work / f"pb{n}", work / f"pb{n}.json"
-    t0 = time.perf_counter()
-    p = memft("write", recs, "--out", out, "--model", model, "--json", rep, "--time-limit", time_limit)
-    wall = time.perf_counter() - t0
-    if p.returncode not in (0, 1):
-        raise SystemExit(f"memft write failed ({p.returncode}): {p.stderr[-2000:]}")
-    r = json.loads(rep.read_text())
-    meta = json.loads((out / "memft.json").read_text())
+    wall, r, meta, stderr = timed_write(recs, out, rep, "--model", model, "--time-limit", time_limit)
     tr = meta["train"]
     params = lora_params(out)
-    forecast = [line for line in p.stderr.splitlines() if line.startswith("forecast:")]
+    forecast = [line for line in stderr.splitlines() if line.startswith("forecast:")]
     return {
         "records": n, "seconds": round(wall, 1), "train_seconds": tr["seconds"], "certified": r["certified"],
-        "exit": p.returncode, "steps": tr["steps"], "epochs": tr["epochs"], "trained_passes": tr["trained_passes"],
+        "exit": 0 if r["certified"] == 1.0 else 1, "steps": tr["steps"], "epochs": tr["epochs"], "trained_passes": tr["trained_passes"],
         "checked_passes": tr["checked_passes"], "tokens_per_s": round(tr["trained_tokens"] / max(tr["seconds"], 1e-9), 1),
         "seconds_per_epoch": round(tr["seconds"] / max(tr["epochs"], 1e-9), 2), "loss_final": tr["loss_final"],
         "sizing": meta.get("sizing"), "lora_params": params,
