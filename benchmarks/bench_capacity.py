@@ -8,7 +8,7 @@ For each rank, sizes in increasing order: N PhoneBook records (seeded), `memft w
 --rank R [--layers L] --json REP --time-limit T` in its own process, every other setting sized by memft from N
 (batch 32, a budget of 150 epochs, lr 3e-3 with the progress schedule, restricted head, centered init, margin 0.5).
 A rank's sizes stop at the first that does not certify (by the end of the step budget or of --time-limit, which
-is then reported as the reason). The frontier of a rank is its largest certified N; bits / param = N x 33.2 over
+is then reported as the reason). The frontier of a placement and rank (e.g. "probe@28 r1") is its largest certified N; bits / param = N x 33.2 over
 the adapter's trainable parameters (counted from the saved safetensors).
 """
 
@@ -43,6 +43,28 @@ def run(n: int, rank: int, a: argparse.Namespace, work: Path) -> dict:
             "forecast": forecast[0] if forecast else None}
 
 
+def placement_name(row: dict) -> str:
+    """A row's adapter placement and rank, e.g. "probe@28 r1" or "top@26-29 r16"."""
+    pl = row["placement"]
+    layers = pl["layers"]
+    span = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+    return f"{pl['preset']}@{span} r{pl['rank']}"
+
+
+def frontier(rows: list[dict]) -> dict[str, dict | None]:
+    """Per placement and rank, its largest certified record set ({records, bits_per_param, lora_params}, None when
+    none certified). A placement's sizes ran in increasing order up to the first that failed."""
+    out: dict[str, dict | None] = {}
+    for r in rows:
+        name = placement_name(r)
+        best = out.get(name)
+        if r["certified"] == 1.0 and (best is None or r["records"] > best["records"]):
+            out[name] = {k: r[k] for k in ("records", "bits_per_param", "lora_params")}
+        else:
+            out.setdefault(name, None)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -54,12 +76,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261202)
     ap.add_argument("--work", default="/tmp/memft-capacity")
     ap.add_argument("--out", default="benchmarks/results/capacity.json")
-    ap.add_argument("--merge", default=None, help="comma-separated result files (one rank each, run apart) to merge into --out")
+    ap.add_argument("--merge", default=None, help="comma-separated result files (run apart) to merge into --out")
     a = ap.parse_args()
     if a.merge:
         docs = [json.loads(Path(f).read_text()) for f in a.merge.split(",")]
-        doc = {"commands": [d["command"] for d in docs], **{k: docs[0][k] for k in ("seed", "preset", "layers", "time_limit", "machine")},
-               "rows": [r for d in docs for r in d["rows"]], "frontier": {k: v for d in docs for k, v in d["frontier"].items()}}
+        rows = [r for d in docs for r in d["rows"]]
+        doc = {"sources": [{k: d.get(k) for k in ("command", "seed", "preset", "layers", "time_limit", "machine")} for d in docs],
+               "rows": rows, "frontier": frontier(rows)}
         doc["bits_per_param"] = max((f["bits_per_param"] for f in doc["frontier"].values() if f), default=None)
         Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return
@@ -71,17 +94,14 @@ def main() -> None:
                  "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
                  "rows": [], "frontier": {}}
     for rank in [int(x) for x in a.ranks.split(",")]:
-        best = None
         for n in sorted(int(x) for x in a.sizes.split(",")):
             row = run(n, rank, a, work)
             doc["rows"].append(row)
             print(json.dumps(row), flush=True)
+            doc["frontier"] = frontier(doc["rows"])
+            Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
             if row["certified"] != 1.0:
                 break
-            best = row
-        doc["frontier"][str(rank)] = ({"records": best["records"], "bits_per_param": best["bits_per_param"], "lora_params": best["lora_params"]}
-                                      if best else None)
-        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     doc["bits_per_param"] = max((f["bits_per_param"] for f in doc["frontier"].values() if f), default=None)
     Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {a.out}")
