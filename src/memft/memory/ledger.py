@@ -234,9 +234,9 @@ def lost_error(keys: Sequence[str], where: str) -> RecordsError:
 RECOVER_BATCH = 256
 
 
-def recover(loaded: Any, ledger: Ledger | None = None, start: int = 0) -> tuple[list[Record], list[str]]:
+def recover(loaded: Any, ledger: Ledger | None = None) -> tuple[list[Record], list[str]]:
     """(records recalled exactly, keys that were not) for every ledger entry of the adapter `loaded`."""
-    records, lost, _ = recover_recalls(loaded, ledger, start)
+    records, lost, _ = recover_recalls(loaded, ledger)
     return records, lost
 
 

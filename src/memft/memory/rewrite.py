@@ -29,7 +29,7 @@ from memft.memory.ledger import Ledger, Plan, plan_append, plan_forget
 from memft.meta import AdapterMeta
 from memft.metrics import free_run_compare, summarize
 from memft.records import Record
-from memft.train import Warm
+from memft.train import Warm, train as train_loop
 
 
 @dataclass
@@ -169,7 +169,6 @@ def warm_start(items: Sequence[Encoded], recalls: dict[str, Any]) -> Warm:
 
 def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
     from memft.evaluate import evaluate, greedy
-    from memft.train import train as train_loop
 
     ld, book = op.loaded, op.ledger
     base, tok, meta = ld.base, ld.tokenizer, ld.meta
