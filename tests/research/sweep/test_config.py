@@ -58,6 +58,27 @@ def test_training_setup_keys_join_a_point_only_when_set():
         assert f"{key} must be" in str(e.value)
 
 
+def test_layers_join_a_point_only_when_set_and_reach_the_adapter(monkeypatch):
+    from memft.research import runs
+    from memft.research.sweep.worker import Worker
+
+    assert "layers" not in SweepConfig(**FAST).points()[0]  # sweeps without it keep their run ids
+    pts = SweepConfig(**{**FAST, "preset": "probe", "layers": [2, 1, 2]}).points()
+    assert pts[0]["layers"] == [1, 2]  # sorted, each once
+    assert pts[0]["run_id"] != SweepConfig(**{**FAST, "preset": "probe"}).points()[0]["run_id"]
+    got = {}
+
+    def fake_point(benchmark, data, base, lora, train, ratio=None, on_step=None, on_fit=None):
+        got["lora"] = lora
+        return {"benchmark": benchmark}
+
+    monkeypatch.setattr(runs, "run_benchmark_point", fake_point)
+    Worker("cpu", None).run(pts[0])
+    assert (got["lora"].preset, got["lora"].layers, got["lora"].rank) == ("probe", (1, 2), 1)
+    with pytest.raises(ConfigError, match="layers must be"):
+        SweepConfig(**{**FAST, "layers": [-1]})
+
+
 def test_lengths_per_benchmark_and_method_options():
     cfg = SweepConfig(models=["tiny-random"], benchmarks=["stress", "rule"], lengths={"rule": [5]}, ratios=[0],
                       ranks=[1], methods=["sft", "memft-ot"], method_options={"threshold": 0.6}, heldout=7)

@@ -42,6 +42,7 @@ class SweepConfig:
     max_steps: int = 300
     stop_when_certified: bool = True  # False: a fixed budget for every run (what the law's ΔL is measured at)
     preset: str = "probe"
+    layers: list[int] | None = None  # decoder layers to adapt (LoraSettings.layers); None: the preset's
     dtype: str = "auto"
     device: str = "auto"
     heldout: int = 100  # rule: held-out pairs for generalization
@@ -81,6 +82,9 @@ class SweepConfig:
         for name, allowed in (("preset", PRESETS), ("dtype", DTYPES), ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.layers is not None:
+            got = _ints(self.layers, "layers", problems, low=0)
+            self.layers = sorted(got) if got else self.layers
         problems += self._train_problems()
         problems += _model_problems(self.models)
         problems += self._method_problems()
@@ -188,6 +192,8 @@ class SweepConfig:
                     "heldout": self.heldout if bench == "rule" else None,
                     "text_sha256": text_sha if bench == "stress" else None,
                     **self.train_extras(method),
+                    # Only when given, so that the points (and run ids) of sweeps without it stay what they were.
+                    **({"layers": list(self.layers)} if self.layers is not None else {}),
                 }
                 out.append({**p, "run_id": run_id(p)})
         return list({p["run_id"]: p for p in out}.values())  # repeated list entries give the same point once
