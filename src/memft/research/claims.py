@@ -38,7 +38,7 @@ VERDICTS = ("reproduced", "not reproduced", "not testable here", "not measured")
 BINDING = (0.2, 0.95)
 # A cell: rows that differ only in method and seed (same data size, rank, budget and training setup).
 # Read with `point`, so that ℓ is the requested one (a PhoneBook or rule point gets a few more or fewer value tokens by seed).
-CELL_KEYS = ("model", "benchmark", "length", "ratio", "rank", "max_steps", "batch_size", "lr", "lr_schedule", "max_grad_norm", "preset", "layers")
+CELL_KEYS = ("model", "benchmark", "length", "ratio", "rank", "max_steps", "batch_size", "lr", "lr_schedule", "max_grad_norm", "preset", "layers", "target_modules")
 MIN_LAW_SPAN = 10.0  # a law fit needs ℓ spanning at least 10x within its setting
 SPEARMAN_PAPER = 0.908
 SPEARMAN_BAR = 0.8  # reproduced: rho >= this with at least MIN_PAIRS pairs

@@ -58,13 +58,13 @@ def test_training_setup_keys_join_a_point_only_when_set():
         assert f"{key} must be" in str(e.value)
 
 
-def test_layers_join_a_point_only_when_set_and_reach_the_adapter(monkeypatch):
+def test_layers_and_modules_join_a_point_only_when_set_and_reach_the_adapter(monkeypatch):
     from memft.research import runs
     from memft.research.sweep.worker import Worker
 
-    assert "layers" not in SweepConfig(**FAST).points()[0]  # sweeps without it keep their run ids
-    pts = SweepConfig(**{**FAST, "preset": "probe", "layers": [2, 1, 2]}).points()
-    assert pts[0]["layers"] == [1, 2]  # sorted, each once
+    assert not {"layers", "target_modules"} & set(SweepConfig(**FAST).points()[0])  # sweeps without them keep their run ids
+    pts = SweepConfig(**{**FAST, "preset": "probe", "layers": [2, 1, 2], "target_modules": ["down_proj"]}).points()
+    assert (pts[0]["layers"], pts[0]["target_modules"]) == ([1, 2], ["down_proj"])  # sorted, each once
     assert pts[0]["run_id"] != SweepConfig(**{**FAST, "preset": "probe"}).points()[0]["run_id"]
     got = {}
 
@@ -74,9 +74,9 @@ def test_layers_join_a_point_only_when_set_and_reach_the_adapter(monkeypatch):
 
     monkeypatch.setattr(runs, "run_benchmark_point", fake_point)
     Worker("cpu", None).run(pts[0])
-    assert (got["lora"].preset, got["lora"].layers, got["lora"].rank) == ("probe", (1, 2), 1)
-    with pytest.raises(ConfigError, match="layers must be"):
-        SweepConfig(**{**FAST, "layers": [-1]})
+    assert (got["lora"].preset, got["lora"].layers, got["lora"].target_modules, got["lora"].rank) == ("probe", (1, 2), ("down_proj",), 1)
+    with pytest.raises(ConfigError, match="layers must be.*target_modules must be"):
+        SweepConfig(**{**FAST, "layers": [-1], "target_modules": []})
 
 
 def test_lengths_per_benchmark_and_method_options():

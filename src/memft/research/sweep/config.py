@@ -43,6 +43,7 @@ class SweepConfig:
     stop_when_certified: bool = True  # False: a fixed budget for every run (what the law's ΔL is measured at)
     preset: str = "probe"
     layers: list[int] | None = None  # decoder layers to adapt (LoraSettings.layers); None: the preset's
+    target_modules: list[str] | None = None  # linear modules to adapt, e.g. [down_proj]; None: the preset's
     dtype: str = "auto"
     device: str = "auto"
     heldout: int = 100  # rule: held-out pairs for generalization
@@ -85,6 +86,8 @@ class SweepConfig:
         if self.layers is not None:
             got = _ints(self.layers, "layers", problems, low=0)
             self.layers = sorted(got) if got else self.layers
+        if self.target_modules is not None:
+            self.target_modules = sorted(_strs(self.target_modules, "target_modules", problems))
         problems += self._train_problems()
         problems += _model_problems(self.models)
         problems += self._method_problems()
@@ -194,6 +197,7 @@ class SweepConfig:
                     **self.train_extras(method),
                     # Only when given, so that the points (and run ids) of sweeps without it stay what they were.
                     **({"layers": list(self.layers)} if self.layers is not None else {}),
+                    **({"target_modules": list(self.target_modules)} if self.target_modules is not None else {}),
                 }
                 out.append({**p, "run_id": run_id(p)})
         return list({p["run_id"]: p for p in out}.values())  # repeated list entries give the same point once

@@ -45,7 +45,8 @@ class Worker:
 
         base = self._base(p)
         records, held = self._dataset(p, base.tokenizer)
-        lora = LoraSettings(rank=p["rank"], preset=p["preset"], layers=tuple(p["layers"]) if p.get("layers") else None)
+        lora = LoraSettings(rank=p["rank"], preset=p["preset"], layers=tuple(p["layers"]) if p.get("layers") else None,
+                            target_modules=tuple(p["target_modules"]) if p.get("target_modules") else None)
         train = research_train(p["method"], lr=p["lr"], max_steps=p["max_steps"], seed=p["seed"], method_options=p["method_options"],
                                stop_when_certified=p["stop_when_certified"], **{k: p[k] for k in TRAIN_KEYS if k in p})
         got: dict[str, Any] = {}
