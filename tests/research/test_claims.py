@@ -85,6 +85,11 @@ def test_law_claims_fit_all_points_and_without_saturated_ones():
     assert c.verdict == "not reproduced" and "without the 1 saturated: R² 1.000" in c.measured and "only after leaving out" in c.why
     short = [r for r in rows if r["length"] <= 256]  # 4x span: not a law test
     assert law_claims(short)[0].verdict == "not measured"
+    # Another placement at the same budget is another setting: its own fit, named for where the adapter sat.
+    moved = [{**r, "delta_loss": 0.5 * r["delta_loss"], "point": {"layers": [28], "target_modules": ["down_proj"]}} for r in rows[:12]]
+    a, b = law_claims(rows[:12] + moved)
+    assert "batch " in a.name and "down_proj@28" not in a.name and a.measured.startswith("all 12 points: R² 1.000")
+    assert b.name.endswith(", down_proj@28)") and b.measured.startswith("all 12 points: R² 1.000") and b.verdict == "reproduced"
 
 
 def test_transition_claims_count_positions_and_compare_free_runs():

@@ -141,6 +141,21 @@ def point(row: Row, key: str) -> Any:
     return p[key] if isinstance(p, dict) and key in p else row.get(key)
 
 
+def placement(row: Row) -> str:
+    """Where a run's adapter sat when its sweep named layers or modules, e.g. "down_proj@28"; "" for the preset's own.
+
+    >>> placement({"preset": "probe", "point": {"layers": [28], "target_modules": ["down_proj"]}}), placement({"preset": "probe"})
+    ('down_proj@28', '')
+    >>> placement({"preset": "top", "point": {"layers": [26, 27]}})
+    'top@26,27'
+    """
+    layers, modules = point(row, "layers"), point(row, "target_modules")
+    if not layers and not modules:
+        return ""
+    what = "+".join(modules) if modules else str(row.get("preset"))
+    return f"{what}@{','.join(map(str, layers))}" if layers else what
+
+
 def cell_label(row: Row) -> str:
     """e.g. "stress ℓ=256 ρ=1 r=1, 150 steps", "phonebook ℓ=300 r=4, 120 steps" or "rule 50 pairs r=1, 150 steps".
 
@@ -149,7 +164,8 @@ def cell_label(row: Row) -> str:
     """
     rho = f" ρ={row['ratio']:g}" if number(row.get("ratio")) is not None else ""
     size = f"{point(row, 'length')} pairs" if row.get("benchmark") == "rule" else f"ℓ={point(row, 'length')}"
-    return f"{row.get('benchmark')} {size}{rho} r={row.get('rank')}, {row.get('max_steps')} steps"
+    where = f" {placement(row)}" if placement(row) else ""
+    return f"{row.get('benchmark')} {size}{rho} r={row.get('rank')}{where}, {row.get('max_steps')} steps"
 
 
 def _budget_rows(rows: Sequence[Row]) -> list[Row]:
@@ -247,14 +263,14 @@ def law_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
     groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for r in _budget_rows(rows):
         if r.get("method") == "sft" and r.get("benchmark") == "stress":
-            groups[(r.get("model"), r.get("ratio"), r.get("max_steps"), r.get("batch_size"), r.get("lr_schedule"))].append(r)
+            groups[(r.get("model"), r.get("ratio"), r.get("max_steps"), r.get("batch_size"), r.get("lr_schedule"), placement(r))].append(r)
     out = []
-    for (model, ratio, steps, batch, schedule), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for (model, ratio, steps, batch, schedule, where), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
         lengths = sorted({float(r["length"]) for r in g})
         ranks = sorted({int(r["rank"]) for r in g})
         if len(ranks) < 2 or lengths[-1] < MIN_LAW_SPAN * lengths[0] or len(g) < 5:
             continue
-        name = f"law, stress ρ={ratio:g}, {steps} steps ({schedule or 'constant'} lr, batch {batch})"
+        name = f"law, stress ρ={ratio:g}, {steps} steps ({schedule or 'constant'} lr, batch {batch}{', ' + where if where else ''})"
         span = f"ranks {', '.join(map(str, ranks))}; ℓ {lengths[0]:g}–{lengths[-1]:g}"
         full = fit_rows(g, f"r{ratio}", eps=0.0, n_boot=n_boot)
         sat = sum(saturated(r) for r in g)
