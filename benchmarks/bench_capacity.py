@@ -76,12 +76,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20261202)
     ap.add_argument("--work", default="/tmp/memft-capacity")
     ap.add_argument("--out", default="benchmarks/results/capacity.json")
-    ap.add_argument("--merge", default=None, help="comma-separated result files (run apart) to merge into --out")
+    ap.add_argument("--merge", default=None, help="comma-separated result files (run apart, or merged before) to merge into --out")
     a = ap.parse_args()
     if a.merge:
         docs = [json.loads(Path(f).read_text()) for f in a.merge.split(",")]
         rows = [r for d in docs for r in d["rows"]]
-        doc = {"sources": [{k: d.get(k) for k in ("command", "seed", "preset", "layers", "time_limit", "machine")} for d in docs],
+        # A merged file given again keeps its own sources (so a new run can be merged into capacity.json).
+        sources = [src for d in docs for src in d.get("sources") or [{k: d.get(k) for k in ("command", "seed", "preset", "layers", "time_limit", "machine")}]]
+        doc = {"sources": sources,
                "rows": rows, "frontier": frontier(rows)}
         doc["bits_per_param"] = max((f["bits_per_param"] for f in doc["frontier"].values() if f), default=None)
         Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
