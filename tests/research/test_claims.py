@@ -85,11 +85,18 @@ def test_law_claims_fit_all_points_and_without_saturated_ones():
     assert c.verdict == "not reproduced" and "without the 1 saturated: R² 1.000" in c.measured and "only after leaving out" in c.why
     short = [r for r in rows if r["length"] <= 256]  # 4x span: not a law test
     assert law_claims(short)[0].verdict == "not measured"
+    # A run of one cell at twice the budget says whether the budget is a plateau; it is not a point of the grid.
+    twice = [{**rows[0], "max_steps": 200, "delta_loss": 1.02 * rows[0]["delta_loss"]},
+             {**rows[5], "max_steps": 200, "delta_loss": 1.30 * rows[5]["delta_loss"]}]
+    (c,) = law_claims(rows[:12] + twice[:1])
+    assert "ΔL at twice the budget: +2.0 % (ℓ=64, r=1), a plateau" in c.measured and c.measured.startswith("all 12 points")
+    (c,) = law_claims(rows[:12] + twice)
+    assert "+2.0 % (ℓ=64, r=1), +30.0 % (ℓ=128, r=2), not a plateau" in c.measured
     # Another placement at the same budget is another setting: its own fit, named for where the adapter sat.
     moved = [{**r, "delta_loss": 0.5 * r["delta_loss"], "point": {"layers": [28], "target_modules": ["down_proj"]}} for r in rows[:12]]
     a, b = law_claims(rows[:12] + moved)
-    assert "batch " in a.name and "down_proj@28" not in a.name and a.measured.startswith("all 12 points: R² 1.000")
-    assert b.name.endswith(", down_proj@28)") and b.measured.startswith("all 12 points: R² 1.000") and b.verdict == "reproduced"
+    assert "batch " in a.claim and "down_proj@28" not in a.claim and a.measured.startswith("all 12 points: R² 1.000")
+    assert b.claim.endswith(", down_proj@28)") and b.measured.startswith("all 12 points: R² 1.000") and b.verdict == "reproduced"
 
 
 def test_transition_claims_count_positions_and_compare_free_runs():

@@ -256,6 +256,26 @@ def late_gain(curve: Sequence[dict[str, Any]], loss_init: float, share: float = 
     return (at - end) / gained if gained > 0 else None
 
 
+PLATEAU_GAIN = 0.05  # ΔL grew by less than this share from the budget to twice it: the budget counts as a plateau
+
+
+def budget_controls(grid: Sequence[Row], rows: Sequence[Row]) -> list[tuple[Row, Row, float]]:
+    """(run of the grid, the same cell and seed at twice its budget, relative ΔL growth) for every such pair in `rows`.
+
+    >>> a = {"method": "sft", "benchmark": "stress", "length": 64, "rank": 2, "seed": 0, "max_steps": 600, "delta_loss": 10.0}
+    >>> [round(g, 3) for _, _, g in budget_controls([a], [a, {**a, "max_steps": 1200, "delta_loss": 10.5}])]
+    [0.05]
+    """
+    same = ("model", "benchmark", "ratio", "length", "rank", "seed", "lr", "lr_schedule", "batch_size", "max_grad_norm", "method")
+    out = []
+    for g in grid:
+        for r in rows:
+            if r.get("max_steps") == 2 * int(g["max_steps"]) and all(str(point(r, k)) == str(point(g, k)) for k in same) \
+                    and placement(r) == placement(g) and number(g.get("delta_loss")) and number(r.get("delta_loss")) is not None:
+                out.append((g, r, float(r["delta_loss"]) / float(g["delta_loss"]) - 1))
+    return out
+
+
 def law_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
     """The law's form and R² on fixed-budget SFT stress runs, per (ratio, budget) with ℓ spanning >= 10x and at least
     2 ranks: fitted on all points, and again without the saturated ones (ΔL >= 0.95 L_init)."""
@@ -288,6 +308,12 @@ def law_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
         if late:
             measured += (f"; share of ΔL gained in the last 20 % of the budget: median {100 * statistics.median(late):.1f} %, "
                          f"max {100 * max(late):.1f} % ({len(late)} curves)")
+        controls = budget_controls(g, _budget_rows(rows))
+        if controls:
+            growth = ", ".join(f"{100 * x:+.1f} % (ℓ={point(a, 'length')}, r={a.get('rank')})" for a, _, x in controls)
+            plateau = all(x < PLATEAU_GAIN for _, _, x in controls)
+            measured += (f"; ΔL at twice the budget: {growth}, "
+                         f"{'a plateau' if plateau else 'not a plateau'} (less than {100 * PLATEAU_GAIN:g} % is one)")
         r2 = number(full.fit.r2) or -math.inf
         if r2 > LAW_R2:
             verdict, why = "reproduced", f"R² above {LAW_R2} on every point"
