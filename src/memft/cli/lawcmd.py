@@ -65,7 +65,7 @@ def plan(
     records: Annotated[Optional[int], typer.Option(help="Or: number of records (ℓ = records × --tokens-per-record).")] = None,
     tokens_per_record: Annotated[float, typer.Option(help="Value tokens per record, with --records.")] = 10.0,
     law: Annotated[Optional[Path], typer.Option(help="Law fit JSON from `memft law fit --json` (default: the fits shipped for smollm2-135m: stress r100/Combined at 150 steps of linear decay, batch 1, from benchmarks/paper; PhoneBook at 30 steps, from benchmarks/law; each fit says its budget).")] = None,
-    setting: Annotated[str, typer.Option(help="Which fit of the file to use (e.g. Combined, r100, PhoneBook).")] = "Combined",
+    setting: Annotated[str, typer.Option(help="Which fit of the file to use (e.g. Combined, r100, PhoneBook; r100@down_proj28 is the law at convergence for LoRA on layer 28's down projection).")] = "Combined",
     method: Annotated[Optional[str], typer.Option(help="Which method's fit, when the file holds several.")] = None,
     loss_init: Annotated[Optional[float], typer.Option(help="Mean loss before training (default: the fit's median).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -11,7 +11,8 @@ from tests.research.law.test_fit import points, rows_for
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "src" / "memft" / "research" / "data" / "law_smollm2-135m.json"  # `memft plan`'s default
-COMMITTED = [SHIPPED, ROOT / "benchmarks" / "paper" / "law_fit.json", ROOT / "benchmarks" / "law" / "fit.json"]
+COMMITTED = [SHIPPED, ROOT / "benchmarks" / "paper" / "law_fit.json", ROOT / "benchmarks" / "paper" / "law_conv_fit.json",
+             ROOT / "benchmarks" / "law" / "fit.json"]
 
 
 def test_every_committed_fit_file_is_listed():
@@ -35,7 +36,7 @@ def test_committed_fit_files_round_trip_exactly(path):
 
 def test_the_shipped_fit_reads_its_real_numbers():
     by = {f.setting: f for f in read_fits(SHIPPED)}
-    assert list(by) == ["r100", "Combined", "PhoneBook"]
+    assert list(by) == ["r100", "Combined", "PhoneBook", "r100@down_proj28"]
     pb = by["PhoneBook"]
     assert (pb.model, pb.method, pb.fitted) == ("smollm2-135m", "sft", True)
     assert (pb.fit.C, pb.fit.alpha, pb.fit.beta, pb.fit.b) == (8834.582277816786, 0.7826895708806565, 2.0, 2.236565495229898)
@@ -60,6 +61,18 @@ def test_skipped_and_budgetless_entries_of_committed_files():
     assert all(f.budget is None for f in old.values())
     assert old["r0"].heldout_mape is None and old["r0"].heldout_reason.startswith("fold without ℓ=1024")
     assert old["r100"].fit.alpha == 0.4297867786104788 and old["r100"].n == 19
+
+
+def test_the_shipped_law_at_convergence_plans_the_ranks_its_runs_needed():
+    """benchmarks/paper/ship_law.py copied law_conv_fit.json's r100 under its placement's name; its plans agree with
+    the runs (600 steps, down_proj of layer 28): rank 4 held all 64 random tokens and rank 2 40 %; rank 8 held all
+    320 and rank 4 36 % (benchmarks/paper/law_conv*.db)."""
+    conv = pick_fit(SHIPPED, "r100@down_proj28")
+    assert conv.to_json() | {"setting": "r100"} == next(f.to_json() for f in read_fits(ROOT / "benchmarks/paper/law_conv_fit.json") if f.setting == "r100")
+    assert (conv.fit.alpha, conv.fit.beta, conv.fit.r2) == (0.6084703515582472, 0.4598287691918355, 0.9904927500023447)
+    assert (conv.n, conv.n_saturated, conv.budget.max_steps) == (10, 10, 600)
+    assert [plan_rank(conv, ell).rank_pow2 for ell in (64, 320)] == [4, 8]
+    assert plan_rank(conv, 64).rank == 3
 
 
 def test_plan_from_the_shipped_fit():
