@@ -8,8 +8,9 @@
 - PhoneBook: benchmarks/law/fit.json (30 steps, constant lr, full batch).
 - r100@down_proj28: benchmarks/paper/law_conv_fit.json, the law at convergence (600 steps, the 1,200-step controls
   in benchmarks/README.md). It holds for a rank-r adapter on layer 28's down projection only: a placement whose
-  capacity is a few to a few hundred tokens, not the probe's (a rank-1 probe holds 127 of 128 random tokens where
-  this placement holds 1), so it is shipped under its own name (`memft plan --setting r100@down_proj28`).
+  capacity is a small fraction of the probe's (in 300 steps at rank 1, the MLP probe on layer 28 held 99 % of 128
+  random tokens, this placement 3 % of 64: benchmarks/paper/placement_probe.txt), so it is shipped under its own
+  name (`memft plan --setting r100@down_proj28`).
 """
 
 from __future__ import annotations

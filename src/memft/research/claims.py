@@ -266,12 +266,12 @@ def budget_controls(grid: Sequence[Row], rows: Sequence[Row]) -> list[tuple[Row,
     >>> [round(g, 3) for _, _, g in budget_controls([a], [a, {**a, "max_steps": 1200, "delta_loss": 10.5}])]
     [0.05]
     """
-    same = ("model", "benchmark", "ratio", "length", "rank", "seed", "lr", "lr_schedule", "batch_size", "max_grad_norm", "method")
+    same = [k for k in CELL_KEYS if k != "max_steps"] + ["seed", "method"]
     out = []
     for g in grid:
         for r in rows:
             if r.get("max_steps") == 2 * int(g["max_steps"]) and all(str(point(r, k)) == str(point(g, k)) for k in same) \
-                    and placement(r) == placement(g) and number(g.get("delta_loss")) and number(r.get("delta_loss")) is not None:
+                    and number(g.get("delta_loss")) and number(r.get("delta_loss")) is not None:
                 out.append((g, r, float(r["delta_loss"]) / float(g["delta_loss"]) - 1))
     return out
 
@@ -281,7 +281,8 @@ def law_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
     2 ranks: fitted on all points, and again without the saturated ones (ΔL >= 0.95 L_init)."""
     paper = f"ΔL = C·r^α·ℓ^(−β) + b, R² > {LAW_R2}"
     groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
-    for r in _budget_rows(rows):
+    budgeted = _budget_rows(rows)
+    for r in budgeted:
         if r.get("method") == "sft" and r.get("benchmark") == "stress":
             groups[(r.get("model"), r.get("ratio"), r.get("max_steps"), r.get("batch_size"), r.get("lr_schedule"), placement(r))].append(r)
     out = []
@@ -308,7 +309,7 @@ def law_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
         if late:
             measured += (f"; share of ΔL gained in the last 20 % of the budget: median {100 * statistics.median(late):.1f} %, "
                          f"max {100 * max(late):.1f} % ({len(late)} curves)")
-        controls = budget_controls(g, _budget_rows(rows))
+        controls = budget_controls(g, budgeted)
         if controls:
             growth = ", ".join(f"{100 * x:+.1f} % (ℓ={point(a, 'length')}, r={a.get('rank')})" for a, _, x in controls)
             plateau = all(x < PLATEAU_GAIN for _, _, x in controls)
