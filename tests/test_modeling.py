@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from memft.errors import ModelError
-from memft.modeling import cpu_has_fast_bf16, load_base, resolve_dtype, tiny_random
+from memft.errors import ConfigError
+from memft.modeling import AUTO_DTYPE_ENV, cpu_has_fast_bf16, load_base, resolve_dtype, tiny_random
 
 
 def test_tiny_random_is_deterministic_by_seed():
@@ -23,7 +24,18 @@ def test_bf16_base():
     b = load_base("tiny-random", device="cpu", dtype="bf16")
     assert next(b.model.parameters()).dtype == torch.bfloat16
     assert resolve_dtype("fp32", "cpu") == "fp32"
+
+
+def test_auto_dtype_follows_the_cpu_unless_forced(monkeypatch):
+    monkeypatch.delenv(AUTO_DTYPE_ENV, raising=False)
     assert resolve_dtype("auto", "cpu") == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    for forced in ("fp32", "bf16"):
+        monkeypatch.setenv(AUTO_DTYPE_ENV, forced)
+        assert resolve_dtype("auto", "cpu") == forced
+        assert resolve_dtype("fp32", "cpu") == "fp32"  # an explicit dtype is never overridden
+    monkeypatch.setenv(AUTO_DTYPE_ENV, "fp8")
+    with pytest.raises(ConfigError, match="MEMFT_AUTO_DTYPE='fp8': use one of fp32, bf16, fp16"):
+        resolve_dtype("auto", "cpu")
 
 
 @pytest.mark.parametrize(

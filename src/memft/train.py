@@ -22,6 +22,7 @@ Options for large record sets (memft.sizing picks them for more than 64 records)
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from contextlib import nullcontext
@@ -43,6 +44,51 @@ from memft.vocab import TrainVocab
 
 
 CHECK_BATCH = 64
+
+# A forward-only pass over a record costs about a third of a training pass over it (no backward pass, no
+# optimizer step; measured in benchmarks/README.md, Scale).
+FORWARD_COST = 1 / 3
+
+
+@dataclass
+class CheckBudget:
+    """Rations the active set's full confirmation checks, so that a record set that hovers at the bar cannot spend
+    its time re-checking (issue 22: once most records rested at the bar, a full check of every record ran on almost
+    every step and steps went from 0.7 s to 9 s).
+
+    The bound: a full check of the n records is allowed once the record passes trained since the last full check
+    reach n * FORWARD_COST / share, so full checks cost at most `share` of the training compute they follow (share
+    1.0: at most as much as the training). Until then, a run whose active set is empty trains the resting records
+    nearest the bar (TrainLoop's consolidation), which is what keeps them from drifting back.
+
+    >>> b = CheckBudget(n=90); b.allowed, b.needed
+    (False, 30)
+    >>> b.trained(29); b.allowed
+    False
+    >>> b.trained(1); b.allowed, b.needed
+    (True, 0)
+    >>> b.spent(); b.allowed
+    False
+    """
+
+    n: int
+    share: float = 1.0
+    since: int = 0  # record passes trained since the last full check
+
+    @property
+    def needed(self) -> int:
+        """Record passes still to train before the next full check is allowed."""
+        return max(0, math.ceil(self.n * FORWARD_COST / self.share) - self.since)
+
+    @property
+    def allowed(self) -> bool:
+        return self.needed == 0
+
+    def trained(self, k: int) -> None:
+        self.since += k
+
+    def spent(self) -> None:
+        self.since = 0
 
 
 @dataclass
@@ -111,6 +157,16 @@ def with_replay(active: list[int], resting: list[int], share: float, rng: random
         return list(active)
     k = min(len(resting), round(len(active) * share / (1 - share)))
     return list(active) + rng.sample(resting, k)
+
+
+def nearest_bar(ids: Sequence[int], latest: dict[int, Any], k: int) -> list[int]:
+    """The k records of `ids` whose latest statistics have the lowest minimum target probability (ties: lower index).
+
+    >>> from types import SimpleNamespace as S
+    >>> nearest_bar([0, 1, 2, 3], {0: S(prob=[0.9, 0.8]), 1: S(prob=[0.99]), 2: S(prob=[0.76]), 3: S(prob=[0.8])}, 2)
+    [2, 0]
+    """
+    return sorted(ids, key=lambda i: (min(latest[i].prob), i))[:k]
 
 
 PROGRESS_FLOOR = 0.1
@@ -194,8 +250,13 @@ def train(
             vocab.add(torch.tensor(sorted(warm.competitors)))
     see_logits = vocab.add_competitors if vocab is not None else None
     forget = frozenset(forget)
-    bar = exit_margin(cfg.margin) if cfg.active_set else cfg.margin
-    full_batch = cfg.batch_size >= n and not cfg.active_set
+    # The active set only pays where a step holds a share of the records: a full batch already sees every record
+    # at every step (statuses for free), and resting records without a gradient drift back (issue 22: a 38-record
+    # full-batch write swung between 21 % and 97 % certified and ended uncertified; memft 0.1 trained them all).
+    active = cfg.active_set and cfg.batch_size < n
+    bar = exit_margin(cfg.margin) if active else cfg.margin
+    full_batch = cfg.batch_size >= n
+    budget = CheckBudget(n)
     # Forward-only checks (and the frozen-prefix cache they fill) run in micro-batches of at least CHECK_BATCH
     # records whatever the training batch: larger matrix products, same statistics.
     check_batch = max(cfg.batch_size, CHECK_BATCH)
@@ -230,6 +291,8 @@ def train(
         work["since_check"] = 0
         if full or vocab is None:
             fresh = fresh or len(indices) == n
+            if len(indices) == n:
+                budget.spent()
             if vocab is not None and guard is not None:
                 guard.rebase()  # exact statuses replace optimistic ones: a lower share here is no collapse
         else:
@@ -242,15 +305,20 @@ def train(
         last check, the records resting at the bar are re-checked (the active ones were just seen in their
         batches), so each re-check costs at most a third of the training it follows; when none is left active,
         every record is checked."""
-        if not cfg.active_set:
+        if not active:
             # A curriculum trains only its current stage; drawing the others would waste steps on weight-0 records.
             state.update(step=step, max_steps=cfg.max_steps, n_records=n)
             return objectives.stage_records(cfg.method, state, cfg.method_options) or list(range(n))
-        if all(done.values()):
+        if all(done.values()) and budget.allowed:
             check()
         elif work["since_check"] >= n:
             check([i for i in range(n) if done[i]], full=False)
-        return with_replay([i for i in range(n) if not done[i]], [i for i in range(n) if done[i]], cfg.replay, replay_rng)
+        resting = [i for i in range(n) if done[i]]
+        if len(resting) == n and not (fresh and all(ok.values())):
+            # Every record rests, by statuses that may be stale, and the check budget does not yet allow the full
+            # check that would confirm them: train those nearest the bar until it does (consolidation).
+            return nearest_bar(resting, latest, max(budget.needed, 1))
+        return with_replay([i for i in range(n) if not done[i]], resting, cfg.replay, replay_rng)
 
     centered = cfg.lora_init == "centered" and lora_init.is_fresh(model)
     # The first check: every record, but those whose statistics the caller gives (a fresh centered init reads
@@ -275,7 +343,7 @@ def train(
     while True:
         last = step >= cfg.max_steps or (cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds)
         # Active set: nothing to draw once every goal is met with these parameters, nor at the end of the budget.
-        idx = [] if cfg.active_set and (last or (fresh and all(ok.values()))) else next_batch()
+        idx = [] if active and (last or (fresh and all(ok.values()))) else next_batch()
         row: dict[str, float] = {"step": step, "loss": 0.0, "stubborn": 0, "min_prob": 1.0}
         tab = None
         if idx:
@@ -295,8 +363,8 @@ def train(
                 row |= {"first_error": first_false(seen["correct"].tolist()), "earliest_stubborn": earliest_stubborn(seen["prob"].tolist())}
         # A full batch over the full vocabulary has just seen every record with the current parameters.
         fresh = fresh or (full_batch and len(idx) == n and vocab is None)
-        if not fresh and (all(ok.values()) or last):
-            check()  # statuses may be stale (mini-batches, active set): confirm, and always at the end
+        if not fresh and (last or (all(ok.values()) and (budget.allowed or not active))):
+            check()  # statuses may be stale (mini-batches, active set): confirm (as the budget allows), and always at the end
         certified = fresh and all(ok.values())
         row |= {"certified": sum(ok.values()) / n, "active": sum(not d for d in done.values()), "epochs": work["trained"] / n,
                 "mean_loss": sum(rec_loss.values()) / max(len(rec_loss), 1), "seconds": time.perf_counter() - t0}
@@ -339,6 +407,7 @@ def train(
             fresh = False
             work["trained"] += len(idx)
             work["since_check"] += len(idx)
+            budget.trained(len(idx))
             work["tokens"] += int(batch.lengths.sum())
         step += 1
     if on_step:

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from memft.config import LoraSettings, TrainConfig
+from memft.modeling import resolve_dtype
 from memft.research.bench.phonebook import phonebook
 from memft.research.bench.rule import rule_split
 from memft.research.runs import ROW_FIELDS, rows_to_csv, run_point
@@ -92,8 +93,9 @@ def test_bench_results_file_carries_the_resolved_config(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads((tmp_path / "p.json").read_text())
     cfg = out["config"]
-    assert (cfg["model"], cfg["dtype"], cfg["device"], cfg["preset"], cfg["benchmark"]) == ("tiny-random", "fp32", "cpu", "all", "phonebook")
+    auto = resolve_dtype("auto", "cpu")  # bf16 on CPUs with fast bf16 (or MEMFT_AUTO_DTYPE=bf16), else fp32
+    assert (cfg["model"], cfg["dtype"], cfg["device"], cfg["preset"], cfg["benchmark"]) == ("tiny-random", auto, "cpu", "all", "phonebook")
     t = cfg["train"]["sft"]
     assert (t["lr"], t["max_steps"], t["seed"], t["margin"], t["active_set"]) == (0.03, 4, 1, 0.0, False)
     (row,) = out["rows"]
-    assert (row["lr"], row["max_steps"], row["margin"], row["preset"], row["dtype"], row["device"]) == (0.03, 4, 0.0, "all", "fp32", "cpu")
+    assert (row["lr"], row["max_steps"], row["margin"], row["preset"], row["dtype"], row["device"]) == (0.03, 4, 0.0, "all", auto, "cpu")

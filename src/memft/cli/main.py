@@ -118,18 +118,19 @@ def write(
         if res is None:
             raise typer.Exit(1)
     else:
-        n_step = min(size.batch_size, len(recs))
         with render.training_progress(size.max_steps, enabled=not quiet) as on_step:
             # the sizing line waits for the first step, so that an error found before training stays one line
-            watch = render.forecast_watch(render.first_say(sized, on_step), size.max_steps * n_step / len(recs), margin, size.rank,
-                                          len(recs) / n_step, say=None if not quiet else (lambda line: None), max_seconds=time_limit)
-            res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=watch,
+            step_watch = render.forecast_watch(render.first_say(sized, on_step), size.max_steps, margin, size.rank,
+                                               say=None if not quiet else (lambda line: None), max_seconds=time_limit)
+            res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=step_watch,
                             extra={"sizing": size.to_json()})
+            watch = step_watch.watch
     report = {**res.summary, "out": str(out), "steps": res.meta.train["steps"], "sizing": size.to_json(),
               "per_record": [r.to_json(reveal) for r in res.reports]}
     if watch is not None and watch.last is not None:
-        report["forecast"] = {"epochs_done": watch.last.epochs_done, "epochs_needed": watch.last.epochs_needed,
-                              "budget_epochs": watch.last.budget_epochs, "on_track": watch.last.on_track}
+        f = watch.last
+        report["forecast"] = {"steps_done": f.steps_done, "steps_needed": f.steps_needed, "budget_steps": f.budget_steps,
+                              "epochs_done": f.epochs_done, "epochs_needed": f.epochs_needed, "on_track": f.on_track}
     if json_out:
         json_out.write_text(safejson.dumps(report) + "\n", encoding="utf-8")
     if not quiet:
@@ -138,11 +139,7 @@ def write(
             render.console.print(render.records_table(failed))
         render.console.print(render.summary_table(res.summary, title=f"written to {out}"))
     if not res.all_certified and watch is not None and watch.last is not None and not quiet:
-        from memft.forecast import advice
-
-        f = watch.last
-        render.console.print(advice(f, len(recs) / min(size.batch_size, len(recs)), res.meta.train["seconds"] / max(f.epochs_done, 1e-9), size.rank),
-                             soft_wrap=True)
+        render.console.print(watch.final_advice(res.meta.train["seconds"]), soft_wrap=True)
     raise typer.Exit(0 if res.all_certified else 1)
 
 

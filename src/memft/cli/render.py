@@ -181,42 +181,23 @@ def odds_table(rows: Sequence[dict[str, Any]], title: str = "", limit: int = 50)
     return t
 
 
-def forecast_watch(on_step: Any, budget_epochs: float, margin: float, rank: int, steps_per_epoch: float,
-                   say: Any = None, start: float = 0.25, max_seconds: float | None = None) -> Any:
-    """Wrap a training callback: once a fraction `start` of the budget (and 3 epochs) is trained, forecast from
-    the running loss curve whether the budget will certify every record (memft.forecast) and say so once, early,
-    with what to change. With a time limit the budget is the smaller of the step budget and the epochs the limit
-    allows at the speed so far. The wrapper's `.last` holds the latest forecast (None before the first)."""
-    from memft.forecast import advice, forecast
+def forecast_watch(on_step: Any, max_steps: int, margin: float, rank: int, say: Any = None,
+                   max_seconds: float | None = None) -> Any:
+    """Wrap a training callback with the library's forecast (memft.forecast.Watch): every row is passed on, and the
+    first advice line is said once. The wrapper's `.watch` is the Watch (its `.last`: the latest forecast)."""
+    from memft.forecast import Watch
 
     say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]", soft_wrap=True))  # one line, also in logs
-    rows: list[dict[str, float]] = []
-    warned = False
-    seen_epoch = -1.0
+    w = Watch(max_steps, margin, rank, max_seconds=max_seconds)
 
     def watch(row: dict[str, float]) -> None:
-        nonlocal warned, seen_epoch
-        rows.append(row)
         if on_step is not None:
             on_step(row)
-        if "epochs" not in row or row["epochs"] <= 0 or row["epochs"] < seen_epoch + 1:
-            return  # forecasts are read once per epoch of training (and kept up to date for the end of the run)
-        seen_epoch = row["epochs"]
-        budget = budget_epochs
-        if max_seconds is not None:
-            budget = min(budget, max_seconds * row["epochs"] / max(row["seconds"], 1e-9))
-        # Not before 3 epochs: the first ones learn the values' format (digits, say), a fast fall that says
-        # nothing about memorizing them (1,000 phone numbers: loss 4.3 -> 2.1 in 3 epochs, then flat for 16).
-        if row["epochs"] < max(3.0, start * budget):
-            return
-        f = forecast(rows, budget, margin)
-        watch.last = f
-        if f is not None and not f.on_track and not warned:
-            warned = True
-            spe = row["seconds"] / max(row["epochs"], 1e-9)
-            say(advice(f, steps_per_epoch, spe, rank))
+        line = w(row)
+        if line:
+            say(line)
 
-    watch.last = None
+    watch.watch = w
     return watch
 
 
