@@ -145,6 +145,17 @@ def base_folder(spec: str, seed: int = 0) -> str:
     return spec  # a folder or a hub id
 
 
+def load_tokenizer(spec: str = EMBEDDED, seed: int = 0) -> Any:
+    """The tokenizer of base `spec` without its weights in memory (sizing counts value tokens before the model loads);
+    the embedded model's is read from its one-time conversion, which load_base then reuses."""
+    if spec == TINY:
+        return tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    return AutoTokenizer.from_pretrained(base_folder(spec, seed))
+
+
 def unreachable_tokens(model: Any) -> dict[int, int]:
     """{token id: its twin} for tokens greedy decoding can never produce with `model`.
 

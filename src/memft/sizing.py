@@ -30,6 +30,10 @@ FULL_BATCH = 64
 MINI_BATCH = 32  # records per step beyond FULL_BATCH: more updates per epoch at the same compute
 BASE_RANK = 8
 RECORDS_PER_RANK = 512  # records per rank-8 unit with the upper preset
+# Value tokens per rank-8 unit: RECORDS_PER_RANK PhoneBook numbers (10 tokens each). Records of other kinds carry
+# more tokens (and more bits) each: 1,000 varied records (benchmarks/bench_varied.py) hold twice the tokens of 1,000
+# phone numbers, so the rank follows whichever of the two counts asks for more.
+TOKENS_PER_RANK = RECORDS_PER_RANK * 10
 MAX_RANK = 64
 FULL_BATCH_STEPS = 300
 BUDGET_EPOCHS = 150
@@ -56,19 +60,36 @@ class Sizing:
         return {**asdict(self), "chosen": list(self.chosen)}
 
 
-def sizing_rank(n_records: int) -> int:
-    """Rank for n records: 8 up to RECORDS_PER_RANK records, then 8 x the next power of two of n / RECORDS_PER_RANK.
+def sizing_rank(n_records: int, value_tokens: int | None = None) -> int:
+    """Rank for n records: 8 up to RECORDS_PER_RANK records, then 8 x the next power of two of n / RECORDS_PER_RANK;
+    with their value tokens known, of the larger of that and value_tokens / TOKENS_PER_RANK.
 
     >>> [sizing_rank(n) for n in (40, 100, 512, 1000, 3000, 10**6)]
     [8, 8, 8, 16, 64, 64]
+    >>> sizing_rank(1000, value_tokens=10_000), sizing_rank(1000, value_tokens=21_848), sizing_rank(300, value_tokens=6_351)
+    (16, 64, 16)
     """
-    return min(MAX_RANK, BASE_RANK * 2 ** max(0, math.ceil(math.log2(n_records / RECORDS_PER_RANK))))
+    units = max(n_records / RECORDS_PER_RANK, (value_tokens or 0) / TOKENS_PER_RANK)
+    return min(MAX_RANK, BASE_RANK * 2 ** max(0, math.ceil(math.log2(units))))
+
+
+def value_tokens(records: Any, tokenizer: Any) -> int:
+    """Total value tokens of `records` (end-of-sequence excluded) as `tokenizer` splits them; token-id records count
+    their ids. No round-trip check here: encoding does that, with its own error, when the records are encoded.
+
+    >>> from memft.modeling import tiny_tokenizer
+    >>> from memft.records import Record
+    >>> value_tokens([Record("a:", "0123456789"), Record("b:", value_ids=(5, 6))], tiny_tokenizer())
+    12
+    """
+    return sum(len(r.value_ids) if r.value_ids is not None else len(tokenizer(r.value, add_special_tokens=False)["input_ids"])
+               for r in records)
 
 
 def size_for(n_records: int, preset: str | None = None, rank: int | None = None, batch_size: int | None = None,
              max_steps: int | None = None, lr: float | None = None, head_vocab: str | None = None,
-             lora_init: str | None = None, lr_schedule: str | None = None) -> Sizing:
-    """Fill the settings left as None from the record count.
+             lora_init: str | None = None, lr_schedule: str | None = None, value_tokens: int | None = None) -> Sizing:
+    """Fill the settings left as None from the record count (and, for the rank, their value tokens when given).
 
     >>> s = size_for(40); (s.preset, s.rank, s.batch_size, s.max_steps, s.lr, s.lr_schedule, s.head_vocab, s.lora_init)
     ('probe', 8, 64, 300, 0.01, 'constant', 'full', 'random')
@@ -84,9 +105,9 @@ def size_for(n_records: int, preset: str | None = None, rank: int | None = None,
         chosen.append("preset")
         reasons["preset"] = f"{preset} preset" + (" (the demo's)" if small else " (the MLP of the top layers)")
     if rank is None:
-        rank = BASE_RANK if small else sizing_rank(n_records)
+        rank = BASE_RANK if small else sizing_rank(n_records, value_tokens)
         chosen.append("rank")
-        reasons["rank"] = f"rank {rank}"
+        reasons["rank"] = f"rank {rank}" + (f" ({value_tokens} value tokens)" if value_tokens and not small else "")
     if batch_size is None:
         batch_size = FULL_BATCH if small else MINI_BATCH
         chosen.append("batch_size")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -103,7 +103,8 @@ def write(
     placed = preset is not None or layers is not None or target_modules is not None
     size = size_for(len(recs), preset=(preset or "probe") if placed else None,
                     rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps,
-                    lr=lr, head_vocab=head_vocab, lora_init=lora_init, lr_schedule=lr_schedule)
+                    lr=lr, head_vocab=head_vocab, lora_init=lora_init, lr_schedule=lr_schedule,
+                    value_tokens=None if rank is not None else _value_tokens(recs, model))
     lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
     train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
                         method_options=parse_method_options(method_options), margin=margin, max_seconds=time_limit,
@@ -141,6 +142,18 @@ def write(
     if not res.all_certified and watch is not None and watch.last is not None and not quiet:
         render.console.print(watch.final_advice(res.meta.train["seconds"]), soft_wrap=True)
     raise typer.Exit(0 if res.all_certified else 1)
+
+
+def _value_tokens(recs: Any, model: str) -> int | None:
+    """The records' value tokens for the sizing rule; None when the tokenizer cannot load here (the model's own
+    error, with how to fix it, comes when the model loads)."""
+    from memft.modeling import load_tokenizer
+    from memft.sizing import value_tokens
+
+    try:
+        return value_tokens(recs, load_tokenizer(model))
+    except Exception:  # noqa: BLE001 - sizing falls back to the record count
+        return None
 
 
 def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  # noqa: ANN001, ANN202 - CLI glue
