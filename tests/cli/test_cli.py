@@ -80,7 +80,7 @@ def test_write_recall_verify_end_to_end(tmp_path):
     assert [p["key"] for p in vj["per_record"]] == [r["key"] for r in recs]
     # A record the adapter never saw is not recalled: exit 1 and a failure position.
     other = write_jsonl(tmp_path / "o.jsonl", [json.dumps({"key": "Ann:", "value": "something else"})])
-    v2 = memft("verify", out, other, "--json", tmp_path / "v2.json", "--quiet", "--device", "cpu")
+    v2 = memft("verify", out, other, "--json", tmp_path / "v2.json", "--quiet", "--device", "cpu", "--reveal")
     assert v2.returncode == 1
     assert json.loads((tmp_path / "v2.json").read_text())["per_record"][0]["first_failure"] == 0
 

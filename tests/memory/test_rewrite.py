@@ -104,7 +104,7 @@ def test_adapters_without_a_ledger_are_refused(tmp_path):
     ad = tmp_path / "ad"
     _write(ad, phonebook(2, seed=0))
     (ad / "ledger.json").unlink()
-    with pytest.raises(AdapterError, match="no ledger.json"):
+    with pytest.raises(AdapterError, match="ledger.json is missing but memft.json lists the records' digests; the adapter is damaged"):
         append(ad, [Record("x:", "1")], runtime=CPU)
 
 
