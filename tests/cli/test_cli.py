@@ -90,6 +90,28 @@ def test_write_exits_1_when_not_certified_but_saves(tmp_path):
     w = memft("write", f, "--out", tmp_path / "ad", "--max-steps", "1", "--quiet", *FAST)
     assert w.returncode == 1
     assert json.loads((tmp_path / "ad" / "memft.json").read_text())["certification"]["certified"] < 1.0
+    # --quiet still says, in one line, what is not exact
+    assert w.stdout == "" and w.stderr.count("\n") == 1 and w.stderr.startswith("memft: not exact: 4 of 4 record(s) not certified ('k0'")
+
+
+@pytest.mark.slow  # a real process to interrupt: ~15 s
+def test_ctrl_c_exits_130_with_one_line_and_leaves_the_folder_unchanged(tmp_path):
+    import signal
+    import time
+
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "k:", "value": "v"})])
+    ad = tmp_path / "ad"
+    assert memft("write", f, "--out", ad, "--quiet", *FAST).returncode == 0
+    before = {p.name: p.read_bytes() for p in ad.iterdir()}
+    long = write_jsonl(tmp_path / "l.jsonl", [json.dumps({"key": f"k{i}:", "value": f"value {i} " * 20}) for i in range(8)])
+    p = subprocess.Popen([sys.executable, "-m", "memft.cli.main", "write", str(long), "--out", str(ad), "--max-steps", "100000",
+                          "--margin", "0.999999", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
+    time.sleep(8)  # the model loaded and training under way (the lock file exists since the first write)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.splitlines()[-1] == "memft: interrupted; the adapter folder is unchanged", err
+    assert {q.name: q.read_bytes() for q in ad.iterdir()} == before and not list(tmp_path.glob(".ad.memft-*-*"))
 
 
 BAD = [
