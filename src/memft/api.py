@@ -165,7 +165,8 @@ def write(
     # The folder's lock is held from the check to the swap: a second writer waits instead of being lost.
     with folders.locked(out):
         adapters.check_out_dir(out)  # again: another process may have filled it meanwhile
-        f = fit(records, base, lora, train, stop_on_divergence(on_step), items=items)
+        # a write's report needs no more than where a failing record fails (see memft.evaluate, "divergence")
+        f = fit(records, base, lora, train, stop_on_divergence(on_step), generate="divergence", items=items)
         try:
             result = save_fit(f, records, base, lora, train, out, extra=extra)
         finally:

@@ -195,7 +195,7 @@ def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
                      preserve=keep, warm=warm_start(items + gone, op.recalls))
     final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out
-    reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size, stats=final)
+    reports = evaluate(ld.model, tok, items, generate="divergence", batch_size=cfg.batch_size, stats=final)
     gens = greedy(ld.model, gone, tok) if gone else []
     still = [e.key for e, g in zip(gone, gens) if free_run_compare(g, e.targets)[0]]
     summary = summarize(reports)

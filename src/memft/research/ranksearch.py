@@ -77,7 +77,7 @@ def write_auto_rank(
         adapters.check_out_dir(out)
         while (r := next_rank(tried, guess, max_rank)) is not None:
             lo = dataclasses.replace(lora, rank=r)
-            f = fit(records, base, lo, train, items=items)
+            f = fit(records, base, lo, train, generate="divergence", items=items)
             try:
                 ok = f.summary["certified"] == 1.0
                 tried[r] = ok
