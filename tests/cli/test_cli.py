@@ -180,3 +180,23 @@ def test_write_rank_auto_reports_tries(tmp_path):
     assert "smallest certifying rank" in w.stderr
     bad = memft("write", f, "--out", tmp_path / "x", "--rank", "big", *FAST)
     assert bad.returncode == 2 and "--rank 'big'" in bad.stderr
+
+
+def test_out_dot_writes_into_an_empty_working_folder_and_is_refused_up_front_in_a_full_one(tmp_path, monkeypatch):
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "k:", "value": "v"})])
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    w = memft("write", f, "--out", ".", "--quiet", "--json", "w.json", *FAST)
+    assert w.returncode == 0, w.stderr
+    assert (here / "memft.json").exists() and json.loads((here / "w.json").read_text())["certified"] == 1.0
+    assert (tmp_path / ".here.memft-lock").exists() and not list(here.glob("*memft-lock"))
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    monkeypatch.chdir(full)
+    w = memft("write", f, "--out", ".", "--quiet", *FAST)
+    assert w.returncode == 2 and "holds files that are not a memft adapter" in w.stderr and w.stderr.count("\n") == 1
+    assert sorted(p.name for p in full.iterdir()) == ["notes.txt"] and not (tmp_path / ".full.memft-lock").exists()
+    w = memft("write", f, "--out", tmp_path / "r.jsonl" / "sub", "--quiet", *FAST)
+    assert w.returncode == 2 and "r.jsonl is a file, not a folder" in w.stderr and w.stderr.count("\n") == 1

@@ -8,6 +8,7 @@ CLI layer: parses options, calls the library, prints; may import any layer (torc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -97,6 +98,8 @@ def write(
     from memft.sizing import size_for
 
     auto = rank == "auto"
+    if json_out is not None:  # absolute now: `--out .` swaps the working directory itself for the new adapter
+        json_out = Path(os.path.abspath(json_out))
     if rank is not None and not auto and not rank.lstrip("-").isdigit():
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
     recs = load_records(records)
@@ -319,7 +322,7 @@ def demo(
     """The main job: write a seeded synthetic phone book into an adapter, verify it, print the table."""
     import time
 
-    from memft import api
+    from memft import api, folders
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.records import write_records
@@ -333,7 +336,7 @@ def demo(
     render.console.print(f"memft demo: writing {len(recs)} phone-book records into {out} (model {model}, rank {rank}, probe preset)")
     with render.training_progress(max_steps) as on_step:
         res = api.write(recs, out, model=model, lora=lora, train=train, runtime=RuntimeConfig(device=device), on_step=on_step)
-    write_records(recs, out / "demo-records.jsonl")  # written after the adapter, so `memft verify` can be rerun on it
+    write_records(recs, folders.resolve(out) / "demo-records.jsonl")  # after the adapter, so `memft verify` can be rerun on it
     ver = api.verify(out, recs, generate="always", device=device)
     render.console.print(render.records_table(ver.reports, limit=records))
     render.console.print(render.summary_table(ver.summary, title=f"verified by greedy generation ({ver.dtype})"))
