@@ -4,7 +4,7 @@ import pytest
 
 from memft.digests import DigestScheme
 from memft.errors import AdapterError, RecordsError
-from memft.memory.ledger import Ledger, next_ledger, plan_append, parse, plan_forget, read
+from memft.memory.ledger import Ledger, next_ledger, parse, plan_append, plan_forget, read
 from memft.metrics import TokenStats, record_report
 from memft.records import Record
 
