@@ -310,17 +310,17 @@ print(i)
 """
 
 
-def reader_during_swaps(work: Path, good: Path) -> dict:
+def reader_during_swaps(work: Path, good: Path, reads: int = 25, seconds: float = 40.0) -> dict:
     r = row("readers (`load_adapter` + recall) while another process swaps versions in continuously")
     other = work / "other"  # a second version holding the same records (written anew: other weights, other salt)
     memft("write", jsonl(work / "other.jsonl", BASE), "--out", other, "--quiet", *FAST, "--seed", "1")
     d = work / "swapping"
     shutil.copytree(good, d)
-    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(d), str(good), str(other), "40"], stdout=subprocess.PIPE, text=True)
-    reader = subprocess.run([sys.executable, "-c", READER, str(d), json.dumps(dict(BASE)), "25"], capture_output=True, text=True)
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(d), str(good), str(other), str(seconds)], stdout=subprocess.PIPE, text=True)
+    reader = subprocess.run([sys.executable, "-c", READER, str(d), json.dumps(dict(BASE)), str(reads)], capture_output=True, text=True)
     swaps = swapper.communicate()[0].strip()
     got = json.loads(reader.stdout.strip().splitlines()[-1]) if reader.returncode == 0 else {"ok": 0, "wrong": 0, "failed": -1}
-    r["tried"], r["survived"], r["invented"] = 25, got["ok"], got["wrong"]
+    r["tried"], r["survived"], r["invented"] = reads, got["ok"], got["wrong"]
     r["notes"] = f"{swaps} swaps; reads that failed with an error: {got['failed']}; wrong values: {got['wrong']}"
     return r
 
