@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import pytest
@@ -47,8 +48,12 @@ def test_saved_adapter_loads_with_plain_peft(tiny, tmp_path):
             p.data.normal_()
     ids = torch.tensor([[5, 6, 7, 8]])
     want = model(input_ids=ids).logits
-    adapters.save(model, tmp_path / "ad", _meta(1))
-    assert json.loads((tmp_path / "ad" / "memft.json").read_text()) == _meta(1).to_json()  # written by memft.meta
+    saved = adapters.save(model, tmp_path / "ad", _meta(1))
+    on_disk = json.loads((tmp_path / "ad" / "memft.json").read_text())
+    assert on_disk == saved.to_json() == {**_meta(1).to_json(), "files": saved.files}  # written by memft.meta
+    # the fingerprints are the sha256 of the files saved beside it
+    assert saved.files == {n: "sha256:" + hashlib.sha256((tmp_path / "ad" / n).read_bytes()).hexdigest()
+                           for n in ("adapter_model.safetensors", "adapter_config.json")}
     fresh = PeftModel.from_pretrained(load_base("tiny-random", device="cpu", dtype="fp32").model, str(tmp_path / "ad"))
     assert torch.allclose(fresh(input_ids=ids).logits, want, atol=1e-6)
 

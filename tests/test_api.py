@@ -48,7 +48,7 @@ def test_write_refuses_a_target_token_greedy_decoding_cannot_produce(tmp_path):
     base = load_base("tiny-random", device="cpu", dtype="fp32")
     with torch.no_grad():
         base.model.get_output_embeddings().weight[100] = base.model.get_output_embeddings().weight[50]
-    with pytest.raises(RecordsError, match=r"record 'k': target token 100 at position 2 can never be produced"):
+    with pytest.raises(RecordsError, match=r"record 'k': the value's token at position 2 can never be produced"):
         api.write([Record("k", value_ids=(5, 6, 100))], tmp_path / "ad", base=base)
     assert not (tmp_path / "ad").exists()
     assert not any("lora" in n for n, _ in base.model.named_parameters())

@@ -53,3 +53,25 @@ def test_greedy_left_padding_matches_single_record(tiny):
     together = greedy(model, items, tiny.tokenizer, batch_size=5)
     alone = [greedy(model, [e], tiny.tokenizer, batch_size=1)[0] for e in items]
     assert together == alone
+
+
+def test_divergence_generates_only_to_just_past_the_first_failure(tiny, monkeypatch):
+    """A write's reports: a failing record is generated to its first teacher-forced error plus a few tokens, not over
+    its whole value (a 2,000-character value that was not learned cost minutes of generation after training)."""
+    import memft.evaluate as ev
+    from memft.records import Record
+
+    recs = phonebook(4, seed=1) + [Record("long:", "q8" * 100)]  # 200 characters, never learned here
+    items = encode_all(recs, tiny.tokenizer)
+    model, _ = adapters.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
+    asked = []
+    real = ev.generate
+    monkeypatch.setattr(ev, "generate", lambda m, p, t, limits, *a, **k: asked.append(list(limits)) or real(m, p, t, limits, *a, **k))
+    full = evaluate(model, tiny.tokenizer, items, generate="uncertified")
+    short = evaluate(model, tiny.tokenizer, items, generate="divergence")
+    assert asked[0][-1] == len(items[-1].targets) + 1 > 200  # "uncertified": the whole value
+    want = [r.first_error_tf + 1 + ev.DIVERGENCE_SLACK for r in full if not r.certified]
+    assert asked[1] == [min(w, len(e.targets) + 1) for w, e in zip(want, [e for e, r in zip(items, full) if not r.certified])]
+    assert max(asked[1]) < 40
+    for a, b in zip(full, short):  # the same verdicts and failure positions
+        assert (a.certified, a.exact, a.first_failure, a.first_error_tf, a.min_prob) == (b.certified, b.exact, b.first_failure, b.first_error_tf, b.min_prob)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -153,3 +154,94 @@ def test_two_concurrent_appends_keep_both(tmp_path):
     book = json.loads(memft("ledger", ad, "--json").stdout)
     assert sorted(e["key"] for e in book["entries"]) == ["Ann:", "Bo:", "Cy:"]
     assert (ad / "notes.txt").read_text() == "keep me"
+
+
+def test_a_symlinked_alias_locks_and_swaps_the_real_folder(tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    adapters.write_atomic(real, _fill("v1"))
+    link.symlink_to(real)
+    assert folders.lock_path(link) == folders.lock_path(real) == tmp_path / ".real.memft-lock"
+    with folders.locked(real, wait=0):  # held through one name: the alias is the same lock (re-entrant here) ...
+        assert str(folders.resolve(link)) in folders._HELD
+    adapters.write_atomic(link, _fill("v2"))  # ... and a save through the alias replaces the folder, not the link
+    assert link.is_symlink() and os.readlink(link) == str(real) and meta.read_json(real) == {"v": "v2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".real.memft-lock", "link", "real"]  # no .link.memft-old-*
+
+
+def test_another_process_holding_the_real_folder_blocks_its_alias(tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    adapters.write_atomic(real, _fill("v1"))
+    link.symlink_to(real)
+    p = _py(f"from memft import folders; import time\nwith folders.locked({str(real)!r}):\n    print('held', flush=True); time.sleep(30)")
+    try:
+        assert p.stdout.readline().strip() == "held"
+        with pytest.raises(AdapterError, match="another memft process is using it"):
+            with folders.locked(link, wait=0):
+                pass
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_out_dot_in_an_empty_folder_is_written_and_the_lock_file_stays_outside(tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    adapters.write_atomic(Path("."), _fill("v1"))
+    assert meta.read_json(here) == {"v": "v1"} and (tmp_path / ".here.memft-lock").exists()
+    assert not list(here.glob(".*memft-lock"))
+
+
+def test_out_under_a_file_is_a_clear_one_line_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(AdapterError, match=r"notes.txt is a file, not a folder; give a location inside a folder"):
+        with folders.locked(tmp_path / "notes.txt" / "sub"):
+            pass
+
+
+def test_input_errors_leave_no_lock_file_beside_out(tmp_path):
+    bad = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "k:", "value": "v"})])
+    w = memft("write", bad, "--out", tmp_path / "out", "--quiet", *FAST, "--rank", "1000000")  # too large a rank
+    assert w.returncode == 2 and "--rank 1000000 is larger" in w.stderr
+    a = memft("append", tmp_path / "missing", bad, "--quiet")
+    assert a.returncode == 2 and "no such adapter folder" in a.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
+
+
+def test_readers_clean_leftovers_of_a_killed_save_but_not_a_live_writers(tmp_path):
+    from memft.memory.ledger import read
+
+    ad = tmp_path / "ad"
+    shutil.copytree(Path(__file__).parent / "data" / "adapter-0.1.0", ad)
+    p = _py(f"from memft import folders; import time\nwith folders.locked({str(ad)!r}):\n    print('held', flush=True); time.sleep(30)")
+    try:
+        assert p.stdout.readline().strip() == "held"
+        for name in (".ad.memft-tmp-" + "a" * 32, ".ad.memft-old-" + "b" * 32):  # as a save in progress has them
+            shutil.copytree(ad, tmp_path / name)
+        read(ad)  # a writer holds the lock: its siblings may be its own, so they stay
+        assert len(list(tmp_path.glob(".ad.memft-*-*"))) == 2
+    finally:
+        p.kill()
+        p.wait()
+    assert len(read(ad).entries) == 3  # nobody holds it now: the reader cleans under the lock
+    assert not list(tmp_path.glob(".ad.memft-*-*"))
+    shutil.copytree(ad, tmp_path / (".ad.memft-old-" + "c" * 32))
+    assert memft("ledger", ad, "--json").returncode == 0 and not list(tmp_path.glob(".ad.memft-*-*"))
+
+
+def test_read_consistent_rereads_when_a_save_swaps_the_folder_meanwhile(tmp_path, monkeypatch):
+    ad = tmp_path / "ad"
+    adapters.write_atomic(ad, _fill("v1"))
+    real_read = folders._read_or_none
+    calls = []
+
+    def racing(path):  # a save lands between the reader's first and second file
+        calls.append(path.name)
+        if len(calls) == 2:
+            adapters.write_atomic(ad, _fill("v2"))
+        return real_read(path)
+
+    monkeypatch.setattr(folders, "_read_or_none", racing)
+    got = folders.read_consistent(ad, (adapters.META, "adapter_model.safetensors"))
+    assert json.loads(got[adapters.META]) == {"v": "v2"} and got["adapter_model.safetensors"] == b"v2"  # one version
+    assert len(calls) == 4  # read twice: the first pair mixed v1 and v2

@@ -9,8 +9,12 @@ Core layer. May import: config, errors, folders, meta; torch and peft inside the
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,9 @@ from memft.errors import AdapterError, ConfigError, TrainingError, warn
 from memft.meta import AdapterMeta
 
 META = meta_mod.FILE
+CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+LEDGER = "ledger.json"  # read here with the rest of a version; parsed and checked by memft.memory.ledger
+DAMAGED = "the adapter is damaged: restore the folder from a backup or write it again"
 
 
 def layer_stack(lm: nn.Module) -> nn.ModuleList:
@@ -94,7 +101,7 @@ def target_names(lm: nn.Module, lora: LoraSettings) -> tuple[tuple[int, ...], li
     return layers, names
 
 
-def check_rank(model: nn.Module, names: list[str], rank: int) -> None:
+def check_rank(model: nn.Module, names: list[str], rank: int, warn_narrow: bool = True) -> None:
     """Refuse a rank above every adapted layer's width (min(in, out)): it adds nothing and can exhaust memory; warn
     when it exceeds some of them (those layers cannot use the extra rank)."""
     mods = dict(model.named_modules())
@@ -104,7 +111,7 @@ def check_rank(model: nn.Module, names: list[str], rank: int) -> None:
         raise ConfigError(f"--rank {rank} is larger than every adapted layer's width (at most {widest}); a LoRA rank above "
                           f"min(in, out) adds nothing: use --rank {widest} or less")
     narrow = sorted(n for n, w in widths.items() if rank > w)
-    if narrow:
+    if narrow and warn_narrow:
         warn(f"--rank {rank} exceeds the width of {len(narrow)} adapted layer(s) (e.g. {narrow[0]}, width {widths[narrow[0]]}); "
              "they cannot use the extra rank")
 
@@ -149,18 +156,61 @@ def write_atomic(out: Path, fill: Callable[[Path], None]) -> None:
         folders.swap_in(out, fill)
 
 
-def save(peft_model: Any, out: Path, meta: AdapterMeta, files: dict[str, str] | None = None) -> None:
-    """Save the adapter, memft.json and any extra text `files` (name -> content) as one atomic swap.
+def save(peft_model: Any, out: Path, meta: AdapterMeta, files: dict[str, str] | None = None) -> AdapterMeta:
+    """Save the adapter, memft.json and any extra text `files` (name -> content) as one atomic swap -> the meta
+    saved (with the fingerprints of the PEFT files, `AdapterMeta.files`).
     Weights that are not all finite are refused (TrainingError): a diverged adapter never replaces a good one."""
     check_finite(peft_model)
+    saved = [meta]
 
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(tmp)
-        (tmp / META).write_text(meta_mod.dumps(meta), encoding="utf-8")
+        saved[0] = dataclasses.replace(meta, files={n: file_digest((tmp / n).read_bytes()) for n in (WEIGHTS, CONFIG)})
+        (tmp / META).write_text(meta_mod.dumps(saved[0]), encoding="utf-8")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
 
     write_atomic(Path(out), fill)
+    return saved[0]
+
+
+def file_digest(data: bytes) -> str:
+    """
+    >>> file_digest(b"")[:19]
+    'sha256:e3b0c44298fc'
+    """
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of an adapter folder, read whole (memft.folders.read_consistent) and checked: its memft.json,
+    the PEFT files' bytes, and ledger.json's bytes (None: the folder has none)."""
+
+    folder: Path
+    meta: AdapterMeta
+    config: bytes
+    weights: bytes
+    ledger: bytes | None
+
+
+def read_version(folder: str | Path) -> Version:
+    """Read memft.json, the PEFT files and ledger.json of one version of `folder` (no lock: a save in between is
+    detected and read again), after cleaning what an interrupted save left. Errors (missing, foreign, damaged,
+    edited: the fingerprints of AdapterMeta.files) are AdapterErrors saying so."""
+    folder = folders.resolve(folder)
+    folders.recover_for_reading(folder)
+    if not folder.is_dir():
+        raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
+    raw = folders.read_consistent(folder, (META, CONFIG, WEIGHTS, LEDGER))
+    if raw[META] is None:
+        raise AdapterError(f"{folder}: not a memft adapter (no {META}); give the --out folder of `memft write`")
+    meta = meta_mod.parse(raw[META], folder / META)
+    check_files(folder, meta, raw[CONFIG], raw[WEIGHTS])
+    for name, want in (meta.files or {}).items():
+        if name in raw and file_digest(raw[name] or b"") != want:
+            raise AdapterError(f"{folder / name}: its contents differ from the fingerprint memft.json took at save; {DAMAGED}")
+    return Version(folder, meta, raw[CONFIG], raw[WEIGHTS], raw[LEDGER])
 
 
 def check_finite(peft_model: Any) -> None:
@@ -173,7 +223,8 @@ def check_finite(peft_model: Any) -> None:
 
 
 def update_meta(folder: Path, meta: AdapterMeta) -> None:
-    """Replace memft.json of an existing adapter atomically (temp file + rename)."""
+    """Replace memft.json of an existing adapter in place (temp file + rename). Not a save: readers detect saves by
+    the folder's identity (memft.folders.read_consistent), so memft itself never edits a folder this way."""
     meta_mod.write(folder, meta)
 
 
@@ -182,24 +233,25 @@ def read_meta(folder: str | Path) -> AdapterMeta:
     return meta_mod.read(folder)
 
 
-def check_files(folder: str | Path, meta: AdapterMeta) -> None:
-    """Before loading a model: the PEFT files are there, readable, and place the LoRA where memft.json says."""
+def check_files(folder: str | Path, meta: AdapterMeta, config: bytes | None, weights: bytes | None) -> None:
+    """Before loading a model: the PEFT files (their bytes; None: missing) are there, readable, and place the LoRA
+    where memft.json says."""
     folder = Path(folder)
-    cfg_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
-    fix = "the adapter is damaged: restore the folder from a backup or write it again"
+    cfg_path, weights_path = folder / CONFIG, folder / WEIGHTS
+    fix = DAMAGED
+    if config is None:
+        raise AdapterError(f"{cfg_path}: missing; {fix}")
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AdapterError(f"{cfg_path}: missing; {fix}") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        cfg = json.loads(config.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdapterError(f"{cfg_path}: unreadable ({type(e).__name__}); {fix}") from None
     if not isinstance(cfg, dict) or cfg.get("r") != meta.lora.rank or not _same_modules(cfg.get("target_modules"), list(meta.lora.modules)):
         raise AdapterError(f"{cfg_path}: its rank or target modules differ from memft.json; {fix}")
-    if not weights.exists():
-        raise AdapterError(f"{weights}: missing; {fix}")
+    if weights is None:
+        raise AdapterError(f"{weights_path}: missing; {fix}")
     problem = safetensors_problem(weights)
     if problem:
-        raise AdapterError(f"{weights}: {problem}; {fix}")
+        raise AdapterError(f"{weights_path}: {problem}; {fix}")
 
 
 def _same_modules(peft_names: Any, ours: Any) -> bool:
@@ -210,19 +262,18 @@ def _same_modules(peft_names: Any, ours: Any) -> bool:
     return given == full or given == {n.rsplit(".", 1)[-1] for n in full}
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file is not whole (None if it is): the format is an 8-byte little-endian header length,
-    a JSON header giving each tensor's byte range, then the data. Checked by hand because the library maps the
-    file lazily and reports a truncation only when a tensor is read, after the base model was loaded."""
-    size = path.stat().st_size
+def safetensors_problem(data: bytes) -> str | None:
+    """Why a .safetensors file's bytes are not whole (None if they are): the format is an 8-byte little-endian
+    header length, a JSON header giving each tensor's byte range, then the data. Checked by hand so that a damaged
+    file is reported before the base model is loaded."""
+    size = len(data)
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if size < 8 or n <= 0 or 8 + n > size:
-                return "truncated or empty (no complete header)"
-            header = json.loads(f.read(n).decode("utf-8"))
+        n = int.from_bytes(data[:8], "little")
+        if size < 8 or n <= 0 or 8 + n > size:
+            return "truncated or empty (no complete header)"
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
         ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         return f"unreadable header ({type(e).__name__})"
     if not ends:
         return "holds no tensors"
@@ -231,15 +282,23 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def load(folder: str | Path, base_model: nn.Module, trainable: bool = False) -> Any:
-    """Load the PEFT adapter in `folder` onto a freshly loaded base (frozen base, eval mode).
+def load(version: Version, base_model: nn.Module, trainable: bool = False) -> Any:
+    """Load the PEFT adapter of `version` (read_version) onto a freshly loaded base (frozen base, eval mode): from
+    the bytes read, through a private copy, so a save of the folder meanwhile cannot mix two versions.
 
     trainable=True: the LoRA weights can be trained further (append, forget); they are kept in fp32 as in attach.
     """
+    with tempfile.TemporaryDirectory(prefix="memft-load-") as tmp:
+        (Path(tmp) / CONFIG).write_bytes(version.config)
+        (Path(tmp) / WEIGHTS).write_bytes(version.weights)
+        return _load_peft(tmp, version.folder, base_model, trainable)
+
+
+def _load_peft(path: str, folder: Path, base_model: nn.Module, trainable: bool) -> Any:
     from peft import PeftModel
 
     try:
-        model = PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)
+        model = PeftModel.from_pretrained(base_model, path, is_trainable=trainable)
     except Exception as e:  # noqa: BLE001 - PEFT raises many types for a damaged folder; the user needs one line
         raise AdapterError(f"{folder}: PEFT cannot load the adapter ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
                            "it is damaged or made for another base: restore it from a backup or write it again") from None

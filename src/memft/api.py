@@ -16,7 +16,7 @@ from typing import Any
 from memft import __version__, adapters, folders, preserve
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
-from memft.errors import RecordsError, TrainingError
+from memft.errors import AdapterError, RecordsError, TrainingError
 from memft.memory.ledger import LEDGER, Ledger, fingerprint, next_ledger, next_scheme
 from memft.memory.ledger import dumps as ledger_dumps
 from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
@@ -78,14 +78,14 @@ def fit(
     train: TrainConfig,
     on_step: Callable[[dict[str, float]], None] | None = None,
     generate: str = "uncertified",
+    items: Sequence[Encoded] | None = None,
 ) -> Fit:
     """Attach a fresh adapter to `base`, train it on `records`, evaluate every record. Call `fit.model.unload()`
-    to give the base back without LoRA layers."""
+    to give the base back without LoRA layers. `items`: the records already encoded and checked (prepare)."""
     from memft.evaluate import evaluate
     from memft.train import train as train_loop
 
-    items = encode_all(records, base.tokenizer, train.template)
-    check_items(items, base, train.template)
+    items = list(items) if items is not None else prepare(records, base, lora, train.template)
     peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
     try:
         start = min(placement["layers"])
@@ -96,6 +96,16 @@ def fit(
         peft_model.unload()  # never leave LoRA layers in a base the caller may reuse
         raise
     return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
+
+
+def prepare(records: Sequence[Record], base: Base, lora: LoraSettings, template: str) -> list[Encoded]:
+    """The records encoded and every check made before training (check_items, and the rank against the adapted
+    layers): the input errors a write can meet, raised before it locks or trains anything."""
+    items = encode_all(records, base.tokenizer, template)
+    check_items(items, base, template)
+    _, names = adapters.target_names(base.model, lora)
+    adapters.check_rank(base.model, names, lora.rank, warn_narrow=False)
+    return items
 
 
 def check_items(items: Sequence[Encoded], base: Base, template: str) -> None:
@@ -121,10 +131,11 @@ def check_reachable(items: Sequence[Encoded], base: Base) -> None:
     for e in items:
         for pos, t in enumerate(e.targets):
             if t in twins:
+                # the key and a position only: a token id of the value would give part of the value away
                 raise RecordsError(
-                    f"record {e.key!r}: target token {t} at position {pos} can never be produced by greedy decoding with "
-                    f"{base.spec} (its output-layer row equals token {twins[t]}'s, and ties go to the lower id); "
-                    "no adapter can memorize it: replace that token"
+                    f"record {e.key!r}: the value's token at position {pos} can never be produced by greedy decoding with "
+                    f"{base.spec} (its output-layer row equals another token's, and ties go to the lower id); "
+                    "no adapter can memorize it: change the value there"
                 )
 
 
@@ -146,13 +157,16 @@ def write(
     Pass a loaded `base` to reuse it across writes (its weights are restored afterwards).
     """
     lora, train, runtime = lora or LoraSettings(), train or TrainConfig(), runtime or RuntimeConfig()
-    out = Path(out)
+    out = folders.check_location(out)  # the real folder, once (a symlinked alias locks and swaps the folder itself)
+    adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
+    own_base = base is None
+    base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
+    items = prepare(records, base, lora, train.template)  # input errors before the lock: nothing is left beside --out
     # The folder's lock is held from the check to the swap: a second writer waits instead of being lost.
     with folders.locked(out):
-        adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
-        own_base = base is None
-        base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
-        f = fit(records, base, lora, train, stop_on_divergence(on_step))
+        adapters.check_out_dir(out)  # again: another process may have filled it meanwhile
+        # a write's report needs no more than where a failing record fails (see memft.evaluate, "divergence")
+        f = fit(records, base, lora, train, stop_on_divergence(on_step), generate="divergence", items=items)
         try:
             result = save_fit(f, records, base, lora, train, out, extra=extra)
         finally:
@@ -228,7 +242,7 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
     )
     book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event, scheme)
     book.fingerprint = fingerprint(meta)
-    adapters.save(f.model, Path(out), meta, files={LEDGER: ledger_dumps(book)})
+    meta = adapters.save(f.model, Path(out), meta, files={LEDGER: ledger_dumps(book)})
     return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
 
 
@@ -244,6 +258,7 @@ class Loaded:
     meta: AdapterMeta
     base: Base  # the base it sits on: tokenizer, spec, device, dtype
     folder: Path | None = None
+    ledger: Ledger | None = None  # the ledger read with the same version as the weights (None: the folder has none)
 
     @property
     def tokenizer(self) -> Any:
@@ -261,15 +276,21 @@ class Loaded:
 def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = None, trainable: bool = False) -> Loaded:
     """Load an adapter folder on the base named in its memft.json (dtype: the certified one unless given).
 
+    memft.json, ledger.json and the weights are read as one version (adapters.read_version) and cross-checked: a
+    folder whose memft.json lists record digests but has no ledger.json is damaged (without the ledger, recall
+    could not tell a held key from an invented one).
     trainable=True: its LoRA weights can be trained further (append, forget)."""
     from memft.memory import ledger
 
-    meta = adapters.read_meta(folder)
-    adapters.check_files(folder, meta)
-    if (Path(folder) / LEDGER).exists():
-        ledger.check_against(meta, ledger.read(folder), folder)
-    base = load_base(meta.base.spec, device, dtype or meta.certification.dtype, seed=meta.seed)
-    return Loaded(adapters.load(folder, base.model, trainable), meta, base, Path(folder))
+    v = adapters.read_version(folder)
+    book = None
+    if v.ledger is not None:
+        book = ledger.parse(v.ledger, v.folder / LEDGER)
+        ledger.check_against(v.meta, book, v.folder)
+    elif v.meta.records.digests is not None:
+        raise AdapterError(f"{v.folder}: {LEDGER} is missing but memft.json lists the records' digests; {adapters.DAMAGED}")
+    base = load_base(v.meta.base.spec, device, dtype or v.meta.certification.dtype, seed=v.meta.seed)
+    return Loaded(adapters.load(v, base.model, trainable), v.meta, base, v.folder, book)
 
 
 @dataclass
@@ -302,6 +323,8 @@ def held_keys(ld: Loaded) -> list[str] | None:
     """The keys the adapter's ledger holds; None for an adapter written without a ledger (memft < 0.1 ledgers)."""
     from memft.memory import ledger
 
+    if ld.ledger is not None:
+        return [e.key for e in ld.ledger.entries]
     if ld.folder is None or not (Path(ld.folder) / LEDGER).exists():
         return None
     return [e.key for e in ledger.read(ld.folder).entries]
@@ -347,14 +370,14 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     tf = teacher_forced(Runner(ld.model, runs, ld.tokenizer.pad_token_id), batch_size) if runs else {}
     stats = {i: tf[j] for j, i in enumerate(i for i, g in enumerate(gens) if g)}  # by probe index
     scheme = ld.meta.records.scheme
-    digests = set(ld.meta.records.digests or ())
+    digests = None if ld.meta.records.digests is None else set(ld.meta.records.digests)  # None: a folder without them
     failed = set(ld.meta.certification.failed_keys)
     done: dict[str, Recalled] = {}
     for i, (p, gen) in enumerate(zip(probes, gens)):
         value = decode_value(gen, ld.tokenizer)
         is_held = known is None or p.key in known
         # the digest last: a slow one (memft.digests) is paid only for a value that could be certified
-        ok = is_held and bool(gen) and gen[-1] == eos and p.key not in failed and scheme.digest(Record(p.key, value)) in digests
+        ok = is_held and bool(gen) and gen[-1] == eos and p.key not in failed and (digests is None or scheme.digest(Record(p.key, value)) in digests)
         done[p.key] = Recalled(p.key, value, ok, min(stats[i].prob) if gen else 0.0, is_held,
                                [] if is_held else nearest_keys(p.key, held or []))
     return [done.get(k) or Recalled(k, "", False, 0.0, False, nearest_keys(k, held or [])) for k in keys]

@@ -49,16 +49,19 @@ def prompt_ids(key: str, tokenizer: Any, template: str) -> tuple[int, ...]:
 def value_ids(record: Record, tokenizer: Any) -> tuple[int, ...]:
     """Token ids of the value; text values must survive tokenize -> decode unchanged (else recall could not match)."""
     if record.value_ids is not None:
-        bad = [i for i in record.value_ids if i >= len(tokenizer)]
-        if bad:
-            raise RecordsError(f"record {record.key!r}: value_ids {bad[:3]} are outside the vocabulary (size {len(tokenizer)})")
+        bad = [pos for pos, i in enumerate(record.value_ids) if i >= len(tokenizer)]
+        if bad:  # positions, never the ids: they are the value
+            raise RecordsError(f"record {record.key!r}: value_ids at position(s) {bad[:3]} are outside the vocabulary "
+                               f"(size {len(tokenizer)}); give ids below {len(tokenizer)}")
         return record.value_ids
     ids = tuple(tokenizer(record.value, add_special_tokens=False)["input_ids"])
     back = tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
     if back != record.value:
+        # the key and a character offset only: error messages end up in logs, and the value is the secret
+        at = next((i for i, (a, b) in enumerate(zip(record.value, back)) if a != b), min(len(record.value), len(back)))
         raise RecordsError(
-            f"record {record.key!r}: its value does not survive tokenize -> decode with this tokenizer "
-            f"({record.value[:40]!r} came back as {back[:40]!r}); remove the characters it changes"
+            f"record {record.key!r}: its value does not survive tokenize -> decode with this tokenizer (it first changes "
+            f"at character {at}); remove or replace the character there"
         )
     return ids
 

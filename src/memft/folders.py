@@ -8,6 +8,11 @@
   by every writer and by every reader that finds the folder missing) puts it back, and removes leftovers.
 - Files a user keeps in the folder that the new version does not write itself (notes, the demo's records) are
   carried over to the new version.
+- `resolve(folder)`: the one real path every entry point works on (a symlinked alias locks the same file and the
+  swap renames the real folder, never the link; `--out .` locks `../.NAME.memft-lock`, outside the folder).
+- `read_consistent(folder, names)`: readers take no lock (a writer holds it for minutes of training); every save
+  makes a new folder (a new inode), so files read between two identical stats of the folder are one version.
+- `tidy(folder)`: readers clean what an interrupted save left, under the lock when nobody else holds it.
 
 Sibling names: `.NAME.memft-tmp-<hex>` (being filled), `.NAME.memft-old-<hex>` (the previous version during a
 swap). Names written by memft 0.1 (`.NAME.tmp-XXXXXXXX`, `.NAME.old-PID`) are recognised too.
@@ -22,8 +27,9 @@ import os
 import re
 import shutil
 import sys
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,8 +53,33 @@ def default_wait() -> float:
         raise AdapterError(f"{WAIT_ENV}={text!r}: give a number of seconds (negative: wait forever)") from None
 
 
+def resolve(folder: str | Path) -> Path:
+    """The real, absolute path of an adapter folder (symlinks followed, `.` and `..` removed): every command works
+    on this one, so aliases of one folder share its lock and its swaps.
+
+    >>> resolve("/a/b/../c/.").as_posix()
+    '/a/c'
+    """
+    return Path(os.path.realpath(os.path.abspath(folder)))
+
+
 def lock_path(folder: Path) -> Path:
+    folder = resolve(folder)
     return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
+
+
+def check_location(folder: str | Path) -> Path:
+    """The resolved folder, after refusing a location that cannot hold one: a path under a file (`--out notes.txt/sub`)
+    or the filesystem root. -> resolve(folder)."""
+    real = resolve(folder)
+    if real.parent == real:
+        raise AdapterError(f"{folder}: the filesystem root cannot be an adapter folder; give a folder inside it")
+    for anc in real.parents:
+        if anc.exists():
+            if not anc.is_dir():
+                raise AdapterError(f"{folder}: {anc} is a file, not a folder; give a location inside a folder")
+            break
+    return real
 
 
 def _say(msg: str) -> None:
@@ -62,8 +93,8 @@ def locked(folder: str | Path, wait: float | None = None, notify: Callable[[str]
     DEFAULT_WAIT or $MEMFT_LOCK_WAIT; < 0: forever), then raise AdapterError. Recovers an interrupted swap once the lock is held."""
     from filelock import FileLock, Timeout
 
-    folder = Path(folder)
-    key = str(folder.resolve())
+    folder = check_location(folder)
+    key = str(folder)
     if key in _HELD:  # already ours (a save inside a write): flock is per open file, so never take it twice
         yield
         return
@@ -102,6 +133,7 @@ _LEFTOVER = r"(memft-(tmp|old)-[0-9a-f]{32}|tmp-[A-Za-z0-9_]{8}|old-\d+)"
 
 def leftovers(folder: Path) -> dict[str, list[Path]]:
     """Siblings left by interrupted saves: {"tmp": [...], "old": [...]} (half-filled / previous versions)."""
+    folder = resolve(folder)
     pat = re.compile(rf"^\.{re.escape(folder.name)}\.{_LEFTOVER}$")
     found: dict[str, list[Path]] = {"tmp": [], "old": []}
     if not folder.parent.is_dir():
@@ -116,7 +148,7 @@ def leftovers(folder: Path) -> dict[str, list[Path]]:
 def recover(folder: Path) -> str | None:
     """Finish what an interrupted save left (call with the lock held): put the previous version back when the
     folder is missing, then remove leftovers. -> a line saying what was restored, or None."""
-    folder = Path(folder)
+    folder = resolve(folder)
     left = leftovers(folder)
     said = None
     if not folder.exists() and left["old"]:
@@ -132,16 +164,54 @@ def recover(folder: Path) -> str | None:
 
 
 def recover_for_reading(folder: Path) -> None:
-    """A reader that finds the folder missing and a previous version beside it recovers under the lock; a location it
-    cannot lock (read-only media) is read as it is."""
-    folder = Path(folder)
-    if folder.exists() or not leftovers(folder)["old"]:
+    """What a reader does before reading: a folder missing with a previous version beside it is put back (waiting
+    for a writer that holds the lock); other leftovers of an interrupted save are removed when no other process
+    holds the lock (a writer's own half-filled sibling is never touched). A location it cannot lock (read-only
+    media) is read as it is."""
+    folder = resolve(folder)
+    left = leftovers(folder)
+    if not left["old"] and not left["tmp"]:
         return
     try:
-        with locked(folder, notify=lambda msg: None):
+        with locked(folder, wait=None if not folder.exists() and left["old"] else 0, notify=lambda msg: None):
             pass
     except AdapterError:
         pass
+
+
+tidy = recover_for_reading
+
+READ_TRIES = 20  # rereads of a folder that changed while it was read (each save changes it once)
+
+
+def read_consistent(folder: str | Path, names: Sequence[str], tries: int = READ_TRIES) -> dict[str, bytes | None]:
+    """The bytes of the files `names` in `folder` (None: missing), all of one version: the folder's (device, inode)
+    is the same before and after reading them, and every save swaps in a new folder. Read again when a save came
+    in between; a folder missing for a moment (between a swap's two renames) is waited for."""
+    folder = resolve(folder)
+    for attempt in range(tries):
+        try:
+            before = os.stat(folder)
+            out = {n: _read_or_none(folder / n) for n in names}
+            after = os.stat(folder)
+        except FileNotFoundError:
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        if (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino):
+            return out
+        time.sleep(0.01 * (attempt + 1))
+    if not folder.exists():
+        raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
+    raise AdapterError(f"{folder}: it changed {tries} times while being read (other memft processes keep saving it); run again")
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise AdapterError(f"{path}: a folder where memft keeps a file; the adapter is damaged, write it again") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -190,7 +260,7 @@ def swap_in(folder: str | Path, fill: Callable[[Path], None]) -> None:
     Readers see the old version or the new one. An exception (Ctrl-C included) before the swap leaves the folder
     untouched; a crash between the renames is undone by `recover`.
     """
-    folder = Path(folder)
+    folder = resolve(folder)
     tmp = folder.with_name(f".{folder.name}.memft-tmp-{uuid.uuid4().hex}")
     tmp.mkdir()
     try:

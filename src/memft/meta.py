@@ -38,7 +38,7 @@ DEFAULT_SEED = 0
 DEFAULT_MAX_TARGET_TOKENS = 256  # the longest greedy generation recall runs when the adapter does not say
 SAVED_DTYPES = ("fp32", "bf16", "fp16")  # precisions an adapter can be certified in ("auto" is resolved before)
 _SECTIONS = ("base", "lora", "train", "records", "certification")
-_KNOWN = {"format", "memft_version", "created", "template", *_SECTIONS}
+_KNOWN = {"format", "memft_version", "created", "template", "files", *_SECTIONS}
 _LORA_KNOWN = {"rank", "alpha", "preset", "layers", "target_modules", "modules"}
 
 
@@ -109,6 +109,10 @@ class AdapterMeta:
     created: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # other top-level entries (sizing, rank_search, ...)
     format: int = FORMAT
+    # {file name: "sha256:<hex>"} of the PEFT files (weights, adapter_config.json), taken at save: every open checks
+    # them, so a flipped bit or an edited lora_alpha is a damaged folder, not garbage recalled with exit 0. None in
+    # folders saved before it existed (read as they are).
+    files: dict[str, str] | None = None
 
     @property
     def seed(self) -> int:
@@ -146,6 +150,7 @@ class AdapterMeta:
             "records": rec,
             "certification": {"dtype": c.dtype, "device": c.device, "certified": c.certified, "p_above_half": c.p_above_half,
                               "min_prob": c.min_prob, "failed_keys": list(c.failed_keys)},
+            **({"files": dict(self.files)} if self.files is not None else {}),
             **self.extra,
         }
 
@@ -180,9 +185,13 @@ class AdapterMeta:
         if not isinstance(b.spec, str) or c.dtype not in SAVED_DTYPES:
             raise AdapterError(f"{where}: base {b.spec!r} / dtype {c.dtype!r} is not a model spec and {'|'.join(SAVED_DTYPES)}; {damaged}")
         template = obj.get("template", DEFAULT_TEMPLATE)
+        files = obj.get("files")
+        if files is not None and not (isinstance(files, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+            raise AdapterError(f"{where}: `files` is not a map of file names to digests; {damaged}")
         return cls(base=b, lora=lo, records=r, certification=c, train=dict(obj.get("train", {})), template=template,
                    memft_version=obj.get("memft_version"), created=obj.get("created"),
-                   extra={k: v for k, v in obj.items() if k not in _KNOWN}, format=FORMAT)
+                   extra={k: v for k, v in obj.items() if k not in _KNOWN}, format=FORMAT,
+                   files=None if files is None else dict(files))
 
 
 def _tuple(x: Any) -> tuple | None:
@@ -207,6 +216,15 @@ def read_json(folder: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AdapterError(f"{path}: unreadable ({e}); the adapter is damaged, write it again") from None
+
+
+def parse(data: bytes, where: str | Path) -> AdapterMeta:
+    """memft.json's bytes (read by memft.folders.read_consistent) as an AdapterMeta; `where` names the file in errors."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterError(f"{where}: unreadable ({e}); the adapter is damaged, write it again") from None
+    return AdapterMeta.from_json(obj, str(where))
 
 
 def read(folder: str | Path) -> AdapterMeta:

@@ -53,19 +53,28 @@ class RecordReport:
     min_gap: float | None = None  # smallest p(target) - p(best other token); None when gaps were not computed
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
-        """The report as JSON. reveal=False (the default) leaves the recalled text out: what was generated is the
-        stored value (or, for a wrong guess, the true one). `exact`, `first_failure` and `recalled_chars` (its
-        length) still say whether and where it differs.
+        """The report as JSON. reveal=False (the default) leaves out the recalled text and everything that says how
+        much of it a guess got right: what was generated is the stored value (or, for a wrong guess, the true one),
+        and its length or the first position where a guess fails would narrow a search for it. `certified` and
+        `exact` still say whether it differs.
 
-        >>> r = RecordReport("pin", 4, True, True, 1.0, 1.0, None, None, [], None, 0.9, True, 0.1, recalled="0042")
-        >>> d = r.to_json(); d["recalled"], d["recalled_chars"], r.to_json(reveal=True)["recalled"]
-        (None, 4, '0042')
+        >>> r = RecordReport("pin", 4, False, False, 0.5, 0.5, 2, 2, [2], 2, 0.1, False, 0.9, recalled="0099")
+        >>> d = r.to_json(); [d[k] for k in REDACTED], d["exact"]
+        ([None, None, None, None, None, None, None, None], False)
+        >>> r.to_json(reveal=True)["recalled"], r.to_json(reveal=True)["recalled_chars"], r.to_json(reveal=True)["first_failure"]
+        ('0099', 4, 2)
         """
         d = asdict(self)
         d["recalled_chars"] = None if self.recalled is None else len(self.recalled)
         if not reveal:
-            d["recalled"] = None
+            d.update(dict.fromkeys(REDACTED))
         return d
+
+
+# Fields of a record's JSON report left out unless --reveal: the recalled text, its length, and where / how much of a
+# given value matches what the adapter holds.
+REDACTED = ("recalled", "recalled_chars", "first_failure", "first_error_tf", "token_accuracy", "token_accuracy_tf",
+            "stubborn_positions", "earliest_stubborn")
 
 
 def first_false(flags: Sequence[bool]) -> int | None:

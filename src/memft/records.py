@@ -61,21 +61,22 @@ def _parse_line(obj: object, where: str) -> Record:
         if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
             raise RecordsError(f"{where}: `value_ids` of key {key!r} must be a non-empty list of token ids (integers >= 0)")
         if len(ids) > MAX_CHARS:
-            raise RecordsError(f"{where}: `value_ids` of key {key!r} holds {len(ids)} ids, more than the {MAX_CHARS} memft accepts; split the value")
+            raise RecordsError(f"{where}: `value_ids` of key {key!r} holds more than the {MAX_CHARS} ids memft accepts; split the value")
         return Record(key=key, value_ids=tuple(ids))
     if vf not in obj:
         raise RecordsError(f"{where}: key {key!r} has no `{vf}` field; add the text to remember as \"{vf}\"")
     value = obj[vf]
+    # Errors about a value name the file:line, the key and a position, never the value: messages reach logs.
     if isinstance(value, bool) or isinstance(value, (int, float)):
         raise RecordsError(
-            f"{where}: `{vf}` of key {key!r} is a number ({json.dumps(value)}); quote it as a string "
-            f"(\"{vf}\": \"{value}\"), since numbers lose leading zeros and formatting"
+            f"{where}: `{vf}` of key {key!r} is a JSON number or boolean; quote it as a string "
+            f"(\"{vf}\": \"...\"), since numbers lose leading zeros and formatting"
         )
     if not isinstance(value, str):
         raise RecordsError(f"{where}: `{vf}` of key {key!r} must be a string, got {type(value).__name__}")
     if value == "":
         raise RecordsError(f"{where}: `{vf}` of key {key!r} is empty; there is nothing to remember, remove the line")
-    _check_text(value, f"{where}: `{vf}` of key {key[:40]!r}", vf)
+    _check_text(value, f"{where}: `{vf}` of key {key!r}", vf)
     return Record(key=key, value=value)
 
 
@@ -83,12 +84,29 @@ def _check_text(text: str, what: str, field_name: str) -> None:
     """Text a tokenizer can take: valid Unicode (no lone surrogates, which JSON's \\ud800 escapes can make) and at
     most MAX_CHARS characters."""
     if len(text) > MAX_CHARS:
-        raise RecordsError(f"{what} has {len(text)} characters, more than the {MAX_CHARS} memft accepts; split it into several records")
+        raise RecordsError(f"{what} has more than the {MAX_CHARS} characters memft accepts; split it into several records")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise RecordsError(f"{what} is not valid Unicode (a lone surrogate {text[e.start]!r} at character {e.start}); "
+        raise RecordsError(f"{what} is not valid Unicode (a lone surrogate at character {e.start}); "
                            f"fix the \\u escape in the `{field_name}` text") from None
+
+
+class DuplicateField(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _unique_fields(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json.loads' object hook that refuses an object giving one field twice (`{"value": "1", "value": "2"}`
+    would otherwise keep the last silently)."""
+    out: dict[str, object] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateField(k)
+        out[k] = v
+    return out
 
 
 def parse_records(lines: Sequence[str], source: str = "<records>") -> list[Record]:
@@ -99,7 +117,10 @@ def parse_records(lines: Sequence[str], source: str = "<records>") -> list[Recor
             continue
         where = f"{source}:{n}"
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_fields)
+        except DuplicateField as e:
+            raise RecordsError(f"{where}: the field `{e.name}` appears twice in one object; keep one (JSON readers disagree "
+                               "on which one counts)") from None
         except json.JSONDecodeError as e:
             raise RecordsError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object") from None
         records.append(_parse_line(obj, where))

@@ -80,7 +80,7 @@ def test_write_recall_verify_end_to_end(tmp_path):
     assert [p["key"] for p in vj["per_record"]] == [r["key"] for r in recs]
     # A record the adapter never saw is not recalled: exit 1 and a failure position.
     other = write_jsonl(tmp_path / "o.jsonl", [json.dumps({"key": "Ann:", "value": "something else"})])
-    v2 = memft("verify", out, other, "--json", tmp_path / "v2.json", "--quiet", "--device", "cpu")
+    v2 = memft("verify", out, other, "--json", tmp_path / "v2.json", "--quiet", "--device", "cpu", "--reveal")
     assert v2.returncode == 1
     assert json.loads((tmp_path / "v2.json").read_text())["per_record"][0]["first_failure"] == 0
 
@@ -90,6 +90,28 @@ def test_write_exits_1_when_not_certified_but_saves(tmp_path):
     w = memft("write", f, "--out", tmp_path / "ad", "--max-steps", "1", "--quiet", *FAST)
     assert w.returncode == 1
     assert json.loads((tmp_path / "ad" / "memft.json").read_text())["certification"]["certified"] < 1.0
+    # --quiet still says, in one line, what is not exact
+    assert w.stdout == "" and w.stderr.count("\n") == 1 and w.stderr.startswith("memft: not exact: 4 of 4 record(s) not certified ('k0'")
+
+
+@pytest.mark.slow  # a real process to interrupt: ~15 s
+def test_ctrl_c_exits_130_with_one_line_and_leaves_the_folder_unchanged(tmp_path):
+    import signal
+    import time
+
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "k:", "value": "v"})])
+    ad = tmp_path / "ad"
+    assert memft("write", f, "--out", ad, "--quiet", *FAST).returncode == 0
+    before = {p.name: p.read_bytes() for p in ad.iterdir()}
+    long = write_jsonl(tmp_path / "l.jsonl", [json.dumps({"key": f"k{i}:", "value": f"value {i} " * 20}) for i in range(8)])
+    p = subprocess.Popen([sys.executable, "-m", "memft.cli.main", "write", str(long), "--out", str(ad), "--max-steps", "100000",
+                          "--margin", "0.999999", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
+    time.sleep(8)  # the model loaded and training under way (the lock file exists since the first write)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.splitlines()[-1] == "memft: interrupted; the adapter folder is unchanged", err
+    assert {q.name: q.read_bytes() for q in ad.iterdir()} == before and not list(tmp_path.glob(".ad.memft-*-*"))
 
 
 BAD = [
@@ -158,3 +180,23 @@ def test_write_rank_auto_reports_tries(tmp_path):
     assert "smallest certifying rank" in w.stderr
     bad = memft("write", f, "--out", tmp_path / "x", "--rank", "big", *FAST)
     assert bad.returncode == 2 and "--rank 'big'" in bad.stderr
+
+
+def test_out_dot_writes_into_an_empty_working_folder_and_is_refused_up_front_in_a_full_one(tmp_path, monkeypatch):
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "k:", "value": "v"})])
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    w = memft("write", f, "--out", ".", "--quiet", "--json", "w.json", *FAST)
+    assert w.returncode == 0, w.stderr
+    assert (here / "memft.json").exists() and json.loads((here / "w.json").read_text())["certified"] == 1.0
+    assert (tmp_path / ".here.memft-lock").exists() and not list(here.glob("*memft-lock"))
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    monkeypatch.chdir(full)
+    w = memft("write", f, "--out", ".", "--quiet", *FAST)
+    assert w.returncode == 2 and "holds files that are not a memft adapter" in w.stderr and w.stderr.count("\n") == 1
+    assert sorted(p.name for p in full.iterdir()) == ["notes.txt"] and not (tmp_path / ".full.memft-lock").exists()
+    w = memft("write", f, "--out", tmp_path / "r.jsonl" / "sub", "--quiet", *FAST)
+    assert w.returncode == 2 and "r.jsonl is a file, not a folder" in w.stderr and w.stderr.count("\n") == 1

@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from memft.digests import DigestScheme
 from memft.errors import AdapterError, RecordsError
-from memft.memory.ledger import Ledger, next_ledger, plan_append, plan_forget, read
+from memft.memory.ledger import Ledger, next_ledger, parse, plan_append, plan_forget, read
 from memft.metrics import TokenStats, record_report
 from memft.records import Record
 
@@ -50,11 +52,25 @@ def test_next_ledger_keeps_write_times_of_untouched_records():
 
 
 def test_read_needs_a_ledger(tmp_path):
-    with pytest.raises(AdapterError, match="no ledger.json"):
+    import json
+    import shutil
+
+    with pytest.raises(AdapterError, match="not a memft adapter"):
         read(tmp_path)
-    (tmp_path / "ledger.json").write_text("{oops", encoding="utf-8")
+    ad = tmp_path / "ad"
+    shutil.copytree(Path(__file__).parents[1] / "data" / "adapter-0.1.0", ad)
+    assert [e.key for e in read(ad).entries] == [e["key"] for e in json.loads((ad / "ledger.json").read_text())["entries"]]
+    (ad / "ledger.json").write_text("{oops", encoding="utf-8")
     with pytest.raises(AdapterError, match="unreadable"):
-        read(tmp_path)
+        read(ad)
+    (ad / "ledger.json").unlink()  # memft.json lists digests: the ledger was lost, not never written
+    with pytest.raises(AdapterError, match="ledger.json is missing but memft.json lists the records' digests; the adapter is damaged"):
+        read(ad)
+    meta = json.loads((ad / "memft.json").read_text())
+    del meta["records"]["digests"]
+    (ad / "memft.json").write_text(json.dumps(meta))
+    with pytest.raises(AdapterError, match="no ledger.json .written by an older memft"):
+        read(ad)
 
 
 def test_a_ledger_of_unsalted_sha256_digests_reads_and_its_next_write_is_salted():
@@ -72,4 +88,4 @@ def test_a_ledger_of_unsalted_sha256_digests_reads_and_its_next_write_is_salted(
 def test_an_unknown_digest_scheme_is_refused_naming_the_file(tmp_path):
     (tmp_path / "ledger.json").write_text('{"entries": [], "digest": {"scheme": "scrypt-v9", "salt": ""}}', encoding="utf-8")
     with pytest.raises(AdapterError, match=r"ledger.json: record digests: unknown digest scheme 'scrypt-v9'.*newer memft"):
-        read(tmp_path)
+        parse((tmp_path / "ledger.json").read_bytes(), tmp_path / "ledger.json")

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,7 +105,7 @@ def test_adapters_without_a_ledger_are_refused(tmp_path):
     ad = tmp_path / "ad"
     _write(ad, phonebook(2, seed=0))
     (ad / "ledger.json").unlink()
-    with pytest.raises(AdapterError, match="no ledger.json"):
+    with pytest.raises(AdapterError, match="ledger.json is missing but memft.json lists the records' digests; the adapter is damaged"):
         append(ad, [Record("x:", "1")], runtime=CPU)
 
 
@@ -187,3 +188,25 @@ def test_progress_schedule_adapters_append_with_the_active_set_and_lose_nothing(
     assert out.saved and out.summary["certified"] == 1.0
     ver = api.verify(ad, recs, generate="always", device="cpu")
     assert ver.summary["exact_match"] == 1.0  # the 12 held and the 4 new, by real greedy generation
+
+
+def test_append_and_forget_read_the_folders_settings_inside_the_lock(tmp_path, monkeypatch):
+    import shutil
+
+    from memft import adapters, folders
+    from memft.memory import rewrite
+
+    ad = tmp_path / "ad"
+    shutil.copytree(Path(__file__).parents[1] / "data" / "adapter-0.1.0", ad)
+    seen = []
+    real = adapters.read_meta
+    monkeypatch.setattr(adapters, "read_meta", lambda f: seen.append(str(folders.resolve(f)) in folders._HELD) or real(f))
+
+    def stop(*a, **k):
+        raise RuntimeError("stop before loading a model")
+
+    monkeypatch.setattr(rewrite, "_open", stop)
+    for call in (lambda: rewrite.append(ad, [Record("x:", "1")]), lambda: rewrite.forget(ad, ["x:"])):
+        with pytest.raises(RuntimeError, match="stop before"):
+            call()
+    assert seen == [True, True]  # a writer that swapped the folder meanwhile cannot hand us its previous settings

@@ -36,3 +36,27 @@ def test_write_auto_rank_on_tiny(tmp_path):
     assert best == 1 or any(t["rank"] == best - 1 and t["certified"] < 1.0 for t in tries)
     meta = json.loads((tmp_path / "ad" / "memft.json").read_text())
     assert [t["rank"] for t in meta["rank_search"]["tries"]] == [t["rank"] for t in tries]
+
+
+def test_write_auto_rank_holds_the_lock_for_the_whole_search_and_saves_once(tmp_path, monkeypatch):
+    from memft import adapters, folders
+    from memft.research import ranksearch
+
+    monkeypatch.setattr(ranksearch, "planned_guess", lambda *a: 2)  # tries 2 then 1: two certifying tries
+    out = tmp_path / "ad"
+    saves, seen = [], []
+    real_save = adapters.save
+    monkeypatch.setattr(adapters, "save", lambda *a, **k: saves.append(1) or real_save(*a, **k))
+
+    def on_try(t):  # during the search: the lock is held and nothing is saved yet
+        seen.append((str(folders.resolve(out)) in folders._HELD, out.exists()))
+
+    res, tries = write_auto_rank(phonebook(6, seed=2), out, "tiny-random", LoraSettings(rank=1, preset="all"),
+                                 TrainConfig(lr=2e-2, max_steps=25), RuntimeConfig(device="cpu", dtype="fp32"), max_rank=16, on_try=on_try)
+    assert res is not None and len(tries) >= 2 and seen == [(True, False)] * len(tries) and saves == [1]
+    from memft import api
+
+    ld = api.load_adapter(out, device="cpu")  # the saved weights are those of the smallest certifying try
+    assert ld.meta.lora.rank == res.meta.lora.rank and ld.meta.files == res.meta.files
+    got = api.recall_many(ld, [r.key for r in phonebook(6, seed=2)])
+    assert [g.value for g in got] == [r.value for r in phonebook(6, seed=2)] and all(g.certified for g in got)

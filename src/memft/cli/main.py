@@ -8,6 +8,7 @@ CLI layer: parses options, calls the library, prints; may import any layer (torc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -97,6 +98,8 @@ def write(
     from memft.sizing import size_for
 
     auto = rank == "auto"
+    if json_out is not None:  # absolute now: `--out .` swaps the working directory itself for the new adapter
+        json_out = Path(os.path.abspath(json_out))
     if rank is not None and not auto and not rank.lstrip("-").isdigit():
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
     recs = load_records(records)
@@ -139,6 +142,8 @@ def write(
         if failed:
             render.console.print(render.records_table(failed))
         render.console.print(render.summary_table(res.summary, title=f"written to {out}"))
+    if not res.all_certified:  # exit 1 always comes with one line saying what is not exact, --quiet or not
+        render.not_exact(res.reports, out)
     if not res.all_certified and watch is not None and watch.last is not None and not quiet:
         render.console.print(watch.final_advice(res.meta.train["seconds"]), soft_wrap=True)
     raise typer.Exit(0 if res.all_certified else 1)
@@ -173,9 +178,10 @@ def _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet):  
             render.console.print(f"rank {t['rank']}: certified {100 * t['certified']:.1f}% after {t['steps']} steps ({t['seconds']:.1f} s)")
 
     res, tries = write_auto_rank(recs, out, model, lora, train, runtime, law_fit=fit, max_rank=max_rank, on_try=on_try)
-    if res is None:
-        render.console.print(f"[red]no rank up to {max_rank} certified every record[/red]; tried {[t['rank'] for t in tries]}")
-    else:
+    if res is None:  # printed with --quiet too: exit 1 says what is not exact
+        render.console.print(f"memft: no rank up to {max_rank} certified every record (tried {[t['rank'] for t in tries]}); "
+                             f"nothing was saved to {out}", soft_wrap=True, markup=False)
+    elif not quiet:
         render.console.print(f"smallest certifying rank: {res.meta.lora.rank} (tried {[t['rank'] for t in tries]})")
     return res
 
@@ -202,12 +208,18 @@ def recall(
             near = ", ".join(repr(k) for k in r.nearest) or "none close"
             how = "raw generation follows (invented, not recalled)" if raw else "`memft ledger DIR` lists every held key; --raw generates anyway"
             typer.echo(f"memft: not held: {r.key!r} (nearest held keys: {near}); {how}", err=True)
+        elif not r.certified:
+            typer.echo(f"memft: warning: {r.key!r} is held but its recall is not certified (it was not certified when written, "
+                       "or what came back does not match the record's digest): the value printed may be wrong; write it again", err=True)
     for r in rs:
         if keys is not None or as_json:
             typer.echo(safejson.dumps(r.to_json(), indent=None))
         elif r.held or raw:
             sys.stdout.write(r.value + "\n")
-    raise typer.Exit(0 if raw or all(r.held for r in rs) else 1)
+    # 0 only when every value printed is vouched for (held and certified); --raw accepts invented values for keys
+    # the adapter does not hold, not uncertified ones for keys it holds
+    vouched = all(r.certified for r in rs if r.held) and (raw or all(r.held for r in rs))
+    raise typer.Exit(0 if vouched else 1)
 
 
 def _read_keys(path: Path) -> list[str]:
@@ -320,7 +332,7 @@ def demo(
     """The main job: write a seeded synthetic phone book into an adapter, verify it, print the table."""
     import time
 
-    from memft import api
+    from memft import api, folders
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.records import write_records
@@ -334,7 +346,7 @@ def demo(
     render.console.print(f"memft demo: writing {len(recs)} phone-book records into {out} (model {model}, rank {rank}, probe preset)")
     with render.training_progress(max_steps) as on_step:
         res = api.write(recs, out, model=model, lora=lora, train=train, runtime=RuntimeConfig(device=device), on_step=on_step)
-    write_records(recs, out / "demo-records.jsonl")  # written after the adapter, so `memft verify` can be rerun on it
+    write_records(recs, folders.resolve(out) / "demo-records.jsonl")  # after the adapter, so `memft verify` can be rerun on it
     ver = api.verify(out, recs, generate="always", device=device)
     render.console.print(render.records_table(ver.reports, limit=records))
     render.console.print(render.summary_table(ver.summary, title=f"verified by greedy generation ({ver.dtype})"))
@@ -382,8 +394,19 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"memft: error: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("memft: interrupted; the adapter folder is unchanged", err=True)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as e:
+        if e.code == INTERRUPTED:  # typer turns Ctrl-C into exit 130 itself, before this function sees it
+            _interrupted()
+        raise
+
+
+INTERRUPTED = 130  # the shell's exit status for a process ended by Ctrl-C (128 + SIGINT)
+
+
+def _interrupted() -> None:
+    typer.echo("memft: interrupted; the adapter folder is unchanged", err=True)
+    sys.exit(INTERRUPTED)
 
 
 if __name__ == "__main__":

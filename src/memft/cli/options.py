@@ -17,7 +17,7 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | bf16 | fp16 (
 JsonRows = Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} here.")]
 CsvRows = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV here.")]
 Quiet = Annotated[bool, typer.Option(help="No progress bars or tables.")]
-Reveal = Annotated[bool, typer.Option("--reveal", help="Put recalled values in the --json report (default: left out, since they are the stored secrets; `exact`, `first_failure` and `recalled_chars` say whether and where they differ).")]
+Reveal = Annotated[bool, typer.Option("--reveal", help="Put recalled values, their lengths and where a given value first differs (`recalled`, `recalled_chars`, `first_failure`, token accuracies, stubborn positions) in the --json report (default: left out, since they give the stored secrets, or part of them, away; `certified` and `exact` say whether they differ).")]
 # The reference code's training setup, for the research commands (compare, bench; sweep configs have the same keys).
 LrSchedule = Annotated[str, typer.Option("--lr-schedule", help="constant | linear (decay to 0 over --max-steps, the reference code's).")]
 MaxGradNorm = Annotated[Optional[float], typer.Option("--max-grad-norm", help="Clip the gradient's global norm to this (the reference code: 1.0; default: no clipping).")]

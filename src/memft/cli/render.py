@@ -53,6 +53,15 @@ def summary_table(summary: dict[str, Any], title: str = "summary") -> Table:
     return t
 
 
+def not_exact(reports: Sequence[Any], where: Any) -> None:
+    """The one stderr line that comes with exit 1 (also under --quiet): how many records are not certified, which."""
+    failed = [r.key for r in reports if not r.certified]
+    shown = ", ".join(repr(k) for k in failed[:5]) + (" ..." if len(failed) > 5 else "")
+    console.print(f"memft: not exact: {len(failed)} of {len(reports)} record(s) not certified ({shown}); {where} was saved "
+                  "anyway; recall does not vouch for them (more --max-steps, a larger --rank, or --rank auto)",
+                  soft_wrap=True, markup=False, highlight=False)
+
+
 PLAIN_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal (CI, nohup, a pipe)
 
 

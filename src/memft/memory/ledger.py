@@ -194,16 +194,35 @@ def next_scheme(old: Ledger | None) -> DigestScheme:
 
 
 def read(folder: str | Path) -> Ledger:
-    from memft.folders import recover_for_reading
+    """The ledger of `folder`, read with memft.json as one version (memft.folders.read_consistent) and checked
+    against it (check_against), after cleaning what an interrupted save left beside the folder."""
+    from memft import folders
+    from memft.meta import FILE, parse as parse_meta
 
-    recover_for_reading(Path(folder))
-    path = Path(folder) / LEDGER
-    if not path.exists():
+    folder = folders.resolve(folder)
+    folders.recover_for_reading(folder)
+    if not folder.is_dir():
+        raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
+    raw = folders.read_consistent(folder, (FILE, LEDGER))
+    if raw[FILE] is None:
+        raise AdapterError(f"{folder}: not a memft adapter (no {FILE}); give the --out folder of `memft write`")
+    meta = parse_meta(raw[FILE], folder / FILE)
+    if raw[LEDGER] is None:
+        if meta.records.digests is not None:
+            raise AdapterError(f"{folder}: {LEDGER} is missing but {FILE} lists the records' digests; the adapter is damaged: "
+                               "restore the folder from a backup or write it again")
         raise AdapterError(f"{folder}: no {LEDGER} (written by an older memft); write it again with `memft write` to append or forget")
+    book = parse(raw[LEDGER], folder / LEDGER)
+    check_against(meta, book, folder)
+    return book
+
+
+def parse(data: bytes, where: str | Path) -> Ledger:
+    """ledger.json's bytes as a Ledger; `where` names the file in errors."""
     try:
-        return Ledger.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+        return Ledger.from_json(json.loads(data.decode("utf-8")), str(where))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise AdapterError(f"{path}: unreadable ({type(e).__name__}: {e}); the adapter is damaged, write it again") from None
+        raise AdapterError(f"{where}: unreadable ({type(e).__name__}); the adapter is damaged, write it again") from None
 
 
 def dumps(ledger: Ledger) -> str:

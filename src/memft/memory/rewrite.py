@@ -23,7 +23,7 @@ from memft import adapters, folders, preserve
 from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
 from memft.config import RuntimeConfig, TrainConfig
 from memft.encoding import Encoded, encode_all
-from memft.errors import ConfigError
+from memft.errors import AdapterError, ConfigError
 from memft.memory import ledger as ledger_mod
 from memft.memory.ledger import Ledger, Plan, plan_append, plan_forget
 from memft.meta import AdapterMeta
@@ -109,8 +109,9 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     A held record that does not come back exactly (not certified at its last write) may be given again in
     `records` with its value. `train`: TrainConfig fields to override (default: those it was written with).
     """
-    cfg = train_settings(adapters.read_meta(folder), **(train or {}))  # bad options fail before the lock and the model
-    with folders.locked(folder):  # from reading the ledger to the swap: a concurrent writer waits, nothing is lost
+    folder = existing(folder)  # the real folder: an alias (symlink) locks and swaps the folder itself
+    with folders.locked(folder):  # from reading the settings and the ledger to the swap: a concurrent writer waits
+        cfg = train_settings(adapters.read_meta(folder), **(train or {}))  # bad options fail before the model loads
         op = _open(folder, runtime, given=records)
         plan = plan_append(op.held, records, update)
         event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
@@ -122,12 +123,21 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
     """Remove `keys` from the adapter in `folder`: train their values away, keep every other record certified."""
     if not keys:
         raise ConfigError("no keys given: name the keys to forget")
-    cfg = train_settings(adapters.read_meta(folder), **(train or {}))
+    folder = existing(folder)
     with folders.locked(folder):
+        cfg = train_settings(adapters.read_meta(folder), **(train or {}))
         op = _open(folder, runtime, given=(), tolerate=set(keys))
         plan = plan_forget(op.held, keys, [e.key for e in op.ledger.entries])
         event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
         return _rewrite(op, plan, cfg, event, on_step)
+
+
+def existing(folder: str | Path) -> Path:
+    """The real path of an adapter folder to rewrite; a missing one is refused before anything (a lock file) is made."""
+    real = folders.check_location(folder)
+    if not real.is_dir() and not folders.leftovers(real)["old"]:
+        raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
+    return real
 
 
 def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Record],
@@ -185,7 +195,7 @@ def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
                      preserve=keep, warm=warm_start(items + gone, op.recalls))
     final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out
-    reports = evaluate(ld.model, tok, items, generate="uncertified", batch_size=cfg.batch_size, stats=final)
+    reports = evaluate(ld.model, tok, items, generate="divergence", batch_size=cfg.batch_size, stats=final)
     gens = greedy(ld.model, gone, tok) if gone else []
     still = [e.key for e, g in zip(gone, gens) if free_run_compare(g, e.targets)[0]]
     summary = summarize(reports)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memft import adapters
-from memft.api import WriteResult, fit, save_fit
+from memft import adapters, folders
+from memft.api import Fit, WriteResult, fit, prepare, save_fit
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import ConfigError
 from memft.modeling import load_base
@@ -65,30 +65,54 @@ def write_auto_rank(
     """Search ranks (see module doc); save the smallest certifying one to `out`. Returns (result or None, tries)."""
     if max_rank < 1:
         raise ConfigError(f"--max-rank must be >= 1, got {max_rank}")
-    out = Path(out)
+    out = folders.check_location(out)
     adapters.check_out_dir(out)
     base = load_base(model, runtime.device, runtime.dtype, seed=train.seed)
+    items = prepare(records, base, dataclasses.replace(lora, rank=1), train.template)  # input errors before the lock
     guess = planned_guess(records, base.tokenizer, train.template, law_fit)
     tried: dict[int, bool] = {}
     tries: list[dict[str, Any]] = []
-    best: WriteResult | None = None
-    while (r := next_rank(tried, guess, max_rank)) is not None:
-        lo = dataclasses.replace(lora, rank=r)
-        f = fit(records, base, lo, train)
+    best: tuple[LoraSettings, Fit, dict[str, Any]] | None = None  # the smallest certifying try and its LoRA weights
+    with folders.locked(out):
+        adapters.check_out_dir(out)
+        while (r := next_rank(tried, guess, max_rank)) is not None:
+            lo = dataclasses.replace(lora, rank=r)
+            f = fit(records, base, lo, train, generate="divergence", items=items)
+            try:
+                ok = f.summary["certified"] == 1.0
+                tried[r] = ok
+                tries.append({"rank": r, "certified": f.summary["certified"], "steps": f.train.steps, "seconds": round(f.train.seconds, 3)})
+                if on_try:
+                    on_try(tries[-1])
+                if ok and (best is None or r < best[0].rank):
+                    best = (lo, f, lora_weights(f.model))
+            finally:
+                f.model.unload()
+        if best is None:
+            return None, tries
+        lo, f, weights = best
+        f.model = restore(base, lo, train.seed, weights)
         try:
-            ok = f.summary["certified"] == 1.0
-            tried[r] = ok
-            tries.append({"rank": r, "certified": f.summary["certified"], "steps": f.train.steps, "seconds": round(f.train.seconds, 3)})
-            if on_try:
-                on_try(tries[-1])
-            if ok and (best is None or r < best.meta.lora.rank):
-                best = save_fit(f, records, base, lo, train, out, extra={"rank_search": {"guess": guess, "tries": tries}})
+            return save_fit(f, records, base, lo, train, out, extra={"rank_search": {"guess": guess, "tries": tries}}), tries
         finally:
             f.model.unload()
-    if best is not None:  # the saved memft.json lists every try, also those made after it was saved
-        best.meta = best.meta.with_extra(rank_search={"guess": guess, "tries": tries})
-        adapters.update_meta(out, best.meta)
-    return best, tries
+
+
+def lora_weights(peft_model: Any) -> dict[str, Any]:
+    """A copy of the LoRA weights of `peft_model` (PEFT's state-dict names), to put back with `restore`."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+
+
+def restore(base: Any, lora: LoraSettings, seed: int, weights: dict[str, Any]) -> Any:
+    """A fresh adapter of `lora` on `base` holding `weights` (lora_weights of an adapter of the same settings)."""
+    from peft import set_peft_model_state_dict
+
+    model, _ = adapters.attach(base.model, lora, seed=seed)
+    result = set_peft_model_state_dict(model, weights)
+    assert not getattr(result, "unexpected_keys", None), result.unexpected_keys
+    return model
 
 
 def planned_guess(records: Sequence[Record], tokenizer: Any, template: str, law_fit: LawFitEntry | None) -> int:
