@@ -111,21 +111,22 @@ def prefix_lengths(n: int) -> list[int]:
     return sorted({max(1, (n * q) // 4) for q in (1, 2, 3)} | {n - 1})
 
 
-def key_prefix_probes(records: Sequence[Record], tokenizer: Any, template: str) -> list[Probe]:
+def key_prefix_probes(records: Sequence[Record], tokenizer: Any, template: str, invocation: str = "") -> list[Probe]:
     """The keys cut short (see prefix_lengths), one probe per distinct prompt, with every key it is a prefix of.
 
     raw template: the key's prompt ids cut short. chat: the key's own tokens cut short, then wrapped in the chat
-    template (a cut through the template's tokens would probe the template, not the key). A prefix that is itself a
+    template (a cut through the template's tokens would probe the template, not the key); a keyed adapter's the same,
+    after its `invocation` (a cut through the invocation leaves the adapter off: the base answers). A prefix that is itself a
     stored key's full prompt is no probe: producing that key's value there is recall, not a leak. (Where the
     tokenizer adds a BOS token, the 1-token raw prefix is BOS alone: the empty prompt.)
     """
-    full = {prompt_ids(r.key, tokenizer, template) for r in records}
+    full = {prompt_ids(r.key, tokenizer, template, invocation) for r in records}
     by_ids: dict[tuple[int, ...], Probe] = {}
     for r in records:
-        if template == "chat":
+        if template == "chat" or invocation:
             own = list(tokenizer(r.key, add_special_tokens=False)["input_ids"])
             cuts = [tokenizer.decode(own[:n], skip_special_tokens=False, clean_up_tokenization_spaces=False) for n in prefix_lengths(len(own))]
-            cands = [(t, prompt_ids(t, tokenizer, template)) for t in cuts]
+            cands = [(t, prompt_ids(t, tokenizer, template, invocation)) for t in cuts]
         else:
             p = prompt_ids(r.key, tokenizer, template)
             cands = [(tokenizer.decode(list(p[:n]), skip_special_tokens=False, clean_up_tokenization_spaces=False), p[:n]) for n in prefix_lengths(len(p))]
@@ -137,17 +138,19 @@ def key_prefix_probes(records: Sequence[Record], tokenizer: Any, template: str) 
     return list(by_ids.values())
 
 
-def text_probes(prompts: Sequence[str], kind: str, tokenizer: Any, template: str, records: Sequence[Record] = ()) -> list[Probe]:
-    """Free-text prompts, built like a key's prompt (same template), so they reach the model as a query would.
+def text_probes(prompts: Sequence[str], kind: str, tokenizer: Any, template: str, records: Sequence[Record] = (),
+                invocation: str = "") -> list[Probe]:
+    """Free-text prompts, built like a key's prompt (same template, after a keyed adapter's `invocation`), so they
+    reach the model as a query would.
     owners: the keys among `records` whose prompt this is exactly (its value coming back there is recall)."""
     keys: dict[tuple[int, ...], set[str]] = {}
     for r in records:
-        keys.setdefault(prompt_ids(r.key, tokenizer, template), set()).add(r.key)
+        keys.setdefault(prompt_ids(r.key, tokenizer, template, invocation), set()).add(r.key)
     out = []
     for t in prompts:
         if not isinstance(t, str) or not t:
             raise ConfigError(f"leak probe: {kind} prompts must be non-empty strings, got {t!r}")
-        ids = prompt_ids(t, tokenizer, template)
+        ids = prompt_ids(t, tokenizer, template, invocation)
         out.append(Probe(kind, t, ids, frozenset(keys.get(ids, ()))))
     return out
 
