@@ -172,3 +172,30 @@ def test_a_damaged_activation_entry_is_one_adapter_error(keyed_ad, tmp_path):
     (ad / "memft.json").write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(AdapterError, match="activation 'keyed' with invocation"):
         meta.read(ad)
+
+
+@pytest.mark.slow  # plain PEFT re-check in a subprocess
+def test_plain_peft_recalls_a_keyed_adapter_and_merging_is_left_out(keyed_ad):
+    from memft.checks.deploy import Setting, recheck
+
+    checks = recheck(keyed_ad, RECS, [Setting("fp32"), Setting("fp32", merged=True), Setting("fp32", plain=True)], "cpu")
+    assert [c.setting for c in checks] == ["LoRA layers, fp32", "plain PeftModel, separate process, fp32"]
+    assert [(c.certified, c.exact) for c in checks] == [(3, None), (3, 3)]  # plain generate gives every value through the invocation
+    with pytest.raises(ConfigError, match="a keyed adapter cannot be merged"):
+        recheck(keyed_ad, RECS, [Setting("fp32", merged=True)], "cpu")
+
+
+def test_append_and_forget_keep_the_keyed_prompt(keyed_ad, tmp_path):
+    import shutil
+
+    from memft.memory.rewrite import append, forget
+
+    ad = tmp_path / "ad"
+    shutil.copytree(keyed_ad, ad)
+    res = append(ad, [Record("Dee Ray:", "77")], runtime=RuntimeConfig(device="cpu"))
+    assert res.saved and meta.read(ad).activation == "keyed" and meta.read(ad).invocation == DEFAULT_INVOCATION
+    assert [r.value for r in api.recall_many(str(ad), ["Dee Ray:", "Ann Lee:"])] == ["77", "42"]
+    res = forget(ad, ["Bob Stone:"], runtime=RuntimeConfig(device="cpu"))
+    assert res.saved and res.still_recalled == []
+    with pytest.raises(ConfigError, match="--preserve has nothing to do with a keyed adapter"):
+        append(ad, [Record("Eve:", "1")], train={"preserve": 1.0})
