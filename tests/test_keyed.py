@@ -199,3 +199,31 @@ def test_append_and_forget_keep_the_keyed_prompt(keyed_ad, tmp_path):
     assert res.saved and res.still_recalled == []
     with pytest.raises(ConfigError, match="--preserve has nothing to do with a keyed adapter"):
         append(ad, [Record("Eve:", "1")], train={"preserve": 1.0})
+
+
+def test_trainer_rows_and_the_certification_callback_see_the_keyed_prompt(keyed_ad):
+    from memft.integrations.trainer import CertificationStop, features
+
+    ld = api.load_adapter(keyed_ad, device="cpu")
+    rows = features(RECS, ld.tokenizer, "raw", ld.meta.key_prefix)
+    assert [r["input_ids"] for r in rows] == [list(e.ids) for e in encode_all(RECS, ld.tokenizer, "raw", ld.meta.key_prefix)]
+    assert CertificationStop(RECS, ld.tokenizer, invocation=ld.meta.key_prefix).check(ld.model)["certified"] == 1.0
+    assert CertificationStop(RECS, ld.tokenizer).check(ld.model)["certified"] == 0.0  # without the invocation: the base answers
+
+
+def test_cli_write_keyed_then_ledger_shows_how_to_call_it(tmp_path):
+    from tests.cli.test_cli import memft
+    from tests.conftest import write_jsonl
+
+    recs = write_jsonl(tmp_path / "r.jsonl", ['{"key": "Ann Lee:", "value": "42"}', '{"key": "Bob Stone:", "value": "x-7"}'])
+    out = tmp_path / "ad"
+    w = memft("write", recs, "--out", out, "--model", "tiny-random", "--activation", "keyed", "--invocation", "<<m>>",
+              "--rank", "8", "--preset", "all", "--lr", "0.02", "--dtype", "fp32", "--device", "cpu", "--quiet")
+    assert w.returncode == 0, w.stderr
+    led = json.loads(memft("ledger", out, "--json").stdout)
+    tok = api.load_adapter(out, device="cpu").tokenizer
+    assert led["activation"] == {"activation": "keyed", "invocation": "<<m>>", "invocation_tokens": list(tok("<<m>>", add_special_tokens=False)["input_ids"])}
+    r = memft("recall", out, "Ann Lee:", "--json")
+    assert json.loads(r.stdout)["value"] == "42"
+    bad = memft("write", recs, "--out", tmp_path / "x", "--model", "tiny-random", "--invocation", "<m>", "--quiet")
+    assert bad.returncode == 2 and "--invocation needs --activation keyed" in bad.stderr and "Traceback" not in bad.stderr
