@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from memft import __version__, adapters, folders, preserve
-from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json, write_activation
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.keyed import invocation_ids
 from memft.errors import ConfigError, RecordsError, TrainingError
@@ -149,9 +149,11 @@ def write(
     `extra`: more top-level entries for memft.json (e.g. the CLI's `sizing`).
 
     The adapter is saved in either case; `result.all_certified` says whether every record is recalled exactly.
-    Pass a loaded `base` to reuse it across writes (its weights are restored afterwards).
+    Pass a loaded `base` to reuse it across writes (its weights are restored afterwards). Without `lora`: the default
+    LoraSettings with the write's activation (config.write_activation: keyed, or always when `train.preserve` is set).
     """
-    lora, train, runtime = lora or LoraSettings(), train or TrainConfig(), runtime or RuntimeConfig()
+    train, runtime = train or TrainConfig(), runtime or RuntimeConfig()
+    lora = lora or LoraSettings(activation=write_activation(None, train.preserve))
     out = Path(out)
     # The folder's lock is held from the check to the swap: a second writer waits instead of being lost.
     with folders.locked(out):

@@ -25,6 +25,22 @@ ACTIVATIONS = ("always", "keyed")
 # Put before every key of a keyed adapter. The leading space keeps its tokens the same after any text (without it,
 # "<" merges with a preceding space on BPE tokenizers); memft.keyed.invocation_ids checks that for each tokenizer.
 DEFAULT_INVOCATION = " <mem>"
+# What `memft write` (and api.write without LoraSettings) uses when no activation is given; LoraSettings itself
+# defaults to a plain always-on LoRA (research runs, the paper's setups). Chosen from benchmarks/bench_locality.py:
+# see the README, "Keyed or always-on".
+WRITE_ACTIVATION = "keyed"
+
+
+def write_activation(activation: str | None, preserve: float | None = None) -> str:
+    """The activation of a write: the one given, else "always" when a preservation weight is given (a remedy for
+    always-on adapters only), else WRITE_ACTIVATION.
+
+    >>> write_activation(None), write_activation(None, 3.0), write_activation("always")
+    ('keyed', 'always', 'always')
+    """
+    if activation is not None:
+        return activation
+    return "always" if preserve else WRITE_ACTIVATION
 
 
 def _check(problems: list[str]) -> None:
