@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from memft import folders
-from memft.config import LoraSettings, TrainConfig
+from memft.config import ACTIVATIONS, LoraSettings, TrainConfig
 from memft.digests import DigestScheme
 from memft.errors import AdapterError
 
@@ -202,7 +202,7 @@ class AdapterMeta:
             raise AdapterError(f"{where}: base {b.spec!r} / dtype {c.dtype!r} is not a model spec and {'|'.join(SAVED_DTYPES)}; {damaged}")
         template = obj.get("template", DEFAULT_TEMPLATE)
         activation, invocation, tokens = obj.get("activation", "always"), obj.get("invocation"), obj.get("invocation_tokens")
-        if activation not in ("always", "keyed") or (activation == "keyed" and not (
+        if activation not in ACTIVATIONS or (activation == "keyed" and not (
                 isinstance(invocation, str) and invocation and isinstance(tokens, list) and tokens and all(isinstance(t, int) for t in tokens))):
             raise AdapterError(f"{where}: activation {activation!r} with invocation {invocation!r} / tokens {tokens!r} is not what memft "
                                f"writes (always, or keyed with an invocation text and its token ids); {damaged}")
