@@ -225,5 +225,5 @@ def test_cli_write_keyed_then_ledger_shows_how_to_call_it(tmp_path):
     assert led["activation"] == {"activation": "keyed", "invocation": "<<m>>", "invocation_tokens": list(tok("<<m>>", add_special_tokens=False)["input_ids"])}
     r = memft("recall", out, "Ann Lee:", "--json")
     assert json.loads(r.stdout)["value"] == "42"
-    bad = memft("write", recs, "--out", tmp_path / "x", "--model", "tiny-random", "--invocation", "<m>", "--quiet")
+    bad = memft("write", recs, "--out", tmp_path / "x", "--model", "tiny-random", "--activation", "always", "--invocation", "<m>", "--quiet")
     assert bad.returncode == 2 and "--invocation needs --activation keyed" in bad.stderr and "Traceback" not in bad.stderr
