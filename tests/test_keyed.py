@@ -217,7 +217,7 @@ def test_cli_write_keyed_then_ledger_shows_how_to_call_it(tmp_path):
 
     recs = write_jsonl(tmp_path / "r.jsonl", ['{"key": "Ann Lee:", "value": "42"}', '{"key": "Bob Stone:", "value": "x-7"}'])
     out = tmp_path / "ad"
-    w = memft("write", recs, "--out", out, "--model", "tiny-random", "--activation", "keyed", "--invocation", "<<m>>",
+    w = memft("write", recs, "--out", out, "--model", "tiny-random", "--invocation", "<<m>>",  # keyed: the write's default
               "--rank", "8", "--preset", "all", "--lr", "0.02", "--dtype", "fp32", "--device", "cpu", "--quiet")
     assert w.returncode == 0, w.stderr
     led = json.loads(memft("ledger", out, "--json").stdout)
