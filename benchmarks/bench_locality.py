@@ -114,10 +114,10 @@ def run_variant(name: str, base: Any, records: list, seed: int, work: Path) -> d
 def result(rows: dict[str, dict[str, Any]], model: str) -> dict[str, Any]:
     """The result file: every row (with train_seconds_ratio against `none` at its record count) and, at the top
     level, the issue's figures at GOAL_RECORDS records (None where that run is missing)."""
-    for r in rows.values():
-        ref = rows.get(f"none@{r['records']}")
-        cpu = "write_cpu_seconds" if "write_cpu_seconds" in r and ref and "write_cpu_seconds" in ref else "fit_cpu_seconds"
-        r["train_seconds_ratio"] = r[cpu] / ref[cpu] if ref and cpu in r and cpu in ref else None
+    for r in rows.values():  # rows from before issue 24 have fit_cpu_seconds (api.fit, one thread) instead: compared alike only
+        ref = rows.get(f"none@{r['records']}") or {}
+        cpu = next((k for k in ("write_cpu_seconds", "fit_cpu_seconds") if r.get(k) and ref.get(k)), None)
+        r["train_seconds_ratio"] = r[cpu] / ref[cpu] if cpu else None
     keyed, always = rows.get(f"keyed@{GOAL_RECORDS}"), rows.get(f"none@{GOAL_RECORDS}")
     return {"model": model, "goal": LOCALITY_GOAL,
             "keyed_kl_max": keyed and keyed["kl_max"], "keyed_max_abs_logit_diff": keyed and keyed.get("max_abs_logit_diff"),
