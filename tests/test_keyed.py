@@ -227,3 +227,17 @@ def test_cli_write_keyed_then_ledger_shows_how_to_call_it(tmp_path):
     assert json.loads(r.stdout)["value"] == "42"
     bad = memft("write", recs, "--out", tmp_path / "x", "--model", "tiny-random", "--activation", "always", "--invocation", "<m>", "--quiet")
     assert bad.returncode == 2 and "--invocation needs --activation keyed" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_audit_reports_a_keyed_adapters_off_trigger_identity_and_probes_through_the_invocation(keyed_ad):
+    from memft.checks.audit import audit
+    from memft.checks.leaks import key_prefix_probes
+
+    ld = api.load_adapter(keyed_ad, device="cpu")
+    res = audit(ld, RECS, n_windows=4, window=64).to_json()
+    assert res["off_trigger_identity"] == {"max_abs_logit_diff": 0.0, "expected": 0.0, "identical": True}
+    assert (res["divergence"]["kl_max"], res["divergence"]["argmax_agreement"], res["settings"]["activation"]) == (0.0, 1.0, "keyed")
+    tokens = invocation_ids(DEFAULT_INVOCATION, ld.tokenizer)
+    probes = key_prefix_probes(RECS, ld.tokenizer, "raw", DEFAULT_INVOCATION)
+    assert probes and all(p.ids[:len(tokens)] == tokens and len(p.ids) > len(tokens) for p in probes)
+    assert res["leak_probe"]["counts"]["key_prefix"]["probes"] == len(probes)
