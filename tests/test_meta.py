@@ -55,6 +55,7 @@ def test_the_first_layout_reads_with_its_defaults():
     assert m.records.digest is None and m.records.scheme.name == "sha256" and m.records.digests is None
     assert m.records.max_target_tokens == meta.DEFAULT_MAX_TARGET_TOKENS == 256
     assert m.seed == 3 and m.train_config().batch_size == 64  # a TrainConfig field the file lacks takes its default
+    assert (m.activation, m.invocation, m.invocation_tokens, m.key_prefix) == ("always", None, None, "")  # before keyed adapters
     out = m.to_json()
     assert "digest" not in out["records"] and "digests" not in out["records"]  # absent stays absent
     no_template = {k: v for k, v in FIRST.items() if k not in ("template",)}
