@@ -1,24 +1,35 @@
-"""Locality of a memory adapter (issue 15): what writing the demo's records does to unrelated text, with and without
-the preservation term (memft.preserve), on the embedded model.
+"""Locality of a memory adapter (issues 15 and 24): what writing the demo's records does to unrelated text, per
+activation mode (always-on, keyed) and remedy (the preservation term, memft.preserve), on the embedded model.
 
-    python benchmarks/bench_locality.py [--variants none,preserve-3] [--remedy preserve-3] [--records 40] [--out benchmarks/results/locality.json]
+    OMP_NUM_THREADS=2 flock /tmp/memft-heavy.lock python benchmarks/bench_locality.py [--variants none,keyed] [--records 40]
+        [--out benchmarks/results/locality.json]
 
-Each variant writes the `memft demo` phone book (phonebook(40, seed=0); or --records N of them) with the settings
-`memft write` sizes for that many records (memft.sizing: for 40, rank 8 probe, lr 1e-2, margin 0.5) into a fresh adapter, then runs the side-effect audit (memft.checks.audit: 32 held-out windows x 128
-tokens of pydoc_data.topics, KL(base || adapted), perplexity, argmax agreement, leak probe). Variants run in one
-process on one loaded base; rows are merged into --out by variant name, so variants can be run one at a time (or in
-separate processes with their own --out, merged afterwards with --collect a.json,b.json).
+Each variant writes the `memft demo` phone book (phonebook(N, seed=0)) with the settings `memft write` sizes for
+that many records (memft.sizing) into a fresh adapter folder (api.write: training, certification, saving), then
+audits the saved folder in a separate process, as `memft audit DIR RECORDS` (memft.checks.audit: 32 held-out
+windows x 128 tokens of pydoc_data.topics, KL(base || adapted), perplexity, argmax agreement, the off-trigger
+identity of a keyed adapter, leak probe), timing it and reading that process's peak RSS. Variants: `none` is an
+always-on adapter without a remedy, `keyed` the same write with --activation keyed (PEFT's activated LoRA),
+`preserve-W` always-on with --preserve W. Rows are merged into --out by (variant, records), so runs can be done one
+at a time.
 
-Top level of the result: the figures of `--remedy` (default `preserve-3`), and train_seconds_ratio = its CPU seconds
-in api.fit (training, then one certification pass) / those of `none`. CPU time, because the core is shared and wall
-time depends on what else runs (train_wall_seconds_ratio gives the wall-clock ratio too).
+Top level of the result, for the rows at 1,000 records (the issue's goal): keyed_kl_max (the keyed adapter's
+largest per-token KL on held-out text; 0.0 when it leaves the base alone), always_ppl_increase and
+always_argmax_agreement (the always-on default, `none`), audit_seconds_1000 and audit_peak_rss_mb_1000 (the audit of
+the keyed adapter). Per row: ppl_increase, argmax_agreement, kl_mean, certified, write_seconds (wall),
+train_seconds_ratio (CPU seconds in api.fit / those of `none` at the same record count: the core is shared, so wall
+time depends on what else runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,73 +37,103 @@ from typing import Any
 import torch
 
 from memft import api
-from memft.api import Loaded
-from memft.checks.audit import LOCALITY_GOAL, audit, locality
+from memft.checks.audit import LOCALITY_GOAL
 from memft.config import LoraSettings, TrainConfig
-from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
 from memft.modeling import load_base
+from memft.records import write_records
 from memft.research.bench.phonebook import phonebook
 from memft.sizing import size_for
 
-# name -> (LoraSettings overrides, TrainConfig overrides). `none` is `memft write` before issue 15 (no remedy).
+# name -> (LoraSettings overrides, TrainConfig overrides). `none`: an always-on adapter without a remedy.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "none": ({}, {"preserve": 0.0}),
+    "keyed": ({"activation": "keyed"}, {"preserve": 0.0}),
     "default": ({}, {}),  # whatever `memft write` does by default now
     **{f"preserve-{w:g}": ({}, {"preserve": w}) for w in (0.3, 1.0, 3.0, 10.0, 30.0)},
     "weight-decay-0.1": ({}, {"preserve": 0.0, "weight_decay": 0.1}),
     "rank-4": ({"rank": 4}, {"preserve": 0.0}),
     "rank-16": ({"rank": 16}, {"preserve": 0.0}),
 }
+GOAL_RECORDS = 1000  # the record count of the issue's goal (top-level keys)
 
 
-def unsaved_meta(base: Any, lora: LoraSettings, f: Any, train: TrainConfig, n: int) -> AdapterMeta:
-    """The memft.json an adapter fitted in this process would have, as far as the audit reads it (template, base,
-    record count; no record hash, so the audit does not check the record set against one)."""
-    return AdapterMeta(base=BaseInfo(base.spec, base.dtype, base.device),
-                       lora=LoraInfo(rank=lora.rank, layers=tuple(f.placement["layers"]), modules=tuple(f.placement["modules"]), preset=lora.preset),
-                       records=RecordsInfo(count=n), certification=CertificationInfo(dtype=base.dtype), template=train.template)
+def machine() -> dict[str, Any]:
+    """Where the figures were measured: the CPU (its model name), cores, threads, versions."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "avx512_bf16": " avx512_bf16" in info,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "note": "2 cores shared with other work (the lead and other helpers' tests) while measuring"}
 
 
-def run_variant(name: str, base: Any, records: list, seed: int) -> dict[str, Any]:
+def run_audit(folder: Path, records_file: Path, out: Path) -> tuple[dict[str, Any], float, float]:
+    """`memft audit` on a saved adapter in its own process -> (its JSON report, wall seconds, peak RSS in MB)."""
+    cmd = [sys.executable, "-c", "from memft.cli.main import main; main()", "audit", str(folder), str(records_file),
+           "--device", "cpu", "--json", str(out), "--quiet"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=os.environ.copy())
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):  # 1: a value leaked into an unrelated prompt (the report says which)
+        raise SystemExit(f"memft audit {folder} failed with exit code {code}")
+    return json.loads(out.read_text(encoding="utf-8")), seconds, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
+
+
+def run_variant(name: str, base: Any, records: list, seed: int, work: Path) -> dict[str, Any]:
     lora_over, train_over = VARIANTS[name]
-    # The settings `memft write` sizes for this many records (memft.sizing; for the demo's 40: rank 8 probe, full
-    # batch, lr 1e-2, 300 steps), then the variant's changes.
+    # The settings `memft write` sizes for this many records (memft.sizing), then the variant's changes.
     s = size_for(len(records))
     lora = LoraSettings(**{"rank": s.rank, "preset": s.preset, **lora_over})
     train = TrainConfig(**{"seed": seed, "batch_size": s.batch_size, "max_steps": s.max_steps, "lr": s.lr, "lr_schedule": s.lr_schedule,
                            "head_vocab": s.head_vocab, "lora_init": s.lora_init, **train_over})
-    c0 = time.process_time()  # CPU seconds: the core is shared, so wall time depends on what else runs
-    f = api.fit(records, base, lora, train)
-    fit_cpu = time.process_time() - c0
-    try:
-        res = audit(Loaded(f.model, unsaved_meta(base, lora, f, train, len(records)), base), records)
-    finally:
-        f.model.unload()
-    d, hist = res.divergence, f.train.history
+    folder, records_file = work / name, work / "records.jsonl"
+    write_records(records, records_file)
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = api.write(records, folder, lora=lora, train=train, base=base)
+    write_seconds, write_cpu = time.perf_counter() - t0, time.process_time() - c0
+    rep, audit_seconds, audit_rss = run_audit(folder, records_file, work / f"{name}-audit.json")
+    d, hist, ident = rep["divergence"], res.history, rep.get("off_trigger_identity")
     return {
-        "variant": name, "lora": {"rank": lora.rank, "preset": lora.preset},
+        "variant": name, "records": len(records), "activation": lora.activation, "invocation": lora.key_prefix or None,
+        "lora": {"rank": lora.rank, "preset": lora.preset},
         "train": {k: getattr(train, k) for k in ("batch_size", "max_steps", "lr", "lr_schedule", "head_vocab", "lora_init", *train_over)} | {"preserve": train.preserve},
-        "certified": f.summary["certified"], "min_prob": f.summary["min_prob"], "steps": f.train.steps,
-        "certified_at": f.train.certified_at, "train_seconds": round(f.train.seconds, 2),
-        "fit_cpu_seconds": round(fit_cpu, 2),
+        "certified": res.summary["certified"], "min_prob": res.summary["min_prob"], "steps": res.meta.train["steps"],
+        "certified_at": res.meta.train["certified_at"], "train_seconds": res.meta.train["seconds"],
+        "write_seconds": round(write_seconds, 1), "write_cpu_seconds": round(write_cpu, 1),
         "preserve_kl_last": hist[-2].get("preserve_kl") if len(hist) > 1 else None,
         "ppl_base": d["ppl_base"], "ppl_adapted": d["ppl_adapted"], "ppl_increase": d["ppl_change"],
         "argmax_agreement": d["argmax_agreement"], "kl_mean": d["kl_mean"], "kl_p95": d["kl_p95"], "kl_max": d["kl_max"],
-        "unrelated_leaks": res.unrelated_leaks, "goal_met": locality(d, res.unrelated_leaks)["met"] and f.summary["certified"] == 1.0,
-        "leak_counts": res.leak_probe["counts"], "audit_settings": res.settings,
+        "max_abs_logit_diff": d["max_abs_logit_diff"], "off_trigger_identity": ident,
+        "unrelated_leaks": rep["leak_probe"]["unrelated_leaks"], "goal_met": rep["locality"]["met"] and res.summary["certified"] == 1.0,
+        "leak_counts": rep["leak_probe"]["counts"], "audit_seconds": round(audit_seconds, 1), "audit_peak_rss_mb": round(audit_rss),
+        "audit_settings": {k: v for k, v in rep["settings"].items() if k != "window_starts"},
     }
 
 
-def result(rows: dict[str, dict[str, Any]], remedy: str, model: str, records: int) -> dict[str, Any]:
-    """The result file: every row, and at the top level the remedy's figures and its cost relative to `none`."""
-    doc: dict[str, Any] = {"model": model, "records": records, "goal": LOCALITY_GOAL}
-    fix, none = rows.get(remedy), rows.get("none")
-    if fix is not None:
-        doc |= {"remedy": remedy, **{k: fix[k] for k in ("ppl_increase", "argmax_agreement", "kl_mean", "certified", "unrelated_leaks", "goal_met")}}
-        if none is not None:
-            doc["train_seconds_ratio"] = fix["fit_cpu_seconds"] / none["fit_cpu_seconds"]
-            doc["train_wall_seconds_ratio"] = fix["train_seconds"] / none["train_seconds"]
-    return doc | {"rows": list(rows.values())}
+def result(rows: dict[str, dict[str, Any]], model: str) -> dict[str, Any]:
+    """The result file: every row (with train_seconds_ratio against `none` at its record count) and, at the top
+    level, the issue's figures at GOAL_RECORDS records (None where that run is missing)."""
+    for r in rows.values():  # rows from before issue 24 have fit_cpu_seconds (api.fit, one thread) instead: compared alike only
+        ref = rows.get(f"none@{r['records']}") or {}
+        cpu = next((k for k in ("write_cpu_seconds", "fit_cpu_seconds") if r.get(k) and ref.get(k)), None)
+        r["train_seconds_ratio"] = r[cpu] / ref[cpu] if cpu else None
+    keyed, always = rows.get(f"keyed@{GOAL_RECORDS}"), rows.get(f"none@{GOAL_RECORDS}")
+    return {"model": model, "goal": LOCALITY_GOAL,
+            "keyed_kl_max": keyed and keyed["kl_max"], "keyed_max_abs_logit_diff": keyed and keyed.get("max_abs_logit_diff"),
+            "keyed_certified": keyed and keyed["certified"], "keyed_write_seconds": keyed and keyed.get("write_seconds"),
+            "always_ppl_increase": always and always["ppl_increase"], "always_argmax_agreement": always and always["argmax_agreement"],
+            "audit_seconds_1000": keyed and keyed.get("audit_seconds"), "audit_peak_rss_mb_1000": keyed and keyed.get("audit_peak_rss_mb"),
+            "rows": sorted(rows.values(), key=lambda r: (r["records"], r["variant"]))}
+
+
+def load_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier result file by "variant@records" (files from before issue 24 give their record count once)."""
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    rows = [{"records": doc.get("records"), **r} for r in doc["rows"]]
+    return {f"{r['variant']}@{r['records']}": r for r in rows}
 
 
 def main() -> None:
@@ -100,17 +141,16 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--records", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", default="none,preserve-3")
-    ap.add_argument("--remedy", default="preserve-3", help="the variant whose figures go to the top level")
+    ap.add_argument("--variants", default="none,keyed")
     ap.add_argument("--out", default="benchmarks/results/locality.json")
     ap.add_argument("--collect", default=None, help="comma-separated result files whose rows to merge into --out (no training)")
     a = ap.parse_args()
     out = Path(a.out)
-    rows = {r["variant"]: r for r in (json.loads(out.read_text())["rows"] if out.exists() else [])}
+    rows = load_rows(out)
     if a.collect:
         for f in a.collect.split(","):
-            rows |= {r["variant"]: r for r in json.loads(Path(f).read_text())["rows"]}
-        out.write_text(json.dumps(result(rows, a.remedy, a.model, a.records), indent=2) + "\n")
+            rows |= load_rows(Path(f))
+        out.write_text(json.dumps(result(rows, a.model), indent=2) + "\n")
         return
     names = [v.strip() for v in a.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
@@ -118,16 +158,16 @@ def main() -> None:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     base = load_base(a.model, "cpu", "auto", seed=a.seed)
     records = phonebook(a.records, seed=a.seed)
-    for name in names:
-        t0 = time.perf_counter()
-        row = run_variant(name, base, records, a.seed)
-        row |= {"wall_seconds": round(time.perf_counter() - t0, 1), "dtype": base.dtype,
-                "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}}
-        rows[name] = row
-        print(json.dumps({k: row[k] for k in ("variant", "certified", "steps", "train_seconds", "fit_cpu_seconds", "ppl_increase",
-                                             "argmax_agreement", "kl_mean", "unrelated_leaks", "goal_met")}), flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result(rows, a.remedy, a.model, a.records), indent=2) + "\n")
+    with tempfile.TemporaryDirectory(prefix="memft-locality-") as tmp:
+        for name in names:
+            t0 = time.perf_counter()
+            row = run_variant(name, base, records, a.seed, Path(tmp))
+            row |= {"wall_seconds": round(time.perf_counter() - t0, 1), "dtype": base.dtype, "machine": machine()}
+            rows[f"{name}@{a.records}"] = row
+            print(json.dumps({k: row[k] for k in ("variant", "records", "certified", "steps", "write_seconds", "ppl_increase", "argmax_agreement",
+                                                 "kl_mean", "kl_max", "max_abs_logit_diff", "unrelated_leaks", "audit_seconds", "audit_peak_rss_mb")}), flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result(rows, a.model), indent=2) + "\n")
 
 
 if __name__ == "__main__":

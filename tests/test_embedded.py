@@ -35,7 +35,7 @@ def test_embedded_append_forget_and_deployment_recheck_from_the_cli(tmp_path):
     first.write_text("".join(json.dumps({"key": r.key, "value": r.value}, ensure_ascii=False) + "\n" for r in recs[:4]), encoding="utf-8")
     more.write_text("".join(json.dumps({"key": r.key, "value": r.value}, ensure_ascii=False) + "\n" for r in recs[4:7]), encoding="utf-8")
     ad = tmp_path / "ad"
-    assert memft("write", first, "--out", ad, "--quiet").returncode == 0
+    assert memft("write", first, "--out", ad, "--activation", "always", "--quiet").returncode == 0  # always: merged below
     app = memft("append", ad, more, "--quiet", "--json", tmp_path / "app.json")
     assert app.returncode == 0, app.stderr
     assert json.loads((tmp_path / "app.json").read_text())["certified"] == 1.0

@@ -45,8 +45,8 @@ def test_the_previous_release_layout_reads_into_typed_fields_and_writes_back_unc
     assert m.seed == 0 and m.train["steps"] == 17 and m.extra == {"sizing": {"note": "a top-level entry the CLI adds"}}
     cfg = m.train_config()
     assert (cfg.lr, cfg.max_steps, cfg.margin, cfg.method) == (0.05, 300, 0.5, "sft")
-    # written back: the same object plus the format entry, so an older memft reads what this one writes
-    assert m.to_json() == {**raw, "format": meta.FORMAT}
+    # written back: the same object plus the format and activation entries, so an older memft reads what this one writes
+    assert m.to_json() == {**raw, "format": meta.ALWAYS_FORMAT, "activation": "always"}
     assert AdapterMeta.from_json(m.to_json()) == m
 
 
@@ -55,6 +55,7 @@ def test_the_first_layout_reads_with_its_defaults():
     assert m.records.digest is None and m.records.scheme.name == "sha256" and m.records.digests is None
     assert m.records.max_target_tokens == meta.DEFAULT_MAX_TARGET_TOKENS == 256
     assert m.seed == 3 and m.train_config().batch_size == 64  # a TrainConfig field the file lacks takes its default
+    assert (m.activation, m.invocation, m.invocation_tokens, m.key_prefix) == ("always", None, None, "")  # before keyed adapters
     out = m.to_json()
     assert "digest" not in out["records"] and "digests" not in out["records"]  # absent stays absent
     no_template = {k: v for k, v in FIRST.items() if k not in ("template",)}
@@ -106,7 +107,7 @@ def test_a_previous_release_folder_takes_an_append_and_keeps_its_entries(tmp_pat
     res = append(ad, [Record("Dee:", "77")], runtime=RuntimeConfig(device="cpu"))
     assert res.saved and res.plan["kept"] == list(HELD) and res.plan["added"] == ["Dee:"]
     raw = json.loads((ad / "memft.json").read_text(encoding="utf-8"))
-    assert raw["format"] == meta.FORMAT and raw["records"]["count"] == 4  # (a rewrite writes its own entries: no `sizing`)
+    assert raw["format"] == meta.ALWAYS_FORMAT and raw["records"]["count"] == 4  # (a rewrite writes its own entries: no `sizing`)
     assert raw["train"]["lr"] == 0.05  # the write's settings are replayed
     got = api.recall_many(str(ad), [*HELD, "Dee:"])
     assert [r.value for r in got] == [*HELD.values(), "77"] and all(r.certified for r in got)

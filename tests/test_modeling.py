@@ -58,3 +58,18 @@ def test_unreachable_tokens_are_twins_of_lower_ids():
     assert unreachable_tokens(model2) == {100: 50}
     logits = model2(input_ids=torch.tensor([[5, 6, 7]])).logits[0, -1]
     assert logits[100] == logits[50]  # always tied, and argmax takes the lower id
+
+
+def test_the_output_layer_gets_a_contiguous_input_when_logits_of_the_last_position_are_asked(tiny):
+    """transformers slices hidden[:, -1:, :] for logits_to_keep=1 (every generate step); a strided bf16 input made the
+    CPU matmul hundreds of times slower (memft.modeling.contiguous_head)."""
+    import torch
+
+    seen = []
+    tiny.model.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    with torch.no_grad():
+        last = tiny.model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+        full = tiny.model(input_ids=ids).logits[:, -1]
+    assert seen == [True, True]
+    torch.testing.assert_close(last, full, rtol=0, atol=1e-5)

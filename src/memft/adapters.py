@@ -121,14 +121,20 @@ def _shape(mod: nn.Module) -> tuple[int, int]:
     return (w.shape[1], w.shape[0]) if type(mod).__name__ != "Conv1D" else (w.shape[0], w.shape[1])
 
 
-def attach(model: nn.Module, lora: LoraSettings, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """Wrap a frozen base in a fresh LoRA adapter (seeded init: A random, B zero) -> (peft model, placement info)."""
+def attach(model: nn.Module, lora: LoraSettings, seed: int = 0, invocation_tokens: tuple[int, ...] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Wrap a frozen base in a fresh LoRA adapter (seeded init: A random, B zero) -> (peft model, placement info).
+
+    invocation_tokens: a keyed adapter's (memft.keyed; PEFT's activated LoRA, which needs task_type CAUSAL_LM and
+    then acts only from those tokens on); required exactly when lora.activation is "keyed"."""
     import torch
     from peft import LoraConfig, get_peft_model
 
+    if (lora.activation == "keyed") != bool(invocation_tokens):
+        raise ValueError(f"attach: activation {lora.activation!r} with invocation tokens {invocation_tokens!r}")  # a caller's bug
     layers, names = target_names(model, lora)
     check_rank(model, names, lora.rank)
-    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.scale_alpha, target_modules=names, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.scale_alpha, target_modules=names, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                     alora_invocation_tokens=list(invocation_tokens) if invocation_tokens else None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, cfg)
@@ -247,6 +253,9 @@ def check_files(folder: str | Path, meta: AdapterMeta, config: bytes | None, wei
         raise AdapterError(f"{cfg_path}: unreadable ({type(e).__name__}); {fix}") from None
     if not isinstance(cfg, dict) or cfg.get("r") != meta.lora.rank or not _same_modules(cfg.get("target_modules"), list(meta.lora.modules)):
         raise AdapterError(f"{cfg_path}: its rank or target modules differ from memft.json; {fix}")
+    if (cfg.get("alora_invocation_tokens") or None) != (meta.invocation_tokens if meta.activation == "keyed" else None):
+        raise AdapterError(f"{cfg_path}: its alora_invocation_tokens {cfg.get('alora_invocation_tokens')} differ from memft.json's "
+                           f"activation {meta.activation!r} (invocation tokens {meta.invocation_tokens}); {fix}")
     if weights is None:
         raise AdapterError(f"{weights_path}: missing; {fix}")
     problem = safetensors_problem(weights)

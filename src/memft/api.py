@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from memft import __version__, adapters, folders, preserve
-from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json, write_activation
 from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
-from memft.errors import AdapterError, RecordsError, TrainingError
+from memft.errors import AdapterError, ConfigError, RecordsError, TrainingError
+from memft.keyed import invocation_ids
 from memft.memory.ledger import LEDGER, Ledger, fingerprint, next_ledger, next_scheme
 from memft.memory.ledger import dumps as ledger_dumps
 from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
@@ -85,8 +86,9 @@ def fit(
     from memft.evaluate import evaluate
     from memft.train import train as train_loop
 
-    items = list(items) if items is not None else prepare(records, base, lora, train.template)
-    peft_model, placement = adapters.attach(base.model, lora, seed=train.seed)
+    items = list(items) if items is not None else prepare(records, base, lora, train)
+    tokens = invocation_ids(lora.key_prefix, base.tokenizer) if lora.key_prefix else None
+    peft_model, placement = adapters.attach(base.model, lora, seed=train.seed, invocation_tokens=tokens)
     try:
         start = min(placement["layers"])
         keep = preserve.build(peft_model, base.tokenizer, train.preserve, train.preserve_text, start)
@@ -98,19 +100,24 @@ def fit(
     return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
 
 
-def prepare(records: Sequence[Record], base: Base, lora: LoraSettings, template: str) -> list[Encoded]:
-    """The records encoded and every check made before training (check_items, and the rank against the adapted
-    layers): the input errors a write can meet, raised before it locks or trains anything."""
-    items = encode_all(records, base.tokenizer, template)
-    check_items(items, base, template)
+def prepare(records: Sequence[Record], base: Base, lora: LoraSettings, train: TrainConfig) -> list[Encoded]:
+    """The records encoded and every check made before training (check_items, the rank against the adapted
+    layers, --preserve against keyed activation): the input errors a write can meet, raised before it locks or
+    trains anything."""
+    if lora.activation == "keyed" and train.preserve:
+        raise ConfigError("--preserve has nothing to do with --activation keyed: text without the invocation gets the base's "
+                          "predictions exactly; leave --preserve out (or use --activation always)")
+    items = encode_all(records, base.tokenizer, train.template, lora.key_prefix)
+    check_items(items, base, train.template, lora.key_prefix)
     _, names = adapters.target_names(base.model, lora)
     adapters.check_rank(base.model, names, lora.rank, warn_narrow=False)
     return items
 
 
-def check_items(items: Sequence[Encoded], base: Base, template: str) -> None:
+def check_items(items: Sequence[Encoded], base: Base, template: str, invocation: str = "") -> None:
     """Everything checked before training: reachable targets, no two records needing different tokens after the
-    same text, and train/recall parity (one-line errors by record)."""
+    same text, and train/recall parity (one-line errors by record; with a keyed adapter's `invocation`, also that
+    it switches on where it was trained to)."""
     from memft.encoding import target_conflicts
 
     check_reachable(items, base)
@@ -120,7 +127,7 @@ def check_items(items: Sequence[Encoded], base: Base, template: str) -> None:
         raise RecordsError(f"records {a!r} and {b!r} need different tokens after the same text (at value position {pos} of "
                            f"{b!r}), so greedy decoding cannot give back both; change one of the keys so neither key+value "
                            "starts with the other key")
-    check_parity(items, base.tokenizer, template, base.model)
+    check_parity(items, base.tokenizer, template, base.model, invocation)
 
 
 def check_reachable(items: Sequence[Encoded], base: Base) -> None:
@@ -154,14 +161,16 @@ def write(
     `extra`: more top-level entries for memft.json (e.g. the CLI's `sizing`).
 
     The adapter is saved in either case; `result.all_certified` says whether every record is recalled exactly.
-    Pass a loaded `base` to reuse it across writes (its weights are restored afterwards).
+    Pass a loaded `base` to reuse it across writes (its weights are restored afterwards). Without `lora`: the default
+    LoraSettings with the write's activation (config.write_activation: keyed, or always when `train.preserve` is set).
     """
-    lora, train, runtime = lora or LoraSettings(), train or TrainConfig(), runtime or RuntimeConfig()
+    train, runtime = train or TrainConfig(), runtime or RuntimeConfig()
+    lora = lora or LoraSettings(activation=write_activation(None, train.preserve))
     out = folders.check_location(out)  # the real folder, once (a symlinked alias locks and swaps the folder itself)
     adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
     own_base = base is None
     base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
-    items = prepare(records, base, lora, train.template)  # input errors before the lock: nothing is left beside --out
+    items = prepare(records, base, lora, train)  # input errors before the lock: nothing is left beside --out
     # The folder's lock is held from the check to the swap: a second writer waits instead of being lost.
     with folders.locked(out):
         adapters.check_out_dir(out)  # again: another process may have filled it meanwhile
@@ -239,6 +248,9 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
             failed_keys=tuple(r.key for r in reports if not r.certified),
         ),
         extra=dict(extra or {}),
+        activation=lora.activation,
+        invocation=lora.key_prefix or None,
+        invocation_tokens=list(invocation_ids(lora.key_prefix, base.tokenizer)) if lora.key_prefix else None,
     )
     book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event, scheme)
     book.fingerprint = fingerprint(meta)
@@ -363,7 +375,7 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     tmpl = ld.meta.template
     limit = ld.meta.records.max_target_tokens
     eos = ld.tokenizer.eos_token_id
-    probes = [Encoded(key=k, prompt=prompt_ids(k, ld.tokenizer, tmpl), targets=(eos,)) for k in asked]
+    probes = [Encoded(key=k, prompt=prompt_ids(k, ld.tokenizer, tmpl, ld.meta.key_prefix), targets=(eos,)) for k in asked]
     gens = greedy(ld.model, probes, ld.tokenizer, batch_size=batch_size, max_new=limit) if probes else []
     # min_prob: one teacher-forced pass over what was generated gives each chosen token's probability.
     runs = [Encoded(p.key, p.prompt, tuple(g)) for p, g in zip(probes, gens) if g]
@@ -395,7 +407,7 @@ def verify(
     from memft.evaluate import evaluate
 
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
-    items = encode_all(records, ld.tokenizer, ld.meta.template)
+    items = encode_all(records, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
     reports = evaluate(ld.model, ld.tokenizer, items, generate=generate, batch_size=batch_size)
     certified_dtype = ld.meta.certification.dtype
     notes = []
@@ -419,7 +431,7 @@ def sampling_odds(folder: str | Path | Loaded, records: Sequence[Record], temper
 
     check_sampling(temperature, top_p, top_k)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
-    items = encode_all(records, ld.tokenizer, ld.meta.template)
+    items = encode_all(records, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
     odds = recall_odds(Runner(ld.model, items, ld.tokenizer.pad_token_id), temperature, top_p, top_k, batch_size)
     hits = sample_recall(ld.model, items, ld.tokenizer, samples, temperature, top_p, top_k, seed, batch_size) if samples else None
     return [

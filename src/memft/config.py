@@ -19,6 +19,28 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "linear", "progress")
 HEAD_VOCABS = ("full", "restricted")
 LORA_INITS = ("random", "centered")  # memft.lora_init.INITS
+# always: the adapter acts on every token (a plain LoRA); keyed: only from the invocation sequence on (PEFT's
+# activated LoRA, memft.keyed), so text without it gets the base's logits exactly.
+ACTIVATIONS = ("always", "keyed")
+# Put before every key of a keyed adapter. The leading space keeps its tokens the same after any text (without it,
+# "<" merges with a preceding space on BPE tokenizers); memft.keyed.invocation_ids checks that for each tokenizer.
+DEFAULT_INVOCATION = " <mem>"
+# What `memft write` (and api.write without LoraSettings) uses when no activation is given; LoraSettings itself
+# defaults to a plain always-on LoRA (research runs, the paper's setups). Chosen from benchmarks/bench_locality.py:
+# see the README, "Keyed or always-on".
+WRITE_ACTIVATION = "keyed"
+
+
+def write_activation(activation: str | None, preserve: float | None = None) -> str:
+    """The activation of a write: the one given, else "always" when a preservation weight is given (a remedy for
+    always-on adapters only), else WRITE_ACTIVATION.
+
+    >>> write_activation(None), write_activation(None, 3.0), write_activation("always")
+    ('keyed', 'always', 'always')
+    """
+    if activation is not None:
+        return activation
+    return "always" if preserve else WRITE_ACTIVATION
 
 
 def _check(problems: list[str]) -> None:
@@ -42,9 +64,20 @@ class LoraSettings:
     preset: str = "probe"
     layers: tuple[int, ...] | None = None
     target_modules: tuple[str, ...] | None = None
+    # "always" | "keyed" (ACTIVATIONS); keyed adapters act only from `invocation` on (default DEFAULT_INVOCATION).
+    activation: str = "always"
+    invocation: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        elif self.activation == "keyed" and self.invocation is None:
+            self.invocation = DEFAULT_INVOCATION
+        elif self.activation == "always" and self.invocation is not None:
+            problems.append("--invocation needs --activation keyed (an always-on adapter has no invocation sequence)")
+        if self.invocation is not None and (not isinstance(self.invocation, str) or not self.invocation.strip()):
+            problems.append(f"--invocation must be a non-empty text such as {DEFAULT_INVOCATION!r}, got {self.invocation!r}")
         if not isinstance(self.rank, int) or self.rank <= 0:
             problems.append(f"--rank must be a positive integer, got {self.rank}")
         if self.alpha is not None and not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0):
@@ -58,6 +91,11 @@ class LoraSettings:
         if self.target_modules is not None:
             self.target_modules = tuple(self.target_modules)
         _check(problems)
+
+    @property
+    def key_prefix(self) -> str:
+        """The text put before every key: the invocation of a keyed adapter, nothing for an always-on one."""
+        return self.invocation if self.activation == "keyed" and self.invocation else ""
 
     @property
     def scale_alpha(self) -> float:

@@ -29,6 +29,7 @@ import torch
 from memft.batching import pad
 from memft.evaluate import log_probs
 from memft.forward import causal_lm, decoder_of
+from memft.keyed import activated
 from memft.metrics import TokenStats
 from memft.vocab import COMPETITORS
 
@@ -92,23 +93,24 @@ def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: i
     cols: dict[str, list[torch.Tensor]] = {"prob": [], "loss": [], "gap": [], "top": []}
     done = torch.zeros(B, dtype=torch.bool, device=device)
     inp = ids
-    for _ in range(max_new):
-        logits = lm(input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [B, V]
-        logp = log_probs(logits)  # [B, V]
-        nxt = logits.argmax(-1)  # [B]: greedy's token (argmax, as generate and the teacher-forced check take it)
-        lp = logp.gather(1, nxt[:, None]).squeeze(1)  # [B]
-        other = logp.scatter(1, nxt[:, None], float("-inf")).max(-1).values  # [B] best other token
-        cols["prob"].append(lp.exp())
-        cols["loss"].append(-lp)
-        cols["gap"].append(lp.exp() - other.exp())
-        cols["top"].append(logits.topk(min(COMPETITORS, logits.shape[-1]), dim=-1).indices)
-        gen = torch.cat([gen, nxt[:, None]], dim=1)
-        done |= nxt == eos
-        if bool(done.all()):
-            break
-        inp = nxt[:, None]
-        mask = torch.cat([mask, mask.new_ones((B, 1))], dim=1)
-        pos = pos[:, -1:] + 1
+    with activated(lm, ids):  # a keyed adapter: the prompt's offsets, kept for every later step (memft.keyed)
+        for _ in range(max_new):
+            logits = lm(input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [B, V]
+            logp = log_probs(logits)  # [B, V]
+            nxt = logits.argmax(-1)  # [B]: greedy's token (argmax, as generate and the teacher-forced check take it)
+            lp = logp.gather(1, nxt[:, None]).squeeze(1)  # [B]
+            other = logp.scatter(1, nxt[:, None], float("-inf")).max(-1).values  # [B] best other token
+            cols["prob"].append(lp.exp())
+            cols["loss"].append(-lp)
+            cols["gap"].append(lp.exp() - other.exp())
+            cols["top"].append(logits.topk(min(COMPETITORS, logits.shape[-1]), dim=-1).indices)
+            gen = torch.cat([gen, nxt[:, None]], dim=1)
+            done |= nxt == eos
+            if bool(done.all()):
+                break
+            inp = nxt[:, None]
+            mask = torch.cat([mask, mask.new_ones((B, 1))], dim=1)
+            pos = pos[:, -1:] + 1
     prob, loss, gap = (torch.stack(cols[k], 1).cpu() for k in ("prob", "loss", "gap"))  # [B, S]
     top = torch.stack(cols["top"], 1).cpu()  # [B, S, K]
     states = torch.cat(seen, dim=1) if seen is not None else None  # [B, P + fed, H]: left-padded prompt, then the fed tokens

@@ -1,6 +1,7 @@
 """Records -> token ids, with the key (prompt) and the value (target) tokenized separately.
 
 Layout of one sequence:  [prompt ids] [value ids] [eos]
+A keyed adapter's prompt is built from its invocation text followed by the key (memft.keyed), everywhere.
 The targets are the value ids plus the end-of-sequence token, so greedy recall stops exactly after the value.
 Everything that is measured (loss, lengths, accuracies) covers targets only; `n_value` excludes the eos.
 
@@ -35,8 +36,10 @@ class Encoded:
         return self.prompt + self.targets
 
 
-def prompt_ids(key: str, tokenizer: Any, template: str) -> tuple[int, ...]:
-    """The exact prefix that recall feeds the model for `key` (training uses the same function: train/recall parity)."""
+def prompt_ids(key: str, tokenizer: Any, template: str, invocation: str = "") -> tuple[int, ...]:
+    """The exact prefix that recall feeds the model for `key` (training uses the same function: train/recall parity).
+    `invocation`: a keyed adapter's invocation text, put right before the key (inside the user turn for chat)."""
+    key = invocation + key
     if template == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise RecordsError("--template chat: this model's tokenizer has no chat template; use --template raw")
@@ -66,16 +69,16 @@ def value_ids(record: Record, tokenizer: Any) -> tuple[int, ...]:
     return ids
 
 
-def encode(record: Record, tokenizer: Any, template: str = "raw") -> Encoded:
+def encode(record: Record, tokenizer: Any, template: str = "raw", invocation: str = "") -> Encoded:
     ids = value_ids(record, tokenizer)
-    prompt = prompt_ids(record.key, tokenizer, template)
+    prompt = prompt_ids(record.key, tokenizer, template, invocation)
     if not prompt:
         raise RecordsError(f"record {record.key!r}: the key encodes to no tokens; use a non-empty key")
     return Encoded(key=record.key, prompt=prompt, targets=ids + (int(tokenizer.eos_token_id),))
 
 
-def encode_all(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> list[Encoded]:
-    return [encode(r, tokenizer, template) for r in records]
+def encode_all(records: Sequence[Record], tokenizer: Any, template: str = "raw", invocation: str = "") -> list[Encoded]:
+    return [encode(r, tokenizer, template, invocation) for r in records]
 
 
 def decode_value(ids: Sequence[int], tokenizer: Any) -> str:

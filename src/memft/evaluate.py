@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from memft.batching import Batch, chunks, pad
 from memft.encoding import Encoded, decode_value
 from memft.forward import Runner
+from memft.keyed import activated
 from memft.metrics import RecordReport, TokenStats, first_false, record_report
 from memft.vocab import TrainVocab
 
@@ -102,8 +103,9 @@ def generate(model: Any, prompts: Sequence[Sequence[int]], tokenizer: Any, max_n
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         ids, mask = pad([prompts[i] for i in idx], pad_id, left=True)  # [B, P]
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(max_new[i] for i in idx),
-                             eos_token_id=eos, pad_token_id=pad_id, **knobs)  # [B, P + new]
+        with activated(model, ids):  # PeftModel.generate passes a keyed adapter's offsets too; a wrapped LM needs these
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max(max_new[i] for i in idx),
+                                 eos_token_id=eos, pad_token_id=pad_id, **knobs)  # [B, P + new]
         for b, i in enumerate(idx):
             out[i] = cut_at_eos(gen[b, ids.shape[1] :].tolist(), eos)
     return out

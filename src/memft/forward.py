@@ -4,6 +4,10 @@ The base is frozen and the adapter sits in decoder layers >= k (k = the lowest a
 entering layer k are constant during training. `Runner` computes them once per record and then runs only layers
 k.. and the LM head, the head at target positions only (a 49k vocabulary otherwise dominates a small model).
 
+A keyed adapter (memft.keyed) acts only from its invocation on; the Runner gives its LoRA layers the offsets
+PeftModel.forward would, so the split path computes what plain PEFT computes (the layers below `k` hold no LoRA,
+so the cached states are the base's either way).
+
 Llama-style decoders (Llama, Qwen2/3, Mistral, SmolLM ...; `model.model.layers`, `.norm`, `.rotary_emb`, all
 full attention) get the split path. Other architectures run the full backbone, still with logits at targets only.
 """
@@ -20,6 +24,7 @@ from torch import nn
 
 from memft.batching import Batch, collate
 from memft.encoding import Encoded
+from memft.keyed import activated
 from memft.vocab import TrainVocab
 
 
@@ -102,13 +107,14 @@ class Runner:
         """
         batch = batch if batch is not None else self.batch(idx)
         self.current = batch  # what the layers are running now (memft.lora_init's hooks read its target positions)
-        if self.dec is None:
-            out = self.lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-            h = out.last_hidden_state
-        else:
-            h = self._entering(idx, batch)
-            h = run_layers(self.dec, h, batch, self.start, len(self.dec.layers))
-            h = self.dec.norm(h)
+        with activated(self.lm, batch.input_ids):
+            if self.dec is None:
+                out = self.lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                h = out.last_hidden_state
+            else:
+                h = self._entering(idx, batch)
+                h = run_layers(self.dec, h, batch, self.start, len(self.dec.layers))
+                h = self.dec.norm(h)
         h = h[batch.rows, batch.cols]  # [N, H]: only the positions that predict targets
         head = self.lm.get_output_embeddings()
         if vocab is None:

@@ -6,7 +6,10 @@ and what was certified. Every module that needs one of those reads an `AdapterMe
 
 Format versions (`format` in the file):
     1  memft 0.1.0 up to commit b014fc0: the same sections, no `format` entry. Read unchanged.
-    2  adds `format`. Written now; memft 0.1.0 reads it too (it ignores entries it does not know).
+    2  adds `format`. Written now for always-on adapters; memft 0.1.0 reads it too (it ignores entries it does not know).
+    3  adds `activation` ("always" | "keyed"), `invocation` (the text put before every key) and `invocation_tokens`
+       (its ids: PEFT's alora_invocation_tokens). Written for keyed adapters only, so that an older memft refuses
+       them instead of recalling without the invocation; a folder without these entries reads as "always".
 Entries this module does not know (the CLI's `sizing`, `rank_search`, a newer version's) are kept in `extra` (and
 `LoraInfo.extra`; `train` is kept whole) and written back unchanged by `write`. A rewrite (append, forget) builds
 its memft.json afresh, as memft 0.1.0 did: the write's `sizing` is not carried over.
@@ -25,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from memft import folders
-from memft.config import LoraSettings, TrainConfig
+from memft.config import ACTIVATIONS, LoraSettings, TrainConfig
 from memft.digests import DigestScheme
 from memft.errors import AdapterError
 
 FILE = "memft.json"
-FORMAT = 2  # the version written now (see the module docstring)
+FORMAT = 3  # the newest version read and written (see the module docstring)
+ALWAYS_FORMAT = 2  # what an always-on adapter is written as: every memft since 0.1.0 reads it
 
 # Defaults of entries that the first adapters could lack, defined once: every reader goes through AdapterMeta.
 DEFAULT_TEMPLATE = "raw"
@@ -38,7 +42,7 @@ DEFAULT_SEED = 0
 DEFAULT_MAX_TARGET_TOKENS = 256  # the longest greedy generation recall runs when the adapter does not say
 SAVED_DTYPES = ("fp32", "bf16", "fp16")  # precisions an adapter can be certified in ("auto" is resolved before)
 _SECTIONS = ("base", "lora", "train", "records", "certification")
-_KNOWN = {"format", "memft_version", "created", "template", "files", *_SECTIONS}
+_KNOWN = {"format", "memft_version", "created", "template", "files", "activation", "invocation", "invocation_tokens", *_SECTIONS}
 _LORA_KNOWN = {"rank", "alpha", "preset", "layers", "target_modules", "modules"}
 
 
@@ -113,6 +117,20 @@ class AdapterMeta:
     # them, so a flipped bit or an edited lora_alpha is a damaged folder, not garbage recalled with exit 0. None in
     # folders saved before it existed (read as they are).
     files: dict[str, str] | None = None
+    # "always" (a plain LoRA) | "keyed": the adapter acts only from `invocation` on (memft.keyed); its prompts are
+    # invocation + key, and `invocation_tokens` are the ids PEFT (and llama.cpp's adapter.alora.invocation_tokens) look for.
+    activation: str = "always"
+    invocation: str | None = None
+    invocation_tokens: list[int] | None = None
+
+    @property
+    def key_prefix(self) -> str:
+        """The text put before every key of this adapter's prompts ("" for an always-on adapter)."""
+        return self.invocation if self.activation == "keyed" and self.invocation else ""
+
+    def lora_settings(self) -> LoraSettings:
+        """LoraInfo.settings() with this adapter's activation: what puts the same adapter in place again."""
+        return dataclasses.replace(self.lora.settings(), activation=self.activation, invocation=self.invocation if self.activation == "keyed" else None)
 
     @property
     def seed(self) -> int:
@@ -139,12 +157,15 @@ class AdapterMeta:
         if self.records.digests is not None:
             rec["digests"] = list(self.records.digests)
         c = self.certification
+        keyed = {"activation": self.activation, "invocation": self.invocation,
+                 "invocation_tokens": _list(self.invocation_tokens)} if self.activation == "keyed" else {"activation": "always"}
         return {
-            "format": self.format,
+            "format": FORMAT if self.activation == "keyed" else min(self.format, ALWAYS_FORMAT),
             "memft_version": self.memft_version,
             "created": self.created,
             "base": dataclasses.asdict(self.base),
             "template": self.template,
+            **keyed,
             "lora": {**lora, **{k: v for k, v in self.lora.extra.items() if k not in lora}},
             "train": self.train,
             "records": rec,
@@ -188,10 +209,16 @@ class AdapterMeta:
         files = obj.get("files")
         if files is not None and not (isinstance(files, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
             raise AdapterError(f"{where}: `files` is not a map of file names to digests; {damaged}")
+        activation, invocation, tokens = obj.get("activation", "always"), obj.get("invocation"), obj.get("invocation_tokens")
+        if activation not in ACTIVATIONS or (activation == "keyed" and not (
+                isinstance(invocation, str) and invocation and isinstance(tokens, list) and tokens and all(isinstance(t, int) for t in tokens))):
+            raise AdapterError(f"{where}: activation {activation!r} with invocation {invocation!r} / tokens {tokens!r} is not what memft "
+                               f"writes (always, or keyed with an invocation text and its token ids); {damaged}")
         return cls(base=b, lora=lo, records=r, certification=c, train=dict(obj.get("train", {})), template=template,
                    memft_version=obj.get("memft_version"), created=obj.get("created"),
-                   extra={k: v for k, v in obj.items() if k not in _KNOWN}, format=FORMAT,
-                   files=None if files is None else dict(files))
+                   extra={k: v for k, v in obj.items() if k not in _KNOWN}, format=FORMAT, files=None if files is None else dict(files),
+                   activation=activation, invocation=invocation if activation == "keyed" else None,
+                   invocation_tokens=list(tokens) if activation == "keyed" else None)
 
 
 def _tuple(x: Any) -> tuple | None:

@@ -123,11 +123,26 @@ def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", s
         model.to(device=device, dtype=torch_dtype(dtype))
     model.eval()
     model.requires_grad_(False)
+    contiguous_head(model)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token_id is None:
         raise ModelError(f"model {spec!r}: its tokenizer has no end-of-sequence token, which recall needs to stop")
     return Base(model=model, tokenizer=tok, spec=spec, device=device, dtype=dtype)
+
+
+def _contiguous(_module: Any, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def contiguous_head(model: Any) -> None:
+    """Give the output layer a contiguous input. transformers computes the logits of the last position from the slice
+    hidden[:, -1:, :] (generate, and any forward with logits_to_keep), and PyTorch's CPU bf16 matmul on that strided
+    [B, 1, H] view took about 500x longer than on the same values made contiguous, and held over a GB more memory
+    for 32 rows (the same logits bit for bit; benchmarks/bench_locality.py times the audit that exposed it)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None:
+        head.register_forward_pre_hook(_contiguous)
 
 
 def base_folder(spec: str, seed: int = 0) -> str:

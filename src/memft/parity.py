@@ -15,6 +15,7 @@ from typing import Any
 
 from memft.encoding import Encoded, prompt_ids
 from memft.errors import RecordsError
+from memft.keyed import invocation_ids, last_start
 
 
 def stop_ids(tokenizer: Any, model: Any = None) -> set[int]:
@@ -67,13 +68,39 @@ def parity_problems(item: Encoded, recall_prompt: Sequence[int], stops: set[int]
     return problems
 
 
-def check_parity(items: Sequence[Encoded], tokenizer: Any, template: str, model: Any = None) -> None:
-    """Raise RecordsError for the first record whose training sequence recall would not reproduce."""
+def keyed_problems(item: Encoded, tokens: Sequence[int]) -> list[str]:
+    """Why a keyed adapter would not act on `item` as trained: PEFT activates from the last occurrence of the
+    invocation `tokens` in the whole sequence while training (and while certifying), but in the prompt alone while
+    generating; the two agree only if that occurrence lies inside the prompt.
+
+    >>> keyed_problems(Encoded("k", (7, 8, 1), (5, 9)), (7, 8))
+    []
+    >>> keyed_problems(Encoded("k", (7, 1), (8, 9)), (7, 8))[0][:45]
+    'its prompt does not hold the invocation token'
+    >>> keyed_problems(Encoded("k", (7, 8, 1), (7, 8, 9)), (7, 8))[0][:40]
+    'its value holds the invocation tokens [7'
+    """
+    s = last_start(item.ids, tokens)
+    if s is None or last_start(item.prompt, tokens) is None:
+        return [f"its prompt does not hold the invocation tokens {list(tokens)} intact (the key's first characters merge with them); "
+                "start the key with a space or choose another --invocation"]
+    if s + len(tokens) > len(item.prompt):
+        return [f"its value holds the invocation tokens {list(tokens)} (or completes them), so the adapter would switch on at another "
+                "place while training than while generating; remove them from the value or choose another --invocation"]
+    return []
+
+
+def check_parity(items: Sequence[Encoded], tokenizer: Any, template: str, model: Any = None, invocation: str = "") -> None:
+    """Raise RecordsError for the first record whose training sequence recall would not reproduce (with a keyed
+    adapter's `invocation`: also where the adapter would not switch on as trained)."""
     problems = template_problems(tokenizer, template)
     if problems:
         raise RecordsError(f"--template {template}: {problems[0]}")
     stops = stop_ids(tokenizer, model)
+    tokens = invocation_ids(invocation, tokenizer) if invocation else None
     for item in items:
-        problems = parity_problems(item, prompt_ids(item.key, tokenizer, template), stops)
+        problems = parity_problems(item, prompt_ids(item.key, tokenizer, template, invocation), stops)
+        if tokens is not None:
+            problems += keyed_problems(item, tokens)
         if problems:
             raise RecordsError(f"record {item.key!r}: train/recall parity fails: {problems[0]}")

@@ -102,7 +102,7 @@ def test_divergence_of_a_fresh_lora_is_zero_and_grows_when_perturbed(tiny):
     wins = plan_windows("".join(SEGMENTS) * 2, tiny.tokenizer, 6, 32, seed=0).windows
     d = divergence(model, wins, batch_size=4)
     assert d["tokens"] == 6 * 31 and d["kl_mean"] == d["kl_p95"] == d["kl_max"] == 0.0
-    assert d["ppl_base"] == d["ppl_adapted"] and d["ppl_change"] == 0.0 and d["argmax_agreement"] == 1.0
+    assert d["ppl_base"] == d["ppl_adapted"] and d["ppl_change"] == 0.0 and d["argmax_agreement"] == 1.0 and d["max_abs_logit_diff"] == 0.0
     # Reference: transformers' own shifted LM loss on the base, one window at a time (all windows the same length).
     with model.disable_adapter():
         losses = [model(input_ids=torch.tensor([w]), labels=torch.tensor([w])).loss.item() for w in wins]
@@ -116,7 +116,7 @@ def test_divergence_of_a_fresh_lora_is_zero_and_grows_when_perturbed(tiny):
         lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
         lora_b.copy_(torch.randn_like(lora_b))
     d2 = divergence(model, wins, batch_size=4)
-    assert d2["kl_mean"] > 0 and d2["kl_max"] >= d2["kl_p95"] >= 0 and d2["ppl_adapted"] != d2["ppl_base"]
+    assert d2["kl_mean"] > 0 and d2["kl_max"] >= d2["kl_p95"] >= 0 and d2["ppl_adapted"] != d2["ppl_base"] and d2["max_abs_logit_diff"] > 0
     assert d2["ppl_base"] == d["ppl_base"]  # the base side is untouched by the adapter's weights
     assert d2["ppl_change"] == pytest.approx(d2["ppl_adapted"] / d2["ppl_base"] - 1)
 

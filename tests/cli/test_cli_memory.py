@@ -13,7 +13,7 @@ def _recs(tmp_path, name, pairs):
 def test_append_forget_ledger_and_verify_deploy(tmp_path):
     ad = tmp_path / "ad"
     first = _recs(tmp_path, "a.jsonl", [("Ann:", "0042"), ("Bob:", "x-7")])
-    assert memft("write", first, "--out", ad, "--max-steps", "300", "--quiet", *FAST).returncode == 0
+    assert memft("write", first, "--out", ad, "--max-steps", "300", "--activation", "always", "--quiet", *FAST).returncode == 0  # always: merged below
     more = _recs(tmp_path, "b.jsonl", [("Cy:", "q?1"), ("Ann:", "9999")])
     clash = memft("append", ad, more, "--quiet")
     assert clash.returncode == 2 and clash.stderr.count("\n") == 1 and "'Ann:'" in clash.stderr and "--update" in clash.stderr

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from memft.api import Loaded
 from memft.batching import pad
 from memft.errors import AdapterError, ConfigError, RecordsError
-from memft.evaluate import token_nll  # noqa: F401 - the per-token loss, defined once; still importable from here
+from memft.evaluate import token_nll  # the per-token loss, defined once; still importable from here
+from memft.forward import causal_lm
+from memft.keyed import activated
 from memft.research.bench.stress import default_text, text_ids
 from memft.checks.leaks import (  # noqa: F401 - re-exported: the audit's public names
     DEFAULT_PROMPTS,
@@ -47,6 +49,9 @@ from memft.records import Record
 
 TEXT_PROMPTS = 4  # held-out windows reused as leak probes
 TEXT_PROMPT_TOKENS = 32  # ... cut to this many tokens: a prompt, not a document
+# Prompts per greedy-generation batch of the leak probe: a step keeps one position's logits per row, and on a CPU a
+# wider batch makes each step's matrix products more efficient (benchmarks/bench_locality.py times the audit).
+GEN_BATCH = 128
 
 
 # ---------------------------------------------------------------- pure metrics
@@ -133,14 +138,23 @@ def plan_windows(
 # ---------------------------------------------------------------- divergence on held-out text
 
 
+# Positions whose full-vocabulary logits exist at once: [CHUNK, V] floats for the base and the adapted model and a few
+# of their softmax terms (about 50 MB each at a 49k vocabulary), whatever the window count and length.
+CHUNK = 256
+
+
 @torch.no_grad()
 def divergence(peft_model: Any, windows: Sequence[Sequence[int]], batch_size: int = 8) -> dict[str, float]:
     """How far the adapter moves next-token predictions on `windows` (token id lists), against the same model with
     the adapter disabled. Every position but a window's last predicts the next token (standard LM perplexity).
 
     Returns tokens, KL(p_base || p_adapted) per token (kl_mean, kl_p95, kl_max; nats), nll_base/nll_adapted (mean
-    nats per token), ppl_base/ppl_adapted, ppl_change = ppl_adapted / ppl_base - 1, and argmax_agreement (the
-    fraction of positions where both pick the same next token).
+    nats per token), ppl_base/ppl_adapted, ppl_change = ppl_adapted / ppl_base - 1, argmax_agreement (the fraction
+    of positions where both pick the same next token) and max_abs_logit_diff (max over positions and the vocabulary
+    of |logit_adapted - logit_base|: exactly 0 for a keyed adapter on text without its invocation).
+
+    Streams: windows go through the backbone `batch_size` at a time (hidden states [B, T, H]); the output layer runs
+    on CHUNK positions at a time, and each chunk is reduced to per-position scalars at once.
     """
     if not hasattr(peft_model, "disable_adapter"):
         raise AdapterError(f"divergence needs a PEFT model (one with disable_adapter()), got {type(peft_model).__name__}; load it with memft.api.load_adapter")
@@ -148,22 +162,27 @@ def divergence(peft_model: Any, windows: Sequence[Sequence[int]], batch_size: in
         raise ConfigError("divergence: give at least one window, each of at least 2 tokens")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    lm = causal_lm(peft_model)
+    backbone, head = lm.get_decoder(), lm.get_output_embeddings()
     device = next(peft_model.parameters()).device
     kl, nll_b, nll_a = [], [], []
-    agree = 0
+    agree, diff = 0, 0.0
     for s in range(0, len(windows), batch_size):
         ids, mask = pad(windows[s : s + batch_size], 0)  # right padding: real tokens keep positions 0..n-1
         ids, mask = ids.to(device), mask.to(device)
-        logits_a = peft_model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
-        with peft_model.disable_adapter():
-            logits_b = peft_model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
         keep = mask[:, 1:].bool()  # [B, T-1]: position t predicts real token t+1
-        la, lb = logits_a[:, :-1][keep], logits_b[:, :-1][keep]  # [N, V]
+        with activated(lm, ids):  # a keyed adapter switches on after its invocation, as PeftModel.forward has it
+            h_a = backbone(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][keep]  # [N, H]
+        with peft_model.disable_adapter():
+            h_b = backbone(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][keep]  # [N, H]
         nxt = ids[:, 1:][keep]  # [N]
-        kl.append(token_kl(lb, la).cpu())
-        nll_b.append(token_nll(lb, nxt).cpu())
-        nll_a.append(token_nll(la, nxt).cpu())
-        agree += int((la.argmax(-1) == lb.argmax(-1)).sum())
+        for c in range(0, nxt.numel(), CHUNK):
+            la, lb = head(h_a[c : c + CHUNK]).float(), head(h_b[c : c + CHUNK]).float()  # [n, V] each
+            kl.append(token_kl(lb, la).cpu())
+            nll_b.append(token_nll(lb, nxt[c : c + CHUNK]).cpu())
+            nll_a.append(token_nll(la, nxt[c : c + CHUNK]).cpu())
+            agree += int((la.argmax(-1) == lb.argmax(-1)).sum())
+            diff = max(diff, (la - lb).abs().max().item())
     kl_all, nb, na = torch.cat(kl), torch.cat(nll_b), torch.cat(nll_a)  # [N] each
     ppl_b, ppl_a = perplexity(nb), perplexity(na)
     return {
@@ -178,6 +197,7 @@ def divergence(peft_model: Any, windows: Sequence[Sequence[int]], batch_size: in
         "ppl_adapted": ppl_a,
         "ppl_change": ppl_a / ppl_b - 1.0,
         "argmax_agreement": agree / kl_all.numel(),
+        "max_abs_logit_diff": diff,
     }
 
 
@@ -217,9 +237,19 @@ class AuditResult:
         """Adapter-caused leaks into prompts that are no stored key or part of one (generic prompts, held-out text)."""
         return int(self.leak_probe["unrelated_leaks"])
 
+    @property
+    def identity(self) -> dict[str, Any] | None:
+        """A keyed adapter's off-trigger identity: the held-out text holds no invocation, so the adapted logits must
+        equal the base's exactly (max |difference| 0.0, not merely small). None for an always-on adapter."""
+        if self.settings.get("activation") != "keyed":
+            return None
+        d = self.divergence["max_abs_logit_diff"]
+        return {"max_abs_logit_diff": d, "expected": 0.0, "identical": d == 0.0}
+
     def to_json(self) -> dict[str, Any]:
-        return {"settings": self.settings, "divergence": self.divergence, "locality": locality(self.divergence, self.unrelated_leaks),
-                "leak_probe": self.leak_probe, "notes": self.notes}
+        out = {"settings": self.settings, "divergence": self.divergence, "locality": locality(self.divergence, self.unrelated_leaks),
+               "leak_probe": self.leak_probe, "notes": self.notes}
+        return out | ({"off_trigger_identity": self.identity} if self.identity is not None else {})
 
 
 def audit(
@@ -244,7 +274,8 @@ def audit(
     prompts = [loaded.tokenizer.decode(w[:TEXT_PROMPT_TOKENS], skip_special_tokens=False, clean_up_tokenization_spaces=False)
                for w in plan.windows[:TEXT_PROMPTS]]
     # Generation keeps one position's logits per step, so it takes far more prompts per batch than a window pass.
-    leaks = leak_probe(loaded.model, loaded.tokenizer, records, template, text_prompts=prompts, batch_size=max(batch_size, 32))
+    leaks = leak_probe(loaded.model, loaded.tokenizer, records, template, text_prompts=prompts, batch_size=max(batch_size, GEN_BATCH),
+                       invocation=loaded.meta.key_prefix)
     notes = []
     stored_hash = loaded.meta.records.hash
     if stored_hash is not None and stored_hash != loaded.meta.records.scheme.set_hash(records):
@@ -254,6 +285,8 @@ def audit(
         "dtype": loaded.dtype,
         "device": loaded.device,
         "template": template,
+        "activation": loaded.meta.activation,
+        "invocation": loaded.meta.invocation,
         "records": len(records),
         "text": source,
         "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),

@@ -75,7 +75,16 @@ def settings_for(certified_dtype: str, merged: bool, dtype: str | None, plain: b
 
 def recheck(folder: str | Path, records: Sequence[Record], settings: Sequence[Setting], device: str = "auto",
             batch_size: int = 64) -> list[Check]:
-    """Certify `records` with the adapter in `folder` under each setting (one base load per setting)."""
+    """Certify `records` with the adapter in `folder` under each setting (one base load per setting). A keyed adapter
+    (memft.keyed) has no merged form (activated LoRA acts from its invocation on; a merged weight would act on every
+    token), so merged settings are left out for it, and asking for nothing else is a ConfigError."""
+    from memft.adapters import read_meta
+
+    if read_meta(folder).activation == "keyed":
+        settings = [s for s in settings if not s.merged]
+        if not settings:
+            raise ConfigError(f"{folder}: a keyed adapter cannot be merged into the base (it acts only from its invocation on); "
+                              "check it as LoRA layers (leave out --merged) or with --plain")
     return [_plain(folder, records, s, device) if s.plain else _memft(folder, records, s, device, batch_size) for s in settings]
 
 
@@ -86,7 +95,7 @@ def _memft(folder: str | Path, records: Sequence[Record], s: Setting, device: st
 
     ld = load_adapter(folder, device, s.dtype)
     model = ld.model.merge_and_unload() if s.merged else ld.model  # merged: W + scale * B @ A, in the base dtype
-    items = encode_all(records, ld.tokenizer, ld.meta.template)
+    items = encode_all(records, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
     reports = evaluate(model, ld.tokenizer, items, generate="uncertified", batch_size=batch_size)
     rows = [{"key": r.key, "certified": r.certified, "exact": r.exact, "min_prob": r.min_prob, "min_gap": r.min_gap,
              "first_error": r.first_error_tf} for r in reports]
@@ -104,7 +113,7 @@ def _plain(folder: str | Path, records: Sequence[Record], s: Setting, device: st
         write_records(records, recs)
         cmd = [sys.executable, "-m", "memft.checks.plaincheck", "--base", base, "--adapter", str(folder), "--records", str(recs),
                "--template", meta.template, "--dtype", DTYPE_NAMES[s.dtype], "--device", resolve_device(device),
-               "--out", str(out)]
+               "--out", str(out), f"--invocation={meta.key_prefix}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr becomes our one-line error
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -111,21 +111,22 @@ def prefix_lengths(n: int) -> list[int]:
     return sorted({max(1, (n * q) // 4) for q in (1, 2, 3)} | {n - 1})
 
 
-def key_prefix_probes(records: Sequence[Record], tokenizer: Any, template: str) -> list[Probe]:
+def key_prefix_probes(records: Sequence[Record], tokenizer: Any, template: str, invocation: str = "") -> list[Probe]:
     """The keys cut short (see prefix_lengths), one probe per distinct prompt, with every key it is a prefix of.
 
     raw template: the key's prompt ids cut short. chat: the key's own tokens cut short, then wrapped in the chat
-    template (a cut through the template's tokens would probe the template, not the key). A prefix that is itself a
+    template (a cut through the template's tokens would probe the template, not the key); a keyed adapter's the same,
+    after its `invocation` (a cut through the invocation leaves the adapter off: the base answers). A prefix that is itself a
     stored key's full prompt is no probe: producing that key's value there is recall, not a leak. (Where the
     tokenizer adds a BOS token, the 1-token raw prefix is BOS alone: the empty prompt.)
     """
-    full = {prompt_ids(r.key, tokenizer, template) for r in records}
+    full = {prompt_ids(r.key, tokenizer, template, invocation) for r in records}
     by_ids: dict[tuple[int, ...], Probe] = {}
     for r in records:
-        if template == "chat":
+        if template == "chat" or invocation:
             own = list(tokenizer(r.key, add_special_tokens=False)["input_ids"])
             cuts = [tokenizer.decode(own[:n], skip_special_tokens=False, clean_up_tokenization_spaces=False) for n in prefix_lengths(len(own))]
-            cands = [(t, prompt_ids(t, tokenizer, template)) for t in cuts]
+            cands = [(t, prompt_ids(t, tokenizer, template, invocation)) for t in cuts]
         else:
             p = prompt_ids(r.key, tokenizer, template)
             cands = [(tokenizer.decode(list(p[:n]), skip_special_tokens=False, clean_up_tokenization_spaces=False), p[:n]) for n in prefix_lengths(len(p))]
@@ -137,17 +138,19 @@ def key_prefix_probes(records: Sequence[Record], tokenizer: Any, template: str) 
     return list(by_ids.values())
 
 
-def text_probes(prompts: Sequence[str], kind: str, tokenizer: Any, template: str, records: Sequence[Record] = ()) -> list[Probe]:
-    """Free-text prompts, built like a key's prompt (same template), so they reach the model as a query would.
+def text_probes(prompts: Sequence[str], kind: str, tokenizer: Any, template: str, records: Sequence[Record] = (),
+                invocation: str = "") -> list[Probe]:
+    """Free-text prompts, built like a key's prompt (same template, after a keyed adapter's `invocation`), so they
+    reach the model as a query would.
     owners: the keys among `records` whose prompt this is exactly (its value coming back there is recall)."""
     keys: dict[tuple[int, ...], set[str]] = {}
     for r in records:
-        keys.setdefault(prompt_ids(r.key, tokenizer, template), set()).add(r.key)
+        keys.setdefault(prompt_ids(r.key, tokenizer, template, invocation), set()).add(r.key)
     out = []
     for t in prompts:
         if not isinstance(t, str) or not t:
             raise ConfigError(f"leak probe: {kind} prompts must be non-empty strings, got {t!r}")
-        ids = prompt_ids(t, tokenizer, template)
+        ids = prompt_ids(t, tokenizer, template, invocation)
         out.append(Probe(kind, t, ids, frozenset(keys.get(ids, ()))))
     return out
 
@@ -169,6 +172,7 @@ def leak_probe(
     unrelated_prompts: Sequence[str] = DEFAULT_PROMPTS,
     text_prompts: Sequence[str] = (),
     batch_size: int = 32,
+    invocation: str = "",
 ) -> dict[str, Any]:
     """Greedy continuations of prompts that are not stored keys, searched for stored values.
 
@@ -182,9 +186,11 @@ def leak_probe(
     prompts `own` means the prompt IS that record's key (recall, e.g. a stored key "My phone number is"), so only
     their `leaks_other` are leaks into unrelated prompts (`unrelated_leaks`).
 
-    Each probe is also continued with the adapter disabled (when the model has disable_adapter()); a leak that the
-    base produces too is marked in_base and counted in `in_base`, not in the leak counts: it is no side effect of
-    the adapter (short or common values can appear by chance). max_new: default, the longest target + 8 tokens.
+    Each probe where a value came out is also continued with the adapter disabled (when the model has
+    disable_adapter()); a leak that the base produces too is marked in_base and counted in `in_base`, not in the
+    leak counts: it is no side effect of the adapter (short or common values can appear by chance). Probes without
+    a leak need no base continuation, so a clean adapter costs one generation per probe. max_new: default, the
+    longest target + 8 tokens. `invocation`: a keyed adapter's (memft.keyed), put before every probe as before a key.
 
     Returns {max_new_tokens, counts: {key_prefix|generic|text: {probes, leaks_own, leaks_other, in_base}},
     unrelated_leaks, leaks: [{kind, prompt, key, own, in_base}]}; in_base is None when there is no base to ask.
@@ -195,21 +201,23 @@ def leak_probe(
     stored = stored_values(records, tokenizer)
     max_new = max_new or max(len(s.ids) for s in stored) + 1 + EXTRA_NEW_TOKENS
     probes = (
-        key_prefix_probes(records, tokenizer, template)
-        + text_probes(unrelated_prompts, "generic", tokenizer, template, records)
-        + text_probes(text_prompts, "text", tokenizer, template, records)
+        key_prefix_probes(records, tokenizer, template, invocation)
+        + text_probes(unrelated_prompts, "generic", tokenizer, template, records, invocation)
+        + text_probes(text_prompts, "text", tokenizer, template, records, invocation)
     )
     gen = _continuations(model, probes, tokenizer, max_new, batch_size)
-    base_gen: list[list[int]] | None = None
+    hits = {i: found for i, g in enumerate(gen) if (found := leaked(g, decode_value(g, tokenizer), stored))}
+    base_hits: dict[int, set[int]] | None = None
     if hasattr(model, "disable_adapter"):
         with model.disable_adapter():
-            base_gen = _continuations(model, probes, tokenizer, max_new, batch_size)
+            again = _continuations(model, [probes[i] for i in hits], tokenizer, max_new, batch_size) if hits else []
+        base_hits = {i: set(leaked(g, decode_value(g, tokenizer), stored)) for i, g in zip(hits, again)}
     leaks = []
-    for i, p in enumerate(probes):
-        base_hits = set(leaked(base_gen[i], decode_value(base_gen[i], tokenizer), stored)) if base_gen is not None else set()
-        for j in leaked(gen[i], decode_value(gen[i], tokenizer), stored):
+    for i, found in hits.items():
+        p = probes[i]
+        for j in found:
             leaks.append({"kind": p.kind, "prompt": p.text, "key": stored[j].key, "own": stored[j].key in p.owners,
-                          "in_base": None if base_gen is None else j in base_hits})
+                          "in_base": None if base_hits is None else j in base_hits[i]})
     counts: dict[str, dict[str, int]] = {}
     for kind in ("key_prefix", "generic", "text"):
         mine = [x for x in leaks if x["kind"] == kind]

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adapter", required=True)
     ap.add_argument("--records", required=True, help="JSONL with key and value or value_ids")
     ap.add_argument("--template", default="raw")
+    ap.add_argument("--invocation", default="", help="a keyed adapter's invocation text, put before every key")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", required=True)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     model = PeftModel.from_pretrained(base, a.adapter).eval()
     with open(a.records, encoding="utf-8") as f:
         recs = [json.loads(line) for line in f if line.strip()]
-    rows = [check(model, tok, r, a.template) for r in recs]
+    rows = [check(model, tok, {**r, "key": a.invocation + r["key"]}, a.template) | {"key": r["key"]} for r in recs]
     with open(a.out, "w", encoding="utf-8") as f:
         json.dump(rows, f, ensure_ascii=False)
     return 0

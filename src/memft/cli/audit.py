@@ -82,6 +82,10 @@ def summary_table(report: dict[str, Any], title: str = "audit") -> Any:
     t.add_row("held-out text", s["text"])
     t.add_row("windows", f"{s['windows_used']} × {s['window_tokens']} tokens, {s['windows_skipped']} skipped")
     t.add_row("KL mean / p95 / max (nats)", f"{d['kl_mean']:.4g} / {d['kl_p95']:.4g} / {d['kl_max']:.4g}")
+    ident = report.get("off_trigger_identity")
+    if ident is not None:  # a keyed adapter: text without its invocation must get the base's logits exactly
+        shown = f"{ident['max_abs_logit_diff']:.3g}" + (" (identical)" if ident["identical"] else " [red](not identical)[/red]")
+        t.add_row("off-trigger identity: max |logit diff| (expected exactly 0)", shown)
     labels = (("key_prefix", "keys cut short"), ("generic", "generic prompts"), ("text", "held-out text"))
     for kind, label in labels:
         k = c[kind]

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from memft import __version__, safejson
-from memft.cli.options import Device, Dtype, Model, Preserve, PreserveText, Reveal
+from memft.cli.options import Activation, Device, Dtype, Invocation, Model, Preserve, PreserveText, Reveal
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
 
@@ -82,6 +82,8 @@ def write(
     margin: Annotated[float, typer.Option(help="Train until every target token is the argmax with probability above this (headroom against merging/precision shifts); 0: stop at bare certification.")] = 0.5,
     preserve: Preserve = None,
     preserve_text: PreserveText = None,
+    activation: Activation = None,
+    invocation: Invocation = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
@@ -93,7 +95,7 @@ def write(
     Rank, batch size and step budget left out are sized from the record count (printed, and saved in memft.json)."""
     from memft import api
     from memft.cli import render
-    from memft.config import LoraSettings, RuntimeConfig, TrainConfig
+    from memft.config import LoraSettings, RuntimeConfig, TrainConfig, write_activation
     from memft.records import load_records
     from memft.sizing import size_for
 
@@ -108,7 +110,8 @@ def write(
                     rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps,
                     lr=lr, head_vocab=head_vocab, lora_init=lora_init, lr_schedule=lr_schedule,
                     value_tokens=None if rank is not None else _value_tokens(recs, model))
-    lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules))
+    lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules),
+                        activation=write_activation(activation, preserve), invocation=invocation)
     train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
                         method_options=parse_method_options(method_options), margin=margin, max_seconds=time_limit,
                         head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,

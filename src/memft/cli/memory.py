@@ -74,14 +74,18 @@ def ledger(
     """List the records an adapter holds (keys, digests, when written, certification at the last write) and its history."""
     from rich.table import Table
 
+    from memft.adapters import read_meta
     from memft.cli import render
     from memft.memory.ledger import read
 
     book = read(adapter)
+    act = activation_entry(read_meta(adapter))
     if as_json:
-        typer.echo(json.dumps(book.to_json(), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps({**book.to_json(), "activation": act}, indent=2, ensure_ascii=False))
         return
     t = Table(title=f"{adapter}: {len(book.entries)} records, generation {book.generation}")
+    t.caption = (f"keyed: prompts are the invocation {act['invocation']!r} (token ids {act['invocation_tokens']}) then the key; "
+                 "without it the model is the base" if act["activation"] == "keyed" else "always-on: prompts are the key itself")
     for col in ("key", "digest", "written", "gen", "certified", "min p", "min gap"):
         t.add_column(col, overflow="fold")
     for e in book.entries:
@@ -94,6 +98,11 @@ def ledger(
     for line in book.history:
         h.add_row(*(str(line.get(c, "—")) for c in ("generation", "time", "op", "added", "updated", "removed", "held", "steps")), f"{100 * line.get('certified', 0):.1f}%")
     render.out.print(h)
+
+
+def activation_entry(meta: Any) -> dict[str, Any]:
+    """How to call the model: the activation and, for a keyed adapter, the invocation text and ids to put before a key."""
+    return {"activation": meta.activation, "invocation": meta.invocation, "invocation_tokens": meta.invocation_tokens}
 
 
 def _overrides(lr: Optional[float], max_steps: Optional[int], margin: Optional[float], method: Optional[str]) -> dict[str, Any]:

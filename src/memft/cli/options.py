@@ -23,6 +23,8 @@ LrSchedule = Annotated[str, typer.Option("--lr-schedule", help="constant | linea
 MaxGradNorm = Annotated[Optional[float], typer.Option("--max-grad-norm", help="Clip the gradient's global norm to this (the reference code: 1.0; default: no clipping).")]
 Template = Annotated[str, typer.Option("--template", help="raw (key then value tokens) | chat (the model's chat template, as the reference code trains).")]
 Preserve = Annotated[Optional[float], typer.Option("--preserve", help="Weight of the preservation term: KL(base || adapted) on unrelated text added to the training loss, so the adapter leaves the base's predictions elsewhere alone (memft.preserve); 0 = off. Default: memft's (TrainConfig.preserve).")]
+Activation = Annotated[Optional[str], typer.Option("--activation", help="keyed (PEFT's activated LoRA: acts only from the invocation sequence on, so any text without it gets the base's predictions exactly; runs in PEFT and llama.cpp, cannot be merged) | always (a plain LoRA: acts on every prompt; can be merged, runs everywhere). Default: keyed, or always with --preserve (memft.config.write_activation).")]
+Invocation = Annotated[Optional[str], typer.Option("--invocation", help="With --activation keyed: the text put before every key (default ' <mem>'); its tokens must come out the same after any text.")]
 PreserveText = Annotated[Optional[Path], typer.Option("--preserve-text", help="UTF-8 text file to preserve the base's predictions on (default: Python standard-library docstrings, a different source from the audit's pydoc topics).")]
 
 

@@ -36,8 +36,10 @@ IGNORE = -100  # the label of a position without a target (transformers' and PyT
 # ---------------------------------------------------------------------------------------------------- rows
 
 
-def features(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> list[dict[str, list[int]]]:
-    """One Trainer row per record, built with memft.encoding.encode (train/recall parity).
+def features(records: Sequence[Record], tokenizer: Any, template: str = "raw", invocation: str = "") -> list[dict[str, list[int]]]:
+    """One Trainer row per record, built with memft.encoding.encode (train/recall parity); `invocation`: a keyed
+    adapter's (memft.keyed), put before every key as recall puts it. The model must be the PeftModel (its forward
+    finds the invocation and switches the adapter on from there).
 
     Row: input_ids = prompt + value ids + eos, attention_mask = 1s, labels = -100 on the prompt, the ids elsewhere.
 
@@ -46,7 +48,7 @@ def features(records: Sequence[Record], tokenizer: Any, template: str = "raw") -
     [-100, -100]
     """
     rows = []
-    for e in encode_all(records, tokenizer, template):
+    for e in encode_all(records, tokenizer, template, invocation):
         n = len(e.ids)
         rows.append({"input_ids": list(e.ids), "attention_mask": [1] * n, "labels": [IGNORE] * len(e.prompt) + list(e.targets)})
     return rows
@@ -238,6 +240,7 @@ class CertificationStop(TrainerCallback):
         batch_size: int = 16,
         loss: MemFTLoss | None = None,
         template: str = "raw",
+        invocation: str = "",
     ):
         problems = []
         if margin is not None and (not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin < 1):
@@ -252,7 +255,7 @@ class CertificationStop(TrainerCallback):
             problems.append("CertificationStop got Records: pass tokenizer= to encode them")
         if problems:
             raise ConfigError("; ".join(problems))
-        self.items = encode_all(rows, tokenizer, template) if isinstance(rows[0], Record) else items_from_rows(rows, tokenizer)
+        self.items = encode_all(rows, tokenizer, template, invocation) if isinstance(rows[0], Record) else items_from_rows(rows, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
         self.margin = margin
         self.every = every

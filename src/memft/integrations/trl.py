@@ -15,7 +15,7 @@ from memft.integrations.trainer import IGNORE, features
 from memft.records import Record
 
 
-def sft_dataset(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> Any:
+def sft_dataset(records: Sequence[Record], tokenizer: Any, template: str = "raw", invocation: str = "") -> Any:
     """A pre-tokenized datasets.Dataset for TRL's SFTTrainer that trains exactly memft's ids, completion only.
 
     Columns: input_ids (prompt + value ids + eos; TRL adds no eos to a pre-tokenized dataset), completion_mask
@@ -24,7 +24,7 @@ def sft_dataset(records: Sequence[Record], tokenizer: Any, template: str = "raw"
     """
     from datasets import Dataset
 
-    rows = features(records, tokenizer, template)
+    rows = features(records, tokenizer, template, invocation)
     return Dataset.from_list(
         [{"input_ids": r["input_ids"], "completion_mask": [int(y != IGNORE) for y in r["labels"]], "labels": r["labels"]} for r in rows]
     )
@@ -57,7 +57,7 @@ def _show(ids: Sequence[int], tokenizer: Any, n: int = 6) -> str:
     return repr(toks)[:-1] + (", ...]" if len(ids) > n else "]")
 
 
-def check_trl_parity(records: Sequence[Record], tokenizer: Any, template: str = "raw") -> None:
+def check_trl_parity(records: Sequence[Record], tokenizer: Any, template: str = "raw", invocation: str = "") -> None:
     """Raise RecordsError naming every record whose prompt/completion form, tokenized by TRL, would train other ids
     than memft recall feeds and expects; return None when TRL would train exactly memft's ids.
 
@@ -69,15 +69,16 @@ def check_trl_parity(records: Sequence[Record], tokenizer: Any, template: str = 
     """
     from datasets import Dataset
 
-    ours = features(records, tokenizer, template)
+    ours = features(records, tokenizer, template, invocation)
     problems: list[str] = []
     text = [(r, f) for r, f in zip(records, ours) if r.value is not None]
     problems += [f"record {r.key!r}: its value is token ids, which TRL's prompt/completion text path cannot express" for r in records if r.value is None]
     if text:
         if template == "chat":
-            rows = [{"prompt": [{"role": "user", "content": r.key}], "completion": [{"role": "assistant", "content": r.value}]} for r, _ in text]
+            rows = [{"prompt": [{"role": "user", "content": invocation + r.key}], "completion": [{"role": "assistant", "content": r.value}]}
+                    for r, _ in text]
         else:
-            rows = [{"prompt": r.key, "completion": r.value} for r, _ in text]
+            rows = [{"prompt": invocation + r.key, "completion": r.value} for r, _ in text]
         theirs = trl_prepare(Dataset.from_list(rows), tokenizer)
         for (r, f), t in zip(text, theirs):
             if list(t["input_ids"]) == f["input_ids"] and list(t["labels"]) == f["labels"]:

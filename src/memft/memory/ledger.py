@@ -77,8 +77,11 @@ def fingerprint(meta: AdapterMeta) -> dict[str, Any]:
     """The fields of memft.json that recall, verify and replay depend on (the ledger keeps a copy: its layout is
     part of the ledger format)."""
     rec = meta.records
-    return {"count": rec.count, "hash": rec.hash, "max_target_tokens": rec.max_target_tokens, "template": meta.template,
-            "base": meta.base.spec, "dtype": meta.certification.dtype, "rank": meta.lora.rank, "modules": list(meta.lora.modules)}
+    fp = {"count": rec.count, "hash": rec.hash, "max_target_tokens": rec.max_target_tokens, "template": meta.template,
+          "base": meta.base.spec, "dtype": meta.certification.dtype, "rank": meta.lora.rank, "modules": list(meta.lora.modules)}
+    if meta.activation == "keyed":  # only keyed adapters have it: the fingerprints of always-on ones stay as they were
+        fp["invocation"] = meta.invocation
+    return fp
 
 
 def check_against(meta: AdapterMeta, book: Ledger, folder: str | Path) -> None:
@@ -270,7 +273,7 @@ def recover_recalls(loaded: Any, ledger: Ledger | None = None, start: int = 0) -
     tok = loaded.tokenizer
     eos = tok.eos_token_id
     limit = loaded.meta.records.max_target_tokens
-    prompts = [prompt_ids(e.key, tok, loaded.meta.template) for e in ledger.entries]
+    prompts = [prompt_ids(e.key, tok, loaded.meta.template, loaded.meta.key_prefix) for e in ledger.entries]
     # Batches of RECOVER_BATCH prompts: recovering a 1000-record store is 1000 greedy recalls, and on a CPU larger
     # batches make the per-token matrix products larger (the KV cache of 256 short prompts is a few tens of MiB).
     recalls = greedy_recall(loaded.model, prompts, eos, tok.pad_token_id, limit, start=start, batch_size=RECOVER_BATCH) if prompts else []

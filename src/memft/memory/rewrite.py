@@ -86,6 +86,8 @@ def train_settings(meta: AdapterMeta, **overrides: Any) -> TrainConfig:
     given = {"active_set": large, "replay": REPLAY if large else 0.0} | given
     if "template" in given and given["template"] != cfg.template:
         raise ConfigError(f"--template {given['template']}: this adapter was written with --template {cfg.template}, and its records are recalled that way")
+    if meta.activation == "keyed" and given.get("preserve", cfg.preserve):
+        raise ConfigError("--preserve has nothing to do with a keyed adapter: text without its invocation gets the base's predictions exactly; leave it out")
     return dataclasses.replace(cfg, **given)
 
 
@@ -187,9 +189,9 @@ def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
              "forgotten": [r.key for r in plan.forget], "unchanged": plan.unchanged}
     if not hold:
         raise ConfigError("nothing would be left in the adapter; delete the folder instead of forgetting every key")
-    items = encode_all(hold, tok, cfg.template)
-    gone = encode_all(plan.forget, tok, cfg.template)
-    check_items(items, base, cfg.template)
+    items = encode_all(hold, tok, cfg.template, meta.key_prefix)
+    gone = encode_all(plan.forget, tok, cfg.template, meta.key_prefix)
+    check_items(items, base, cfg.template, meta.key_prefix)
     start = min(meta.lora.layers)
     keep = preserve.build(ld.model, tok, cfg.preserve, cfg.preserve_text, start)
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
@@ -204,7 +206,7 @@ def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
     if ok:
         fit = Fit(ld.model, meta.lora.placement(), reports, summary, res,
                   sum(e.n_value for e in items), max(len(e.targets) for e in items))
-        written = save_fit(fit, hold, base, meta.lora.settings(), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event)
+        written = save_fit(fit, hold, base, meta.lora_settings(), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event)
     return RewriteResult(out=Path(ld.folder), saved=ok, plan=names, summary=summary, reports=reports, still_recalled=still,
                          steps=res.steps, seconds=res.seconds, written=written, history=res.history,
                          load_seconds=op.load_seconds, recover_seconds=op.recover_seconds)

@@ -68,7 +68,7 @@ def write_auto_rank(
     out = folders.check_location(out)
     adapters.check_out_dir(out)
     base = load_base(model, runtime.device, runtime.dtype, seed=train.seed)
-    items = prepare(records, base, dataclasses.replace(lora, rank=1), train.template)  # input errors before the lock
+    items = prepare(records, base, dataclasses.replace(lora, rank=1), train)  # input errors before the lock
     guess = planned_guess(records, base.tokenizer, train.template, law_fit)
     tried: dict[int, bool] = {}
     tries: list[dict[str, Any]] = []
