@@ -109,7 +109,10 @@ def restore(base: Any, lora: LoraSettings, seed: int, weights: dict[str, Any]) -
     """A fresh adapter of `lora` on `base` holding `weights` (lora_weights of an adapter of the same settings)."""
     from peft import set_peft_model_state_dict
 
-    model, _ = adapters.attach(base.model, lora, seed=seed)
+    from memft.keyed import invocation_ids
+
+    tokens = invocation_ids(lora.key_prefix, base.tokenizer) if lora.key_prefix else None
+    model, _ = adapters.attach(base.model, lora, seed=seed, invocation_tokens=tokens)
     result = set_peft_model_state_dict(model, weights)
     assert not getattr(result, "unexpected_keys", None), result.unexpected_keys
     return model
