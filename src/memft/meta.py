@@ -7,6 +7,8 @@ and what was certified. Every module that needs one of those reads an `AdapterMe
 Format versions (`format` in the file):
     1  memft 0.1.0 up to commit b014fc0: the same sections, no `format` entry. Read unchanged.
     2  adds `format`. Written now; memft 0.1.0 reads it too (it ignores entries it does not know).
+       Since issue 22 it may hold `files` (sha256 of the PEFT weights and config, AdapterMeta.files); a folder
+       without it is read unchecked, as before.
 Entries this module does not know (the CLI's `sizing`, `rank_search`, a newer version's) are kept in `extra` (and
 `LoraInfo.extra`; `train` is kept whole) and written back unchanged by `write`. A rewrite (append, forget) builds
 its memft.json afresh, as memft 0.1.0 did: the write's `sizing` is not carried over.
