@@ -7,6 +7,8 @@ and what was certified. Every module that needs one of those reads an `AdapterMe
 Format versions (`format` in the file):
     1  memft 0.1.0 up to commit b014fc0: the same sections, no `format` entry. Read unchanged.
     2  adds `format`. Written now for always-on adapters; memft 0.1.0 reads it too (it ignores entries it does not know).
+       Since issue 22 it may hold `files` (sha256 of the PEFT weights and config, AdapterMeta.files); a folder
+       without it is read unchecked, as before.
     3  adds `activation` ("always" | "keyed"), `invocation` (the text put before every key) and `invocation_tokens`
        (its ids: PEFT's alora_invocation_tokens). Written for keyed adapters only, so that an older memft refuses
        them instead of recalling without the invocation; a folder without these entries reads as "always".
