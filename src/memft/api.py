@@ -381,6 +381,10 @@ def verify(
             f"verified in {ld.dtype} but certified in {certified_dtype} at write time: "
             "these verdicts are for the precision used now"
         )
+    other = ld.meta.extra.get("runtime")  # a memft.runtime.certify.RuntimeCertificate, kept as JSON
+    if isinstance(other, dict) and other.get("runtime"):
+        notes.append(f"the adapter was also certified in {other['runtime']} on {other.get('base_gguf')}; this check ran in "
+                     f"PyTorch: `memft verify DIR RECORDS --runtime {other['runtime']}` checks it there")
     return VerifyResult(summarize(reports), reports, ld.dtype, certified_dtype, notes)
 
 

@@ -170,6 +170,24 @@ def base_folder(spec: str, seed: int = 0) -> str:
     return spec  # a folder or a hub id
 
 
+def load_tokenizer(spec: str, seed: int = 0) -> Any:
+    """The tokenizer of the base `spec` names, without loading its weights (pad and eos as load_base sets them)."""
+    from transformers import AutoTokenizer
+
+    spec = resolve_spec(spec)
+    if spec == TINY:
+        tok = tiny_tokenizer()
+    else:
+        folder = base_folder(spec, seed)
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=Path(folder).is_dir())
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load the tokenizer of {spec}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def unreachable_tokens(model: Any) -> dict[int, int]:
     """{token id: its twin} for tokens greedy decoding can never produce with `model`.
 

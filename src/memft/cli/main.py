@@ -244,10 +244,16 @@ def verify(
     top_p: Annotated[float, typer.Option(help="With --temperature: nucleus (top-p) sampling; 1 = off.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="With --temperature: top-k sampling; 0 = off.")] = 0,
     samples: Annotated[int, typer.Option(help="With --temperature: also draw this many samples per record and count exact ones.")] = 0,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="llama.cpp: decode every record greedily in llama.cpp (needs memft[llamacpp]); the adapter's whole record set exact there is kept as a certificate in memft.json.")] = None,
+    base_gguf: Annotated[Optional[Path], typer.Option("--base-gguf", help="With --runtime: the base GGUF llama.cpp runs (default: the embedded model's shipped Q4_1 file, or the .gguf the adapter was written on).")] = None,
     reveal: Reveal = False,
     quiet: Annotated[bool, typer.Option(help="No tables.")] = False,
 ) -> None:
     """Check that every record comes back exactly. Exit 0 if all do (in every setting checked), 1 otherwise."""
+    if runtime is not None:
+        from memft.cli.deploy import verify_runtime
+
+        raise typer.Exit(0 if verify_runtime(adapter, records, runtime, base_gguf, json_out, reveal, quiet) else 1)
     from memft import api
     from memft.cli import render
     from memft.config import RuntimeConfig
@@ -337,6 +343,7 @@ def demo(
 
 
 from memft.cli import audit as auditcmd  # noqa: E402 - registered below; imports no torch
+from memft.cli import deploy as deploycmd  # noqa: E402 - registered below; imports no torch
 from memft.cli import experiments, lawcmd, memory  # noqa: E402
 
 app.command()(experiments.compare)
@@ -349,6 +356,7 @@ app.command()(memory.append)
 app.command()(memory.forget)
 app.command()(memory.ledger)
 app.command()(auditcmd.audit)
+app.command()(deploycmd.export)
 
 
 def peak_memory_mib() -> float:

@@ -173,7 +173,7 @@ def check_in_llamacpp(folder: str | Path, records: Sequence[Record], tokenizer: 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="memft-gguf-") as tmp:
         lora = Path(tmp) / "adapter.gguf"
-        write_lora_gguf(folder, lora, Shape.from_gguf(base_gguf), _invocation_tokens(folder))
+        write_lora_gguf(folder, lora, Shape.from_gguf(base_gguf), invocation_tokens(folder))
         n_ctx = max(len(e.prompt) + len(e.targets) for e in items) + 8
         rt = LlamaCpp(base_gguf, [lora], threads=threads, n_ctx=max(256, n_ctx))
         verdicts = []
@@ -188,7 +188,7 @@ def check_in_llamacpp(folder: str | Path, records: Sequence[Record], tokenizer: 
                         min(v.min_prob for v in verdicts), min(v.min_gap for v in verdicts), round(time.perf_counter() - t0, 3), verdicts)
 
 
-def _invocation_tokens(folder: str | Path) -> list[int] | None:
+def invocation_tokens(folder: str | Path) -> list[int] | None:
     """The keyed-activation tokens of an adapter that has them (memft.json: activation = keyed), else None."""
     from memft.meta import read
 
