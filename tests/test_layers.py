@@ -14,7 +14,7 @@ LAYERS = ("memory", "checks", "research", "integrations", "runtime")  # memft's 
 CORE_PACKAGES = ("objectives",)  # packages of the core itself (one concept split into modules), no layer of their own
 ALLOWED = {  # layer -> the layers its modules may import
     "core": {"core"}, "memory": {"core", "memory"}, "checks": {"core", "memory", "checks"},
-    "research": {"core", "research"}, "integrations": {"core", "integrations"}, "runtime": {"core", "runtime"},
+    "research": {"core", "research"}, "integrations": {"core", "integrations"}, "runtime": {"core", "memory", "runtime"},
 }
 # api writes the ledger and computes sampling odds; the audit's held-out text is the stress benchmark's default text.
 EXCEPTIONS = {("api", "memory.ledger"), ("api", "checks.sampling"), ("checks.audit", "research.bench.stress")}

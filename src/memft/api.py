@@ -23,7 +23,7 @@ from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, Recor
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
 from memft.parity import check_parity
-from memft.records import Record
+from memft.records import Record, check_key  # noqa: F401 - check_key: part of the API (recall's key check)
 
 
 @dataclass
@@ -284,18 +284,6 @@ class Recalled:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "held": self.held, "value": self.value if self.held or self.value else None,
                 "certified": self.certified, "min_prob": self.min_prob, "nearest": self.nearest}
-
-
-def check_key(key: object, where: str = "key") -> str:
-    """A key the model can be asked: a non-empty string that is valid Unicode (UTF-8 encodable)."""
-    if not isinstance(key, str) or not key:
-        raise RecordsError(f"{where}: the key is empty; give the key to recall, e.g. 'Alice Smith:'")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise RecordsError(f"{where}: the key {key!r} is not valid Unicode (character {e.start} cannot be encoded as UTF-8); "
-                           "give it as UTF-8 text") from None
-    return key
 
 
 def held_keys(ld: Loaded) -> list[str] | None:

@@ -106,5 +106,21 @@ def test_export_writes_the_lora_base_and_modelfile(tiny_deploy, tmp_path):
     assert (tmp_path / "Modelfile").read_text() == "FROM ./base.gguf\nADAPTER ./memft.gguf\nPARAMETER temperature 0\n"
     from memft.runtime.llamacpp import LlamaCpp
 
-    LlamaCpp(tmp_path / "base.gguf", [tmp_path / "memft.gguf"], threads=1)  # llama.cpp loads the pair
+    from memft.modeling import tiny_tokenizer
+
+    rt = LlamaCpp(tmp_path / "base.gguf", [tmp_path / "memft.gguf"], threads=1)  # llama.cpp loads the pair
+    steps = rt.greedy(tiny_tokenizer()("Bob:")["input_ids"], 10)  # an f16 base: the record still comes back
+    assert [s.token for s in steps] == list(tiny_tokenizer()(" 555-0199")["input_ids"]) + [tiny_tokenizer().eos_token_id]
     assert memft("export", folder, "--gguf", tmp_path / "x.gguf", "--base-type", "q2").returncode == 2
+
+
+def test_recall_through_llama_cpp_gives_the_values_and_refuses_keys_not_held(tiny_deploy):
+    folder, recs, base_gguf, _ = tiny_deploy
+    for r in recs:
+        got = memft("recall", folder, r.key, "--runtime", "llama.cpp", "--base-gguf", base_gguf)
+        assert got.returncode == 0 and got.stdout == r.value + "\n", got.stderr
+    j = json.loads(memft("recall", folder, "Bob:", "--runtime", "llama.cpp", "--base-gguf", base_gguf, "--json").stdout)
+    assert j["value"] == " 555-0199" and j["certified"] is True and 0.5 < j["min_prob"] <= 1.0
+    miss = memft("recall", folder, "Bobby:", "--runtime", "llama.cpp", "--base-gguf", base_gguf)
+    assert miss.returncode == 1 and "not held" in miss.stderr and "'Bob:'" in miss.stderr
+    assert memft("recall", folder, "Bob:", "--runtime", "vllm").returncode == 2

@@ -130,3 +130,33 @@ def runtime_table(chk: Any, title: str = "", limit: int = 50) -> Any:
     t.caption = (f"{chk.exact}/{chk.records} exact; min p {chk.min_prob:.3f}, min gap {chk.min_gap:+.3f}; {chk.seconds:.1f} s"
                  + (f"; {len(bad) - limit} more not shown" if len(bad) > limit else ""))
     return t
+
+
+def certified_for_llamacpp(adapter: Path) -> bool:
+    """The folder holds a llama.cpp certificate that matches its weights, and the binding is installed."""
+    import importlib.util
+
+    from memft.meta import read
+    from memft.runtime.certify import RUNTIME, RuntimeCertificate, default_base_gguf
+
+    meta = read(adapter)
+    cert = RuntimeCertificate.from_extra(meta.extra)
+    if cert is None or cert.runtime != RUNTIME or importlib.util.find_spec("xllamacpp") is None:
+        return False
+    try:  # certified on the base recall would load by default (another base: --runtime llama.cpp --base-gguf FILE)
+        same_base = default_base_gguf(meta.base.spec).name == cert.base_gguf
+    except ConfigError:
+        return False
+    return same_base and cert.matches(adapter)
+
+
+def recall_runtime(adapter: Path, keys: list[str], runtime: str, base_gguf: Optional[Path], raw: bool) -> Optional[list[Any]]:
+    """`memft recall` through llama.cpp when asked (--runtime llama.cpp) or when the adapter is certified for it
+    (auto); None: recall in torch."""
+    if runtime not in ("auto", "torch", *RUNTIMES):
+        raise ConfigError(f"--runtime {runtime!r}: choose auto, torch or {', '.join(RUNTIMES)}")
+    if runtime == "torch" or runtime == "auto" and not certified_for_llamacpp(adapter):
+        return None
+    from memft.runtime.recall import recall_in_llamacpp
+
+    return recall_in_llamacpp(adapter, keys, base_gguf, raw)

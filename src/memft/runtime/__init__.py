@@ -4,5 +4,5 @@
   llamacpp.py     decoding records greedily in llama.cpp (the `xllamacpp` binding, extra `memft[llamacpp]`)
   certify.py      per-record verdicts from llama.cpp's own log-probabilities, and the runtime marker in memft.json
 
-Runtime layer: may import the core only (torch, gguf and xllamacpp inside the functions that need them).
+Runtime layer: may import the core and the memory store (torch, gguf and xllamacpp inside the functions that need them).
 """

@@ -43,11 +43,13 @@ class Shape:
 
     @classmethod
     def from_gguf(cls, path: str | Path) -> Shape:
-        fields = gguf_fields(path, ("general.architecture",))
-        arch = fields["general.architecture"]
-        f = gguf_fields(path, (f"{arch}.block_count", f"{arch}.attention.head_count", f"{arch}.attention.head_count_kv"))
-        return cls(arch, int(f[f"{arch}.block_count"]), int(f[f"{arch}.attention.head_count"]),
-                   int(f.get(f"{arch}.attention.head_count_kv") or f[f"{arch}.attention.head_count"]))
+        import gguf
+
+        fields = gguf.GGUFReader(str(path)).fields
+        arch = fields["general.architecture"].contents()
+        head = fields[f"{arch}.attention.head_count"].contents()
+        kv = fields.get(f"{arch}.attention.head_count_kv")
+        return cls(arch, int(fields[f"{arch}.block_count"].contents()), int(head), int(kv.contents() if kv is not None else head))
 
 
 def gguf_fields(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -44,7 +44,9 @@ def binding() -> Any:
 
 
 class LlamaCpp:
-    """A base GGUF with LoRA GGUFs loaded in llama.cpp (CPU, `threads` threads), decoding one prompt at a time."""
+    """A base GGUF with LoRA GGUFs loaded in llama.cpp (CPU, `threads` threads), decoding one prompt at a time.
+    Create one only to use it: xllamacpp's server, freed before it answered a request, can wait forever for its
+    main loop."""
 
     def __init__(self, base_gguf: str | Path, loras: list[str | Path] = (), threads: int | None = None, n_ctx: int = 1024):
         x = binding()
