@@ -68,3 +68,16 @@ def test_a_module_llama_cpp_has_no_tensor_for_is_refused():
         gguf_weight_name("model.layers.0.mlp.act_fn", Shape("llama", 4, 4, 2))
     with pytest.raises(ConfigError, match="supports llama"):
         gguf_weight_name("transformer.h.0.mlp.c_fc", Shape("gpt2", 4, 4, 4))
+
+
+def test_the_header_reader_gives_the_scalars_gguf_reads(tiny_deploy):
+    import gguf
+
+    from memft.runtime.gguf_export import gguf_fields
+
+    _, _, base_gguf, _ = tiny_deploy
+    ours = gguf_fields(base_gguf)
+    theirs = {k: f.contents() for k, f in gguf.GGUFReader(str(base_gguf)).fields.items()
+              if not k.startswith("GGUF.") and f.types[0] != gguf.GGUFValueType.ARRAY}
+    assert ours.keys() == theirs.keys() and "tokenizer.ggml.eos_token_id" in ours
+    assert all(ours[k] == pytest.approx(v) if isinstance(v, float) else ours[k] == v for k, v in theirs.items())

@@ -11,7 +11,6 @@ Runtime layer: may import the core only (xllamacpp inside the functions).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +58,9 @@ class LlamaCpp:
         params.n_parallel = 1
         params.warmup = False
         params.verbosity = -1  # llama.cpp's log lines stay off the user's terminal
-        n = threads or min(2, os.cpu_count() or 1)
-        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n
+        # One thread by default: a 135M model's matrix products are small, and llama.cpp's threads wait for each
+        # other by spinning, which costs far more than it gives on a busy machine.
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads or 1
         adapters = []
         for path in loras:
             info = x.CommonAdapterLoraInfo()

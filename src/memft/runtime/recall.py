@@ -77,7 +77,7 @@ def recall_in_llamacpp(folder: str | Path, keys: Sequence[str], base_gguf: str |
     held = None if book is None else [e.key for e in book.entries]
     known = None if held is None else set(held)
     base = Path(base_gguf) if base_gguf else default_base_gguf(meta.base.spec)
-    eos = int(gguf_fields(base, ("tokenizer.ggml.eos_token_id",))["tokenizer.ggml.eos_token_id"])  # as llama.cpp stops
+    eos = int(gguf_fields(base)["tokenizer.ggml.eos_token_id"])  # where llama.cpp stops
     asked = [k for k in keys if raw or known is None or k in known]
     gens: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="memft-recall-") as tmp:
