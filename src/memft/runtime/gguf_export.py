@@ -92,12 +92,23 @@ def gguf_fields(path: str | Path) -> dict[str, Any]:
             return bytes(buf[pos - n : pos]).decode("utf-8", "replace")
 
         def value(t: int) -> Any:
+            nonlocal pos
             if t == 8:
                 return string()
             if t == 9:
                 et, n = take("<IQ")
-                for _ in range(n):
-                    value(et)
+                if et == 8:  # an array of strings (a tokenizer's tokens, merges): skip by their lengths only
+                    unpack = struct.Struct("<Q").unpack_from
+                    for _ in range(n):
+                        need(8)
+                        pos += 8 + unpack(buf, pos)[0]
+                elif et in _SCALARS:
+                    size = struct.calcsize("<" + _SCALARS[et]) * n
+                    need(size)
+                    pos += size
+                else:
+                    for _ in range(n):
+                        value(et)
                 return None
             return take("<" + _SCALARS[t])
 
