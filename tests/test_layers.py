@@ -10,11 +10,11 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "memft"
-LAYERS = ("memory", "checks", "research", "integrations")  # memft's subpackages besides cli/; the rest is the core
+LAYERS = ("memory", "checks", "research", "integrations", "runtime")  # memft's subpackages besides cli/; the rest is the core
 CORE_PACKAGES = ("objectives",)  # packages of the core itself (one concept split into modules), no layer of their own
 ALLOWED = {  # layer -> the layers its modules may import
     "core": {"core"}, "memory": {"core", "memory"}, "checks": {"core", "memory", "checks"},
-    "research": {"core", "research"}, "integrations": {"core", "integrations"},
+    "research": {"core", "research"}, "integrations": {"core", "integrations"}, "runtime": {"core", "memory", "runtime"},
 }
 # api writes the ledger and computes sampling odds; the audit's held-out text is the stress benchmark's default text.
 EXCEPTIONS = {("api", "memory.ledger"), ("api", "checks.sampling"), ("checks.audit", "research.bench.stress")}

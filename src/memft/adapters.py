@@ -4,7 +4,7 @@ An adapter folder is a standard PEFT adapter (`PeftModel.from_pretrained` loads 
 `memft.meta.AdapterMeta`), which says how to rebuild the base (spec, dtype), how prompts were built (template) and
 what was certified.
 
-Core layer. May import: config, errors, folders, meta; torch and peft inside the functions that need them.
+Core layer. May import: config, errors, folders, meta, modeling; torch and peft inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from memft import meta as meta_mod
 from memft.config import LoraSettings
 from memft.errors import AdapterError, ConfigError, TrainingError, warn
 from memft.meta import AdapterMeta
+from memft.modeling import portable_name
 
 META = meta_mod.FILE
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -168,9 +169,11 @@ def save(peft_model: Any, out: Path, meta: AdapterMeta, files: dict[str, str] | 
     Weights that are not all finite are refused (TrainingError): a diverged adapter never replaces a good one."""
     check_finite(peft_model)
     saved = [meta]
+    _name_base(peft_model, portable_name(meta.base.spec))
 
     def fill(tmp: Path) -> None:
-        peft_model.save_pretrained(tmp)
+        # memft never resizes the vocabulary; "auto" would look the base's name up (on the hub, for a hub id)
+        peft_model.save_pretrained(tmp, save_embedding_layers=False)
         saved[0] = dataclasses.replace(meta, files={n: file_digest((tmp / n).read_bytes()) for n in (WEIGHTS, CONFIG)})
         (tmp / META).write_text(meta_mod.dumps(saved[0]), encoding="utf-8")
         for name, text in (files or {}).items():
@@ -217,6 +220,15 @@ def read_version(folder: str | Path) -> Version:
         if name in raw and file_digest(raw[name] or b"") != want:
             raise AdapterError(f"{folder / name}: its contents differ from the fingerprint memft.json took at save; {DAMAGED}")
     return Version(folder, meta, raw[CONFIG], raw[WEIGHTS], raw[LEDGER])
+
+
+def _name_base(peft_model: Any, name: str) -> None:
+    """Give the adapter's config and the base model the portable name PEFT writes into adapter_config.json and the
+    README (an adapter loaded from an older folder keeps the name it was saved with otherwise: a cache path)."""
+    for cfg in getattr(peft_model, "peft_config", {}).values():
+        cfg.base_model_name_or_path = name
+    base = peft_model.get_base_model()
+    base.name_or_path = base.config._name_or_path = name
 
 
 def check_finite(peft_model: Any) -> None:

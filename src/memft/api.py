@@ -24,7 +24,7 @@ from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, Recor
 from memft.metrics import RecordReport, summarize
 from memft.modeling import Base, load_base
 from memft.parity import check_parity
-from memft.records import Record
+from memft.records import Record, check_key  # noqa: F401 - check_key: part of the API (recall's key check)
 
 
 @dataclass
@@ -319,18 +319,6 @@ class Recalled:
                 "certified": self.certified, "min_prob": self.min_prob, "nearest": self.nearest}
 
 
-def check_key(key: object, where: str = "key") -> str:
-    """A key the model can be asked: a non-empty string that is valid Unicode (UTF-8 encodable)."""
-    if not isinstance(key, str) or not key:
-        raise RecordsError(f"{where}: the key is empty; give the key to recall, e.g. 'Alice Smith:'")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise RecordsError(f"{where}: the key {key!r} is not valid Unicode (character {e.start} cannot be encoded as UTF-8); "
-                           "give it as UTF-8 text") from None
-    return key
-
-
 def held_keys(ld: Loaded) -> list[str] | None:
     """The keys the adapter's ledger holds; None for an adapter written without a ledger (memft < 0.1 ledgers)."""
     from memft.memory import ledger
@@ -416,6 +404,10 @@ def verify(
             f"verified in {ld.dtype} but certified in {certified_dtype} at write time: "
             "these verdicts are for the precision used now"
         )
+    other = ld.meta.extra.get("runtime")  # a memft.runtime.certify.RuntimeCertificate, kept as JSON
+    if isinstance(other, dict) and other.get("runtime"):
+        notes.append(f"the adapter was also certified in {other['runtime']} on {other.get('base_gguf')}; this check ran in "
+                     f"PyTorch: `memft verify DIR RECORDS --runtime {other['runtime']}` checks it there")
     return VerifyResult(summarize(reports), reports, ld.dtype, certified_dtype, notes)
 
 

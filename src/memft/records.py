@@ -168,3 +168,15 @@ def write_records(records: Iterable[Record], path: str | Path) -> None:
         for r in records:
             obj = {"key": r.key, "value": r.value} if r.value is not None else {"key": r.key, "value_ids": list(r.value_ids or ())}
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def check_key(key: object, where: str = "key") -> str:
+    """A key the model can be asked: a non-empty string that is valid Unicode (UTF-8 encodable)."""
+    if not isinstance(key, str) or not key:
+        raise RecordsError(f"{where}: the key is empty; give the key to recall, e.g. 'Alice Smith:'")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecordsError(f"{where}: the key {key!r} is not valid Unicode (character {e.start} cannot be encoded as UTF-8); "
+                           "give it as UTF-8 text") from None
+    return key

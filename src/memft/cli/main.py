@@ -197,15 +197,23 @@ def recall(
     raw: Annotated[bool, typer.Option("--raw", help="Generate even for keys the adapter does not hold (the output is then invented, not recalled).")] = False,
     device: Device = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON with key, held, value, certified, min_prob, nearest.")] = False,
+    runtime: Annotated[str, typer.Option("--runtime", help="auto (llama.cpp when the adapter holds a llama.cpp certificate and memft[llamacpp] is installed, else torch) | torch | llama.cpp.")] = "auto",
+    base_gguf: Annotated[Optional[Path], typer.Option("--base-gguf", help="With llama.cpp: the base GGUF (default: the one the certificate names, or the embedded model's).")] = None,
 ) -> None:
     """Print exactly the value stored under KEY, then a newline. A key the adapter does not hold is answered on
     stderr with the nearest held keys, exit 1 (nothing is invented unless --raw)."""
-    from memft import api
+    from memft.records import check_key
 
     if (key is None) == (keys is None):
         raise ConfigError("give one KEY or --keys FILE (not both, not neither)")
-    asked = [api.check_key(key)] if key is not None else _read_keys(keys)
-    rs = api.recall_many(api.load_adapter(adapter, device), asked, raw=raw)
+    asked = [check_key(key)] if key is not None else _read_keys(keys)
+    from memft.cli.deploy import recall_runtime
+
+    rs = recall_runtime(adapter, asked, runtime, base_gguf, raw)
+    if rs is None:  # torch: the adapter is not certified for llama.cpp, or --runtime torch
+        from memft import api
+
+        rs = api.recall_many(api.load_adapter(adapter, device), asked, raw=raw)
     for r in rs:
         if not r.held:
             near = ", ".join(repr(k) for k in r.nearest) or "none close"
@@ -227,8 +235,8 @@ def recall(
 
 def _read_keys(path: Path) -> list[str]:
     """Keys for `recall --keys`: one per line (a trailing CR dropped), or JSON objects with a "key" field."""
-    from memft import api
     from memft.errors import RecordsError
+    from memft.records import check_key
 
     where = "stdin" if str(path) == "-" else str(path)
     try:
@@ -248,7 +256,7 @@ def _read_keys(path: Path) -> list[str]:
                 line = json.loads(line)["key"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise RecordsError(f"{where}:{n}: a line starting with {{ must be a JSON object with a \"key\" field") from None
-        out.append(api.check_key(line, f"{where}:{n}"))
+        out.append(check_key(line, f"{where}:{n}"))
     if not out:
         raise RecordsError(f"--keys {where}: no keys; give one key per line")
     return out
@@ -269,10 +277,16 @@ def verify(
     top_p: Annotated[float, typer.Option(help="With --temperature: nucleus (top-p) sampling; 1 = off.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="With --temperature: top-k sampling; 0 = off.")] = 0,
     samples: Annotated[int, typer.Option(help="With --temperature: also draw this many samples per record and count exact ones.")] = 0,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="llama.cpp: decode every record greedily in llama.cpp (needs memft[llamacpp]); the adapter's whole record set exact there is kept as a certificate in memft.json.")] = None,
+    base_gguf: Annotated[Optional[Path], typer.Option("--base-gguf", help="With --runtime: the base GGUF llama.cpp runs (default: the embedded model's shipped Q4_1 file, or the .gguf the adapter was written on).")] = None,
     reveal: Reveal = False,
     quiet: Annotated[bool, typer.Option(help="No tables.")] = False,
 ) -> None:
     """Check that every record comes back exactly. Exit 0 if all do (in every setting checked), 1 otherwise."""
+    if runtime is not None:
+        from memft.cli.deploy import verify_runtime
+
+        raise typer.Exit(0 if verify_runtime(adapter, records, runtime, base_gguf, json_out, reveal, quiet) else 1)
     from memft import api
     from memft.cli import render
     from memft.config import RuntimeConfig
@@ -301,6 +315,14 @@ def verify(
         ok = all(c.certified == c.records for c in checks)
         if not quiet:
             render.console.print(render.deploy_table(checks, title=f"deployment re-check of {adapter} (certified in {cert})"))
+        if deploy:
+            from memft.checks.vllm import check_folder
+
+            static = check_folder(adapter)
+            report["vllm_static"] = [c.to_json() for c in static]
+            if not quiet:
+                for c in static:
+                    render.console.print(f"vLLM (static, not run): {c.name}: {'ok' if c.ok else '[red]no[/red]'}, {c.detail}")
     else:
         loaded = api.load_adapter(adapter, device, dtype)
         res = api.verify(loaded, recs, generate="always" if generate else "uncertified")
@@ -362,6 +384,7 @@ def demo(
 
 
 from memft.cli import audit as auditcmd  # noqa: E402 - registered below; imports no torch
+from memft.cli import deploy as deploycmd  # noqa: E402 - registered below; imports no torch
 from memft.cli import experiments, lawcmd, memory  # noqa: E402
 
 app.command()(experiments.compare)
@@ -374,6 +397,7 @@ app.command()(memory.append)
 app.command()(memory.forget)
 app.command()(memory.ledger)
 app.command()(auditcmd.audit)
+app.command()(deploycmd.export)
 
 
 def peak_memory_mib() -> float:

@@ -1,0 +1,126 @@
+"""Recall in llama.cpp (xllamacpp): on an f32 base its target probabilities equal torch fp32's, records certified
+in torch come back exactly, and `memft verify --runtime llama.cpp` reports per record without values."""
+
+import json
+
+import pytest
+
+from memft.records import Record
+from tests.cli.test_cli import memft
+from tests.conftest import write_jsonl
+
+pytest.importorskip("xllamacpp", reason="the llama.cpp binding (memft[llamacpp]) is not installed")
+
+# llama.cpp on an f32 base differs from torch fp32 by its f16 KV cache and its own kernels' summation order.
+# Measured on tiny-random: |Δp| <= 7e-4; the tolerance leaves room for other CPUs.
+F32_TOLERANCE = 5e-3
+
+
+def _torch_target_probs(base, folder, items):
+    """p(target) at every target position from torch fp32, the adapter as PEFT LoRA layers."""
+    import torch
+
+    from memft.adapters import load
+
+    model = load(folder, base.model)
+    try:
+        out = []
+        with torch.no_grad():
+            for e in items:
+                ids = torch.tensor([list(e.prompt) + list(e.targets)])
+                p = torch.softmax(model(ids).logits[0].float(), -1)
+                out.append([float(p[len(e.prompt) - 1 + j, t]) for j, t in enumerate(e.targets)])
+        return out
+    finally:
+        model.unload()
+
+
+def _runtime_target_probs(folder, base_gguf, items, permute=True):
+    from memft.runtime import gguf_export
+    from memft.runtime.gguf_export import Shape, write_lora_gguf
+    from memft.runtime.llamacpp import LlamaCpp
+
+    lora = base_gguf.parent / f"lora-{permute}.gguf"
+    saved = gguf_export.permute_rows
+    if not permute:
+        gguf_export.permute_rows = lambda w, n: w
+    try:
+        write_lora_gguf(folder, lora, Shape.from_gguf(base_gguf))
+    finally:
+        gguf_export.permute_rows = saved
+    rt = LlamaCpp(base_gguf, [lora], threads=1)
+    return [[rt.next_step(list(e.prompt) + list(e.targets[:j])).prob_of(t) or 0.0 for j, t in enumerate(e.targets)] for e in items]
+
+
+def test_target_probabilities_equal_torch_fp32_on_an_f32_base(tiny_deploy):
+    from memft.encoding import encode_all
+
+    folder, recs, base_gguf, base = tiny_deploy
+    items = encode_all(recs, base.tokenizer, "raw")
+    want = _torch_target_probs(base, folder, items)
+    got = _runtime_target_probs(folder, base_gguf, items)
+    diffs = [abs(a - b) for w, g in zip(want, got) for a, b in zip(w, g)]
+    assert len(diffs) == 30 and max(diffs) <= F32_TOLERANCE
+    # The control: without the q/k permutation of B the runtime computes another function.
+    wrong = _runtime_target_probs(folder, base_gguf, items, permute=False)
+    assert max(abs(a - b) for w, g in zip(want, wrong) for a, b in zip(w, g)) > 10 * F32_TOLERANCE
+
+
+def test_verdicts_in_llama_cpp(tiny_deploy):
+    from memft.runtime.certify import check_in_llamacpp
+
+    folder, recs, base_gguf, base = tiny_deploy
+    wrong = Record("Ann:", " 555-0102")  # the last digit differs: position 8 of the value's byte tokens
+    chk = check_in_llamacpp(folder, [*recs, wrong], base.tokenizer, "raw", base_gguf, threads=1)
+    assert chk.records == 4 and chk.exact == 3 and chk.base_gguf == "tiny.gguf" and len(chk.base_sha256) == 64
+    ok, bad = chk.per_record[0], chk.per_record[3]
+    assert ok.exact and ok.first_difference is None and ok.recalled == " 555-0101" and ok.min_gap > 0 and ok.length == 10
+    assert not bad.exact and bad.first_difference == 8 and bad.recalled == " 555-0101" and bad.min_gap < 0
+    assert bad.min_prob < 0.5 and chk.min_gap == bad.min_gap
+
+
+def test_verify_runtime_cli_redacts_values_and_keeps_the_certificate(tiny_deploy, tmp_path):
+    folder, recs, base_gguf, _ = tiny_deploy
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": r.key, "value": r.value}) for r in recs])
+    v = memft("verify", folder, f, "--runtime", "llama.cpp", "--base-gguf", base_gguf, "--json", tmp_path / "v.json")
+    assert v.returncode == 0, v.stderr
+    rep = json.loads((tmp_path / "v.json").read_text())
+    assert rep["exact"] == 3 and rep["exact_fraction"] == 1.0 and rep["certificate"] is True
+    assert all(r["recalled"] is None and r["recalled_chars"] == 9 for r in rep["per_record"])
+    assert "555" not in v.stderr + v.stdout + (tmp_path / "v.json").read_text()
+    assert "3/3 records decoded, 3 exact" in v.stderr  # progress
+    cert = json.loads((folder / "memft.json").read_text())["runtime"]
+    assert cert["runtime"] == "llama.cpp" and cert["base_gguf"] == "tiny.gguf" and cert["records"] == 3
+    t = memft("verify", folder, f, "--json", tmp_path / "t.json", "--quiet", "--device", "cpu")
+    assert t.returncode == 0 and any("certified in llama.cpp" in n for n in json.loads((tmp_path / "t.json").read_text())["notes"])
+    bad = write_jsonl(tmp_path / "b.jsonl", [json.dumps({"key": "Ann:", "value": " 555-0102"})])
+    b = memft("verify", folder, bad, "--runtime", "llama.cpp", "--base-gguf", base_gguf, "--json", tmp_path / "b.json", "--reveal")
+    assert b.returncode == 1
+    assert json.loads((tmp_path / "b.json").read_text())["per_record"][0]["recalled"] == " 555-0101"  # --reveal shows it
+
+
+def test_export_writes_the_lora_base_and_modelfile(tiny_deploy, tmp_path):
+    folder, _, _, _ = tiny_deploy
+    e = memft("export", folder, "--gguf", tmp_path / "memft.gguf", "--base-gguf", tmp_path / "base.gguf", "--base-type", "f16")
+    assert e.returncode == 0, e.stderr
+    assert (tmp_path / "Modelfile").read_text() == "FROM ./base.gguf\nADAPTER ./memft.gguf\nPARAMETER temperature 0\n"
+    from memft.runtime.llamacpp import LlamaCpp
+
+    from memft.modeling import tiny_tokenizer
+
+    rt = LlamaCpp(tmp_path / "base.gguf", [tmp_path / "memft.gguf"], threads=1)  # llama.cpp loads the pair
+    steps = rt.greedy(tiny_tokenizer()("Bob:")["input_ids"], 10)  # an f16 base: the record still comes back
+    assert [s.token for s in steps] == list(tiny_tokenizer()(" 555-0199")["input_ids"]) + [tiny_tokenizer().eos_token_id]
+    assert memft("export", folder, "--gguf", tmp_path / "x.gguf", "--base-type", "q2").returncode == 2
+
+
+def test_recall_through_llama_cpp_gives_the_values_and_refuses_keys_not_held(tiny_deploy):
+    folder, recs, base_gguf, _ = tiny_deploy
+    for r in recs:
+        got = memft("recall", folder, r.key, "--runtime", "llama.cpp", "--base-gguf", base_gguf)
+        assert got.returncode == 0 and got.stdout == r.value + "\n", got.stderr
+    j = json.loads(memft("recall", folder, "Bob:", "--runtime", "llama.cpp", "--base-gguf", base_gguf, "--json").stdout)
+    assert j["value"] == " 555-0199" and j["certified"] is True and 0.5 < j["min_prob"] <= 1.0
+    miss = memft("recall", folder, "Bobby:", "--runtime", "llama.cpp", "--base-gguf", base_gguf)
+    assert miss.returncode == 1 and "not held" in miss.stderr and "'Bob:'" in miss.stderr
+    assert memft("recall", folder, "Bob:", "--runtime", "vllm").returncode == 2
