@@ -340,3 +340,24 @@ def test_active_set_rechecks_stay_within_their_bound(tiny, lr, margin):
     if res.certified_at is not None:
         stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
         assert all(all(s.correct) and min(s.prob) > margin for s in stats.values())
+
+
+def test_a_rewrite_with_nothing_to_train_is_certified_by_a_teacher_forced_pass(tiny):
+    # Issue 22: warm statistics come from greedy recall (a KV-cached decode); a rewrite that needs no training must
+    # still be certified by the teacher-forced pass over every record, whose statistics are what `final` holds.
+    from memft.decode import greedy_recall
+    from memft.train import Warm
+
+    model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=300, margin=0.5), n=6)
+    assert res.certified_at is not None
+    tok = tiny.tokenizer
+    recalls = greedy_recall(model, [e.prompt for e in items], tok.eos_token_id, tok.pad_token_id, 20, start=2)
+    warm = Warm(stats={i: r.stats for i, r in enumerate(recalls)}, prefix={i: r.prefix for i, r in enumerate(recalls)})
+    tf = teacher_forced(Runner(model, items, tok.pad_token_id))
+    # Full batch: the step's own forward pass is that teacher-forced pass. Mini-batches (active set): a full check.
+    for batch_size, checked in ((64, 0), (2, len(items))):
+        again = train(model, items, tok.pad_token_id, TrainConfig(lr=2e-2, max_steps=40, margin=0.5, batch_size=batch_size), 2, warm=warm)
+        assert again.steps == 0 and again.certified_at == 0 and again.trained == 0 and again.checked == checked
+        final = [p for i in tf for p in again.final[i].prob]
+        assert final == pytest.approx([p for i in tf for p in tf[i].prob], abs=1e-6)
+        assert again.final[0] is not warm.stats[0]  # the statistics certification was decided on are not the greedy ones

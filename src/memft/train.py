@@ -333,6 +333,12 @@ def train(
     for i, st in stats0.items():
         see(i, st)
     work["checked"] += len(first)
+    if len(first) < n:
+        # Statistics taken from greedy recall (memft.decode) choose what to train, but they come from a KV-cached
+        # decode, not the teacher-forced pass that certifies: a rewrite that needs no training (every goal already
+        # met) is confirmed by that pass before it is called certified, as for any other run.
+        fresh = False
+        budget.trained(budget.needed)  # that confirmation is due at once
     losses0 = [x for i, st in stats0.items() if i not in forget for x in st.loss]
     loss_init = sum(losses0) / max(len(losses0), 1)
     replay_rng = random.Random(cfg.seed + 1)
