@@ -20,9 +20,9 @@ def _torch_target_probs(base, folder, items):
     """p(target) at every target position from torch fp32, the adapter as PEFT LoRA layers."""
     import torch
 
-    from memft.adapters import load
+    from memft.adapters import load, read_version
 
-    model = load(folder, base.model)
+    model = load(read_version(folder), base.model)
     try:
         out = []
         with torch.no_grad():
@@ -124,3 +124,21 @@ def test_recall_through_llama_cpp_gives_the_values_and_refuses_keys_not_held(tin
     miss = memft("recall", folder, "Bobby:", "--runtime", "llama.cpp", "--base-gguf", base_gguf)
     assert miss.returncode == 1 and "not held" in miss.stderr and "'Bob:'" in miss.stderr
     assert memft("recall", folder, "Bob:", "--runtime", "vllm").returncode == 2
+
+
+def test_a_keyed_adapter_is_exact_in_llama_cpp_through_its_invocation(tiny_deploy, tmp_path):
+    # The default write is keyed (PEFT's activated LoRA; llama.cpp reads adapter.alora.invocation_tokens): the
+    # runtime's prompts must start with the invocation, as memft's do, and the values come back exactly.
+    from memft import api
+    from memft.config import LoraSettings, TrainConfig
+    from memft.runtime.certify import check_in_llamacpp
+
+    _, recs, base_gguf, base = tiny_deploy
+    res = api.write(recs, tmp_path / "keyed", lora=LoraSettings(rank=4, preset="all", activation="keyed"),
+                    train=TrainConfig(lr=0.02, max_steps=300), base=base)
+    assert res.all_certified
+    chk = check_in_llamacpp(tmp_path / "keyed", recs, base.tokenizer, "raw", base_gguf, threads=1)
+    assert chk.exact == 3 and chk.min_prob > 0.5
+    for r in recs:
+        got = memft("recall", tmp_path / "keyed", r.key, "--runtime", "llama.cpp", "--base-gguf", base_gguf)
+        assert got.returncode == 0 and got.stdout == r.value + "\n", got.stderr

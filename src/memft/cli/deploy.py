@@ -25,14 +25,13 @@ def export(
     base_type: Annotated[str, typer.Option("--base-type", help="as-is (the shipped file copied) | q8_0 | bf16 | f16 | f32.")] = "as-is",
 ) -> None:
     """Export an adapter for llama.cpp and Ollama: the LoRA GGUF, and optionally the base GGUF and a Modelfile."""
-    from memft.adapters import check_files, read_meta
+    from memft.adapters import read_version
     from memft.runtime.certify import invocation_tokens
     from memft.runtime.gguf_export import BASE_TYPES, modelfile, write_base_gguf, write_lora_gguf
 
     if base_type not in BASE_TYPES:
         raise ConfigError(f"--base-type {base_type!r}: choose one of {', '.join(BASE_TYPES)}")
-    meta = read_meta(adapter)
-    check_files(adapter, meta)
+    meta = read_version(adapter).meta  # one consistent version, its files checked against their fingerprints
     src, shape = _base_source(meta)
     wrote = write_lora_gguf(adapter, gguf, shape, invocation_tokens(adapter))
     typer.echo(f"wrote {gguf}: LoRA GGUF, {wrote['tensors']} tensors, rank {wrote['rank']}, alpha {wrote['alpha']:g}", err=True)
@@ -78,7 +77,7 @@ def verify_runtime(adapter: Path, records: Path, runtime: str, base_gguf: Option
                    quiet: bool) -> bool:
     """`memft verify ... --runtime llama.cpp`: decode every record in the runtime, print, write JSON, keep the
     certificate when the adapter's whole record set came back exactly. -> all exact."""
-    from memft.adapters import check_files, read_meta
+    from memft.adapters import read_version
     from memft.cli import render
     from memft.modeling import load_tokenizer
     from memft.records import load_records
@@ -87,8 +86,7 @@ def verify_runtime(adapter: Path, records: Path, runtime: str, base_gguf: Option
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     recs = load_records(records)
-    meta = read_meta(adapter)
-    check_files(adapter, meta)
+    meta = read_version(adapter).meta  # one consistent version, its files checked against their fingerprints
     base = base_gguf or default_base_gguf(meta.base.spec)
     tok = load_tokenizer(meta.base.spec, meta.seed)
     t0, last = time.perf_counter(), [time.perf_counter()]

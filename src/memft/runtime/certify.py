@@ -167,7 +167,9 @@ def check_in_llamacpp(folder: str | Path, records: Sequence[Record], tokenizer: 
     from memft.encoding import decode_value, encode_all
     from memft.runtime.gguf_export import Shape, write_lora_gguf
 
-    items = encode_all(records, tokenizer, template)
+    from memft.meta import read
+
+    items = encode_all(records, tokenizer, template, read(folder).key_prefix)  # a keyed adapter's prompts start with its invocation
     if not items:
         raise ConfigError("no records to check")
     t0 = time.perf_counter()

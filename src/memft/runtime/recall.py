@@ -86,7 +86,9 @@ def recall_in_llamacpp(folder: str | Path, keys: Sequence[str], base_gguf: str |
         lora = Path(tmp) / "adapter.gguf"
         write_lora_gguf(folder, lora, Shape.from_gguf(base), invocation_tokens(folder))
         rt = LlamaCpp(base, [lora], threads=threads, n_ctx=512 + meta.records.max_target_tokens)
-        gens = {k: rt.greedy(tok.encode(k, add_special_tokens=True).ids, meta.records.max_target_tokens) for k in dict.fromkeys(asked)}
+        # the prompt memft.encoding.prompt_ids builds for the raw template: a keyed adapter's invocation, then the key
+        gens = {k: rt.greedy(tok.encode(meta.key_prefix + k, add_special_tokens=True).ids, meta.records.max_target_tokens)
+                for k in dict.fromkeys(asked)}
         del rt
     scheme, digests, failed = meta.records.scheme, set(meta.records.digests or ()), set(meta.certification.failed_keys)
     out = []
