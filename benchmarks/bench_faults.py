@@ -387,11 +387,16 @@ def weight_bit_flips(work: Path, good: Path, trials: int, rng: random.Random) ->
         w = bytearray(data)
         w[rng.randrange(start, len(w))] ^= 1 << rng.randrange(8)
         (d / "adapter_model.safetensors").write_bytes(bytes(w))
-        x = memft("recall", d, BASE[t % len(BASE)][0], "--device", "cpu")
-        r["tried"] += 1
-        r["survived"] += one_line_exit_2(x) and "damaged" in x.stderr
-        r["invented"] += x.returncode == 0
+        recall_damaged(r, d, BASE[t % len(BASE)][0])
     return r
+
+
+def recall_damaged(r: dict, folder: Path, key: str) -> None:
+    """One trial: recall from a damaged copy must exit 2 saying so, and never print a value with exit 0."""
+    x = memft("recall", folder, key, "--device", "cpu")
+    r["tried"] += 1
+    r["survived"] += one_line_exit_2(x) and "damaged" in x.stderr
+    r["invented"] += x.returncode == 0
 
 
 def config_edits(work: Path, good: Path) -> dict:
@@ -402,10 +407,7 @@ def config_edits(work: Path, good: Path) -> dict:
         cfg = json.loads((d / "adapter_config.json").read_text())
         cfg[k] = v
         (d / "adapter_config.json").write_text(json.dumps(cfg))
-        x = memft("recall", d, BASE[0][0], "--device", "cpu")
-        r["tried"] += 1
-        r["survived"] += one_line_exit_2(x) and "damaged" in x.stderr
-        r["invented"] += x.returncode == 0
+        recall_damaged(r, d, BASE[0][0])
     return r
 
 
