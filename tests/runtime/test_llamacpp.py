@@ -142,3 +142,17 @@ def test_a_keyed_adapter_is_exact_in_llama_cpp_through_its_invocation(tiny_deplo
     for r in recs:
         got = memft("recall", tmp_path / "keyed", r.key, "--runtime", "llama.cpp", "--base-gguf", base_gguf)
         assert got.returncode == 0 and got.stdout == r.value + "\n", got.stderr
+    # Off the trigger llama.cpp computes the base alone: the same top-20 log-probabilities as without the adapter,
+    # bit for bit (adapter.alora.invocation_tokens); after the invocation the adapter acts.
+    from memft.modeling import tiny_tokenizer
+    from memft.runtime.certify import invocation_tokens
+    from memft.runtime.gguf_export import Shape, write_lora_gguf
+    from memft.runtime.llamacpp import LlamaCpp
+
+    write_lora_gguf(tmp_path / "keyed", tmp_path / "k.gguf", Shape.from_gguf(base_gguf), invocation_tokens(tmp_path / "keyed"))
+    adapted, plain = LlamaCpp(base_gguf, [tmp_path / "k.gguf"], threads=1), LlamaCpp(base_gguf, [], threads=1)
+    tok = tiny_tokenizer()
+    for text in ("Ann:", "The weather is", "Bob: 555"):
+        assert adapted.next_step(tok(text)["input_ids"]).top == plain.next_step(tok(text)["input_ids"]).top
+    on = tok(" <mem>Ann:")["input_ids"]
+    assert adapted.next_step(on).top != plain.next_step(on).top
