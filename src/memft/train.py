@@ -53,13 +53,12 @@ FORWARD_COST = 1 / 3
 @dataclass
 class CheckBudget:
     """Rations the active set's full confirmation checks, so that a record set that hovers at the bar cannot spend
-    its time re-checking (issue 22: once most records rested at the bar, a full check of every record ran on almost
-    every step and steps went from 0.7 s to 9 s).
+    its time re-checking (issue 22: a full check of every record ran on almost every step).
 
     The bound: a full check of the n records is allowed once the record passes trained since the last full check
-    reach n * FORWARD_COST / share, so full checks cost at most `share` of the training compute they follow (share
-    1.0: at most as much as the training). Until then, a run whose active set is empty trains the resting records
-    nearest the bar (TrainLoop's consolidation), which is what keeps them from drifting back.
+    reach n * FORWARD_COST, so full checks cost at most as much compute as the training they follow. Until then, a
+    run whose resting records are all at the bar trains those nearest it (`nearest_bar`, from `train`'s epoch pool),
+    which is what keeps them from drifting back.
 
     >>> b = CheckBudget(n=90); b.allowed, b.needed
     (False, 30)
@@ -72,13 +71,12 @@ class CheckBudget:
     """
 
     n: int
-    share: float = 1.0
     since: int = 0  # record passes trained since the last full check
 
     @property
     def needed(self) -> int:
         """Record passes still to train before the next full check is allowed."""
-        return max(0, math.ceil(self.n * FORWARD_COST / self.share) - self.since)
+        return max(0, math.ceil(self.n * FORWARD_COST) - self.since)
 
     @property
     def allowed(self) -> bool:
@@ -251,8 +249,8 @@ def train(
     see_logits = vocab.add_competitors if vocab is not None else None
     forget = frozenset(forget)
     # The active set only pays where a step holds a share of the records: a full batch already sees every record
-    # at every step (statuses for free), and resting records without a gradient drift back (issue 22: a 38-record
-    # full-batch write swung between 21 % and 97 % certified and ended uncertified; memft 0.1 trained them all).
+    # at every step (statuses for free), and resting records without a gradient drift back (issue 22; the README's
+    # "Active set" says what was measured).
     active = cfg.active_set and cfg.batch_size < n
     bar = exit_margin(cfg.margin) if active else cfg.margin
     full_batch = cfg.batch_size >= n
