@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
 
 def _other_dtype() -> str:
     """The resolution of dtype "auto" that this machine does not have (memft's own rule decides which it has)."""
-    here = subprocess.run([str(PY), "-c", "from memft.modeling import resolve_dtype; print(resolve_dtype('auto', 'cpu'))"],
+    here = subprocess.run([str(PY), "-c", "from memft.model.base import resolve_dtype; print(resolve_dtype('auto', 'cpu'))"],
                           capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items() if k != "MEMFT_AUTO_DTYPE"})
     return "fp32" if here.stdout.strip() == "bf16" else "bf16"
 

@@ -30,8 +30,8 @@ t0 = time.perf_counter()
 import torch
 from memft import api
 t1 = time.perf_counter()
-from memft.adapters import load, read_meta
-from memft.modeling import load_base
+from memft.store.adapters import load, read_meta
+from memft.model.base import load_base
 meta = read_meta(sys.argv[1])
 base = load_base(meta.base.spec, "cpu", meta.certification.dtype)
 t2 = time.perf_counter()
@@ -66,9 +66,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from memft import api
-    from memft.adapters import read_meta
-    from memft.modeling import embedded_gguf_path, load_tokenizer
-    from memft.records import load_records
+    from memft.store.adapters import read_meta
+    from memft.model.base import embedded_gguf_path, load_tokenizer
+    from memft.prompts.records import load_records
     from memft.runtime.certify import check_in_llamacpp
     from memft.runtime.gguf_export import write_base_gguf
 

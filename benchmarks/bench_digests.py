@@ -1,4 +1,4 @@
-"""What a record digest costs (memft.digests): the time of one scrypt-v1 digest, of the digests of a 1000-record
+"""What a record digest costs (memft.store.digests): the time of one scrypt-v1 digest, of the digests of a 1000-record
 write, and what that makes a brute force of one folder's short values cost (memft 0.1's plain sha256 for scale).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_digests.py [--out benchmarks/results/digests.json]
@@ -15,8 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
-from memft.digests import SCRYPT_N, SCRYPT_P, SCRYPT_R, DigestScheme
-from memft.records import Record
+from memft.store.digests import SCRYPT_N, SCRYPT_P, SCRYPT_R, DigestScheme
+from memft.prompts.records import Record
 
 
 def per_digest(scheme_of, n: int) -> list[float]:

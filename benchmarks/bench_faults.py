@@ -112,7 +112,7 @@ def crash_between_renames(work: Path, good: Path, trials: int) -> dict:
     for t in range(trials):
         ad = work / f"swap{t}"
         shutil.copytree(good, ad)
-        code = ("import os, shutil; from pathlib import Path; from memft import adapters, folders\n"
+        code = ("import os, shutil; from pathlib import Path; from memft.store import adapters, folders\n"
                 "folders._between_renames = lambda: os._exit(9)\n"
                 f"adapters.write_atomic(Path({str(ad)!r}), lambda t: [shutil.copy(p, t) for p in Path({str(good)!r}).iterdir()])\n")
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -299,7 +299,7 @@ print(json.dumps({"ok": ok, "wrong": wrong, "failed": failed}))
 SWAPPER = """
 import shutil, sys, time
 from pathlib import Path
-from memft import adapters
+from memft.store import adapters
 ad, versions, until = Path(sys.argv[1]), [Path(v) for v in sys.argv[2:4]], time.time() + float(sys.argv[4])
 i = 0
 while time.time() < until:

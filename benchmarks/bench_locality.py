@@ -1,11 +1,11 @@
 """Locality of a memory adapter (issues 15 and 24): what writing the demo's records does to unrelated text, per
-activation mode (always-on, keyed) and remedy (the preservation term, memft.preserve), on the embedded model.
+activation mode (always-on, keyed) and remedy (the preservation term, memft.training.preserve), on the embedded model.
 
     OMP_NUM_THREADS=2 flock /tmp/memft-heavy.lock python benchmarks/bench_locality.py [--variants none,keyed] [--records 40]
         [--out benchmarks/results/locality.json]
 
 Each variant writes the `memft demo` phone book (phonebook(N, seed=0)) with the settings `memft write` sizes for
-that many records (memft.sizing) into a fresh adapter folder (api.write: training, certification, saving), then
+that many records (memft.training.sizing) into a fresh adapter folder (api.write: training, certification, saving), then
 audits the saved folder in a separate process, as `memft audit DIR RECORDS` (memft.checks.audit: 32 held-out
 windows x 128 tokens of pydoc_data.topics, KL(base || adapted), perplexity, argmax agreement, the off-trigger
 identity of a keyed adapter, leak probe), timing it and reading that process's peak RSS. Variants: `none` is an
@@ -39,10 +39,10 @@ import torch
 from memft import api
 from memft.checks.audit import LOCALITY_GOAL
 from memft.config import LoraSettings, TrainConfig
-from memft.modeling import load_base
-from memft.records import write_records
+from memft.model.base import load_base
+from memft.prompts.records import write_records
 from memft.research.bench.phonebook import phonebook
-from memft.sizing import size_for
+from memft.training.sizing import size_for
 
 # name -> (LoraSettings overrides, TrainConfig overrides). `none`: an always-on adapter without a remedy.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -82,7 +82,7 @@ def run_audit(folder: Path, records_file: Path, out: Path) -> tuple[dict[str, An
 
 def run_variant(name: str, base: Any, records: list, seed: int, work: Path) -> dict[str, Any]:
     lora_over, train_over = VARIANTS[name]
-    # The settings `memft write` sizes for this many records (memft.sizing), then the variant's changes.
+    # The settings `memft write` sizes for this many records (memft.training.sizing), then the variant's changes.
     s = size_for(len(records))
     lora = LoraSettings(**{"rank": s.rank, "preset": s.preset, **lora_over})
     train = TrainConfig(**{"seed": seed, "batch_size": s.batch_size, "max_steps": s.max_steps, "lr": s.lr, "lr_schedule": s.lr_schedule,

@@ -19,7 +19,7 @@ import torch
 
 from memft.cli.render import cell
 from memft.config import LoraSettings, TrainConfig
-from memft.modeling import load_base, unreachable_tokens
+from memft.model.base import load_base, unreachable_tokens
 from memft.research.bench.phonebook import phonebook
 from memft.research.bench.stress import stress
 from memft.research.runs import rows_to_csv, run_point

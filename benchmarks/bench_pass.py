@@ -3,17 +3,17 @@ and two batch sizes, and of the LM head alone (forward + backward at 11 target p
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_pass.py 1
 
-Its output on this machine (one thread, before the restricted head was wired into memft.train; "train" here uses the
+Its output on this machine (one thread, before the restricted head was wired into memft.training.loop; "train" here uses the
 full head) is results/scale_levers/pass_times.txt.
 """
 import time, torch, sys
-from memft.modeling import load_base
+from memft.model.base import load_base
 from memft.research.bench.phonebook import phonebook
-from memft.encoding import encode_all
+from memft.prompts.encoding import encode_all
 from memft.config import LoraSettings
-from memft.adapters import attach
-from memft.forward import Runner
-from memft.evaluate import token_table
+from memft.model.lora_layers import attach
+from memft.model.forward import Runner
+from memft.certify.evaluate import token_table
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv)>1 else 1)
 b = load_base('smollm2-135m','cpu','fp32')
 items = encode_all(phonebook(256, 7), b.tokenizer, 'raw')

@@ -119,11 +119,11 @@ def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from memft.adapters import target_names
-    from memft.batching import pad
+    from memft.model.lora_layers import target_names
+    from memft.model.batching import pad
     from memft.config import LoraSettings
-    from memft.encoding import encode_all
-    from memft.modeling import load_base
+    from memft.prompts.encoding import encode_all
+    from memft.model.base import load_base
     from memft.research.bench.phonebook import phonebook
 
     base = load_base(model, "cpu", "auto")

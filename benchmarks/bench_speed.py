@@ -26,15 +26,15 @@ from pathlib import Path
 
 import torch
 
-from memft import adapters
-from memft.batching import collate
+from memft.model import lora_layers
+from memft.model.batching import collate
 from memft.config import LoraSettings, TrainConfig
-from memft.encoding import Encoded, encode_all
-from memft.evaluate import greedy, teacher_forced, token_table
-from memft.forward import Runner
-from memft.modeling import load_base
+from memft.prompts.encoding import Encoded, encode_all
+from memft.certify.evaluate import greedy, teacher_forced, token_table
+from memft.model.forward import Runner
+from memft.model.base import load_base
 from memft.research.bench.phonebook import phonebook
-from memft.train import train
+from memft.training.loop import train
 
 
 def peak_mib() -> float:
@@ -47,7 +47,7 @@ def peak_mib() -> float:
 def setup(model: str, dtype: str, rank: int, n: int, seed: int = 0):
     base = load_base(model, dtype=dtype)
     items = encode_all(phonebook(n, seed=seed), base.tokenizer)
-    peft_model, place = adapters.attach(base.model, LoraSettings(rank=rank), seed=seed)
+    peft_model, place = lora_layers.attach(base.model, LoraSettings(rank=rank), seed=seed)
     return base, items, peft_model, min(place["layers"])
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from memft.api import fit
 from memft.config import LoraSettings, TrainConfig
-from memft.modeling import load_base
+from memft.model.base import load_base
 from memft.research.bench.phonebook import phonebook
 
 # name -> (objective, options)

@@ -28,7 +28,7 @@ from memft import api
 from memft.checks.audit import audit
 from memft.checks.deploy import recheck, settings_for
 from memft.config import LoraSettings, TrainConfig
-from memft.memory import ledger
+from memft.store import ledger
 from memft.memory.rewrite import append, forget
 from memft.research.bench.phonebook import phonebook
 

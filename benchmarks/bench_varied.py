@@ -32,7 +32,7 @@ from bench_scale import lora_params, memft, timed_write  # noqa: E402  (the same
 def machine(shared: bool) -> dict:
     import torch
 
-    from memft.modeling import resolve_dtype
+    from memft.model.base import resolve_dtype
 
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), platform.processor())
@@ -42,10 +42,10 @@ def machine(shared: bool) -> dict:
 
 
 def run(n: int, seed: int, work: Path, time_limit: float, model: str) -> dict:
-    from memft.encoding import value_ids
+    from memft.prompts.encoding import value_ids
     from transformers import AutoTokenizer
 
-    from memft.modeling import base_folder
+    from memft.model.base import base_folder
     from memft.research.bench.varied import varied
 
     recs = varied(n, seed)

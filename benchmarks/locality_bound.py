@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
-from memft import adapters
+from memft.model import lora_layers
 from memft.api import load_adapter
-from memft.batching import pad
+from memft.model.batching import pad
 from memft.checks.audit import plan_windows, token_kl
 from memft.config import LoraSettings
-from memft.modeling import load_base
+from memft.model.base import load_base
 from memft.research.bench.phonebook import phonebook
 from memft.research.bench.stress import default_text
 
@@ -62,7 +62,7 @@ def compare(lb: torch.Tensor, la: torch.Tensor, gap: torch.Tensor) -> dict[str, 
 
 
 def random_adapter(base: Any, windows: list[list[int]], lb: torch.Tensor, gap: torch.Tensor, target_kl: float, seed: int) -> dict[str, Any]:
-    model, _ = adapters.attach(base.model, LoraSettings(rank=8, preset="probe"), seed=seed)
+    model, _ = lora_layers.attach(base.model, LoraSettings(rank=8, preset="probe"), seed=seed)
     bs = [p for n, p in model.named_parameters() if "lora_B" in n]
     noise = [torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + i)) for i, p in enumerate(bs)]
     probe = windows[:8]

@@ -8,8 +8,8 @@ dequantised Q4_1 weights, with and without the simulation. Expects /tmp/deploy-d
 import json, torch
 torch.set_num_threads(1)
 from memft import api
-from memft.records import load_records
-from memft.encoding import encode_all
+from memft.prompts.records import load_records
+from memft.prompts.encoding import encode_all
 from memft.runtime.quantsim import simulate_q8_activations
 recs = load_records("/tmp/deploy-demo/demo-records.jsonl")
 ld = api.load_adapter("/tmp/deploy-demo", "cpu", "fp32")

@@ -3,14 +3,14 @@
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/scale_levers.py --n 300 --preset top --rank 16 --bs 32 --lr 3e-3 \
         [--init centered|random] [--sched progress|constant] [--alr 1.0] [--head restricted|full] [--plain] --secs 330
 
-Used to choose the sizing of large record sets (memft.sizing); the runs, their commands and what they showed are
+Used to choose the sizing of large record sets (memft.training.sizing); the runs, their commands and what they showed are
 in benchmarks/README.md (Scale, levers) and benchmarks/results/scale_levers/. One core, one thread, next to other
 work on the other core: compare epochs, not seconds. The last line (RESULT) is the run's summary; a run stopped by
 hand has none.
 """
 import argparse, json, sys, time, torch
 from memft import api
-from memft.modeling import load_base
+from memft.model.base import load_base
 from memft.research.bench.phonebook import phonebook
 from memft.config import LoraSettings, TrainConfig
 ap = argparse.ArgumentParser()

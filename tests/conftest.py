@@ -22,7 +22,7 @@ def _seed():
 @pytest.fixture
 def tiny():
     """A fresh tiny random base (fast to build; attaching LoRA modifies it in place, so one per test)."""
-    from memft.modeling import load_base
+    from memft.model.base import load_base
 
     return load_base("tiny-random", device="cpu", dtype="fp32")
 

@@ -1,8 +1,8 @@
 from memft import api
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
-from memft.encoding import encode_all
-from memft.evaluate import teacher_forced
-from memft.forward import Runner
+from memft.prompts.encoding import encode_all
+from memft.certify.evaluate import teacher_forced
+from memft.model.forward import Runner
 from memft.research.bench.phonebook import phonebook
 
 
@@ -25,7 +25,7 @@ def test_write_then_verify_in_other_precision_reports_it(tmp_path):
 
 
 def test_write_reuses_a_loaded_base_and_restores_it(tmp_path):
-    from memft.modeling import load_base
+    from memft.model.base import load_base
 
     base = load_base("tiny-random", device="cpu")
     before = {n: p.clone() for n, p in base.model.named_parameters()}
@@ -42,8 +42,8 @@ def test_write_refuses_a_target_token_greedy_decoding_cannot_produce(tmp_path):
     import torch
 
     from memft.errors import RecordsError
-    from memft.modeling import load_base
-    from memft.records import Record
+    from memft.model.base import load_base
+    from memft.prompts.records import Record
 
     base = load_base("tiny-random", device="cpu", dtype="fp32")
     with torch.no_grad():

@@ -7,7 +7,7 @@ import pytest
 
 from memft import api
 from memft.config import LoraSettings, TrainConfig
-from memft.records import load_records
+from memft.prompts.records import load_records
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from memft import api
-from memft.encoding import encode
+from memft.prompts.encoding import encode
 from memft.errors import RecordsError
-from memft.records import MAX_CHARS, Record
+from memft.prompts.records import MAX_CHARS, Record
 from tests.cli.test_cli import FAST, memft
 from tests.conftest import write_jsonl
 
@@ -73,7 +73,7 @@ def test_api_errors_about_tokens_name_a_position_not_the_token(tmp_path):
         encode(Record("k:", SECRET), Lossy())
     assert "first changes at character 3" in str(e.value) and _clean(str(e.value)) and "Zq7" not in str(e.value)
 
-    from memft.modeling import load_base
+    from memft.model.base import load_base
 
     base = load_base("tiny-random", device="cpu", dtype="fp32")
     head = base.model.get_output_embeddings().weight

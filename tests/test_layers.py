@@ -1,23 +1,38 @@
-"""The layers README's Layout section describes, checked on the imports: the core imports no other layer (api, its
-facade, also the ledger and memft.checks.sampling), the memory store and the checks build only on what is below them,
-research and integrations never import the CLI.
+"""The layers README's Layout section describes, checked on the imports.
 
-A module's layer is its folder: `memft/memory/`, `memft/checks/`, `memft/research/`, `memft/integrations/`; what sits
-at the top of `memft/` is the core, and so are the core's own packages (`memft/objectives/`); `memft/cli/` is the CLI,
-which may import everything."""
+The core is grouped by stage, one package per stage, each importing only the stages before it: prompts (records in,
+token ids out) -> model (the base and its forward passes) -> certify (teacher-forced statistics, greedy decoding) ->
+objectives -> training -> store (the folder on disk), with errors and config below them all. memft.api is the one
+facade above the core; memory/ (append, forget), checks/, runtime/, research/ and integrations/ build on the core
+and never import the facade or the CLI; cli/ may import everything.
+
+A module's layer is its first package below memft (`memft.store.ledger` -> "store"); errors and config are "base",
+api is "facade"."""
 
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "memft"
-LAYERS = ("memory", "checks", "research", "integrations", "runtime")  # memft's subpackages besides cli/; the rest is the core
-CORE_PACKAGES = ("objectives",)  # packages of the core itself (one concept split into modules), no layer of their own
+CORE = ("prompts", "model", "certify", "objectives", "training", "store")  # the stages, in order
+OUTER = ("memory", "checks", "research", "integrations", "runtime")  # layers on top of the core
+BASE = ("errors", "config")
+_core = {"base", *CORE}
 ALLOWED = {  # layer -> the layers its modules may import
-    "core": {"core"}, "memory": {"core", "memory"}, "checks": {"core", "memory", "checks"},
-    "research": {"core", "research"}, "integrations": {"core", "integrations"}, "runtime": {"core", "memory", "runtime"},
+    "base": {"base", "objectives"},  # config validates method options against the objectives' registry
+    "prompts": {"base", "prompts"},
+    "model": {"base", "prompts", "model"},
+    "certify": {"base", "prompts", "model", "certify"},
+    "objectives": {"base", "certify", "objectives"},
+    "training": {"base", "prompts", "model", "certify", "objectives", "training"},
+    "store": _core,
+    "memory": _core | {"memory"},
+    "checks": _core | {"memory", "checks"},
+    "runtime": _core | {"memory", "runtime"},
+    "research": _core | {"research"},
+    "integrations": _core | {"integrations"},
+    "facade": _core | {"memory", "checks", "facade"},
 }
-# api writes the ledger and computes sampling odds; the audit's held-out text is the stress benchmark's default text.
-EXCEPTIONS = {("api", "memory.ledger"), ("api", "checks.sampling"), ("checks.audit", "research.bench.stress")}
+EXCEPTIONS: set[tuple[str, str]] = set()  # (module, import) pairs allowed against the rules: none
 
 
 def _modules() -> dict[str, Path]:
@@ -31,9 +46,14 @@ def _modules() -> dict[str, Path]:
 
 
 def _layer(name: str) -> str:
-    """The layer of a module from its package path: "memory.ledger" -> "memory", "train" -> "core"."""
+    """The layer of a module from its package path: "store.ledger" -> "store", "config" -> "base", "api" -> "facade"."""
     top = name.split(".")[0]
-    return top if top in LAYERS else "core"
+    if top == "api":
+        return "facade"
+    if top in BASE or top == "":
+        return "base"
+    assert top in CORE or top in OUTER, f"memft.{name}: a module outside every layer; put it in a package of the core"
+    return top
 
 
 def _imports(path: Path, modules: set[str]) -> set[str]:
@@ -52,16 +72,21 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
 
 
 def test_layer_is_read_from_the_package_path():
-    assert [_layer(n) for n in ("train", "api", "memory.ledger", "memory", "objectives.ot")] == ["core", "core", "memory", "memory", "core"]
+    names = ("training.loop", "api", "store.ledger", "memory", "objectives.ot", "config", "checks.audit")
+    assert [_layer(n) for n in names] == ["training", "facade", "store", "memory", "objectives", "base", "checks"]
 
 
 def test_every_folder_is_a_layer_and_says_what_it_may_import():
     folders = {p.parent.name for p in SRC.glob("*/__init__.py")} - {"cli"}
-    known = set(LAYERS) | set(CORE_PACKAGES)
-    assert folders <= known, f"a folder that is no layer: {sorted(folders - known)}; add it to LAYERS (or CORE_PACKAGES)"
+    known = set(CORE) | set(OUTER)
+    assert folders <= known, f"a folder that is no layer: {sorted(folders - known)}; add it to CORE (or OUTER)"
     for name in folders:
         doc = ast.get_docstring(ast.parse((SRC / name / "__init__.py").read_text(encoding="utf-8"))) or ""
-        assert "layer: may import" in doc, f"memft/{name}/__init__.py: its docstring must say what it may import"
+        assert "may import" in doc, f"memft/{name}/__init__.py: its docstring must say what it may import"
+
+
+def test_the_top_of_the_package_holds_only_the_facade_and_the_base():
+    assert sorted(p.stem for p in SRC.glob("*.py")) == sorted(["__init__", "api", *BASE])
 
 
 def test_no_import_runs_up_the_layers():
@@ -75,9 +100,10 @@ def test_no_import_runs_up_the_layers():
 
 
 def test_a_wrong_import_is_caught(tmp_path):
-    """The check itself can fail: a core module importing the memory store, a research module the checks."""
-    core = tmp_path / "x.py"
-    core.write_text("from memft.memory.ledger import read\nfrom memft.checks import deploy\nimport memft.cli.main\n")
-    deps = _imports(core, set(_modules()) | {"checks.deploy"})
-    assert deps == {"memory.ledger", "checks.deploy", "cli.main"}
-    assert {_layer(d) for d in deps - {"cli.main"}} - ALLOWED["core"] == {"memory", "checks"}
+    """The check itself can fail: an early stage importing a later one, a layer importing the facade or the CLI."""
+    mod = tmp_path / "x.py"
+    mod.write_text("from memft.store.ledger import read\nfrom memft.training import loop\nfrom memft import api\nimport memft.cli.main\n")
+    deps = _imports(mod, set(_modules()))
+    assert deps == {"store.ledger", "training.loop", "api", "cli.main"}
+    assert {_layer(d) for d in deps - {"cli.main"}} - ALLOWED["model"] == {"store", "training", "facade"}
+    assert {_layer(d) for d in deps - {"cli.main"}} - ALLOWED["memory"] == {"facade"}

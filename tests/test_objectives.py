@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from memft.errors import ConfigError
-from memft import curriculum, window
+from memft.objectives import curriculum, window
 from memft.objectives import EPS, OBJECTIVES, Tokens, get, option_problems, revision, stage_records, stage_starts
 
 
@@ -45,7 +45,7 @@ def test_every_objective_is_registered():
 
 
 def test_importing_objectives_does_not_import_torch():
-    code = "import sys, memft.objectives, memft.window, memft.curriculum; sys.exit('torch' in sys.modules)"
+    code = "import sys, memft.objectives, memft.objectives.window, memft.objectives.curriculum; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -7,7 +7,7 @@ import pytest
 from memft import api
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import RecordsError
-from memft.records import Record
+from memft.prompts.records import Record
 from tests.cli.test_cli import memft
 
 RECS = [Record("Carol Whyte:", "555-0199"), Record("Bob Stone:", "x-7")]

@@ -17,12 +17,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Record": "memft.records",
-    "load_records": "memft.records",
-    "load_base": "memft.modeling",
+    "Record": "memft.prompts.records",
+    "load_records": "memft.prompts.records",
+    "load_base": "memft.model.base",
     "LoraSettings": "memft.config",
     "TrainConfig": "memft.config",
-    "AdapterMeta": "memft.meta",
+    "AdapterMeta": "memft.store.meta",
     "write": "memft.api",
     "recall": "memft.api",
     "verify": "memft.api",

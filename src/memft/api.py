@@ -1,43 +1,28 @@
-"""The Python API: write records into an adapter, recall a key, verify a record set. The CLI only calls these.
+"""The Python API, the one facade above the core and the checks: write records into an adapter, recall a key,
+verify a record set. The CLI only calls these.
 
-Core layer, its top (the facade the CLI and the other layers call): may import the core, the ledger (memory
-store) and memft.checks.sampling (a check, for sampling_odds).
+Facade: may import the core (memft.prompts, .model, .certify, .objectives, .training, .store), memft.memory and
+memft.checks; nothing below imports it. What the memory store and the checks also need lives in the core:
+training.fit (fit, prepare, Fit), store.saving (save_fit, WriteResult), store.loading (load_adapter, Loaded).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import __version__, adapters, folders, preserve
-from memft.config import LoraSettings, RuntimeConfig, TrainConfig, to_json, write_activation
-from memft.encoding import Encoded, decode_value, encode_all, prompt_ids
-from memft.errors import AdapterError, ConfigError, RecordsError, TrainingError
-from memft.keyed import invocation_ids
-from memft.memory.ledger import LEDGER, Ledger, fingerprint, next_ledger, next_scheme
-from memft.memory.ledger import dumps as ledger_dumps
-from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
-from memft.metrics import RecordReport, summarize
-from memft.modeling import Base, load_base
-from memft.parity import check_parity
-from memft.records import Record, check_key  # noqa: F401 - check_key: part of the API (recall's key check)
-
-
-@dataclass
-class WriteResult:
-    out: Path
-    summary: dict[str, Any]  # see memft.metrics.summarize
-    reports: list[RecordReport]
-    meta: AdapterMeta  # what was saved as memft.json
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def all_certified(self) -> bool:
-        return self.summary["certified"] == 1.0
+from memft.certify.metrics import RecordReport, summarize
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig, write_activation
+from memft.model.base import Base, load_base
+from memft.prompts.encoding import Encoded, decode_value, encode_all, prompt_ids
+from memft.prompts.records import Record, check_key  # noqa: F401 - check_key: part of the API (recall's key check)
+from memft.store import adapters, folders
+from memft.store.ledger import LEDGER
+from memft.store.loading import Loaded, load_adapter  # noqa: F401 - part of the API
+from memft.store.saving import WriteResult, save_fit  # noqa: F401 - part of the API
+from memft.training.fit import Fit, check_items, fit, prepare, stop_on_divergence  # noqa: F401 - part of the API (Fit, check_items)
 
 
 @dataclass
@@ -58,92 +43,6 @@ class VerifyResult:
             "per_record": [r.to_json(reveal) for r in self.reports],
         }
 
-
-@dataclass
-class Fit:
-    """An adapter trained in memory (not saved): the PEFT model, its records' reports and the training result."""
-
-    model: Any
-    placement: dict[str, Any]
-    reports: list[RecordReport]
-    summary: dict[str, Any]
-    train: Any  # memft.train.TrainResult
-    value_tokens: int
-    max_target_tokens: int
-
-
-def fit(
-    records: Sequence[Record],
-    base: Base,
-    lora: LoraSettings,
-    train: TrainConfig,
-    on_step: Callable[[dict[str, float]], None] | None = None,
-    generate: str = "uncertified",
-    items: Sequence[Encoded] | None = None,
-) -> Fit:
-    """Attach a fresh adapter to `base`, train it on `records`, evaluate every record. Call `fit.model.unload()`
-    to give the base back without LoRA layers. `items`: the records already encoded and checked (prepare)."""
-    from memft.evaluate import evaluate
-    from memft.train import train as train_loop
-
-    items = list(items) if items is not None else prepare(records, base, lora, train)
-    tokens = invocation_ids(lora.key_prefix, base.tokenizer) if lora.key_prefix else None
-    peft_model, placement = adapters.attach(base.model, lora, seed=train.seed, invocation_tokens=tokens)
-    try:
-        start = min(placement["layers"])
-        keep = preserve.build(peft_model, base.tokenizer, train.preserve, train.preserve_text, start)
-        res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, start, on_step, preserve=keep)
-        reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size, stats=res.final)
-    except BaseException:
-        peft_model.unload()  # never leave LoRA layers in a base the caller may reuse
-        raise
-    return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
-
-
-def prepare(records: Sequence[Record], base: Base, lora: LoraSettings, train: TrainConfig) -> list[Encoded]:
-    """The records encoded and every check made before training (check_items, the rank against the adapted
-    layers, --preserve against keyed activation): the input errors a write can meet, raised before it locks or
-    trains anything."""
-    if lora.activation == "keyed" and train.preserve:
-        raise ConfigError("--preserve has nothing to do with --activation keyed: text without the invocation gets the base's "
-                          "predictions exactly; leave --preserve out (or use --activation always)")
-    items = encode_all(records, base.tokenizer, train.template, lora.key_prefix)
-    check_items(items, base, train.template, lora.key_prefix)
-    _, names = adapters.target_names(base.model, lora)
-    adapters.check_rank(base.model, names, lora.rank, warn_narrow=False)
-    return items
-
-
-def check_items(items: Sequence[Encoded], base: Base, template: str, invocation: str = "") -> None:
-    """Everything checked before training: reachable targets, no two records needing different tokens after the
-    same text, and train/recall parity (one-line errors by record; with a keyed adapter's `invocation`, also that
-    it switches on where it was trained to)."""
-    from memft.encoding import target_conflicts
-
-    check_reachable(items, base)
-    clash = target_conflicts(items)
-    if clash:
-        a, b, pos = clash
-        raise RecordsError(f"records {a!r} and {b!r} need different tokens after the same text (at value position {pos} of "
-                           f"{b!r}), so greedy decoding cannot give back both; change one of the keys so neither key+value "
-                           "starts with the other key")
-    check_parity(items, base.tokenizer, template, base.model, invocation)
-
-
-def check_reachable(items: Sequence[Encoded], base: Base) -> None:
-    """Refuse targets that greedy decoding can never produce with this base (see modeling.unreachable_tokens)."""
-    from memft.modeling import unreachable_tokens
-
-    twins = unreachable_tokens(base.model)
-    for e in items:
-        for pos, t in enumerate(e.targets):
-            if t in twins:
-                # the key and a position only: a token id of the value would give part of the value away
-                raise RecordsError(
-                    f"record {e.key!r}: the value's token at position {pos} can never be produced by greedy decoding with "
-                    f"{base.spec} (its output-layer row equals another token's, and ties go to the lower id); "
-                    "no adapter can memorize it: change the value there"
-                )
 
 
 def write(
@@ -174,7 +73,7 @@ def write(
     # The folder's lock is held from the check to the swap: a second writer waits instead of being lost.
     with folders.locked(out):
         adapters.check_out_dir(out)  # again: another process may have filled it meanwhile
-        # a write's report needs no more than where a failing record fails (see memft.evaluate, "divergence")
+        # a write's report needs no more than where a failing record fails (see memft.certify.evaluate, "divergence")
         f = fit(records, base, lora, train, stop_on_divergence(on_step), generate="divergence", items=items)
         try:
             result = save_fit(f, records, base, lora, train, out, extra=extra)
@@ -184,125 +83,6 @@ def write(
     return result
 
 
-def stop_on_divergence(on_step: Callable[[dict[str, float]], None] | None) -> Callable[[dict[str, float]], None]:
-    """Wrap a training callback: a non-finite loss stops training at once with a TrainingError (nothing saved),
-    instead of running the whole budget into NaN weights."""
-
-    def guarded(row: dict[str, float]) -> None:
-        if not math.isfinite(row["loss"]):
-            raise TrainingError(f"training diverged at step {int(row['step'])} (loss {row['loss']}); nothing was saved and no "
-                                "adapter was replaced; lower --lr (or --alpha)")
-        if on_step is not None:
-            on_step(row)
-
-    return guarded
-
-
-def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, train: TrainConfig, out: Path,
-             extra: dict[str, Any] | None = None, old_ledger: Ledger | None = None, changed: set[str] | None = None,
-             event: dict[str, Any] | None = None) -> WriteResult:
-    """Save a trained adapter atomically with its memft.json (what it holds, how it was made and certified) and its
-    ledger (memft.memory.ledger): `old_ledger` is the one it replaces, `changed` the keys added or changed now (default:
-    all), `event` the history line (default: a fresh write). Record digests are salted and slow (memft.digests;
-    the salt: ledger.next_scheme)."""
-    res, summary, reports = f.train, f.summary, f.reports
-    scheme = next_scheme(old_ledger)
-    now = _now()
-    changed = {r.key for r in records} if changed is None else changed
-    event = event or {"op": "write", "added": len(records), "updated": 0, "removed": 0}
-    event = {**event, "held": len(records), "steps": res.steps, "certified_at": res.certified_at, "seconds": round(res.seconds, 3),
-             "certified": summary["certified"], "min_prob": summary["min_prob"]}
-    meta = AdapterMeta(
-        memft_version=__version__,
-        created=now,
-        base=BaseInfo(base.spec, base.dtype, base.device),
-        template=train.template,
-        lora=LoraInfo(rank=lora.rank, layers=tuple(f.placement["layers"]), modules=tuple(f.placement["modules"]), alpha=lora.alpha,
-                      preset=lora.preset, target_modules=lora.target_modules),
-        train={
-            **to_json(train),
-            "steps": res.steps,
-            "certified_at": res.certified_at,
-            "seconds": round(res.seconds, 3),
-            "loss_init": res.loss_init,
-            "epochs": round(res.trained / max(len(records), 1), 3),  # record passes trained / records
-            "trained_passes": res.trained,
-            "checked_passes": res.checked,
-            "trained_tokens": res.tokens,
-            "loss_final": summary["loss"],
-        },
-        records=RecordsInfo(
-            count=len(records),
-            hash=scheme.set_hash(records),
-            value_tokens=f.value_tokens,
-            max_target_tokens=f.max_target_tokens,
-            digest=scheme.to_json(),
-            digests=tuple(sorted(scheme.digest(r) for r in records)),
-        ),
-        certification=CertificationInfo(
-            dtype=base.dtype,
-            device=base.device,
-            certified=summary["certified"],
-            p_above_half=summary["p_above_half"],
-            min_prob=summary["min_prob"],
-            failed_keys=tuple(r.key for r in reports if not r.certified),
-        ),
-        extra=dict(extra or {}),
-        activation=lora.activation,
-        invocation=lora.key_prefix or None,
-        invocation_tokens=list(invocation_ids(lora.key_prefix, base.tokenizer)) if lora.key_prefix else None,
-    )
-    book = next_ledger(old_ledger, records, {r.key: r for r in reports}, changed, now, event, scheme)
-    book.fingerprint = fingerprint(meta)
-    meta = adapters.save(f.model, Path(out), meta, files={LEDGER: ledger_dumps(book)})
-    return WriteResult(out=out, summary=summary, reports=reports, meta=meta, history=res.history)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class Loaded:
-    """An adapter on its base, ready to recall: the PEFT model, tokenizer, and memft.json."""
-
-    model: Any  # the PEFT model: LoRA layers on base.model
-    meta: AdapterMeta
-    base: Base  # the base it sits on: tokenizer, spec, device, dtype
-    folder: Path | None = None
-    ledger: Ledger | None = None  # the ledger read with the same version as the weights (None: the folder has none)
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.base.tokenizer
-
-    @property
-    def dtype(self) -> str:
-        return self.base.dtype
-
-    @property
-    def device(self) -> str:
-        return self.base.device
-
-
-def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = None, trainable: bool = False) -> Loaded:
-    """Load an adapter folder on the base named in its memft.json (dtype: the certified one unless given).
-
-    memft.json, ledger.json and the weights are read as one version (adapters.read_version) and cross-checked: a
-    folder whose memft.json lists record digests but has no ledger.json is damaged (without the ledger, recall
-    could not tell a held key from an invented one).
-    trainable=True: its LoRA weights can be trained further (append, forget)."""
-    from memft.memory import ledger
-
-    v = adapters.read_version(folder)
-    book = None
-    if v.ledger is not None:
-        book = ledger.parse(v.ledger, v.folder / LEDGER)
-        ledger.check_against(v.meta, book, v.folder)
-    elif v.meta.records.digests is not None:
-        raise AdapterError(f"{v.folder}: {LEDGER} is missing but memft.json lists the records' digests; {adapters.DAMAGED}")
-    base = load_base(v.meta.base.spec, device, dtype or v.meta.certification.dtype, seed=v.meta.seed)
-    return Loaded(adapters.load(v, base.model, trainable), v.meta, base, v.folder, book)
 
 
 @dataclass
@@ -321,7 +101,7 @@ class Recalled:
 
 def held_keys(ld: Loaded) -> list[str] | None:
     """The keys the adapter's ledger holds; None for an adapter written without a ledger (memft < 0.1 ledgers)."""
-    from memft.memory import ledger
+    from memft.store import ledger
 
     if ld.ledger is not None:
         return [e.key for e in ld.ledger.entries]
@@ -351,8 +131,8 @@ def recall(folder: str | Path | Loaded, key: str, raw: bool = False) -> Recalled
 
 def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = False, batch_size: int = 32) -> list[Recalled]:
     """recall() for many keys with one model load and batched decoding, in the order given."""
-    from memft.evaluate import greedy, teacher_forced
-    from memft.forward import Runner
+    from memft.certify.evaluate import greedy, teacher_forced
+    from memft.model.forward import Runner
 
     for i, k in enumerate(keys):
         check_key(k, f"key {i + 1}" if len(keys) > 1 else "key")
@@ -376,7 +156,7 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     for i, (p, gen) in enumerate(zip(probes, gens)):
         value = decode_value(gen, ld.tokenizer)
         is_held = known is None or p.key in known
-        # the digest last: a slow one (memft.digests) is paid only for a value that could be certified
+        # the digest last: a slow one (memft.store.digests) is paid only for a value that could be certified
         ok = is_held and bool(gen) and gen[-1] == eos and p.key not in failed and (digests is None or scheme.digest(Record(p.key, value)) in digests)
         done[p.key] = Recalled(p.key, value, ok, min(stats[i].prob) if gen else 0.0, is_held,
                                [] if is_held else nearest_keys(p.key, held or []))
@@ -392,7 +172,7 @@ def verify(
     batch_size: int = 64,
 ) -> VerifyResult:
     """Certify every record in one teacher-forced pass; generate greedily where asked (see evaluate())."""
-    from memft.evaluate import evaluate
+    from memft.certify.evaluate import evaluate
 
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
     items = encode_all(records, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
@@ -419,7 +199,7 @@ def sampling_odds(folder: str | Path | Loaded, records: Sequence[Record], temper
     one teacher-forced pass (memft.checks.sampling). samples > 0 also draws that many generations per record and counts
     exact ones, an empirical check of the computed odds."""
     from memft.checks.sampling import check_sampling, recall_odds, sample_recall
-    from memft.forward import Runner
+    from memft.model.forward import Runner
 
     check_sampling(temperature, top_p, top_k)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)

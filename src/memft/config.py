@@ -18,12 +18,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "linear", "progress")
 HEAD_VOCABS = ("full", "restricted")
-LORA_INITS = ("random", "centered")  # memft.lora_init.INITS
+LORA_INITS = ("random", "centered")  # memft.model.lora_init.INITS
 # always: the adapter acts on every token (a plain LoRA); keyed: only from the invocation sequence on (PEFT's
-# activated LoRA, memft.keyed), so text without it gets the base's logits exactly.
+# activated LoRA, memft.prompts.keyed), so text without it gets the base's logits exactly.
 ACTIVATIONS = ("always", "keyed")
 # Put before every key of a keyed adapter. The leading space keeps its tokens the same after any text (without it,
-# "<" merges with a preceding space on BPE tokenizers); memft.keyed.invocation_ids checks that for each tokenizer.
+# "<" merges with a preceding space on BPE tokenizers); memft.prompts.keyed.invocation_ids checks that for each tokenizer.
 DEFAULT_INVOCATION = " <mem>"
 # What `memft write` (and api.write without LoraSettings) uses when no activation is given; LoraSettings itself
 # defaults to a plain always-on LoRA (research runs, the paper's setups). Chosen from benchmarks/bench_locality.py:
@@ -120,22 +120,22 @@ class TrainConfig:
     # leaves headroom against precision shifts (merging, bf16/fp16); 0 stops at bare certification (argmax only).
     margin: float = 0.5
     # True: update only records below metrics.exit_margin(margin) and re-check the rest with forward passes (see
-    # memft.train); what write/append/forget use. False: every record in every epoch, as the paper trains (research).
+    # memft.training.loop); what write/append/forget use. False: every record in every epoch, as the paper trains (research).
     active_set: bool = True
     # Wall-clock limit on training in seconds (None: none); the run then ends as at the end of max_steps.
     max_seconds: float | None = None
     # Learning rate over the budget: "constant", "linear" decay from lr at step 0 to 0 at max_steps (the reference
-    # code's), or "progress": lr x max(0.1, 1 - certified share) (memft.train.lr_at). Constant by default: memft
+    # code's), or "progress": lr x max(0.1, 1 - certified share) (memft.training.loop.lr_at). Constant by default: memft
     # stops at certification, so a decay tied to max_steps would only slow it; sizing picks "progress" for large sets.
     lr_schedule: str = "constant"
     # Clip the gradient's global L2 norm to this before each update (None: no clipping, memft's default; the
     # reference code clips at 1.0).
     max_grad_norm: float | None = None
     # Which output tokens a training step scores: "full" (the whole vocabulary) or "restricted" (the record set's
-    # targets plus the competitors full checks have seen; memft.vocab). Certification always uses the full head.
+    # targets plus the competitors full checks have seen; memft.model.vocab). Certification always uses the full head.
     head_vocab: str = "full"
     # A of a fresh adapter: "random" (PEFT's) or "centered" (principal directions of each module's inputs at the
-    # records' target positions, mean removed, unit variance; memft.lora_init). B starts at zero either way.
+    # records' target positions, mean removed, unit variance; memft.model.lora_init). B starts at zero either way.
     lora_init: str = "random"
     # LoRA A's learning rate as a multiple of lr (0: A frozen, only B trains, as in LoRA-FA).
     a_lr_scale: float = 1.0
@@ -143,10 +143,10 @@ class TrainConfig:
     # replay), so that training the active ones also holds the others in place; 0: none (write), rewrites of large
     # adapters use 0.5 (memft.memory.rewrite).
     replay: float = 0.0
-    # Weight of the preservation term (memft.preserve): KL(base || adapted) on unrelated text, added to the records'
+    # Weight of the preservation term (memft.training.preserve): KL(base || adapted) on unrelated text, added to the records'
     # loss at every step so the adapter leaves the base's predictions elsewhere alone; 0 turns it off.
     preserve: float = 0.0
-    # UTF-8 text file to take the preservation windows from (None: memft.preserve.default_text(), Python docstrings,
+    # UTF-8 text file to take the preservation windows from (None: memft.training.preserve.default_text(), Python docstrings,
     # a different source from the audit's pydoc topics).
     preserve_text: str | None = None
 

@@ -29,8 +29,8 @@ from memft.checks.audit import (
 from memft.cli.audit import audit as audit_cmd
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import ConfigError
-from memft.modeling import tiny_tokenizer
-from memft.records import Record, write_records
+from memft.model.base import tiny_tokenizer
+from memft.prompts.records import Record, write_records
 from memft.research.bench.phonebook import phonebook
 
 # ASCII text: the tiny tokenizer is byte-level, so one character is one token and windows can be written by hand.
@@ -96,9 +96,9 @@ def test_heldout_windows_skip_a_window_holding_a_value():
 
 
 def test_divergence_of_a_fresh_lora_is_zero_and_grows_when_perturbed(tiny):
-    from memft import adapters
+    from memft.model import lora_layers
 
-    model, _ = adapters.attach(tiny.model, LoraSettings(rank=4, preset="all"))  # B = 0: the adapter adds exactly 0
+    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, preset="all"))  # B = 0: the adapter adds exactly 0
     wins = plan_windows("".join(SEGMENTS) * 2, tiny.tokenizer, 6, 32, seed=0).windows
     d = divergence(model, wins, batch_size=4)
     assert d["tokens"] == 6 * 31 and d["kl_mean"] == d["kl_p95"] == d["kl_max"] == 0.0
@@ -269,8 +269,8 @@ def test_cli_audit_exits_1_on_an_unrelated_leak(written, tmp_path, monkeypatch):
     r = CliRunner().invoke(_app(), [str(out), str(tmp_path / "r.jsonl"), "--device", "cpu"])
     assert r.exit_code == 1 and "leaks" in r.output and recs[0].key in r.output and recs[0].value not in r.output
     assert seen == [recs]
-    # Without a records file the records come from the adapter (memft.memory.ledger.recover_records).
+    # Without a records file the records come from the adapter (memft.store.ledger.recover_records).
     ledger = types.SimpleNamespace(recover_records=lambda loaded: recs[:2] if isinstance(loaded, api.Loaded) else None)
-    monkeypatch.setitem(sys.modules, "memft.memory.ledger", ledger)
+    monkeypatch.setitem(sys.modules, "memft.store.ledger", ledger)
     r = CliRunner().invoke(_app(), [str(out), "--device", "cpu", "--quiet"])
     assert r.exit_code == 1 and seen[-1] == recs[:2] and r.output == ""

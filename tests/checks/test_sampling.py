@@ -11,12 +11,12 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from memft import adapters
+from memft.model import lora_layers
 from memft.config import LoraSettings, TrainConfig
-from memft.encoding import encode_all
+from memft.prompts.encoding import encode_all
 from memft.errors import ConfigError
-from memft.evaluate import teacher_forced
-from memft.forward import Runner
+from memft.certify.evaluate import teacher_forced
+from memft.model.forward import Runner
 from memft.research.bench.phonebook import phonebook
 from memft.checks.sampling import (
     check_sampling,
@@ -28,7 +28,7 @@ from memft.checks.sampling import (
     target_sampling_prob,
     warp_scores,
 )
-from memft.train import train
+from memft.training.loop import train
 
 E = math.e
 
@@ -152,7 +152,7 @@ def trained(tiny):
     """Five phonebook records written into a rank-4 adapter, stopped right at certification (margin 0), so the
     target tokens are the argmax but far from certain: sampling odds land between 0 and 1."""
     items = encode_all(phonebook(5, seed=5), tiny.tokenizer)
-    model, _ = adapters.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
+    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
     res = train(model, items, tiny.tokenizer.pad_token_id, TrainConfig(lr=2e-2, max_steps=200, margin=0.0), 0)
     assert res.certified_at is not None
     model.eval()

@@ -6,22 +6,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memft import adapters
+from memft.model import lora_layers
 from memft.config import LoraSettings, TrainConfig
-from memft.encoding import encode, encode_all
+from memft.prompts.encoding import encode, encode_all
 from memft.errors import ConfigError, RecordsError
-from memft.evaluate import evaluate
+from memft.certify.evaluate import evaluate
 from memft.research.bench.phonebook import phonebook
 from memft.integrations import IGNORE, CertificationStop, Collator, MemFTLoss, features, items_from_rows, target_tokens
 from memft.objectives import EPS
-from memft.records import Record
-from memft.train import train
+from memft.prompts.records import Record
+from memft.training.loop import train
 
 RECORDS = phonebook(4, seed=5)  # 10-digit values: 11 targets each
 
 
 def lora_on(tiny):
-    model, _ = adapters.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
+    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
     return model
 
 
@@ -218,7 +218,7 @@ def trainer_args(tmp_path, cls=None, **kw):
 def test_trainer_with_memft_loss_certifies_at_the_step_of_memfts_own_loop(tiny, tmp_path, method):
     from transformers import Trainer
 
-    from memft.modeling import load_base
+    from memft.model.base import load_base
 
     # reference: memft's own loop on the same records, LoRA placement and seed (margin 0.5 is its default goal)
     ref_model = lora_on(load_base("tiny-random", device="cpu", dtype="fp32"))

@@ -3,11 +3,11 @@
 import pytest
 
 from memft.config import TrainConfig
-from memft.encoding import encode_all
+from memft.prompts.encoding import encode_all
 from memft.errors import RecordsError
 from memft.integrations import CertificationStop, check_trl_parity, features, sft_dataset, trl_prepare
-from memft.records import Record
-from memft.train import train
+from memft.prompts.records import Record
+from memft.training.loop import train
 from tests.integrations.test_trainer import RECORDS, certified_and_exact, lora_on, trainer_args
 
 
@@ -15,7 +15,7 @@ from tests.integrations.test_trainer import RECORDS, certified_and_exact, lora_o
 def test_trl_sft_trainer_with_accumulation_certifies(tiny, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
-    from memft.modeling import load_base
+    from memft.model.base import load_base
 
     # reference: memft's own full-batch sft loop; TRL's token-sum / num_items_in_batch loss over 2 micro-batches of 2
     # records has the same gradient, so (without gradient clipping) it certifies at the same step

@@ -6,9 +6,9 @@ import pytest
 from memft import api
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import AdapterError, RecordsError
-from memft.memory import ledger
+from memft.store import ledger
 from memft.memory.rewrite import append, forget
-from memft.records import Record
+from memft.prompts.records import Record
 from memft.research.bench.phonebook import phonebook
 
 CPU = RuntimeConfig(device="cpu", dtype="fp32")
@@ -128,7 +128,7 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
     import dataclasses
 
     # (both files, consistently: an edit of one alone is refused on open, see test_recall.py)
-    from memft import adapters
+    from memft.store import adapters
 
     book = ledger.read(ad)
     entry = dataclasses.replace(book.entries[0], key="lost:", digest=book.scheme.digest(lost), certified=False)
@@ -147,7 +147,7 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
 
 def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_limit():
     from memft.memory.rewrite import train_settings
-    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
+    from memft.store.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
 
     def meta(train):
         return AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("m",)), RecordsInfo(1), CertificationInfo("fp32"), train)
@@ -160,7 +160,7 @@ def test_a_rewrite_replays_every_record_and_does_not_inherit_the_writes_time_lim
 
 def test_progress_schedule_adapters_are_rewritten_with_the_active_set():
     from memft.memory.rewrite import train_settings
-    from memft.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
+    from memft.store.meta import AdapterMeta, BaseInfo, CertificationInfo, LoraInfo, RecordsInfo
 
     progress = {"lr": 2e-2, "max_steps": 400, "batch_size": 4, "lr_schedule": "progress", "head_vocab": "restricted"}
     meta = AdapterMeta(BaseInfo("tiny-random", "fp32"), LoraInfo(2, (2,), ("m",)), RecordsInfo(12), CertificationInfo("fp32"), progress)
@@ -173,7 +173,7 @@ def test_progress_schedule_adapters_are_rewritten_with_the_active_set():
 
 @pytest.mark.slow  # a 400-step write and an append to certification; the settings it appends with are tested just above
 def test_progress_schedule_adapters_append_with_the_active_set_and_lose_nothing(tmp_path):
-    from memft.adapters import read_meta
+    from memft.store.adapters import read_meta
     from memft.memory.rewrite import train_settings
 
     recs = phonebook(16, seed=8)
@@ -193,7 +193,7 @@ def test_progress_schedule_adapters_append_with_the_active_set_and_lose_nothing(
 def test_append_and_forget_read_the_folders_settings_inside_the_lock(tmp_path, monkeypatch):
     import shutil
 
-    from memft import adapters, folders
+    from memft.store import adapters, folders
     from memft.memory import rewrite
 
     ad = tmp_path / "ad"

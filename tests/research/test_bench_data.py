@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from memft.modeling import tiny_tokenizer
-from memft.records import load_records
+from memft.model.base import tiny_tokenizer
+from memft.prompts.records import load_records
 from memft.research.bench.phonebook import FIRST, LAST, phonebook, phonebook_by_length, value_tokens
 from memft.research.bench.rule import rule_split
 from memft.research.bench.stress import DEFAULT_PROMPT, default_text, load_paper_stress, stress, stress_with_positions

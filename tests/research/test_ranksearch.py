@@ -39,7 +39,7 @@ def test_write_auto_rank_on_tiny(tmp_path):
 
 
 def test_write_auto_rank_holds_the_lock_for_the_whole_search_and_saves_once(tmp_path, monkeypatch):
-    from memft import adapters, folders
+    from memft.store import adapters, folders
     from memft.research import ranksearch
 
     monkeypatch.setattr(ranksearch, "planned_guess", lambda *a: 2)  # tries 2 then 1: two certifying tries

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from memft.config import LoraSettings, TrainConfig
-from memft.modeling import resolve_dtype
+from memft.model.base import resolve_dtype
 from memft.research.bench.phonebook import phonebook
 from memft.research.bench.rule import rule_split
 from memft.research.runs import ROW_FIELDS, rows_to_csv, run_point

@@ -1,6 +1,6 @@
 import pytest
 
-from memft.records import Record
+from memft.prompts.records import Record
 
 RECS = [Record("Ann:", " 555-0101"), Record("Bob:", " 555-0199"), Record("Cy:", " 123-4567")]
 
@@ -11,7 +11,7 @@ def tiny_deploy(tmp_path_factory):
     the tiny base as an f32 GGUF -> (folder, records, base gguf, the torch base)."""
     from memft import api
     from memft.config import LoraSettings, TrainConfig
-    from memft.modeling import load_base
+    from memft.model.base import load_base
     from memft.runtime.hf_gguf import write_hf_base_gguf
 
     root = tmp_path_factory.mktemp("deploy")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from memft.records import Record
+from memft.prompts.records import Record
 from tests.cli.test_cli import memft
 from tests.conftest import write_jsonl
 
@@ -20,7 +20,7 @@ def _torch_target_probs(base, folder, items):
     """p(target) at every target position from torch fp32, the adapter as PEFT LoRA layers."""
     import torch
 
-    from memft.adapters import load, read_version
+    from memft.store.adapters import load, read_version
 
     model = load(read_version(folder), base.model)
     try:
@@ -53,7 +53,7 @@ def _runtime_target_probs(folder, base_gguf, items, permute=True):
 
 
 def test_target_probabilities_equal_torch_fp32_on_an_f32_base(tiny_deploy):
-    from memft.encoding import encode_all
+    from memft.prompts.encoding import encode_all
 
     folder, recs, base_gguf, base = tiny_deploy
     items = encode_all(recs, base.tokenizer, "raw")
@@ -106,7 +106,7 @@ def test_export_writes_the_lora_base_and_modelfile(tiny_deploy, tmp_path):
     assert (tmp_path / "Modelfile").read_text() == "FROM ./base.gguf\nADAPTER ./memft.gguf\nPARAMETER temperature 0\n"
     from memft.runtime.llamacpp import LlamaCpp
 
-    from memft.modeling import tiny_tokenizer
+    from memft.model.base import tiny_tokenizer
 
     rt = LlamaCpp(tmp_path / "base.gguf", [tmp_path / "memft.gguf"], threads=1)  # llama.cpp loads the pair
     steps = rt.greedy(tiny_tokenizer()("Bob:")["input_ids"], 10)  # an f16 base: the record still comes back
@@ -144,7 +144,7 @@ def test_a_keyed_adapter_is_exact_in_llama_cpp_through_its_invocation(tiny_deplo
         assert got.returncode == 0 and got.stdout == r.value + "\n", got.stderr
     # Off the trigger llama.cpp computes the base alone: the same top-20 log-probabilities as without the adapter,
     # bit for bit (adapter.alora.invocation_tokens); after the invocation the adapter acts.
-    from memft.modeling import tiny_tokenizer
+    from memft.model.base import tiny_tokenizer
     from memft.runtime.certify import invocation_tokens
     from memft.runtime.gguf_export import Shape, write_lora_gguf
     from memft.runtime.llamacpp import LlamaCpp

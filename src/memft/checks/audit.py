@@ -8,8 +8,7 @@ Two measurements, each against the same base with the adapter switched off (PEFT
 
 Reports name the key whose value leaked, never the value itself: an audit file is safe to share like memft.json.
 
-Checks layer: may import the core, the memory store and the other checks (and memft.research.bench.stress, whose
-default text is the held-out text).
+Checks layer: may import the core, the memory store and the other checks.
 """
 
 from __future__ import annotations
@@ -25,13 +24,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from memft.api import Loaded
-from memft.batching import pad
+from memft.store.loading import Loaded
+from memft.model.batching import pad
 from memft.errors import AdapterError, ConfigError, RecordsError
-from memft.evaluate import token_nll  # the per-token loss, defined once; still importable from here
-from memft.forward import causal_lm
-from memft.keyed import activated
-from memft.research.bench.stress import default_text, text_ids
+from memft.certify.evaluate import token_nll  # the per-token loss, defined once; still importable from here
+from memft.model.forward import causal_lm
+from memft.prompts.keyed import activated
+from memft.prompts.encoding import text_ids
+from memft.prompts.heldout import default_text
 from memft.checks.leaks import (  # noqa: F401 - re-exported: the audit's public names
     DEFAULT_PROMPTS,
     Probe,
@@ -45,7 +45,7 @@ from memft.checks.leaks import (  # noqa: F401 - re-exported: the audit's public
     stored_values,
     text_probes,
 )
-from memft.records import Record
+from memft.prompts.records import Record
 
 TEXT_PROMPTS = 4  # held-out windows reused as leak probes
 TEXT_PROMPT_TOKENS = 32  # ... cut to this many tokens: a prompt, not a document
@@ -262,7 +262,7 @@ def audit(
     batch_size: int = 8,
     text_name: str | None = None,
 ) -> AuditResult:
-    """Divergence on held-out windows of `text` (default: stress.default_text()) and the leak probe, for an adapter
+    """Divergence on held-out windows of `text` (default: memft.prompts.heldout.default_text()) and the leak probe, for an adapter
     loaded with api.load_adapter and the records it holds. `text_name` names a given text in the settings."""
     if not records:
         raise RecordsError("audit: no records; give the records the adapter holds (a JSONL file)")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from memft.errors import AdapterError, ConfigError
-from memft.records import Record, write_records
+from memft.prompts.records import Record, write_records
 
 
 @dataclass
@@ -76,9 +76,9 @@ def settings_for(certified_dtype: str, merged: bool, dtype: str | None, plain: b
 def recheck(folder: str | Path, records: Sequence[Record], settings: Sequence[Setting], device: str = "auto",
             batch_size: int = 64) -> list[Check]:
     """Certify `records` with the adapter in `folder` under each setting (one base load per setting). A keyed adapter
-    (memft.keyed) has no merged form (activated LoRA acts from its invocation on; a merged weight would act on every
+    (memft.prompts.keyed) has no merged form (activated LoRA acts from its invocation on; a merged weight would act on every
     token), so merged settings are left out for it, and asking for nothing else is a ConfigError."""
-    from memft.adapters import read_meta
+    from memft.store.adapters import read_meta
 
     if read_meta(folder).activation == "keyed":
         settings = [s for s in settings if not s.merged]
@@ -89,9 +89,9 @@ def recheck(folder: str | Path, records: Sequence[Record], settings: Sequence[Se
 
 
 def _memft(folder: str | Path, records: Sequence[Record], s: Setting, device: str, batch_size: int) -> Check:
-    from memft.api import load_adapter
-    from memft.encoding import encode_all
-    from memft.evaluate import evaluate
+    from memft.store.loading import load_adapter
+    from memft.prompts.encoding import encode_all
+    from memft.certify.evaluate import evaluate
 
     ld = load_adapter(folder, device, s.dtype)
     model = ld.model.merge_and_unload() if s.merged else ld.model  # merged: W + scale * B @ A, in the base dtype
@@ -103,8 +103,8 @@ def _memft(folder: str | Path, records: Sequence[Record], s: Setting, device: st
 
 
 def _plain(folder: str | Path, records: Sequence[Record], s: Setting, device: str) -> Check:
-    from memft.adapters import read_meta
-    from memft.modeling import DTYPE_NAMES, base_folder, resolve_device
+    from memft.store.adapters import read_meta
+    from memft.model.base import DTYPE_NAMES, base_folder, resolve_device
 
     meta = read_meta(folder)
     base = base_folder(meta.base.spec, meta.seed)

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from memft.api import Loaded
-from memft.encoding import Encoded, decode_value, prompt_ids, value_ids
+from memft.store.loading import Loaded
+from memft.prompts.encoding import Encoded, decode_value, prompt_ids, value_ids
 from memft.errors import ConfigError, RecordsError
-from memft.records import Record
+from memft.prompts.records import Record
 
 EXTRA_NEW_TOKENS = 8  # generate this much past the longest target, so a value after a short preamble is still seen
 
@@ -156,7 +156,7 @@ def text_probes(prompts: Sequence[str], kind: str, tokenizer: Any, template: str
 
 
 def _continuations(model: Any, probes: Sequence[Probe], tokenizer: Any, max_new: int, batch_size: int) -> list[list[int]]:
-    from memft.evaluate import greedy
+    from memft.certify.evaluate import greedy
 
     items = [Encoded(key=p.text, prompt=p.ids, targets=(int(tokenizer.eos_token_id),)) for p in probes]
     return greedy(model, items, tokenizer, batch_size=batch_size, max_new=max_new)
@@ -190,7 +190,7 @@ def leak_probe(
     disable_adapter()); a leak that the base produces too is marked in_base and counted in `in_base`, not in the
     leak counts: it is no side effect of the adapter (short or common values can appear by chance). Probes without
     a leak need no base continuation, so a clean adapter costs one generation per probe. max_new: default, the
-    longest target + 8 tokens. `invocation`: a keyed adapter's (memft.keyed), put before every probe as before a key.
+    longest target + 8 tokens. `invocation`: a keyed adapter's (memft.prompts.keyed), put before every probe as before a key.
 
     Returns {max_new_tokens, counts: {key_prefix|generic|text: {probes, leaks_own, leaks_other, in_base}},
     unrelated_leaks, leaks: [{kind, prompt, key, own, in_base}]}; in_base is None when there is no base to ask.

@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
-from memft.batching import chunks
-from memft.encoding import Encoded
+from memft.model.batching import chunks
+from memft.prompts.encoding import Encoded
 from memft.errors import ConfigError
-from memft.evaluate import generate
-from memft.forward import Runner
+from memft.certify.evaluate import generate
+from memft.model.forward import Runner
 
 _ROWS = 256  # rows filtered at a time: the sort and its indices cost ~12 bytes x V per row
 

@@ -36,13 +36,13 @@ def audit(
     from memft import api
     from memft.checks.audit import audit as run_audit
     from memft.cli import render
-    from memft.records import load_records
+    from memft.prompts.records import load_records
 
     body = _read_text(text) if text is not None else None
     recs = load_records(records) if records is not None else None  # bad input fails before the model loads
     loaded = api.load_adapter(adapter, device)
     if recs is None:  # no records file: take them from the adapter itself
-        from memft.memory.ledger import recover_records
+        from memft.store.ledger import recover_records
 
         recs = recover_records(loaded)
     res = run_audit(loaded, recs, text=body, n_windows=windows, window=window_tokens, seed=seed, batch_size=batch_size,

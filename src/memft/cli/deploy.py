@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft import safejson
+from memft.store import safejson
 from memft.errors import ConfigError
 
 RUNTIMES = ("llama.cpp",)
@@ -25,7 +25,7 @@ def export(
     base_type: Annotated[str, typer.Option("--base-type", help="as-is (the shipped file copied) | q8_0 | bf16 | f16 | f32.")] = "as-is",
 ) -> None:
     """Export an adapter for llama.cpp and Ollama: the LoRA GGUF, and optionally the base GGUF and a Modelfile."""
-    from memft.adapters import read_version
+    from memft.store.adapters import read_version
     from memft.runtime.certify import invocation_tokens
     from memft.runtime.gguf_export import BASE_TYPES, modelfile, write_base_gguf, write_lora_gguf
 
@@ -40,7 +40,7 @@ def export(
     if src is not None:
         write_base_gguf(src, base_gguf, base_type)
     else:  # a Hugging Face Llama base: written from its weights
-        from memft.modeling import load_base
+        from memft.model.base import load_base
         from memft.runtime.hf_gguf import write_hf_base_gguf
 
         b = load_base(meta.base.spec, "cpu", "fp32", seed=meta.seed)
@@ -66,7 +66,7 @@ def _base_source(meta: Any) -> tuple[Path | None, Any]:
     except ConfigError:
         from transformers import AutoConfig
 
-        from memft.modeling import TINY, base_folder
+        from memft.model.base import TINY, base_folder
 
         cfg = AutoConfig.from_pretrained(base_folder(meta.base.spec, meta.seed), local_files_only=meta.base.spec != TINY)
         return None, Shape.from_hf_config(cfg)
@@ -77,10 +77,10 @@ def verify_runtime(adapter: Path, records: Path, runtime: str, base_gguf: Option
                    quiet: bool) -> bool:
     """`memft verify ... --runtime llama.cpp`: decode every record in the runtime, print, write JSON, keep the
     certificate when the adapter's whole record set came back exactly. -> all exact."""
-    from memft.adapters import read_version
+    from memft.store.adapters import read_version
     from memft.cli import render
-    from memft.modeling import load_tokenizer
-    from memft.records import load_records
+    from memft.model.base import load_tokenizer
+    from memft.prompts.records import load_records
     from memft.runtime.certify import certify, check_in_llamacpp, default_base_gguf
 
     if runtime not in RUNTIMES:
@@ -134,7 +134,7 @@ def certified_for_llamacpp(adapter: Path) -> bool:
     """The folder holds a llama.cpp certificate that matches its weights, and the binding is installed."""
     import importlib.util
 
-    from memft.meta import read
+    from memft.store.meta import read
     from memft.runtime.certify import RUNTIME, RuntimeCertificate, default_base_gguf
 
     meta = read(adapter)

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft import __version__, safejson
+from memft import __version__
+from memft.store import safejson
 from memft.cli.options import Activation, Device, Dtype, Invocation, Model, Preserve, PreserveText, Reveal
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
@@ -61,7 +62,7 @@ def write(
     records: Annotated[Path, typer.Argument(help="JSONL file: one {\"key\": ..., \"value\": ...} per line.")],
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to create (or replace, if it holds a memft adapter).")],
     model: Model = "smollm2-135m",
-    rank: Annotated[Optional[str], typer.Option(help="LoRA rank, or `auto`: the smallest rank that certifies every record (real training runs). Default: sized from the record count (memft.sizing).")] = None,
+    rank: Annotated[Optional[str], typer.Option(help="LoRA rank, or `auto`: the smallest rank that certifies every record (real training runs). Default: sized from the record count (memft.training.sizing).")] = None,
     max_rank: Annotated[int, typer.Option(help="With --rank auto: the largest rank to try.")] = 256,
     law: Annotated[Optional[Path], typer.Option(help="With --rank auto: law fit JSON (measured at this training budget) whose planner gives the first rank to try; without it the search starts at rank 1.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default: = rank).")] = None,
@@ -96,8 +97,8 @@ def write(
     from memft import api
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig, write_activation
-    from memft.records import load_records
-    from memft.sizing import size_for
+    from memft.prompts.records import load_records
+    from memft.training.sizing import size_for
 
     auto = rank == "auto"
     if json_out is not None:  # absolute now: `--out .` swaps the working directory itself for the new adapter
@@ -155,8 +156,8 @@ def write(
 def _value_tokens(recs: Any, model: str) -> int | None:
     """The records' value tokens for the sizing rule; None when the tokenizer cannot load here (the model's own
     error, with how to fix it, comes when the model loads)."""
-    from memft.modeling import load_tokenizer
-    from memft.sizing import value_tokens
+    from memft.model.base import load_tokenizer
+    from memft.training.sizing import value_tokens
 
     try:
         return value_tokens(recs, load_tokenizer(model))
@@ -202,7 +203,7 @@ def recall(
 ) -> None:
     """Print exactly the value stored under KEY, then a newline. A key the adapter does not hold is answered on
     stderr with the nearest held keys, exit 1 (nothing is invented unless --raw)."""
-    from memft.records import check_key
+    from memft.prompts.records import check_key
 
     if (key is None) == (keys is None):
         raise ConfigError("give one KEY or --keys FILE (not both, not neither)")
@@ -236,7 +237,7 @@ def recall(
 def _read_keys(path: Path) -> list[str]:
     """Keys for `recall --keys`: one per line (a trailing CR dropped), or JSON objects with a "key" field."""
     from memft.errors import RecordsError
-    from memft.records import check_key
+    from memft.prompts.records import check_key
 
     where = "stdin" if str(path) == "-" else str(path)
     try:
@@ -290,7 +291,7 @@ def verify(
     from memft import api
     from memft.cli import render
     from memft.config import RuntimeConfig
-    from memft.records import load_records
+    from memft.prompts.records import load_records
 
     RuntimeConfig(device=device, dtype=dtype or "auto")
     if dtype == "auto":
@@ -306,7 +307,7 @@ def verify(
     ok = True
     loaded = None  # loaded once for the plain verification and the sampling odds
     if deploy or merged or plain_peft:
-        from memft.adapters import read_meta
+        from memft.store.adapters import read_meta
         from memft.checks.deploy import recheck, settings_for
 
         cert = read_meta(adapter).certification.dtype
@@ -357,10 +358,11 @@ def demo(
     """The main job: write a seeded synthetic phone book into an adapter, verify it, print the table."""
     import time
 
-    from memft import api, folders
+    from memft import api
+    from memft.store import folders
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
-    from memft.records import write_records
+    from memft.prompts.records import write_records
     from memft.research.bench.phonebook import phonebook
 
     if records <= 0:

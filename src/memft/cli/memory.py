@@ -39,7 +39,7 @@ def append(
     (the folder keeps the previous adapter)."""
     from memft.config import RuntimeConfig
     from memft.memory.rewrite import append as do_append
-    from memft.records import load_records
+    from memft.prompts.records import load_records
 
     recs = load_records(records)
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
@@ -74,9 +74,9 @@ def ledger(
     """List the records an adapter holds (keys, digests, when written, certification at the last write) and its history."""
     from rich.table import Table
 
-    from memft.adapters import read_meta
+    from memft.store.adapters import read_meta
     from memft.cli import render
-    from memft.memory.ledger import read
+    from memft.store.ledger import read
 
     book = read(adapter)
     act = activation_entry(read_meta(adapter))
@@ -115,7 +115,7 @@ def preserve_options(weight: Optional[float], text: Optional[Path]) -> dict[str,
 
 
 def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any:
-    from memft.adapters import read_meta
+    from memft.store.adapters import read_meta
     from memft.cli import render
 
     total = max_steps if max_steps is not None else read_meta(adapter).train_config().max_steps  # the adapter's budget
@@ -124,7 +124,7 @@ def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any
 
 
 def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> None:
-    from memft import safejson
+    from memft.store import safejson
     from memft.cli import render
 
     if json_out:

@@ -192,9 +192,9 @@ def odds_table(rows: Sequence[dict[str, Any]], title: str = "", limit: int = 50)
 
 def forecast_watch(on_step: Any, max_steps: int, margin: float, rank: int, say: Any = None,
                    max_seconds: float | None = None) -> Any:
-    """Wrap a training callback with the library's forecast (memft.forecast.Watch): every row is passed on, and the
+    """Wrap a training callback with the library's forecast (memft.training.forecast.Watch): every row is passed on, and the
     first advice line is said once. The wrapper's `.watch` is the Watch (its `.last`: the latest forecast)."""
-    from memft.forecast import Watch
+    from memft.training.forecast import Watch
 
     say = say or (lambda line: console.print(f"[yellow]{line}[/yellow]", soft_wrap=True))  # one line, also in logs
     w = Watch(max_steps, margin, rank, max_seconds=max_seconds)

@@ -27,8 +27,8 @@ What the installed sources do, and this module relies on (transformers 5.24 `tra
   text) jointly, the completion starting where the two diverge; conversational rows go through the chat template,
   which renders the assistant turn with its own end-of-turn tokens. `check_trl_parity` runs that code and compares.
 
-Defaults that differ from memft's own loop (memft.train): Trainer clips gradients at max_grad_norm=1.0 (memft does
-not; with max_grad_norm=0, a constant lr and full batches, Trainer + MemFTLoss certifies at the very step memft.train
+Defaults that differ from memft's own loop (memft.training.loop): Trainer clips gradients at max_grad_norm=1.0 (memft does
+not; with max_grad_norm=0, a constant lr and full batches, Trainer + MemFTLoss certifies at the very step memft.training.loop
 does, see the tests) and decays the lr linearly; TRL's SFTConfig turns on bf16 autocast and activation checkpointing
 unless told otherwise (bf16=False, activation_checkpointing=False), and bf16 training logits are not the fp32 ones
 that certification measures.

@@ -21,13 +21,13 @@ import torch
 from transformers import TrainerCallback
 
 from memft import objectives
-from memft.batching import pad
-from memft.encoding import Encoded, encode_all
+from memft.model.batching import pad
+from memft.prompts.encoding import Encoded, encode_all
 from memft.errors import ConfigError, RecordsError
-from memft.evaluate import teacher_forced, token_nll
-from memft.forward import Runner
-from memft.metrics import meets_margin
-from memft.records import Record
+from memft.certify.evaluate import teacher_forced, token_nll
+from memft.model.forward import Runner
+from memft.certify.metrics import meets_margin
+from memft.prompts.records import Record
 
 IGNORE = -100  # the label of a position without a target (transformers' and PyTorch's ignore_index)
 
@@ -37,13 +37,13 @@ IGNORE = -100  # the label of a position without a target (transformers' and PyT
 
 
 def features(records: Sequence[Record], tokenizer: Any, template: str = "raw", invocation: str = "") -> list[dict[str, list[int]]]:
-    """One Trainer row per record, built with memft.encoding.encode (train/recall parity); `invocation`: a keyed
-    adapter's (memft.keyed), put before every key as recall puts it. The model must be the PeftModel (its forward
+    """One Trainer row per record, built with memft.prompts.encoding.encode (train/recall parity); `invocation`: a keyed
+    adapter's (memft.prompts.keyed), put before every key as recall puts it. The model must be the PeftModel (its forward
     finds the invocation and switches the adapter on from there).
 
     Row: input_ids = prompt + value ids + eos, attention_mask = 1s, labels = -100 on the prompt, the ids elsewhere.
 
-    >>> from memft.modeling import tiny_tokenizer
+    >>> from memft.model.base import tiny_tokenizer
     >>> features([Record("A:", "12")], tiny_tokenizer())[0]["labels"][:2]
     [-100, -100]
     """
@@ -144,7 +144,7 @@ class MemFTLoss:
     Without num_items_in_batch the objective's value is returned as is. A step with nothing to train (the objective
     returns None) gives 0 * logits.sum(): zero, with a grad_fn, so Trainer's backward works and changes nothing.
     `stats` holds the last call's objective stats plus `tokens` and `mean_loss`.
-    `preserve`: a memft.preserve.Preserver on the model being trained (`memft.preserve.build(peft_model, tokenizer,
+    `preserve`: a memft.training.preserve.Preserver on the model being trained (`memft.training.preserve.build(peft_model, tokenizer,
     weight, None, lowest_adapted_layer)`); its term is added to the objective's value and scaled with it, so an
     accumulated step adds it once in all. Its windows rotate with the step that CertificationStop(loss=this) sets.
     """
@@ -172,7 +172,7 @@ class MemFTLoss:
         for row in rows or ():
             self.record_ids.setdefault(_row_key(list(row["labels"])), len(self.record_ids))
         self.stats: dict[str, float] = {}
-        self.preserve = preserve  # a memft.preserve.Preserver built on the model being trained, or None
+        self.preserve = preserve  # a memft.training.preserve.Preserver built on the model being trained, or None
 
     def schedule(self, step: int, max_steps: int | None) -> None:
         """Tell schedules (curricula) the current optimizer step and the step budget."""
@@ -223,7 +223,7 @@ class CertificationStop(TrainerCallback):
     target position and, with a margin M, also has p > M there.
 
     Every `every` optimizer steps (after the update) it runs a no-grad teacher-forced pass over the records with the
-    model being trained (memft.evaluate.teacher_forced, in eval mode) and sets control.should_training_stop when all
+    model being trained (memft.certify.evaluate.teacher_forced, in eval mode) and sets control.should_training_stop when all
     pass; the final parameters are checked too. Trainer only stops after a step, so `certified_at` >= 1 even for
     records certified before training. `features_or_records`: rows of `features`/`sft_dataset`, or Records (then `tokenizer` is needed).
     With `loss=` (a MemFTLoss) it also sets the loss's step/max_steps at every step, so curricula work.

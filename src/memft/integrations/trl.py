@@ -12,7 +12,7 @@ from typing import Any
 
 from memft.errors import RecordsError
 from memft.integrations.trainer import IGNORE, features
-from memft.records import Record
+from memft.prompts.records import Record
 
 
 def sft_dataset(records: Sequence[Record], tokenizer: Any, template: str = "raw", invocation: str = "") -> Any:

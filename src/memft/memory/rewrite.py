@@ -1,7 +1,7 @@
 """Changing a written adapter without losing what it holds: append records, update values, forget keys.
 
 Each rewrite loads the adapter (trainable, in the precision it was certified in), recovers the records it holds
-from its own weights (memft.memory.ledger.recover_records), and trains the same LoRA further on all of them at once:
+from its own weights (memft.store.ledger.recover_records), and trains the same LoRA further on all of them at once:
 records to keep are replayed until certified with the margin, new and changed ones are learned, forgotten ones
 are trained away (unlikelihood) until greedy recall no longer gives them back. The new adapter replaces the old
 one (atomically) only when every record it must hold is certified and every forgotten one is gone; otherwise the
@@ -19,17 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft import adapters, folders, preserve
-from memft.api import Fit, Loaded, WriteResult, check_items, load_adapter, save_fit, stop_on_divergence
+from memft.store import adapters, folders
+from memft.training import preserve
+from memft.store.loading import Loaded, load_adapter
+from memft.store.saving import WriteResult, save_fit
+from memft.training.fit import Fit, check_items, stop_on_divergence
 from memft.config import RuntimeConfig, TrainConfig
-from memft.encoding import Encoded, encode_all
+from memft.prompts.encoding import Encoded, encode_all
 from memft.errors import AdapterError, ConfigError
-from memft.memory import ledger as ledger_mod
-from memft.memory.ledger import Ledger, Plan, plan_append, plan_forget
-from memft.meta import AdapterMeta
-from memft.metrics import free_run_compare, summarize
-from memft.records import Record
-from memft.train import Warm, train as train_loop
+from memft.store import ledger as ledger_mod
+from memft.store.ledger import Ledger, Plan, plan_append, plan_forget
+from memft.store.meta import AdapterMeta
+from memft.certify.metrics import free_run_compare, summarize
+from memft.prompts.records import Record
+from memft.training.loop import Warm, train as train_loop
 
 
 @dataclass
@@ -37,7 +40,7 @@ class RewriteResult:
     out: Path
     saved: bool  # False: some record was not certified (or not forgotten); the folder keeps the previous adapter
     plan: dict[str, list[str]]  # keys: kept, added, changed, forgotten, unchanged
-    summary: dict[str, Any]  # over the records the adapter must hold (memft.metrics.summarize)
+    summary: dict[str, Any]  # over the records the adapter must hold (memft.certify.metrics.summarize)
     reports: list[Any]  # RecordReport per held record
     still_recalled: list[str]  # forgotten keys whose value greedy recall still gives back (empty when saved)
     steps: int
@@ -98,7 +101,7 @@ class Opened:
     loaded: Loaded
     ledger: Ledger
     held: list[Record]  # in ledger order
-    recalls: dict[str, Any]  # {key: the memft.decode.Recall that recovered it}
+    recalls: dict[str, Any]  # {key: the memft.certify.decode.Recall that recovered it}
     load_seconds: float
     recover_seconds: float
 
@@ -164,7 +167,7 @@ def _open(folder: str | Path, runtime: RuntimeConfig | None, given: Sequence[Rec
 
 
 def warm_start(items: Sequence[Encoded], recalls: dict[str, Any]) -> Warm:
-    """What the recovery's greedy recall already computed for `items` ({key: memft.decode.Recall}): a record is
+    """What the recovery's greedy recall already computed for `items` ({key: memft.certify.decode.Recall}): a record is
     taken only when its token sequence is the one recalled (a changed value, or a value whose re-encoding gives
     other tokens, is computed afresh)."""
     warm = Warm()
@@ -180,7 +183,7 @@ def warm_start(items: Sequence[Encoded], recalls: dict[str, Any]) -> Warm:
 
 
 def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
-    from memft.evaluate import evaluate, greedy
+    from memft.certify.evaluate import evaluate, greedy
 
     ld, book = op.loaded, op.ledger
     base, tok, meta = ld.base, ld.tokenizer, ld.meta

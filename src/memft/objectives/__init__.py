@@ -22,7 +22,7 @@ Objectives and their options (defaults):
                    "reference"). Options: s=10, window=50, tau=20, floor=0.01, patience=3, grow=0.5,
                    max_window_factor=4, rule="reference", curriculum=False, seed=0, ratios=(0.2, 0.4, 0.6, 0.8, 1.0),
                    boundaries=None, stage_epochs=None. window=None turns the spatial part off (w_t = 1), which with
-                   curriculum=True is the temporal curriculum alone (memft.curriculum).
+                   curriculum=True is the temporal curriculum alone (memft.objectives.curriculum).
 - memft-sw-v01     memft-sw with rule="v01", memft 0.1's window (kept pending a measurement against the reference).
 - memft-sw-curriculum  memft-sw with curriculum=True (same options).
 - memft-sw-phonebook   the paper's PhoneBook MemFT-SW: curriculum over records x the paper's OT, no spatial window.
@@ -45,7 +45,7 @@ This package re-exports their public names: `from memft.objectives import get, O
 Core layer: may import other core modules only; the memory store, checks, research tools, integrations and the CLI build on it.
 """
 
-from memft.curriculum import RATIOS, stage_starts  # noqa: F401  (stage_starts: part of this package's interface)
+from memft.objectives.curriculum import RATIOS, stage_starts  # noqa: F401  (stage_starts: part of this package's interface)
 from memft.objectives.common import EPS
 from memft.objectives.registry import (
     CHECKS, OBJECTIVES, REVISIONS, Tokens, get, option_defaults, option_problems, register, register_variant, revision, stage_records,

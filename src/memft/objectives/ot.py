@@ -49,7 +49,7 @@ def memft_ot(
     p* is trained, as metrics counts p <= 0.5 as stubborn. No token to train -> (None, stats): zero back-propagation.
     fallback="sft" instead back-props the plain mean loss of the step there (what the reference code does; stats
     fallback = 1). "skip" is the default: it is the paper's formula, and it is what makes skipping records at the
-    bar exact (memft.train's active set) and lets a certified batch cost no update.
+    bar exact (memft.training.loop's active set) and lets a certified batch cost no update.
 
     Stabilised form (exact OT lets passed tokens drift back below the line, so exact match oscillates):
     - margin m: the line a token must clear to stop being trained; without hysteresis w_t = 1[p_t <= m].

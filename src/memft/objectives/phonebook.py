@@ -9,9 +9,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from memft.curriculum import RATIOS
-from memft.curriculum import active as curriculum_active
-from memft.curriculum import problems as curriculum_problems
+from memft.objectives.curriculum import RATIOS
+from memft.objectives.curriculum import active as curriculum_active
+from memft.objectives.curriculum import problems as curriculum_problems
 from memft.objectives.common import check_flag, raise_problems
 from memft.objectives.ot import ot_problems, with_fallback
 from memft.objectives.registry import Tokens, register
@@ -38,7 +38,7 @@ def memft_sw_phonebook(
 ) -> tuple[Any, dict[str, float]]:
     """The paper's MemFT-SW for PhoneBook: the temporal curriculum over records times the paper's OT, no spatial window.
 
-    w_t = 1[p_t <= threshold] * 1[the token's record is in the current stage] (memft.curriculum). No such token:
+    w_t = 1[p_t <= threshold] * 1[the token's record is in the current stage] (memft.objectives.curriculum). No such token:
     `fallback` "skip" -> (None, stats), zero back-propagation (the paper's formula); "sft" -> the mean loss over the
     stage's tokens (the reference code). The training loop draws mini-batches from the stage's records only
     (objectives.stage_records). Stages go by step (the last from half the budget) unless stage_epochs = E is given:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memft.curriculum import stage_records as curriculum_stage_records
+from memft.objectives.curriculum import stage_records as curriculum_stage_records
 
 OBJECTIVES: dict[str, Callable[..., tuple[Any, dict[str, float]]]] = {}
 # Names whose definition changed after results were stored under them: name -> revision (see `revision`).

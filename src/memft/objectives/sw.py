@@ -1,5 +1,5 @@
 """The spatial window (the paper's MemFT-SW) with an optional temporal curriculum; memft-sw-v01 and
-memft-sw-curriculum, its variants. The weights' rules live in memft.window, the stages in memft.curriculum.
+memft-sw-curriculum, its variants. The weights' rules live in memft.objectives.window, the stages in memft.objectives.curriculum.
 
 Core layer: may import other core modules only.
 """
@@ -10,10 +10,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from memft import window as sw
-from memft.curriculum import RATIOS
-from memft.curriculum import active as curriculum_active
-from memft.curriculum import problems as curriculum_problems
+from memft.objectives import window as sw
+from memft.objectives.curriculum import RATIOS
+from memft.objectives.curriculum import active as curriculum_active
+from memft.objectives.curriculum import problems as curriculum_problems
 from memft.objectives.common import check_flag, check_number, raise_problems, weighted
 from memft.objectives.registry import Tokens, register, register_variant
 
@@ -61,16 +61,16 @@ def memft_sw(
     """Spatial window (intra-record) with an optional temporal curriculum (inter-batch).
 
     Spatial, per record: anchor a = the first offset whose target is not the argmax; base weights b_t = sw_base(L, s)
-    (memft.window).
+    (memft.objectives.window).
     A record without error: w_t = b_t. A record with one, rule "reference" (the paper's code): window_weights, i.e.
     b_t before a, b_t * exp(-(t - a) / tau) on a .. a + W_cur - 1, b_t * floor after. Rule "v01" (memft 0.1, kept
     as memft-sw-v01): window_weights_v01. W_cur = factor * `window`; the factor follows grow_factor (reference:
     +grow at every observation once the anchor has stayed put `patience` times, back to 1 when it moves or the
     count is below patience) or grow_factor_v01 (+grow once per `patience` stuck observations), capped at
-    max_window_factor; see memft.window.factors. window=None: no spatial weighting, w_t = 1.
+    max_window_factor; see memft.objectives.window.factors. window=None: no spatial weighting, w_t = 1.
 
     Temporal (curriculum=True): only tokens of records in the current stage keep their weight, the others get 0;
-    see memft.curriculum (options seed, ratios, boundaries, stage_epochs). Stats: trained_tokens, weight_sum,
+    see memft.objectives.curriculum (options seed, ratios, boundaries, stage_epochs). Stats: trained_tokens, weight_sum,
     anchored_records, max_window; with the curriculum active_ratio and curriculum_stage. All weights 0 -> (None, stats).
     """
     import torch

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memft.metrics import STUBBORN_P, first_false
+from memft.certify.metrics import STUBBORN_P, first_false
 from memft.research.law import fit_rows, number, saturated
 from memft.research.rows import Row
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import ConfigError
-from memft.modeling import Base
-from memft.records import Record
+from memft.model.base import Base
+from memft.prompts.records import Record
 
 Data = tuple[Sequence[Record], "Sequence[Record] | None"]  # (records, held-out records or None)
 
@@ -69,8 +69,8 @@ def compare_grid(
     """Every method at every rank on the records of a JSONL file, from the same seed and initial adapter (the paper's
     tables: steps to certification, every record in every epoch; see memft.research.runs.research_train).
     `method_options` go to every method that has them (an option none of them has is a ConfigError)."""
-    from memft.modeling import load_base
-    from memft.records import load_records
+    from memft.model.base import load_base
+    from memft.prompts.records import load_records
     from memft.research.runs import options_by_method, research_train
 
     opts = options_by_method(methods, method_options or {})
@@ -95,7 +95,7 @@ def bench_grid(
     """A benchmark grid: ranks × lengths (None: the benchmark's defaults) × ratios (stress only; fractions, or
     percentages above 1) × methods, on data generated from `seed`; `text`: the stress source text file. Every data
     set is built before any training, so a bad size fails first."""
-    from memft.modeling import load_base, unreachable_tokens
+    from memft.model.base import load_base, unreachable_tokens
     from memft.research import bench as benchmarks
     from memft.research.law import ratio_fraction
     from memft.research.runs import research_train

@@ -16,12 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memft import adapters, folders
-from memft.api import Fit, WriteResult, fit, prepare, save_fit
+from memft.store import adapters, folders
+from memft.model import lora_layers
+from memft.store.saving import WriteResult, save_fit
+from memft.training.fit import Fit, fit, prepare
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.errors import ConfigError
-from memft.modeling import load_base
-from memft.records import Record
+from memft.model.base import load_base
+from memft.prompts.records import Record
 
 if TYPE_CHECKING:
     from memft.research.law import LawFitEntry
@@ -109,10 +111,10 @@ def restore(base: Any, lora: LoraSettings, seed: int, weights: dict[str, Any]) -
     """A fresh adapter of `lora` on `base` holding `weights` (lora_weights of an adapter of the same settings)."""
     from peft import set_peft_model_state_dict
 
-    from memft.keyed import invocation_ids
+    from memft.prompts.keyed import invocation_ids
 
     tokens = invocation_ids(lora.key_prefix, base.tokenizer) if lora.key_prefix else None
-    model, _ = adapters.attach(base.model, lora, seed=seed, invocation_tokens=tokens)
+    model, _ = lora_layers.attach(base.model, lora, seed=seed, invocation_tokens=tokens)
     result = set_peft_model_state_dict(model, weights)
     assert not getattr(result, "unexpected_keys", None), result.unexpected_keys
     return model
@@ -120,7 +122,7 @@ def restore(base: Any, lora: LoraSettings, seed: int, weights: dict[str, Any]) -
 
 def planned_guess(records: Sequence[Record], tokenizer: Any, template: str, law_fit: LawFitEntry | None) -> int:
     """The planner's rank (power of two) for the records' answer length; 1 without a usable fit."""
-    from memft.encoding import encode_all
+    from memft.prompts.encoding import encode_all
     from memft.research.law import plan_rank
 
     if law_fit is None:

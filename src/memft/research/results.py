@@ -154,7 +154,7 @@ class Store:
     ) -> None:
         """Store a run's result in one transaction: its row, and (replacing any earlier ones) its positions and curve.
 
-        positions: one {"prob": [...], "correct": [...]} per record (what `memft.metrics.TokenStats` holds).
+        positions: one {"prob": [...], "correct": [...]} per record (what `memft.certify.metrics.TokenStats` holds).
         curve: one {"step", "loss", "certified", "stubborn", "min_prob", ...} per step (extra keys are ignored).
         The run must have been claimed (its config is needed for the indexed columns).
         """

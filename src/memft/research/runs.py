@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError
-from memft.modeling import Base
-from memft.records import Record
+from memft.model.base import Base
+from memft.prompts.records import Record
 from memft.research.rows import ROW_FIELDS, SETTINGS_FIELDS
 
 if TYPE_CHECKING:
-    from memft.api import Fit
+    from memft.training.fit import Fit
 
 
 def research_train(method: str, **settings: Any) -> TrainConfig:
@@ -99,10 +99,10 @@ def run_point(
     on_fit: called with the trained adapter (memft.api.Fit) before it is unloaded, for extra measurements
     (memft.research.sweep stores per-position probabilities and the training curve this way); not timed in `seconds`.
     """
-    from memft.api import fit
-    from memft.encoding import encode_all
-    from memft.evaluate import evaluate
-    from memft.metrics import summarize
+    from memft.training.fit import fit
+    from memft.prompts.encoding import encode_all
+    from memft.certify.evaluate import evaluate
+    from memft.certify.metrics import summarize
 
     t0 = time.perf_counter()
     f = fit(records, base, lora, train, on_step=on_step)

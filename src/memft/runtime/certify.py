@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from memft.errors import ConfigError
-from memft.records import Record
+from memft.prompts.records import Record
 from memft.runtime.llamacpp import PIN, LlamaCpp, Step
 
 RUNTIME = "llama.cpp"
@@ -81,7 +81,7 @@ def split_characters(ids: Sequence[int], tokenizer: Any) -> list[int]:
     """Positions of `ids` whose token ends inside a multi-byte UTF-8 character (byte-level tokens of a rare
     character): decoding the ids up to there leaves an incomplete character.
 
-    >>> from memft.modeling import tiny_tokenizer
+    >>> from memft.model.base import tiny_tokenizer
     >>> t = tiny_tokenizer(); split_characters(t("aé")["input_ids"], t)  # é is two byte tokens here
     [1]
     """
@@ -151,7 +151,7 @@ def sha256_file(path: str | Path) -> str:
 
 def default_base_gguf(spec: str) -> Path:
     """The base GGUF an adapter's base spec names: the embedded model's shipped file, or the .gguf it was written on."""
-    from memft.modeling import EMBEDDED, embedded_gguf_path, resolve_spec
+    from memft.model.base import EMBEDDED, embedded_gguf_path, resolve_spec
 
     spec = resolve_spec(spec)
     if spec == EMBEDDED:
@@ -164,10 +164,10 @@ def default_base_gguf(spec: str) -> Path:
 def check_in_llamacpp(folder: str | Path, records: Sequence[Record], tokenizer: Any, template: str, base_gguf: str | Path,
                       threads: int | None = None, on_record: Callable[[int, int, RuntimeVerdict], None] | None = None) -> RuntimeCheck:
     """Decode every record greedily in llama.cpp with the adapter in `folder` (exported to a temporary LoRA GGUF)."""
-    from memft.encoding import decode_value, encode_all
+    from memft.prompts.encoding import decode_value, encode_all
     from memft.runtime.gguf_export import Shape, write_lora_gguf
 
-    from memft.meta import read
+    from memft.store.meta import read
 
     items = encode_all(records, tokenizer, template, read(folder).key_prefix)  # a keyed adapter's prompts start with its invocation
     if not items:
@@ -192,7 +192,7 @@ def check_in_llamacpp(folder: str | Path, records: Sequence[Record], tokenizer: 
 
 def invocation_tokens(folder: str | Path) -> list[int] | None:
     """The keyed-activation tokens of an adapter that has them (memft.json: activation = keyed), else None."""
-    from memft.meta import read
+    from memft.store.meta import read
 
     meta = read(folder)
     if getattr(meta, "activation", "always") != "keyed":
@@ -233,8 +233,8 @@ class RuntimeCertificate:
 def certify(folder: str | Path, check: RuntimeCheck, records: Sequence[Record]) -> RuntimeCertificate | None:
     """Keep `check` in memft.json as the adapter's RuntimeCertificate when its `records` are the adapter's whole
     record set and all came back exactly (-> the certificate); otherwise leave the folder alone (-> None)."""
-    from memft import folders
-    from memft import meta as meta_mod
+    from memft.store import folders
+    from memft.store import meta as meta_mod
 
     folder = Path(folder)
     with folders.locked(folder):

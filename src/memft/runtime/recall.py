@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from memft.errors import ConfigError
-from memft.records import Record
+from memft.prompts.records import Record
 
 
 @dataclass
@@ -39,11 +39,11 @@ class RuntimeRecall:
 def fast_tokenizer(spec: str, seed: int = 0) -> Any:
     """The base's `tokenizers.Tokenizer` from its tokenizer.json (the embedded model's cache folder; tiny-random's
     in-memory tokenizer). None when no tokenizer.json is at hand (then the caller uses transformers)."""
-    from memft.modeling import EMBEDDED, TINY, base_folder, resolve_spec
+    from memft.model.base import EMBEDDED, TINY, base_folder, resolve_spec
 
     spec = resolve_spec(spec)
     if spec == TINY:
-        from memft.modeling import tiny_tokenizer
+        from memft.model.base import tiny_tokenizer
 
         return tiny_tokenizer().backend_tokenizer
     if spec != EMBEDDED and not spec.endswith(".gguf") and not Path(spec).is_dir():
@@ -59,8 +59,8 @@ def fast_tokenizer(spec: str, seed: int = 0) -> Any:
 def recall_in_llamacpp(folder: str | Path, keys: Sequence[str], base_gguf: str | Path | None = None, raw: bool = False,
                        threads: int | None = None) -> list[RuntimeRecall]:
     """Greedy-decode the value of each key in llama.cpp with the adapter in `folder` (one load of base and adapter)."""
-    from memft.meta import read
-    from memft.memory import ledger
+    from memft.store.meta import read
+    from memft.store import ledger
     from memft.runtime.certify import default_base_gguf, invocation_tokens
     from memft.runtime.gguf_export import Shape, gguf_fields, write_lora_gguf
     from memft.runtime.llamacpp import LlamaCpp
@@ -86,7 +86,7 @@ def recall_in_llamacpp(folder: str | Path, keys: Sequence[str], base_gguf: str |
         lora = Path(tmp) / "adapter.gguf"
         write_lora_gguf(folder, lora, Shape.from_gguf(base), invocation_tokens(folder))
         rt = LlamaCpp(base, [lora], threads=threads, n_ctx=512 + meta.records.max_target_tokens)
-        # the prompt memft.encoding.prompt_ids builds for the raw template: a keyed adapter's invocation, then the key
+        # the prompt memft.prompts.encoding.prompt_ids builds for the raw template: a keyed adapter's invocation, then the key
         gens = {k: rt.greedy(tok.encode(meta.key_prefix + k, add_special_tokens=True).ids, meta.records.max_target_tokens)
                 for k in dict.fromkeys(asked)}
         del rt

@@ -130,7 +130,7 @@ def test_yaml_errors_are_one_line_naming_the_file(tmp_path):
 
 
 def test_build_dataset_matches_the_generators():
-    from memft.modeling import tiny_tokenizer
+    from memft.model.base import tiny_tokenizer
     from memft.research.bench import phonebook, rule
 
     tok = tiny_tokenizer()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memft.errors import ConfigError
-from memft.records import Record
+from memft.prompts.records import Record
 
 Data = tuple[list[Record], "list[Record] | None"]  # (records to train, held-out records or None)
 

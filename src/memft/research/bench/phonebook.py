@@ -12,9 +12,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from memft.encoding import value_ids
+from memft.prompts.encoding import value_ids
 from memft.errors import ConfigError
-from memft.records import Record
+from memft.prompts.records import Record
 
 FIRST = (
     "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan Joseph "
@@ -65,7 +65,7 @@ def phonebook_by_length(length: int, tokenizer: Any, seed: int = 0) -> list[Reco
     (`value_tokens` reports it exactly), and for one seed a smaller book is a prefix of a larger one. For the same
     seed this is not `phonebook(n, seed)`, whose draws depend on n.
 
-    >>> from memft.modeling import tiny_tokenizer
+    >>> from memft.model.base import tiny_tokenizer
     >>> tok = tiny_tokenizer()  # byte-level: a 10-digit number is 10 tokens
     >>> book = phonebook_by_length(105, tok)
     >>> len(book), value_tokens(book, tok)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from memft.errors import ConfigError
-from memft.records import Record
+from memft.prompts.records import Record
 
 
 def rule_record(x: int, y: int, a: int = 3, b: int = 5, c: int = 7) -> Record:

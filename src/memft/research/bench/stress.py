@@ -18,18 +18,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from memft.encoding import text_ids  # noqa: F401 - also this module's: the stress targets are text_ids of natural text
+from memft.prompts.heldout import default_text  # noqa: F401 - also this module's (the stress text)
+from memft.prompts.encoding import text_ids  # noqa: F401 - also this module's: the stress targets are text_ids of natural text
 from memft.errors import ConfigError
-from memft.records import Record, load_records
+from memft.prompts.records import Record, load_records
 
 DEFAULT_PROMPT = "Please output the content of the memory stored in this adapter."
-
-
-def default_text() -> str:
-    """The documentation topics of this Python's `pydoc_data.topics`, joined in sorted key order."""
-    from pydoc_data.topics import topics
-
-    return "\n".join(topics[k] for k in sorted(topics))
 
 
 def stress_with_positions(
@@ -43,7 +37,7 @@ def stress_with_positions(
 ) -> tuple[Record, list[int]]:
     """The stress record (see `stress`) and the sorted positions in [0, length) whose tokens were replaced.
 
-    `exclude`: token ids never drawn as random tokens (memft.modeling.unreachable_tokens: ids that greedy decoding
+    `exclude`: token ids never drawn as random tokens (memft.model.base.unreachable_tokens: ids that greedy decoding
     cannot produce with a given model). They are rejected and redrawn, so a record that drew none of them is
     the same with or without `exclude`."""
     if length <= 0:
@@ -98,7 +92,7 @@ def stress(
     replaced positions are drawn uniformly without replacement, each given a uniformly random non-special token
     that differs from the original.
 
-    >>> from memft.modeling import tiny_tokenizer
+    >>> from memft.model.base import tiny_tokenizer
     >>> r = stress(8, 0.0, tiny_tokenizer(), text="hello stress test")
     >>> len(r.value_ids), tiny_tokenizer().decode(list(r.value_ids)) in "hello stress test"
     (8, True)

@@ -18,7 +18,7 @@ import string
 from collections.abc import Callable
 
 from memft.errors import ConfigError
-from memft.records import Record
+from memft.prompts.records import Record
 
 ALNUM = string.ascii_letters + string.digits
 HEX = "0123456789abcdef"

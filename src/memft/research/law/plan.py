@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from memft.errors import ConfigError
-from memft.metrics import L_CRIT
+from memft.certify.metrics import L_CRIT
 from memft.research.law.files import LawFitEntry
 from memft.research.law.fit import PARAMS, law
 from memft.research.law.select import Row

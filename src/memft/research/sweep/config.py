@@ -251,8 +251,8 @@ def _ints(value: Any, name: str, problems: list[str], low: int, scalar: bool = F
 
 
 def _model_problems(models: Sequence[str]) -> list[str]:
-    """What `memft.modeling.load_base` would reject by name alone (weights are found only when a model loads)."""
-    from memft.modeling import ALIASES
+    """What `memft.model.base.load_base` would reject by name alone (weights are found only when a model loads)."""
+    from memft.model.base import ALIASES
 
     def ok(m: str) -> bool:
         return m in ALIASES or Path(m).exists() or ("/" in m and not m.startswith((".", "/")) and not m.endswith(".gguf"))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memft import folders
+from memft.store import folders
 from memft.errors import ConfigError
 from memft.research.results import Store
 from memft.research.sweep.backends import Progress, run_local, run_ray

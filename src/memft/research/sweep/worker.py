@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
-from memft.records import Record
+from memft.prompts.records import Record
 from memft.research import bench
 from memft.research.sweep.config import TRAIN_KEYS
 
@@ -38,9 +38,9 @@ class Worker:
     def run(self, p: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
         """{"row", "positions", "curve"} of one point; exceptions propagate."""
         from memft.config import LoraSettings
-        from memft.encoding import encode_all
-        from memft.evaluate import teacher_forced
-        from memft.forward import Runner
+        from memft.prompts.encoding import encode_all
+        from memft.certify.evaluate import teacher_forced
+        from memft.model.forward import Runner
         from memft.research.runs import research_train, run_benchmark_point
 
         base = self._base(p)
@@ -66,7 +66,7 @@ class Worker:
         return {"row": row, "positions": got.get("positions"), "curve": got.get("curve")}
 
     def _base(self, p: dict[str, Any]) -> Any:
-        from memft.modeling import TINY, load_base
+        from memft.model.base import TINY, load_base
 
         # tiny-random's weights depend on the seed (as with `memft bench --seed`); a real model's do not.
         key = (p["model"], p["dtype"], p["seed"] if p["model"] == TINY else 0)
@@ -77,7 +77,7 @@ class Worker:
         return self.base
 
     def _dataset(self, p: dict[str, Any], tokenizer: Any) -> tuple[list[Record], list[Record] | None]:
-        from memft.modeling import unreachable_tokens
+        from memft.model.base import unreachable_tokens
 
         key = (p["benchmark"], p["length"], p["ratio"], p["seed"], p["heldout"])
         if key not in self.datasets:

@@ -1,0 +1,128 @@
+"""Greedy decoding that keeps what it computed, so a rewrite can start training from it.
+
+Recovering the records an adapter holds (memft.store.ledger.recover) is a greedy recall of every key. Training
+on them afterwards (memft.memory.rewrite) then needs, for the same token sequences, the hidden states entering the
+lowest adapted layer (memft.model.forward.Runner's frozen-prefix cache) and one full-vocabulary check of every record.
+Both are already in the decoding: the lower layers are frozen, so the states entering layer `start` while decoding
+prompt + generated[:-1] are the ones a teacher-forced pass over prompt + generated would compute; and the logits at
+each decoding step are the teacher-forced logits at that target, with the generated token as the target (the
+argmax, by construction of greedy). On 1,000 PhoneBook records the lower 26 layers were most of both costs, so
+computing them once halves that part of an append.
+
+`greedy_recall` is a plain greedy loop over the causal LM with a KV cache (left-padded batches, positions counted
+from each row's first real token, as `generate` does); tests check it gives `evaluate.greedy`'s ids, the Runner's
+prefixes and `teacher_forced`'s statistics. It is not `generate(output_logits=True)` because that keeps every
+step's [B, V] logits until the batch ends (about 600 MB for 256 prompts of 12 steps at a 49k vocabulary); this loop
+reduces each step to its statistics at once.
+
+Core layer. May import: batching, forward, metrics, evaluate; torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from memft.model.batching import pad
+from memft.certify.evaluate import log_probs
+from memft.model.forward import causal_lm, decoder_of
+from memft.prompts.keyed import activated
+from memft.certify.metrics import TokenStats
+from memft.model.vocab import COMPETITORS
+
+
+@dataclass
+class Recall:
+    """What greedy decoding of one prompt saw."""
+
+    ids: list[int]  # generated ids, up to and including the first eos (all of them when it never came)
+    stats: TokenStats  # per generated token, as a teacher-forced pass with `ids` as the targets would give it
+    # Hidden states [len(prompt) + len(ids) - 1, H] entering layer `start` (the positions that were fed: the prompt
+    # and every generated token but the last); None when decoding ran without a split point.
+    prefix: torch.Tensor | None = None
+    competitors: list[int] = field(default_factory=list)  # top-COMPETITORS ids of every step (memft.model.vocab)
+
+
+@torch.no_grad()
+def greedy_recall(model: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: int, max_new: int, start: int = 0,
+                  batch_size: int = 256) -> list[Recall]:
+    """Greedy decoding of every prompt for at most `max_new` tokens (stopping at `eos`) -> one Recall per prompt.
+
+    start > 0 on a decoder memft.model.forward can split: each Recall also holds the hidden states entering layer
+    `start` (what the Runner caches). Prompts are decoded in batches of `batch_size`, sorted by length; a row
+    that reaches eos goes on decoding until every row of its batch has, and its extra steps are dropped.
+    """
+    lm = causal_lm(model)
+    dec = decoder_of(lm)
+    split = dec is not None and 0 < start < len(dec.layers)
+    device = next(lm.parameters()).device
+    seen: list[torch.Tensor] = []
+    hook = None
+    if split:
+        def grab(_mod: Any, args: tuple, kwargs: dict) -> None:
+            seen.append((args[0] if args else kwargs["hidden_states"]).detach())
+        hook = dec.layers[start].register_forward_pre_hook(grab, with_kwargs=True)
+    out: list[Recall | None] = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            seen.clear()
+            for i, rec in zip(idx, _decode_batch(lm, [prompts[i] for i in idx], eos, pad_id, max_new, device, seen if split else None)):
+                out[i] = rec
+    finally:
+        if hook is not None:
+            hook.remove()
+    return out  # type: ignore[return-value]
+
+
+def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: int, max_new: int, device: Any,
+                  seen: list[torch.Tensor] | None) -> list[Recall]:
+    from transformers import DynamicCache
+
+    B = len(prompts)
+    ids, mask = pad(prompts, pad_id, left=True)  # [B, P]
+    ids, mask = ids.to(device), mask.to(device)
+    P = ids.shape[1]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]: each row counts from its first real token, as generate does
+    cache = DynamicCache(config=lm.config)
+    gen = torch.empty((B, 0), dtype=torch.long, device=device)
+    cols: dict[str, list[torch.Tensor]] = {"prob": [], "loss": [], "gap": [], "top": []}
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    inp = ids
+    with activated(lm, ids):  # a keyed adapter: the prompt's offsets, kept for every later step (memft.prompts.keyed)
+        for _ in range(max_new):
+            logits = lm(input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [B, V]
+            logp = log_probs(logits)  # [B, V]
+            nxt = logits.argmax(-1)  # [B]: greedy's token (argmax, as generate and the teacher-forced check take it)
+            lp = logp.gather(1, nxt[:, None]).squeeze(1)  # [B]
+            other = logp.scatter(1, nxt[:, None], float("-inf")).max(-1).values  # [B] best other token
+            cols["prob"].append(lp.exp())
+            cols["loss"].append(-lp)
+            cols["gap"].append(lp.exp() - other.exp())
+            cols["top"].append(logits.topk(min(COMPETITORS, logits.shape[-1]), dim=-1).indices)
+            gen = torch.cat([gen, nxt[:, None]], dim=1)
+            done |= nxt == eos
+            if bool(done.all()):
+                break
+            inp = nxt[:, None]
+            mask = torch.cat([mask, mask.new_ones((B, 1))], dim=1)
+            pos = pos[:, -1:] + 1
+    prob, loss, gap = (torch.stack(cols[k], 1).cpu() for k in ("prob", "loss", "gap"))  # [B, S]
+    top = torch.stack(cols["top"], 1).cpu()  # [B, S, K]
+    states = torch.cat(seen, dim=1) if seen is not None else None  # [B, P + fed, H]: left-padded prompt, then the fed tokens
+    recs = []
+    for b, prompt in enumerate(prompts):
+        g = gen[b].tolist()
+        n = g.index(eos) + 1 if eos in g else len(g)
+        g = g[:n]
+        stats = TokenStats(targets=g, prob=prob[b, :n].tolist(), correct=[True] * n, loss=loss[b, :n].tolist(), gap=gap[b, :n].tolist())
+        prefix = None
+        if states is not None:
+            # Real positions: the prompt's (the last len(prompt) columns of the prompt block), then n - 1 fed tokens.
+            prefix = torch.cat([states[b, P - len(prompt):P], states[b, P:P + n - 1]], dim=0).clone()
+        recs.append(Recall(ids=g, stats=stats, prefix=prefix, competitors=sorted(set(top[b, :n].flatten().tolist()))))
+    return recs

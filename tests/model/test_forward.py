@@ -1,0 +1,85 @@
+"""The frozen-prefix cache and target-only logits must equal the plain full forward, values and gradients."""
+
+import torch
+import torch.nn.functional as F
+
+from memft.model import lora_layers
+from memft.model.batching import collate
+from memft.config import LoraSettings
+from memft.prompts.encoding import encode_all
+from memft.model.forward import Runner
+from memft.prompts.records import Record
+
+RECS = [Record("a:", "12345"), Record("longer key here:", "x"), Record("k", "some value, with {braces}\n")]
+
+
+def _setup(tiny, layers=(2,)):
+    items = encode_all(RECS, tiny.tokenizer)
+    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=layers), seed=1)
+    # Non-zero B so the adapter changes the output (B starts at zero).
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    return model, items, min(place["layers"])
+
+
+def _full_logits(model, items, pad):
+    b = collate(items, pad)
+    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits  # [B, T, V]
+    return logits[b.rows, b.cols].float(), b
+
+
+def test_cached_prefix_equals_full_forward_with_padding(tiny):
+    model, items, start = _setup(tiny)
+    pad = tiny.tokenizer.pad_token_id
+    ref, b = _full_logits(model, items, pad)
+    r = Runner(model, items, pad, start=start, cache=True)
+    got, gb = r.logits([0, 1, 2])
+    assert torch.equal(gb.targets, b.targets)
+    assert torch.allclose(got, ref, atol=1e-5)
+    again, _ = r.logits([2, 0])  # other order and padding length, from the cache now
+    per = {i: s for i, s in zip([0, 1, 2], ref.split(b.lengths.tolist()))}
+    assert torch.allclose(again, torch.cat([per[2], per[0]]), atol=1e-5)
+    assert set(r._prefix) == {0, 1, 2}
+
+
+def test_cached_gradients_equal_full_forward(tiny):
+    model, items, start = _setup(tiny, layers=(1, 3))
+    pad = tiny.tokenizer.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    ref, b = _full_logits(model, items, pad)
+    F.cross_entropy(ref, b.targets).backward()
+    g_ref = [p.grad.clone() for p in params]
+    model.zero_grad()
+    r = Runner(model, items, pad, start=start, cache=True)
+    r.logits([0, 1, 2])  # fill the cache first, as training does
+    got, gb = r.logits([0, 1, 2])
+    F.cross_entropy(got, gb.targets).backward()
+    for a, g in zip(g_ref, [p.grad for p in params]):
+        assert torch.allclose(a, g, atol=1e-5, rtol=1e-4)
+    assert any(a.abs().sum() > 0 for a in g_ref)
+
+
+def test_uncached_runner_matches_too(tiny):
+    model, items, start = _setup(tiny)
+    pad = tiny.tokenizer.pad_token_id
+    ref, _ = _full_logits(model, items, pad)
+    got, _ = Runner(model, items, pad, start=start, cache=False).logits([0, 1, 2])
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_adopted_prefixes_give_the_same_logits_and_wrong_lengths_are_refused(tiny):
+    import pytest
+
+    model, items, start = _setup(tiny)
+    pad = tiny.tokenizer.pad_token_id
+    ref = Runner(model, items, pad, start=start, cache=True)
+    want, _ = ref.logits([0, 1, 2])
+    # The last position of each record never predicts a target: a prefix one shorter gives the same logits.
+    r = Runner(model, items, pad, start=start, cache=True)
+    assert r.adopt({i: ref._prefix[i][:-1] for i in range(3)}) == 3
+    got, _ = r.logits([0, 1, 2])
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="record 1"):
+        r.adopt({1: ref._prefix[1][:-2]})
+    assert Runner(model, items, pad, start=start, cache=False).adopt({0: ref._prefix[0]}) == 0

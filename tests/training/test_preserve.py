@@ -1,0 +1,183 @@
+"""The preservation term (memft.training.preserve): its math against a reference KL, where its gradient goes, its text, its options."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from memft.model import lora_layers
+from memft import api
+from memft.config import LoraSettings, TrainConfig
+from memft.errors import ConfigError
+from memft.training.preserve import BaseTargets, Preserver, base_targets, bucket_kl, default_text, windows_of
+from memft.research.bench.phonebook import phonebook
+from tests.cli.test_cli import memft
+from tests.conftest import write_jsonl
+
+
+def reference_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row with torch's own kl_div (input log q, target log p)."""
+    return F.kl_div(F.log_softmax(logits_q, -1), F.log_softmax(logits_p, -1), reduction="none", log_target=True).sum(-1)
+
+
+def test_bucket_kl_with_k_equal_vocabulary_is_the_full_kl():
+    p, q = torch.randn(5, 11), torch.randn(5, 11)
+    got = bucket_kl(q, base_targets(p, k=11))
+    assert torch.allclose(got, reference_kl(p, q), atol=1e-6)
+
+
+def test_bucket_kl_by_hand_and_a_lower_bound_of_the_full_kl():
+    # p = (1/2, 1/4, 1/4), q = (1/4, 1/2, 1/4); k = 1 keeps token 0 and one tail bucket {1, 2}:
+    # 1/2 ln(2) + 1/2 ln((1/2) / (3/4)) = 0.5 ln 2 + 0.5 ln(2/3)
+    p = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    q = torch.log(torch.tensor([[0.25, 0.5, 0.25]]))
+    got = bucket_kl(q, base_targets(p, k=1)).item()
+    assert got == pytest.approx(0.5 * torch.log(torch.tensor(2.0)).item() + 0.5 * torch.log(torch.tensor(2 / 3)).item(), abs=1e-6)
+    assert got <= reference_kl(p, q).item()
+    pr, qr = torch.randn(50, 40) * 3, torch.randn(50, 40) * 3
+    for k in (1, 5, 20):
+        assert (bucket_kl(qr, base_targets(pr, k)) <= reference_kl(pr, qr) + 1e-5).all()
+
+
+def test_bucket_kl_is_zero_on_the_base_itself():
+    p = torch.randn(4, 30)
+    assert bucket_kl(p, base_targets(p, k=7)).abs().max().item() < 1e-6
+
+
+def test_windows_spread_over_the_text_and_short_text_is_an_error():
+    assert windows_of(list(range(10)), window=2, n=3) == [[0, 1], [2, 3], [6, 7]]
+    assert windows_of(list(range(5)), window=2, n=9) == [[0, 1], [2, 3]]
+    with pytest.raises(ConfigError, match="shorter than one preservation window"):
+        windows_of([1, 2], window=4, n=2)
+
+
+def _preserver(tiny, weight=1.0):
+    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    ids = tiny.tokenizer(default_text()[:4000], add_special_tokens=False)["input_ids"]
+    return model, Preserver(model, windows_of(ids, window=32, n=6), tiny.tokenizer.pad_token_id, min(place["layers"]), weight, per_step=2)
+
+
+def test_term_is_zero_at_init_and_with_the_adapter_disabled(tiny):
+    model, keep = _preserver(tiny)
+    loss, stats = keep.loss(0)
+    assert loss.item() == 0.0 and stats["preserve_kl"] == 0.0  # B = 0: the adapter adds exactly nothing
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    assert keep.loss(0)[0].item() > 1e-3
+    with model.disable_adapter():
+        assert keep.loss(0)[0].item() == 0.0
+
+
+def test_term_equals_weight_times_reference_kl_on_its_windows(tiny):
+    model, keep = _preserver(tiny, weight=2.5)
+    keep.k = 10_000  # more than the vocabulary: buckets = every token, so the term is the exact KL
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    loss, stats = keep.loss(1)  # step 1 uses windows 2 and 3
+    ids = torch.tensor([keep.runner.items[i].ids for i in keep.batch(1)])
+    with torch.no_grad():
+        q = model(input_ids=ids).logits[:, :-1].reshape(-1, model.config.vocab_size)
+        with model.disable_adapter():
+            p = model(input_ids=ids).logits[:, :-1].reshape(-1, model.config.vocab_size)
+    assert keep.batch(1) == [2, 3]
+    assert stats["preserve_kl"] == pytest.approx(reference_kl(p, q).mean().item(), rel=1e-4)
+    assert loss.item() == pytest.approx(2.5 * stats["preserve_kl"], rel=1e-6)
+
+
+def test_gradient_reaches_only_the_lora_parameters(tiny):
+    model, keep = _preserver(tiny)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    keep.loss(0)[0].backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None for n, g in grads.items() if "lora_" not in n)
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "lora_" in n)
+
+
+def test_default_text_is_disjoint_from_the_audit_windows(tiny):
+    from memft.checks.audit import plan_windows
+    from memft.research.bench.stress import default_text as audit_text
+
+    mine = default_text()
+    assert len(mine) > 100_000
+    plan = plan_windows(audit_text(), tiny.tokenizer, n_windows=32, window=128, seed=0)  # the audit's defaults
+    L = 80
+    shingles = {mine[i : i + L] for i in range(len(mine) - L)}
+    for w in plan.windows:
+        text = tiny.tokenizer.decode(w)
+        assert not any(text[i : i + L] in shingles for i in range(len(text) - L))
+    # and the whole audit source, not just today's windows
+    whole = audit_text()
+    assert not any(whole[i : i + L] in shingles for i in range(0, len(whole) - L, 7))
+
+
+def test_training_with_the_term_certifies_and_keeps_the_base_closer(tiny):
+    from memft.checks.audit import divergence
+
+    recs = phonebook(6, seed=5)
+    lora = LoraSettings(rank=8, layers=(2,))
+    ids = tiny.tokenizer(default_text()[-20000:], add_special_tokens=False)["input_ids"]
+    held_out = windows_of(ids, window=64, n=16)
+    figures = {}
+    for w in (0.0, 3.0):
+        f = api.fit(recs, tiny, lora, TrainConfig(lr=2e-2, max_steps=300, preserve=w))
+        assert f.summary["certified"] == 1.0 and f.train.certified_at is not None
+        assert ("preserve_kl" in f.train.history[0]) == (w > 0)
+        figures[w] = divergence(f.model, held_out)["kl_mean"]
+        f.model.unload()
+    assert figures[3.0] < 0.5 * figures[0.0], figures
+
+
+def test_options_are_checked_up_front(tmp_path):
+    with pytest.raises(ConfigError, match="--preserve must be a finite number >= 0"):
+        TrainConfig(preserve=-1.0)
+    with pytest.raises(ConfigError, match="--preserve-text .*no such file"):
+        TrainConfig(preserve=1.0, preserve_text=str(tmp_path / "missing.txt"))
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "a:", "value": "1"})])
+    for bad in (["--preserve", "-2"], ["--preserve", "1", "--preserve-text", tmp_path / "missing.txt"]):
+        r = memft("write", f, "--out", tmp_path / "ad", "--model", "tiny-random", "--quiet", *bad)  # in-process: same exit code, stderr
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--preserve" in r.stderr, r.stderr
+        assert not (tmp_path / "ad").exists()
+
+
+def test_a_non_utf8_preserve_text_is_one_line_naming_the_file(tmp_path, tiny):
+    from memft.training.preserve import build
+
+    bad = tmp_path / "t.txt"
+    bad.write_bytes(b"fine\n\xff\xfe")
+    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    with pytest.raises(ConfigError, match=r"t.txt:2: bytes that are not UTF-8"):
+        build(model, tiny.tokenizer, 1.0, str(bad), 2)
+    assert build(model, tiny.tokenizer, 0.0, str(bad), 2) is None
+
+
+def test_trainer_loss_adds_the_term_once_per_accumulated_step(tiny):
+    from memft.integrations import Collator, MemFTLoss, features
+
+    model, keep = _preserver(tiny, weight=2.0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    rows = features(phonebook(4, seed=5), tiny.tokenizer)
+    batch = Collator(tiny.tokenizer.pad_token_id)(rows)
+    labels = batch.pop("labels")
+    out = model(**batch)
+    plain = MemFTLoss("sft")(out, labels).item()
+    term = keep.loss(0)[0].item()
+    assert term > 0
+    with_term = MemFTLoss("sft", preserve=keep)
+    assert with_term(out, labels).item() == pytest.approx(plain + term, rel=1e-5)
+    assert with_term.stats["preserve_kl"] == pytest.approx(term / 2.0, rel=1e-5)
+    # two micro-batches of one step (Trainer's num_items_in_batch): the term counts once in all
+    total = int((labels[:, 1:] != -100).sum())
+    parts = [with_term(model(**{k: v[s] for k, v in batch.items()}), labels[s], num_items_in_batch=total).item()
+             for s in (slice(0, 2), slice(2, 4))]
+    assert sum(parts) == pytest.approx(plain + term, rel=1e-5)
