@@ -150,7 +150,7 @@ def test_a_second_sweep_on_the_same_store_is_refused_while_the_first_runs(tmp_pa
     from memft.errors import AdapterError
 
     db = tmp_path / "s.db"
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    src = str(Path(__file__).resolve().parents[3] / "src")
     holder = subprocess.Popen([sys.executable, "-c", f"import time; from memft.store import folders\nwith folders.locked({str(db)!r}):\n"
                                "    print('held', flush=True); time.sleep(30)"], env={**os.environ, "PYTHONPATH": src},
                               stdout=subprocess.PIPE, text=True)
