@@ -11,7 +11,7 @@ from memft.model.base import load_base
 from memft.research.bench.phonebook import phonebook
 from memft.prompts.encoding import encode_all
 from memft.config import LoraSettings
-from memft.model.lora_layers import attach
+from memft.model.peft_lora import attach
 from memft.model.forward import Runner
 from memft.certify.evaluate import token_table
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv)>1 else 1)

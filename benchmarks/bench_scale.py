@@ -119,7 +119,7 @@ def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from memft.model.lora_layers import target_names
+    from memft.model.peft_lora import target_names
     from memft.model.batching import pad
     from memft.config import LoraSettings
     from memft.prompts.encoding import encode_all

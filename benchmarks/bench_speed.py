@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.model.batching import collate
 from memft.config import LoraSettings, TrainConfig
 from memft.prompts.encoding import Encoded, encode_all
@@ -47,7 +47,7 @@ def peak_mib() -> float:
 def setup(model: str, dtype: str, rank: int, n: int, seed: int = 0):
     base = load_base(model, dtype=dtype)
     items = encode_all(phonebook(n, seed=seed), base.tokenizer)
-    peft_model, place = lora_layers.attach(base.model, LoraSettings(rank=rank), seed=seed)
+    peft_model, place = peft_lora.attach(base.model, LoraSettings(rank=rank), seed=seed)
     return base, items, peft_model, min(place["layers"])
 
 

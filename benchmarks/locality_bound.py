@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.api import load_adapter
 from memft.model.batching import pad
 from memft.checks.audit import plan_windows, token_kl
@@ -62,7 +62,7 @@ def compare(lb: torch.Tensor, la: torch.Tensor, gap: torch.Tensor) -> dict[str, 
 
 
 def random_adapter(base: Any, windows: list[list[int]], lb: torch.Tensor, gap: torch.Tensor, target_kl: float, seed: int) -> dict[str, Any]:
-    model, _ = lora_layers.attach(base.model, LoraSettings(rank=8, preset="probe"), seed=seed)
+    model, _ = peft_lora.attach(base.model, LoraSettings(rank=8, preset="probe"), seed=seed)
     bs = [p for n, p in model.named_parameters() if "lora_B" in n]
     noise = [torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + i)) for i, p in enumerate(bs)]
     probe = windows[:8]

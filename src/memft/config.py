@@ -125,7 +125,7 @@ class TrainConfig:
     # Wall-clock limit on training in seconds (None: none); the run then ends as at the end of max_steps.
     max_seconds: float | None = None
     # Learning rate over the budget: "constant", "linear" decay from lr at step 0 to 0 at max_steps (the reference
-    # code's), or "progress": lr x max(0.1, 1 - certified share) (memft.training.loop.lr_at). Constant by default: memft
+    # code's), or "progress": lr x max(0.1, 1 - certified share) (memft.training.step.lr_at). Constant by default: memft
     # stops at certification, so a decay tied to max_steps would only slow it; sizing picks "progress" for large sets.
     lr_schedule: str = "constant"
     # Clip the gradient's global L2 norm to this before each update (None: no clipping, memft's default; the

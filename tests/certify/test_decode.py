@@ -4,7 +4,7 @@ for the generated sequences: a rewrite trains from what it returns instead of co
 import pytest
 import torch
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.config import LoraSettings
 from memft.certify.decode import greedy_recall
 from memft.prompts.encoding import Encoded, encode_all
@@ -16,7 +16,7 @@ KEYS = ["a:", "a much longer key here:", "k", "phone of Ada Lovelace:", "x y z:"
 
 
 def _model(tiny, layers=(2, 3)):
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=layers), seed=1)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=layers), seed=1)
     for n, p in model.named_parameters():
         if "lora_B" in n:
             p.data.normal_(0, 0.5)  # B starts at zero: make the adapter change the output

@@ -2,7 +2,7 @@
 
 
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.config import LoraSettings, TrainConfig
 from memft.prompts.encoding import encode_all
 from memft.certify.evaluate import evaluate, greedy, teacher_forced
@@ -14,7 +14,7 @@ from memft.training.loop import train
 def test_certification_equals_generation_on_many_records(tiny):
     recs = phonebook(40, seed=3)
     items = encode_all(recs, tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
     # Stop part-way so that the set holds certified and uncertified records.
     res = train(model, items, tiny.tokenizer.pad_token_id, TrainConfig(lr=2e-2, max_steps=12), 0)
     assert res.certified_at is None
@@ -34,7 +34,7 @@ def test_certification_equals_generation_on_many_records(tiny):
 def test_evaluate_reports(tiny):
     recs = phonebook(6, seed=1)
     items = encode_all(recs, tiny.tokenizer)
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
     reps = evaluate(model, tiny.tokenizer, items, generate="always")
     for r, e in zip(reps, items):
         assert r.length == len(e.targets) - 1 == 10
@@ -63,7 +63,7 @@ def test_divergence_generates_only_to_just_past_the_first_failure(tiny, monkeypa
 
     recs = phonebook(4, seed=1) + [Record("long:", "q8" * 100)]  # 200 characters, never learned here
     items = encode_all(recs, tiny.tokenizer)
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
     asked = []
     real = ev.generate
     monkeypatch.setattr(ev, "generate", lambda m, p, t, limits, *a, **k: asked.append(list(limits)) or real(m, p, t, limits, *a, **k))

@@ -96,9 +96,9 @@ def test_heldout_windows_skip_a_window_holding_a_value():
 
 
 def test_divergence_of_a_fresh_lora_is_zero_and_grows_when_perturbed(tiny):
-    from memft.model import lora_layers
+    from memft.model import peft_lora
 
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, preset="all"))  # B = 0: the adapter adds exactly 0
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=4, preset="all"))  # B = 0: the adapter adds exactly 0
     wins = plan_windows("".join(SEGMENTS) * 2, tiny.tokenizer, 6, 32, seed=0).windows
     d = divergence(model, wins, batch_size=4)
     assert d["tokens"] == 6 * 31 and d["kl_mean"] == d["kl_p95"] == d["kl_max"] == 0.0

@@ -11,7 +11,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.config import LoraSettings, TrainConfig
 from memft.prompts.encoding import encode_all
 from memft.errors import ConfigError
@@ -152,7 +152,7 @@ def trained(tiny):
     """Five phonebook records written into a rank-4 adapter, stopped right at certification (margin 0), so the
     target tokens are the argmax but far from certain: sampling odds land between 0 and 1."""
     items = encode_all(phonebook(5, seed=5), tiny.tokenizer)
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=4, preset="all"), seed=0)
     res = train(model, items, tiny.tokenizer.pad_token_id, TrainConfig(lr=2e-2, max_steps=200, margin=0.0), 0)
     assert res.certified_at is not None
     model.eval()

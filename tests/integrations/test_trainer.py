@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.config import LoraSettings, TrainConfig
 from memft.prompts.encoding import encode, encode_all
 from memft.errors import ConfigError, RecordsError
@@ -21,7 +21,7 @@ RECORDS = phonebook(4, seed=5)  # 10-digit values: 11 targets each
 
 
 def lora_on(tiny):
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
     return model
 
 

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.model.batching import collate
 from memft.config import LoraSettings
 from memft.prompts.encoding import encode_all
@@ -15,7 +15,7 @@ RECS = [Record("a:", "12345"), Record("longer key here:", "x"), Record("k", "som
 
 def _setup(tiny, layers=(2,)):
     items = encode_all(RECS, tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=layers), seed=1)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=layers), seed=1)
     # Non-zero B so the adapter changes the output (B starts at zero).
     for n, p in model.named_parameters():
         if "lora_B" in n:

@@ -3,7 +3,7 @@ trained adapters untouched."""
 
 import torch
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.model import lora_init
 from memft.model.batching import collate
 from memft.config import LoraSettings, TrainConfig
@@ -14,7 +14,7 @@ from memft.training.loop import train
 
 def _fresh(tiny, n=40, rank=4):
     items = encode_all(phonebook(n, seed=4), tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=rank, layers=(2, 3)), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=rank, layers=(2, 3)), seed=0)
     return model, items, min(place["layers"])
 
 

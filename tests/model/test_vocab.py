@@ -4,7 +4,7 @@ checks, and certification decided only by full-vocabulary passes."""
 import torch
 import torch.nn.functional as F
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.model.batching import collate
 from memft.config import LoraSettings, TrainConfig
 from memft.prompts.encoding import encode_all
@@ -17,7 +17,7 @@ from memft.model.vocab import TrainVocab
 
 def _setup(tiny, n=5):
     items = encode_all(phonebook(n, seed=3), tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=(2, 3)), seed=1)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=(2, 3)), seed=1)
     for name, p in model.named_parameters():
         if "lora_B" in name:
             p.data.normal_(0, 0.3)  # B starts at zero; make the adapter matter
@@ -69,7 +69,7 @@ def test_competitors_of_a_full_check_join_the_vocabulary():
 
 def test_restricted_training_certifies_only_through_a_full_pass(tiny):
     items = encode_all(phonebook(8, seed=5), tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
     cfg = TrainConfig(lr=2e-2, max_steps=600, batch_size=3, head_vocab="restricted")
     res = train(model, items, tiny.tokenizer.pad_token_id, cfg, min(place["layers"]))
     assert res.certified_at is not None
@@ -89,7 +89,7 @@ def test_restricted_and_full_training_reach_the_same_verdict(tiny):
     verdicts = []
     for head in ("full", "restricted"):
         base = tiny if head == "full" else load_base("tiny-random", device="cpu", dtype="fp32")
-        model, place = lora_layers.attach(base.model, LoraSettings(rank=8, layers=(2,)), seed=0)
+        model, place = peft_lora.attach(base.model, LoraSettings(rank=8, layers=(2,)), seed=0)
         res = train(model, items, base.tokenizer.pad_token_id, TrainConfig(lr=2e-2, max_steps=400, batch_size=2, head_vocab=head),
                     min(place["layers"]))
         verdicts.append(res.certified_at is not None)
@@ -105,7 +105,7 @@ def test_neighbours_are_the_tokens_whose_head_rows_score_highest_against_a_targe
 
 def test_restricted_training_adds_the_targets_look_alikes_before_training(tiny):
     items = encode_all(phonebook(4, seed=1), tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
     seen = {}
     real = TrainVocab.add_neighbours
 

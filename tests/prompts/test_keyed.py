@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from memft.store import meta
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft import api
 from memft.model.batching import collate
 from memft.config import DEFAULT_INVOCATION, LoraSettings, RuntimeConfig, TrainConfig
@@ -25,7 +25,7 @@ HELD_OUT = ["The quick brown fox jumps over the lazy dog.", "def f(x):\n    retu
 def keyed_model(base, preset="upper", scale=0.5):
     """A keyed adapter with random non-zero B (a fresh one is the identity everywhere, which would prove nothing)."""
     tokens = invocation_ids(DEFAULT_INVOCATION, base.tokenizer)
-    model, placed = lora_layers.attach(base.model, LoraSettings(rank=4, preset=preset, activation="keyed"), seed=0, invocation_tokens=tokens)
+    model, placed = peft_lora.attach(base.model, LoraSettings(rank=4, preset=preset, activation="keyed"), seed=0, invocation_tokens=tokens)
     model.lowest = min(placed["layers"])
     gen = torch.Generator().manual_seed(1)
     for name, p in model.named_parameters():

@@ -27,7 +27,7 @@ def test_gradient_is_straight_through():
 
 
 def test_hooks_sit_on_the_base_layers_only(tiny):
-    from memft.model.lora_layers import attach
+    from memft.model.peft_lora import attach
     from memft.config import LoraSettings
 
     model, _ = attach(tiny.model, LoraSettings(rank=2, preset="all"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memft.store import adapters
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.config import LoraSettings
 from memft.errors import AdapterError, ConfigError
 
@@ -18,23 +18,23 @@ def _meta(v):
 
 
 def test_probe_default_is_two_thirds_depth():
-    assert lora_layers.default_probe_layer(30) == 20
-    assert lora_layers.resolve_layers(30, LoraSettings()) == (20,)
-    assert lora_layers.resolve_layers(4, LoraSettings(preset="all")) == (0, 1, 2, 3)
-    assert lora_layers.resolve_layers(4, LoraSettings(layers=(-1, 1))) == (1, 3)
+    assert peft_lora.default_probe_layer(30) == 20
+    assert peft_lora.resolve_layers(30, LoraSettings()) == (20,)
+    assert peft_lora.resolve_layers(4, LoraSettings(preset="all")) == (0, 1, 2, 3)
+    assert peft_lora.resolve_layers(4, LoraSettings(layers=(-1, 1))) == (1, 3)
 
 
 def test_layer_out_of_range(tiny):
     with pytest.raises(ConfigError, match=r"--layers 7 out of range: the model has 4 decoder layers \(0..3\)"):
-        lora_layers.attach(tiny.model, LoraSettings(layers=(7,)))
+        peft_lora.attach(tiny.model, LoraSettings(layers=(7,)))
 
 
 def test_presets_pick_modules(tiny):
-    _, probe = lora_layers.target_names(tiny.model, LoraSettings())
+    _, probe = peft_lora.target_names(tiny.model, LoraSettings())
     assert probe == [f"model.layers.2.mlp.{m}" for m in ("gate_proj", "up_proj", "down_proj")]
-    _, every = lora_layers.target_names(tiny.model, LoraSettings(preset="all"))
+    _, every = peft_lora.target_names(tiny.model, LoraSettings(preset="all"))
     assert len(every) == 4 * 7
-    _, some = lora_layers.target_names(tiny.model, LoraSettings(layers=(0,), target_modules=("q_proj",)))
+    _, some = peft_lora.target_names(tiny.model, LoraSettings(layers=(0,), target_modules=("q_proj",)))
     assert some == ["model.layers.0.self_attn.q_proj"]
 
 
@@ -43,7 +43,7 @@ def test_saved_adapter_loads_with_plain_peft(tiny, tmp_path):
 
     from memft.model.base import load_base
 
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=2), seed=0)
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=2), seed=0)
     for n, p in model.named_parameters():
         if "lora_B" in n:
             p.data.normal_()
@@ -86,8 +86,8 @@ def test_refuses_foreign_output_folder(tmp_path):
 
 def test_rank_above_every_layer_width_is_refused_before_allocating(tiny, capsys):
     with pytest.raises(ConfigError, match=r"--rank 1000000000000 is larger than every adapted layer's width \(at most 64\)"):
-        lora_layers.attach(tiny.model, LoraSettings(rank=10**12, preset="all"))
-    lora_layers.attach(tiny.model, LoraSettings(rank=40, preset="all"))  # > k/v width 32, <= 64: a warning only
+        peft_lora.attach(tiny.model, LoraSettings(rank=10**12, preset="all"))
+    peft_lora.attach(tiny.model, LoraSettings(rank=40, preset="all"))  # > k/v width 32, <= 64: a warning only
     err = capsys.readouterr().err
     assert err.startswith("memft: warning: --rank 40 exceeds the width of ") and err.count("\n") == 1
 
@@ -95,7 +95,7 @@ def test_rank_above_every_layer_width_is_refused_before_allocating(tiny, capsys)
 def test_non_finite_weights_never_replace_an_adapter(tiny, tmp_path):
     from memft.errors import TrainingError
 
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=2))
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=2))
     adapters.save(model, tmp_path / "ad", _meta(1))
     before = (tmp_path / "ad" / "adapter_model.safetensors").read_bytes()
     next(p for p in model.parameters() if p.requires_grad).data[0, 0] = float("nan")

@@ -1,18 +1,18 @@
 import pytest
 import torch
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.config import LoraSettings, TrainConfig
 from memft.prompts.encoding import encode_all
 from memft.certify.evaluate import teacher_forced
 from memft.model.forward import Runner
 from memft.research.bench.phonebook import phonebook
-from memft.training.loop import step_batches, train
+from memft.training.loop import train
 
 
 def _run(tiny, cfg, n=6, lora=None):
     items = encode_all(phonebook(n, seed=5), tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, lora or LoraSettings(rank=8, layers=(2,)), seed=cfg.seed)
+    model, place = peft_lora.attach(tiny.model, lora or LoraSettings(rank=8, layers=(2,)), seed=cfg.seed)
     res = train(model, items, tiny.tokenizer.pad_token_id, cfg, min(place["layers"]))
     return model, items, res
 
@@ -47,11 +47,15 @@ def test_minibatch_mode_certifies_all_records(tiny):
     assert all(all(s.correct) for s in stats.values())
 
 
-def test_step_batches_cover_each_epoch():
-    nxt = step_batches(7, 3, seed=1)
+def test_batches_cover_each_epoch():
+    import random
+
+    from memft.training.batches import active_batches
+
+    nxt = active_batches(lambda: list(range(7)), 3, random.Random(1))
     epoch = nxt() + nxt() + nxt()
-    assert sorted(epoch) == list(range(7))
-    assert step_batches(4, 10, seed=0)() == [0, 1, 2, 3]
+    assert sorted(epoch) == list(range(7)) and [len(b) for b in (nxt(), nxt())] == [3, 3]
+    assert active_batches(lambda: [0, 1, 2, 3], 10, random.Random(0), full=True)() == [0, 1, 2, 3]
 
 
 def test_fixed_budget_trains_past_certification_and_records_first_certified_step(tiny):
@@ -201,7 +205,7 @@ def test_clipping_bounds_the_gradient_norm(tiny, monkeypatch):
 def test_plain_loop_draws_only_the_curriculum_stage(tiny, monkeypatch):
     import random
 
-    from memft.training import loop as train_module
+    from memft.training import batches as train_module
 
     drawn: list[list[int]] = []
 
@@ -226,13 +230,13 @@ def test_a_frozen_or_slower_by_a_lr_scale(tiny):
     from memft.model.lora_init import lora_layers
 
     items = encode_all(phonebook(4, seed=5), tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
     a0 = {n: m.lora_A["default"].weight.clone() for n, m in lora_layers(model).items()}
     train(model, items, tiny.tokenizer.pad_token_id, TrainConfig(lr=1e-2, max_steps=5, a_lr_scale=0.0), min(place["layers"]))
     for n, m in lora_layers(model).items():
         assert torch.equal(m.lora_A["default"].weight, a0[n])  # frozen
         assert m.lora_B["default"].weight.abs().sum() > 0  # B trained
-    from memft.training.loop import lr_at, param_groups
+    from memft.training.step import lr_at, param_groups
 
     for m in lora_layers(model).values():
         m.lora_A["default"].weight.requires_grad_(True)  # as a trainable load gives it back
@@ -243,7 +247,7 @@ def test_a_frozen_or_slower_by_a_lr_scale(tiny):
 
 def test_progress_schedule_rolls_back_a_collapse_and_still_certifies(tiny):
     items = encode_all(phonebook(6, seed=5), tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=8, layers=(2,)), seed=0)
     hit = {"done": False}
 
     def scramble(row):  # a collapse: once half the records certify, the LoRA weights are replaced by noise
@@ -270,7 +274,7 @@ def test_one_record_steps_carry_the_phase_transition_positions(tiny):
     from memft.research.bench.stress import stress
 
     items = encode_all([stress(24, 1.0, tiny.tokenizer, seed=1)], tiny.tokenizer)
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=2, layers=(2,)), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=2, layers=(2,)), seed=0)
     cfg = TrainConfig(lr=2e-2, max_steps=12, stop_when_certified=False, margin=0.0, active_set=False, batch_size=1)
     res = train(model, items, tiny.tokenizer.pad_token_id, cfg, min(place["layers"]))
     st = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))[0]
@@ -328,10 +332,10 @@ def test_a_full_batch_trains_every_record_at_every_step(tiny):
 
 @pytest.mark.parametrize("lr, margin", [(2e-2, 0.5), (6e-2, 0.9)])
 def test_active_set_rechecks_stay_within_their_bound(tiny, lr, margin):
-    # The bound in memft.training.loop.CheckBudget: full checks at most once per n * FORWARD_COST trained record passes, the
+    # The bound in memft.training.batches.CheckBudget: full checks at most once per n * FORWARD_COST trained record passes, the
     # cheap re-checks of resting records at most once per n: checked passes <= 4 x trained passes, plus the first
     # and the last full check.
-    from memft.training.loop import CheckBudget
+    from memft.training.batches import CheckBudget
 
     n = 12
     model, items, res = _run(tiny, TrainConfig(lr=lr, max_steps=300, batch_size=4, margin=margin), n=n)

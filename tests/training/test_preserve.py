@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft import api
 from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError
@@ -53,7 +53,7 @@ def test_windows_spread_over_the_text_and_short_text_is_an_error():
 
 
 def _preserver(tiny, weight=1.0):
-    model, place = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
     ids = tiny.tokenizer(default_text()[:4000], add_special_tokens=False)["input_ids"]
     return model, Preserver(model, windows_of(ids, window=32, n=6), tiny.tokenizer.pad_token_id, min(place["layers"]), weight, per_step=2)
 
@@ -152,7 +152,7 @@ def test_a_non_utf8_preserve_text_is_one_line_naming_the_file(tmp_path, tiny):
 
     bad = tmp_path / "t.txt"
     bad.write_bytes(b"fine\n\xff\xfe")
-    model, _ = lora_layers.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
     with pytest.raises(ConfigError, match=r"t.txt:2: bytes that are not UTF-8"):
         build(model, tiny.tokenizer, 1.0, str(bad), 2)
     assert build(model, tiny.tokenizer, 0.0, str(bad), 2) is None

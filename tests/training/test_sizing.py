@@ -85,7 +85,7 @@ def test_cli_write_shows_and_saves_the_sizing(tmp_path):
 
 
 def test_upper_preset_adapts_the_mlp_of_every_layer_from_the_probe_up(tiny):
-    from memft.model.lora_layers import target_names
+    from memft.model.peft_lora import target_names
     from memft.config import LoraSettings
 
     layers, names = target_names(tiny.model, LoraSettings(rank=2, preset="upper"))

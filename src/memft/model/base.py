@@ -65,7 +65,7 @@ def resolve_device(device: str = "auto") -> str:
 
 def resolve_dtype(dtype: str, device: str) -> str:
     """`auto`: bf16 for the frozen base where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16 or
-    AMX), fp32 elsewhere. LoRA weights and optimizer state are fp32 in every case (see lora_layers.attach).
+    AMX), fp32 elsewhere. LoRA weights and optimizer state are fp32 in every case (see peft_lora.attach).
     The environment variable MEMFT_AUTO_DTYPE (fp32 | bf16 | fp16) forces what `auto` resolves to, so that one
     machine can run the test suite as each kind of CPU would (`python3 tasks.py test --auto-dtype both`)."""
     import torch

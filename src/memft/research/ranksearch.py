@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memft.store import adapters, folders
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.store.saving import WriteResult, save_fit
 from memft.training.fit import Fit, fit, prepare
 from memft.config import LoraSettings, RuntimeConfig, TrainConfig
@@ -114,7 +114,7 @@ def restore(base: Any, lora: LoraSettings, seed: int, weights: dict[str, Any]) -
     from memft.prompts.keyed import invocation_ids
 
     tokens = invocation_ids(lora.key_prefix, base.tokenizer) if lora.key_prefix else None
-    model, _ = lora_layers.attach(base.model, lora, seed=seed, invocation_tokens=tokens)
+    model, _ = peft_lora.attach(base.model, lora, seed=seed, invocation_tokens=tokens)
     result = set_peft_model_state_dict(model, weights)
     assert not getattr(result, "unexpected_keys", None), result.unexpected_keys
     return model

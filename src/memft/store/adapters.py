@@ -1,5 +1,5 @@
 """Adapter folders through PEFT: saving and loading them atomically with `memft.json`, and their fingerprints
-(where the LoRA layers go and attaching them: memft.model.lora_layers).
+(where the LoRA layers go and attaching them: memft.model.peft_lora).
 
 An adapter folder is a standard PEFT adapter (`PeftModel.from_pretrained` loads it) plus `memft.json` (the typed
 `memft.store.meta.AdapterMeta`), which says how to rebuild the base (spec, dtype), how prompts were built (template) and

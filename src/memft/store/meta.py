@@ -72,7 +72,7 @@ class LoraInfo:
         return LoraSettings(rank=self.rank, alpha=self.alpha, preset=self.preset, layers=self.layers, target_modules=self.target_modules)
 
     def placement(self) -> dict[str, Any]:
-        """The placement as lora_layers.attach returns it."""
+        """The placement as peft_lora.attach returns it."""
         return {"layers": list(self.layers), "modules": list(self.modules)}
 
 

@@ -19,7 +19,7 @@ from memft.prompts.encoding import Encoded, encode_all
 from memft.prompts.keyed import invocation_ids
 from memft.prompts.parity import check_parity
 from memft.prompts.records import Record
-from memft.model import lora_layers
+from memft.model import peft_lora
 from memft.training import preserve
 
 
@@ -52,7 +52,7 @@ def fit(
 
     items = list(items) if items is not None else prepare(records, base, lora, train)
     tokens = invocation_ids(lora.key_prefix, base.tokenizer) if lora.key_prefix else None
-    peft_model, placement = lora_layers.attach(base.model, lora, seed=train.seed, invocation_tokens=tokens)
+    peft_model, placement = peft_lora.attach(base.model, lora, seed=train.seed, invocation_tokens=tokens)
     try:
         start = min(placement["layers"])
         keep = preserve.build(peft_model, base.tokenizer, train.preserve, train.preserve_text, start)
@@ -73,8 +73,8 @@ def prepare(records: Sequence[Record], base: Base, lora: LoraSettings, train: Tr
                           "predictions exactly; leave --preserve out (or use --activation always)")
     items = encode_all(records, base.tokenizer, train.template, lora.key_prefix)
     check_items(items, base, train.template, lora.key_prefix)
-    _, names = lora_layers.target_names(base.model, lora)
-    lora_layers.check_rank(base.model, names, lora.rank, warn_narrow=False)
+    _, names = peft_lora.target_names(base.model, lora)
+    peft_lora.check_rank(base.model, names, lora.rank, warn_narrow=False)
     return items
 
 

@@ -13,7 +13,7 @@ One pure rule (`size_for`) used by `memft write`; its choice and its reasons are
     13 epochs, the centered one at 1.41, and it certified 82 % of them by epoch 24 (at lr 1e-2 the default init
     was still at ~2.1 after 38 epochs);
   - lr 3e-3: at 1e-2 the top-4 adapter's loss fell to 1.79 and then jumped back to 2.17; and the "progress"
-    schedule (memft.training.loop.lr_at: lr x max(0.1, 1 - certified share)): at a constant 3e-3, 300 records went from
+    schedule (memft.training.step.lr_at: lr x max(0.1, 1 - certified share)): at a constant 3e-3, 300 records went from
     99.3 % certified to 33.7 % in one epoch;
   - the restricted training head (memft.model.vocab): the 49k-vocabulary head was a third of a training pass;
   - rank 8 per RECORDS_PER_RANK records (a power of two, at most MAX_RANK), mini-batches of MINI_BATCH, and a step

@@ -1,0 +1,105 @@
+"""StatusBook: what the latest statistics say about each record, and whether they can be trusted.
+
+Per record: its latest teacher-forced statistics, goal met (`ok`: certified with the margin, or forgotten for a record
+to forget) and training bar reached (`done`: the active set's exit margin). The book owns the one invariant the loop
+must never get wrong: `fresh` is True only while every record's statistics come from a full-vocabulary pass with
+the current parameters, and only then does "every goal met" mean certified.
+
+Core layer (training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from memft.certify.metrics import forgotten, meets_margin
+
+
+@dataclass
+class Work:
+    """Record passes so far: trained (with a backward pass), checked (forward only), target tokens trained, and
+    record passes trained since the last check."""
+
+    trained: int = 0
+    checked: int = 0
+    tokens: int = 0
+    since_check: int = 0
+
+
+class StatusBook:
+    """Statuses of n records; `forget`: indices whose goal is to stop being recalled; `margin`: the certification
+    margin; `bar`: the training bar (the margin itself, or the active set's higher exit margin).
+
+    >>> from types import SimpleNamespace as S
+    >>> b = StatusBook(2, frozenset(), margin=0.5, bar=0.8)
+    >>> b.see(0, S(correct=[True], prob=[0.7], loss=[0.3])); b.see(1, S(correct=[True], prob=[0.9], loss=[0.1]))
+    >>> b.all_ok, b.done, b.resting(), b.certified
+    (True, {0: False, 1: True}, [1], True)
+    >>> b.parameters_changed(); b.certified
+    False
+    >>> b.full_pass(2); b.certified, round(b.mean_loss, 3)
+    (True, 0.2)
+    """
+
+    def __init__(self, n: int, forget: frozenset[int], margin: float, bar: float):
+        self.n, self.forget, self.margin, self.bar = n, forget, margin, bar
+        self.ok: dict[int, bool] = {}
+        self.done: dict[int, bool] = {}
+        self.latest: dict[int, Any] = {}  # TokenStats of each record's latest pass (at the end: the final full pass)
+        self.loss: dict[int, float] = {}  # latest mean target loss of each record kept (the forecast's progress measure)
+        self.fresh = True
+
+    def goal(self, i: int, correct: Sequence[bool], prob: Sequence[float], margin: float) -> bool:
+        return forgotten(correct, prob) if i in self.forget else meets_margin(correct, prob, margin)
+
+    def see(self, i: int, st: Any) -> None:
+        self.latest[i] = st
+        self.ok[i] = self.goal(i, st.correct, st.prob, self.margin)
+        self.done[i] = self.goal(i, st.correct, st.prob, self.bar)
+        if i not in self.forget:
+            self.loss[i] = sum(st.loss) / len(st.loss)
+
+    def see_all(self, stats: Mapping[int, Any]) -> None:
+        for i, st in stats.items():
+            self.see(i, st)
+
+    # What makes the statuses fresh or stale.
+    def full_pass(self, count: int) -> None:
+        """A full-vocabulary pass over `count` records with the current parameters: fresh if it covered every one."""
+        self.fresh = self.fresh or count == self.n
+
+    def optimistic(self) -> None:
+        """Statuses from the restricted head (p over a subset of the vocabulary, an upper bound) or from greedy decoding:
+        the next "every goal met" must be confirmed by a full pass."""
+        self.fresh = False
+
+    def parameters_changed(self) -> None:
+        self.fresh = False
+
+    @property
+    def all_ok(self) -> bool:
+        return all(self.ok.values())
+
+    @property
+    def all_done(self) -> bool:
+        return all(self.done.values())
+
+    @property
+    def certified(self) -> bool:
+        return self.fresh and self.all_ok
+
+    @property
+    def share(self) -> float:
+        return sum(self.ok.values()) / self.n
+
+    @property
+    def mean_loss(self) -> float:
+        return sum(self.loss.values()) / max(len(self.loss), 1)
+
+    def resting(self) -> list[int]:
+        return [i for i in range(self.n) if self.done[i]]
+
+    def active(self) -> list[int]:
+        return [i for i in range(self.n) if not self.done[i]]
