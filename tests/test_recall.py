@@ -110,8 +110,8 @@ def _edit_json(name, change):
 
 
 DAMAGE = {
-    "truncated weights": (lambda d: (d / "adapter_model.safetensors").write_bytes((d / "adapter_model.safetensors").read_bytes()[:-100]), "truncated ("),
-    "empty weights": (lambda d: (d / "adapter_model.safetensors").write_bytes(b""), "truncated or empty"),
+    "truncated weights": (lambda d: (d / "adapter_model.safetensors").write_bytes((d / "adapter_model.safetensors").read_bytes()[:-100]), "unreadable (incomplete metadata"),
+    "empty weights": (lambda d: (d / "adapter_model.safetensors").write_bytes(b""), "adapter_model.safetensors: empty;"),
     "missing weights": (lambda d: (d / "adapter_model.safetensors").unlink(), "adapter_model.safetensors: missing"),
     "broken config": (lambda d: (d / "adapter_config.json").write_text("{"), "adapter_config.json: unreadable"),
     "missing config": (lambda d: (d / "adapter_config.json").unlink(), "adapter_config.json: missing"),

@@ -4,9 +4,9 @@ Write key -> value records into the weights of a LoRA adapter on a frozen LLM, a
 each value back verbatim. The public API is re-exported lazily so that `import memft` (and `memft --help`) stay fast:
 torch is imported only when a function that needs it is first used.
 
-The package is layered, one folder per layer: the core at the top of memft/ (records -> tokens -> training ->
-certification, with api.py as its facade), memory/ (ledger, rewrite), checks/ (deploy, plaincheck, sampling, audit,
-leaks), research/ (bench/, runs, results, sweep, law, ranksearch, plots, claims, report), integrations/ and cli/.
+The package is layered: the core grouped by stage (prompts/ -> model/ -> certify/ -> objectives/ -> training/ ->
+store/, over errors.py and config.py), api.py the one facade above it, then memory/ (append, forget), checks/,
+runtime/, research/, integrations/ and cli/.
 README's Layout section lists each module; every package's opening docstring says what it may import, and
 tests/test_layers.py checks the imports against the folders.
 """

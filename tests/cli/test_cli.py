@@ -200,3 +200,25 @@ def test_out_dot_writes_into_an_empty_working_folder_and_is_refused_up_front_in_
     assert sorted(p.name for p in full.iterdir()) == ["notes.txt"] and not (tmp_path / ".full.memft-lock").exists()
     w = memft("write", f, "--out", tmp_path / "r.jsonl" / "sub", "--quiet", *FAST)
     assert w.returncode == 2 and "r.jsonl is a file, not a folder" in w.stderr and w.stderr.count("\n") == 1
+
+
+def test_json_dash_prints_the_report_and_forget_takes_the_training_options_of_append(tmp_path):
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "a:", "value": "1"}), json.dumps({"key": "b:", "value": "2"})])
+    out = tmp_path / "ad"
+    w = memft("write", f, "--out", out, "--quiet", "--json", "-", *FAST)
+    assert w.returncode == 0, w.stderr
+    report = json.loads(w.stdout)  # stdout holds the report and nothing else
+    assert report["certified"] == 1.0 and report["out"] == str(out) and not (tmp_path / "-").exists()
+    g = memft("forget", out, "b:", "--margin", "0.6", "--method", "sft", "--max-steps", "200", "--lr", "0.02", "--device", "cpu",
+              "--quiet", "--json", "-")
+    assert g.returncode == 0, g.stderr
+    assert json.loads(g.stdout)["saved"] is True
+    from memft.store.adapters import read_meta
+
+    meta = read_meta(out)
+    assert meta.records.count == 1 and meta.train_config().margin == 0.6
+
+
+def test_ratios_are_fractions_or_percent_signs_never_both_readings_of_one_number():
+    bad = memft("bench", "stress", "--model", "tiny-random", "--ratios", "0,50")
+    assert bad.returncode == 2 and "50%" in bad.stderr and bad.stderr.count("\n") == 1

@@ -129,13 +129,14 @@ def test_forgetting_a_record_that_no_longer_comes_back_just_drops_it(tmp_path):
 
     # (both files, consistently: an edit of one alone is refused on open, see test_recall.py)
     from memft.store import adapters
+    from memft.store import meta as store_meta
 
     book = ledger.read(ad)
     entry = dataclasses.replace(book.entries[0], key="lost:", digest=book.scheme.digest(lost), certified=False)
     meta = adapters.read_meta(ad)
     meta.records = dataclasses.replace(meta.records, count=4, digests=tuple(sorted([*meta.records.digests, entry.digest])),
                                        hash=book.scheme.set_hash([*recs, lost]))
-    adapters.update_meta(ad, meta)
+    store_meta.write(ad, meta)  # memft.json replaced in place (memft itself never edits a folder this way)
     fp = ledger.fingerprint(meta)
     (ad / "ledger.json").write_text(ledger.dumps(ledger.Ledger(book.entries + [entry], book.history, fp, book.scheme)), encoding="utf-8")
     with pytest.raises(RecordsError, match="'lost:'"):

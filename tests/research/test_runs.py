@@ -58,7 +58,7 @@ def test_compare_cli_rejects_unknown_method_option(tmp_path):
 
 @pytest.mark.slow  # three bench grids; the bench CLI's results file is tested fast below, stress and rule data in test_bench_data.py
 def test_bench_cli_stress_and_rule(tmp_path):
-    r = _memft("bench", "stress", "--model", "tiny-random", "--ranks", "2", "--lengths", "16", "--ratios", "0,100",
+    r = _memft("bench", "stress", "--model", "tiny-random", "--ranks", "2", "--lengths", "16", "--ratios", "0%,100%",
                "--preset", "all", "--lr", "0.02", "--max-steps", "20", "--json", tmp_path / "s.json", "--device", "cpu", "--quiet")
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "s.json").read_text())["rows"]

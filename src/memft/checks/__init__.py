@@ -5,6 +5,6 @@
   sampling.py    exact recall odds under temperature / top-k / top-p, and sampled counts
   audit.py       the side-effect audit: KL / perplexity on held-out text, with leaks.py, the leak probe
 
-Checks layer: may import the core, the memory store and the other checks (and the stress benchmark's default text,
-the audit's held-out text); never research, integrations or the CLI.
+Checks layer: may import the core, memft.memory and the other checks; never the facade (memft.api), research,
+integrations or the CLI.
 """

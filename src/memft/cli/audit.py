@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from memft.cli.options import Device, Quiet
+from memft.cli.options import Device, JsonFile, Quiet, write_json
 from memft.errors import ConfigError
 
 LEAKS_SHOWN = 20
@@ -28,7 +28,7 @@ def audit(
     seed: Annotated[int, typer.Option(help="Seed of the choice of windows.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     device: Device = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the audit as JSON here.")] = None,
+    json_out: JsonFile = None,
     quiet: Quiet = False,
 ) -> None:
     """What does the adapter do to everything else? KL and perplexity against the base on held-out text, and stored
@@ -48,7 +48,7 @@ def audit(
     res = run_audit(loaded, recs, text=body, n_windows=windows, window=window_tokens, seed=seed, batch_size=batch_size,
                     text_name=None if text is None else str(text))
     if json_out:
-        json_out.write_text(json.dumps(res.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(json_out, json.dumps(res.to_json(), indent=2, ensure_ascii=False))
     if not quiet:
         if res.leak_probe["leaks"]:
             render.console.print(leaks_table(res.leak_probe["leaks"]))

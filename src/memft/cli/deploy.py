@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from memft.cli.options import write_json
 from memft.store import safejson
 from memft.errors import ConfigError
 
@@ -103,7 +104,7 @@ def verify_runtime(adapter: Path, records: Path, runtime: str, base_gguf: Option
     cert = certify(adapter, chk, recs)
     report = chk.to_json(reveal) | {"certificate": cert is not None}
     if json_out:
-        json_out.write_text(safejson.dumps(report) + "\n", encoding="utf-8")
+        write_json(json_out, safejson.dumps(report))
     if not quiet:
         render.console.print(runtime_table(chk, title=f"{adapter} in llama.cpp on {chk.base_gguf}"))
         if chk.unscored:

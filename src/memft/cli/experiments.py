@@ -13,8 +13,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft.cli.options import CsvRows, Device, Dtype, JsonRows, LrSchedule, MaxGradNorm, Model, Quiet, Template
+from memft.cli.options import CsvRows, Device, Dtype, JsonRows, LrSchedule, MaxGradNorm, Methods, Model, Quiet, Template, write_json
+from memft.cli.options import comma_list
 from memft.cli.options import comma_list as _list
+from memft.config import PRESETS
+from memft.errors import ConfigError
 from memft.cli.options import method_options as parse_method_options
 
 
@@ -41,19 +44,19 @@ def _save(rows: list[dict[str, Any]], json_out: Optional[Path], csv_out: Optiona
     from memft.research.runs import rows_to_csv
 
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        out = {"command": command, "config": config, "rows": rows}
-        json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if str(json_out) != "-":
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(json_out, json.dumps({"command": command, "config": config, "rows": rows}, indent=2, ensure_ascii=False))
     if csv_out:
         rows_to_csv(rows, csv_out)
 
 
 def compare(
     records: Annotated[Path, typer.Argument(help="JSONL records to write with every method.")],
-    methods: Annotated[str, typer.Option(help="Comma-separated objectives.")] = "sft,memft-ot,memft-sw",
+    methods: Methods = "sft,memft-ot,memft-sw",
     ranks: Annotated[str, typer.Option(help="Comma-separated LoRA ranks.")] = "1,2,4",
     model: Model = "smollm2-135m",
-    preset: Annotated[str, typer.Option(help="probe | all")] = "probe",
+    preset: Annotated[str, typer.Option("--preset", help=f"Where the LoRA layers go: {' | '.join(PRESETS)}.")] = "probe",
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
     max_steps: Annotated[int, typer.Option(help="Step budget per run (equal for every method).")] = 300,
     batch_size: Annotated[int, typer.Option(help="Records per step.")] = 64,
@@ -90,9 +93,9 @@ def bench(
     model: Model = "smollm2-135m",
     ranks: Annotated[str, typer.Option(help="Comma-separated LoRA ranks.")] = "1,2,4,8",
     lengths: Annotated[Optional[str], typer.Option(help="Answer tokens ℓ (phonebook: total over records; stress: the one target). Rule: training pairs.")] = None,
-    ratios: Annotated[str, typer.Option(help="Stress only: fractions ρ of random tokens, e.g. 0,1 (or percent: 0,100).")] = "0,1",
-    methods: Annotated[str, typer.Option(help="Comma-separated objectives.")] = "sft",
-    preset: Annotated[str, typer.Option(help="probe | all")] = "probe",
+    ratios: Annotated[str, typer.Option(help="Stress only: fractions ρ of random tokens in [0, 1], e.g. 0,0.5,1, or percentages with %, e.g. 0%,50%,100%.")] = "0,1",
+    methods: Methods = "sft",
+    preset: Annotated[str, typer.Option("--preset", help=f"Where the LoRA layers go: {' | '.join(PRESETS)}.")] = "probe",
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
     max_steps: Annotated[int, typer.Option(help="Step budget per run.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
@@ -116,7 +119,7 @@ def bench(
     from memft.research.grids import bench_grid
 
     grid = bench_grid(benchmark, _list(ranks, int, "--ranks"), _list(lengths, int, "--lengths") if lengths else None,
-                      _list(ratios, float, "--ratios") if benchmark == "stress" else (), _list(methods, str, "--methods"),
+                      _fractions(ratios) if benchmark == "stress" else (), _list(methods, str, "--methods"),
                       model=model, preset=preset, lr=lr, max_steps=max_steps, seed=seed, heldout=heldout, fixed_budget=fixed_budget,
                       batch_size=batch_size, lr_schedule=lr_schedule, max_grad_norm=max_grad_norm, template=template, text=text,
                       device=device, dtype=dtype)
@@ -133,7 +136,7 @@ def sweep(
     backend: Annotated[str, typer.Option(help="local (in this process) | ray (one Ray task per run).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray instance).")] = None,
     gpus_per_run: Annotated[float, typer.Option(help="Ray: GPUs per run (fractions share a GPU).")] = 0.0,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run every point of a sweep into a results store; killed and restarted, it skips finished runs. Exit 1 if any run failed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -154,3 +157,23 @@ def sweep(
                             on_step=lambda row: prog.update(current, completed=row["step"]))
     typer.echo(json.dumps({k: v for k, v in summary.items()}, ensure_ascii=False))
     raise typer.Exit(1 if summary["failed"] else 0)
+
+
+def _fractions(text: str) -> list[float]:
+    """--ratios: fractions in [0, 1], or percentages written with %; a bare number above 1 is refused, so that no
+    value means a fraction in one list and a percentage in another.
+
+    >>> _fractions("0,0.5,1"), _fractions("0%,50%,100%")
+    ([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+    """
+    out = []
+    for x in comma_list(text, str, "--ratios"):
+        x = x.strip()
+        try:
+            v = float(x[:-1]) / 100 if x.endswith("%") else float(x)
+        except ValueError:
+            raise ConfigError(f"--ratios {text!r}: give fractions like 0,0.5,1 or percentages like 0%,50%,100%") from None
+        if not 0 <= v <= 1:
+            raise ConfigError(f"--ratios: {x} is not a fraction in [0, 1]; for a percentage write {x}% (e.g. 0%,50%,100%)")
+        out.append(v)
+    return out

@@ -17,7 +17,7 @@ import typer
 
 from memft import __version__
 from memft.store import safejson
-from memft.cli.options import Activation, Device, Dtype, Invocation, Model, Preserve, PreserveText, Reveal
+from memft.cli.options import Activation, Device, Dtype, Invocation, JsonFile, Method, Model, Preserve, Preset, PreserveText, Quiet, Reveal, write_json
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
 
@@ -66,10 +66,10 @@ def write(
     max_rank: Annotated[int, typer.Option(help="With --rank auto: the largest rank to try.")] = 256,
     law: Annotated[Optional[Path], typer.Option(help="With --rank auto: law fit JSON (measured at this training budget) whose planner gives the first rank to try; without it the search starts at rank 1.")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default: = rank).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="probe (MLP of one layer at ~2/3 depth) | upper (MLP of every layer from there up) | all (every linear layer). Default: sized from the record count.")] = None,
+    preset: Preset = None,
     layers: Annotated[Optional[str], typer.Option(help="Decoder layers to adapt, e.g. 20 or 18,19,20.")] = None,
     target_modules: Annotated[Optional[str], typer.Option(help="Module names to adapt, e.g. gate_proj,up_proj,down_proj.")] = None,
-    method: Annotated[str, typer.Option(help="Training objective: sft, memft-ot, memft-ot-margin, memft-sw, memft-sw-v01, memft-sw-curriculum, memft-sw-phonebook, focal.")] = "sft",
+    method: Method = "sft",
     method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, e.g. '{\"threshold\": 0.6}'.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate. Default: sized from the record count (1e-2 up to 64 records, 3e-3 beyond).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Most optimizer steps; training stops earlier once all records certify. Default: sized from the record count.")] = None,
@@ -87,9 +87,9 @@ def write(
     invocation: Invocation = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    json_out: JsonFile = None,
     reveal: Reveal = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar or tables.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write records into a LoRA adapter. Exit 0 if every record is certified, 1 if not (the adapter is still saved).
 
@@ -101,7 +101,7 @@ def write(
     from memft.training.sizing import size_for
 
     auto = rank == "auto"
-    if json_out is not None:  # absolute now: `--out .` swaps the working directory itself for the new adapter
+    if json_out is not None and str(json_out) != "-":  # absolute now: `--out .` swaps the working directory itself
         json_out = Path(os.path.abspath(json_out))
     if rank is not None and not auto and not rank.lstrip("-").isdigit():
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
@@ -118,8 +118,6 @@ def write(
                         head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,
                         **memory.preserve_options(preserve, preserve_text))
     runtime = RuntimeConfig(device=device, dtype=dtype)
-    sized = (f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
-             + " (give " + ", ".join("--" + k.replace("_", "-") for k in size.chosen) + " to override)") if size.chosen and not quiet else None
     watch = None
     if auto:
         res = _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet)
@@ -128,19 +126,26 @@ def write(
     else:
         with render.training_progress(size.max_steps, enabled=not quiet) as on_step:
             # the sizing line waits for the first step, so that an error found before training stays one line
-            step_watch = render.forecast_watch(render.first_say(sized, on_step), size.max_steps, margin, size.rank,
-                                               say=None if not quiet else (lambda line: None), max_seconds=time_limit)
+            step_watch = render.forecast_watch(render.first_say(None if quiet else size.line(len(recs)), on_step), size.max_steps,
+                                               margin, size.rank, say=None if not quiet else (lambda line: None), max_seconds=time_limit)
             res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=step_watch,
                             extra={"sizing": size.to_json()})
             watch = step_watch.watch
+    _report_write(res, out, size, watch, json_out, reveal, quiet)
+
+
+def _report_write(res: Any, out: Path, size: Any, watch: Any, json_out: Path | None, reveal: bool, quiet: bool) -> None:
+    """The end of `memft write`: the JSON report, the tables, the exit-1 line and the forecast's advice; exits."""
+    from memft.cli import render
+
     report = {**res.summary, "out": str(out), "steps": res.meta.train["steps"], "sizing": size.to_json(),
               "per_record": [r.to_json(reveal) for r in res.reports]}
-    if watch is not None and watch.last is not None:
-        f = watch.last
+    f = watch.last if watch is not None else None
+    if f is not None:
         report["forecast"] = {"steps_done": f.steps_done, "steps_needed": f.steps_needed, "budget_steps": f.budget_steps,
                               "epochs_done": f.epochs_done, "epochs_needed": f.epochs_needed, "on_track": f.on_track}
     if json_out:
-        json_out.write_text(safejson.dumps(report) + "\n", encoding="utf-8")
+        write_json(json_out, safejson.dumps(report))
     if not quiet:
         failed = [r for r in res.reports if not r.certified]
         if failed:
@@ -148,7 +153,7 @@ def write(
         render.console.print(render.summary_table(res.summary, title=f"written to {out}"))
     if not res.all_certified:  # exit 1 always comes with one line saying what is not exact, --quiet or not
         render.not_exact(res.reports, out)
-    if not res.all_certified and watch is not None and watch.last is not None and not quiet:
+    if not res.all_certified and f is not None and not quiet:
         render.console.print(watch.final_advice(res.meta.train["seconds"]), soft_wrap=True)
     raise typer.Exit(0 if res.all_certified else 1)
 
@@ -267,7 +272,7 @@ def _read_keys(path: Path) -> list[str]:
 def verify(
     adapter: Annotated[Path, typer.Argument(help="Adapter folder written by `memft write`.")],
     records: Annotated[Path, typer.Argument(help="JSONL records to check.")],
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON summary here.")] = None,
+    json_out: JsonFile = None,
     generate: Annotated[bool, typer.Option("--generate", help="Also run greedy generation for certified records (a cross-check).")] = False,
     device: Device = "auto",
     dtype: Annotated[Optional[str], typer.Option(help="Precision to verify in: fp32 | bf16 | fp16 (default: the one it was certified in).")] = None,
@@ -281,7 +286,7 @@ def verify(
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="llama.cpp: decode every record greedily in llama.cpp (needs memft[llamacpp]); the adapter's whole record set exact there is kept as a certificate in memft.json.")] = None,
     base_gguf: Annotated[Optional[Path], typer.Option("--base-gguf", help="With --runtime: the base GGUF llama.cpp runs (default: the embedded model's shipped Q4_1 file, or the .gguf the adapter was written on).")] = None,
     reveal: Reveal = False,
-    quiet: Annotated[bool, typer.Option(help="No tables.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Check that every record comes back exactly. Exit 0 if all do (in every setting checked), 1 otherwise."""
     if runtime is not None:
@@ -340,7 +345,7 @@ def verify(
         if not quiet:
             render.console.print(render.odds_table(odds, title=f"recall odds under sampling (T={temperature}, top-p={top_p}, top-k={top_k})"))
     if json_out:
-        json_out.write_text(safejson.dumps(report) + "\n", encoding="utf-8")
+        write_json(json_out, safejson.dumps(report))
     raise typer.Exit(0 if ok else 1)
 
 

@@ -11,13 +11,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft.cli.options import Device, Preserve, PreserveText, Quiet, Reveal
+from memft.cli.options import Device, JsonFile, Preserve, PreserveText, Quiet, Reveal, write_json
 
 Lr = Annotated[Optional[float], typer.Option(help="AdamW learning rate (default: the one the adapter was written with).")]
 MaxSteps = Annotated[Optional[int], typer.Option(help="Most optimizer steps (default: the adapter's).")]
 Margin = Annotated[Optional[float], typer.Option(help="Train until every target probability exceeds this (default: the adapter's).")]
 Method = Annotated[Optional[str], typer.Option(help="Training objective (default: the adapter's).")]
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")]
+JsonOut = JsonFile
 
 
 def append(
@@ -53,6 +53,10 @@ def forget(
     keys: Annotated[list[str], typer.Argument(help="Keys to remove.")],
     lr: Lr = None,
     max_steps: MaxSteps = None,
+    margin: Margin = None,
+    method: Method = None,
+    preserve: Preserve = None,
+    preserve_text: PreserveText = None,
     device: Device = "auto",
     json_out: JsonOut = None,
     reveal: Reveal = False,
@@ -62,8 +66,8 @@ def forget(
     from memft.config import RuntimeConfig
     from memft.memory.rewrite import forget as do_forget
 
-    res = _run(lambda on_step: do_forget(adapter, keys, _overrides(lr, max_steps, None, None), RuntimeConfig(device=device), on_step),
-               adapter, max_steps, quiet)
+    over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
+    res = _run(lambda on_step: do_forget(adapter, keys, over, RuntimeConfig(device=device), on_step), adapter, max_steps, quiet)
     _finish(res, json_out, quiet, reveal)
 
 
@@ -128,7 +132,7 @@ def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> No
     from memft.cli import render
 
     if json_out:
-        json_out.write_text(safejson.dumps(res.to_json(reveal)) + "\n", encoding="utf-8")
+        write_json(json_out, safejson.dumps(res.to_json(reveal)))
     if not quiet:
         failed = [r for r in res.reports if not r.certified]
         if failed:

@@ -9,14 +9,24 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from memft.config import PRESETS
 from memft.errors import ConfigError
+from memft.objectives import OBJECTIVES
 
 Model = Annotated[str, typer.Option("--model", help="smollm2-135m (embedded), tiny-random, a local folder, a .gguf file, or a hub id.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | bf16 | fp16 (precision of the frozen base)")]
-JsonRows = Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} here.")]
+# --json: on a command that produces a report (write, verify, append, forget, audit, compare, bench, law fit) it takes
+# the FILE to write it to, `-` for standard output; on a command whose output is data (recall, ledger, plan) it is a
+# flag that prints that data as JSON instead of tables. (One spelling for both would break existing scripts, and typer
+# cannot give an option an optional value.)
+JsonFile = Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON to this file (`-`: standard output).")]
+JsonRows = Annotated[Optional[Path], typer.Option("--json", help="Write {\"rows\": [...]} to this file (`-`: standard output).")]
 CsvRows = Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV here.")]
-Quiet = Annotated[bool, typer.Option(help="No progress bars or tables.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars or tables (an exit 1 still prints its one line).")]
+Preset = Annotated[Optional[str], typer.Option("--preset", help=f"Where the LoRA layers go: {' | '.join(PRESETS)} (probe: MLP of one layer at ~2/3 depth; upper: MLP of every layer from there up; top: MLP of the top layers; all: every linear layer).")]
+Method = Annotated[str, typer.Option("--method", help=f"Training objective: {', '.join(sorted(OBJECTIVES))}.")]
+Methods = Annotated[str, typer.Option("--methods", help=f"Comma-separated objectives, from: {', '.join(sorted(OBJECTIVES))}.")]
 Reveal = Annotated[bool, typer.Option("--reveal", help="Put recalled values, their lengths and where a given value first differs (`recalled`, `recalled_chars`, `first_failure`, token accuracies, stubborn positions) in the --json report (default: left out, since they give the stored secrets, or part of them, away; `certified` and `exact` say whether they differ).")]
 # The reference code's training setup, for the research commands (compare, bench; sweep configs have the same keys).
 LrSchedule = Annotated[str, typer.Option("--lr-schedule", help="constant | linear (decay to 0 over --max-steps, the reference code's).")]
@@ -50,3 +60,11 @@ def comma_list(text: str, cast: Any, option: str) -> list[Any]:
     if not out:
         raise ConfigError(f"{option} is empty")
     return out
+
+
+def write_json(path: Path, text: str) -> None:
+    """A --json FILE: `text` (one JSON document) written to `path`, or printed when the path is `-`."""
+    if str(path) == "-":
+        typer.echo(text)
+        return
+    path.write_text(text + "\n", encoding="utf-8")

@@ -75,8 +75,8 @@ class TrainVocab:
 
         Why: raising a target's logit raises the logits of tokens with similar head rows too (a digit and its
         look-alikes), and outside the set nothing pushes those back; a full check found them only once they had
-        taken the argmax (1,000 PhoneBook records: the certified share fell from 91.9 % to 2.4 % within 25 steps at a
-        tenth of the rate, too fast for the rate alone; inferred, not isolated). Returns how many were new; stops at MAX_SHARE of the vocabulary.
+        taken the argmax, and the certified share of a large write collapsed faster than the rate alone explains
+        (benchmarks/README.md, Scale). Returns how many were new; stops at MAX_SHARE of the vocabulary.
         """
         members = self._ids.clone()
         added = 0

@@ -127,12 +127,6 @@ def check_finite(peft_model: Any) -> None:
                             "nothing was saved and no adapter was replaced; lower --lr (or --alpha)")
 
 
-def update_meta(folder: Path, meta: AdapterMeta) -> None:
-    """Replace memft.json of an existing adapter in place (temp file + rename). Not a save: readers detect saves by
-    the folder's identity (memft.store.folders.read_consistent), so memft itself never edits a folder this way."""
-    meta_mod.write(folder, meta)
-
-
 def read_meta(folder: str | Path) -> AdapterMeta:
     """memft.json of an adapter folder (memft.store.meta.read)."""
     return meta_mod.read(folder)
@@ -171,23 +165,18 @@ def _same_modules(peft_names: Any, ours: Any) -> bool:
 
 
 def safetensors_problem(data: bytes) -> str | None:
-    """Why a .safetensors file's bytes are not whole (None if they are): the format is an 8-byte little-endian
-    header length, a JSON header giving each tensor's byte range, then the data. Checked by hand so that a damaged
-    file is reported before the base model is loaded."""
-    size = len(data)
+    """Why a .safetensors file's bytes are not a whole file (None if they are), as the safetensors library itself
+    reads them (header, each tensor's byte range, the whole file covered), before the base model is loaded."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    if not data:
+        return "empty"
     try:
-        n = int.from_bytes(data[:8], "little")
-        if size < 8 or n <= 0 or 8 + n > size:
-            return "truncated or empty (no complete header)"
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-        return f"unreadable header ({type(e).__name__})"
-    if not ends:
-        return "holds no tensors"
-    if 8 + n + max(ends) > size:
-        return f"truncated ({size} bytes, the header needs {8 + n + max(ends)})"
-    return None
+        tensors = load_tensors(data)
+    except SafetensorError as e:
+        return f"unreadable ({str(e).removeprefix('Error while deserializing').lstrip(': ')})"
+    return None if tensors else "holds no tensors"
 
 
 def load(version: Version, base_model: nn.Module, trainable: bool = False) -> Any:

@@ -1,7 +1,7 @@
 """Backtracking for the "progress" learning-rate schedule: put back the best parameters after a collapse.
 
-Near the end of a large write, Adam can scramble in one epoch what took twenty to learn (1,000 PhoneBook records,
-top 4 layers, lr 3e-3 shrinking with progress: 93.6 % certified at epoch 21, 19 % at epoch 22). Large-model training
+Near the end of a large write, Adam can scramble in one epoch what took twenty to learn (benchmarks/README.md,
+Scale, has a case). Large-model training
 meets loss spikes the same way and answers them by going back to a checkpoint from before the spike with a smaller
 step; `Rollback` does that in memory. It keeps a copy of the trainable parameters and the optimizer state whenever
 the certified share reaches a new best (by MIN_GAIN), and when the share falls more than DROP below that best it

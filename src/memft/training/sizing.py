@@ -6,16 +6,13 @@ One pure rule (`size_for`) used by `memft write`; its choice and its reasons are
 
 - Up to FULL_BATCH records: the `probe` preset at rank 8, full batch, 300 steps, lr 1e-2, PEFT's init and the full
   head: the setting the 40-record demo was tuned on.
-- More records (measured on PhoneBooks of 300 and 1000 records; benchmarks/README.md, Scale):
+- More records (the measurements behind each choice are in benchmarks/README.md, Scale):
   - the `top` preset (the MLP of the top 4 of SmolLM2's 30 layers): a training pass runs 4 layers, not the 10 of
-    `upper`, 21 ms a record on one core where `upper` took 58;
-  - the `centered` LoRA init (memft.model.lora_init): on 300 records at lr 3e-3 the default init was at loss 2.00 after
-    13 epochs, the centered one at 1.41, and it certified 82 % of them by epoch 24 (at lr 1e-2 the default init
-    was still at ~2.1 after 38 epochs);
-  - lr 3e-3: at 1e-2 the top-4 adapter's loss fell to 1.79 and then jumped back to 2.17; and the "progress"
-    schedule (memft.training.step.lr_at: lr x max(0.1, 1 - certified share)): at a constant 3e-3, 300 records went from
-    99.3 % certified to 33.7 % in one epoch;
-  - the restricted training head (memft.model.vocab): the 49k-vocabulary head was a third of a training pass;
+    `upper`;
+  - the `centered` LoRA init (memft.model.lora_init): it leaves the "digit format" plateau sooner;
+  - lr 3e-3 (at 1e-2 the top-4 adapter's loss fell and jumped back) and the "progress" schedule
+    (memft.training.step.lr_at: lr x max(0.1, 1 - certified share)), against late collapses of the certified share;
+  - the restricted training head (memft.model.vocab): the full vocabulary's head is a large share of a training pass;
   - rank 8 per RECORDS_PER_RANK records (a power of two, at most MAX_RANK), mini-batches of MINI_BATCH, and a step
     budget of BUDGET_EPOCHS epochs; with active-set training records at the bar stop costing backward passes.
 """
@@ -58,6 +55,18 @@ class Sizing:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "chosen": list(self.chosen)}
+
+    def line(self, n: int) -> str | None:
+        """The one line that says what this rule chose for n records and how to override it (None: nothing chosen).
+
+        >>> Sizing(rank=8, preset="probe", batch_size=16, max_steps=300, lr=0.01, chosen=("rank",),
+        ...        reasons={"rank": "rank 8"}).line(40)
+        'sized for 40 records: rank 8 (give --rank to override)'
+        """
+        if not self.chosen:
+            return None
+        return (f"sized for {n} records: " + "; ".join(self.reasons[k] for k in self.chosen)
+                + " (give " + ", ".join("--" + k.replace("_", "-") for k in self.chosen) + " to override)")
 
 
 def sizing_rank(n_records: int, value_tokens: int | None = None) -> int:

@@ -31,8 +31,7 @@ def lr_at(step: int, cfg: TrainConfig, certified: float = 0.0) -> float:
     cfg.lr * max(PROGRESS_FLOOR, 1 - certified), smaller steps as the share of certified records grows.
 
     Why "progress": Adam's steps keep their size as the loss goes to zero, and near the end they scrambled what
-    was learnt (300 PhoneBook records, top 4 layers, lr 3e-3: 99.3 % certified at epoch 33, 33.7 % one epoch later);
-    a decay tied to max_steps cannot help a run that stops at certification, long before its budget ends.
+    was learnt (benchmarks/README.md, Scale); a decay tied to max_steps cannot help a run that stops at certification, long before its budget ends.
 
     >>> from memft.config import TrainConfig
     >>> c = TrainConfig(lr=0.01, lr_schedule="progress")
