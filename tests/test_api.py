@@ -52,3 +52,16 @@ def test_write_refuses_a_target_token_greedy_decoding_cannot_produce(tmp_path):
         api.write([Record("k", value_ids=(5, 6, 100))], tmp_path / "ad", base=base)
     assert not (tmp_path / "ad").exists()
     assert not any("lora" in n for n, _ in base.model.named_parameters())
+
+
+def test_write_sizes_what_it_is_not_given_as_the_cli_does(tmp_path):
+    """api.write with no LoraSettings sizes the adapter by the same rule as `memft write` (memft.training.sizing)."""
+    from memft.model.base import tiny_tokenizer
+    from memft.training.sizing import size_for, value_tokens
+
+    recs = phonebook(70, seed=3)
+    res = api.write(recs, tmp_path / "ad", model="tiny-random", train=TrainConfig(max_steps=1), runtime=RuntimeConfig(device="cpu"))
+    want = size_for(70, value_tokens=value_tokens(recs, tiny_tokenizer()), max_steps=1, batch_size=64, lr=0.01,
+                    head_vocab="full", lora_init="random", lr_schedule="constant")
+    assert (res.meta.lora.preset, res.meta.lora.rank) == ("top", want.rank) == (want.preset, want.rank)
+    assert res.meta.extra["sizing"]["chosen"] == ["preset", "rank"] and res.meta.activation == "keyed"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from memft.certify.metrics import RecordReport, summarize
-from memft.config import LoraSettings, RuntimeConfig, TrainConfig, write_activation
+from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.model.base import Base, load_base
 from memft.prompts.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.prompts.records import Record, check_key  # noqa: F401 - check_key: part of the API (recall's key check)
@@ -22,6 +22,7 @@ from memft.store import adapters, folders
 from memft.store.ledger import LEDGER
 from memft.store.loading import Loaded, load_adapter  # noqa: F401 - part of the API
 from memft.store.saving import WriteResult, save_fit  # noqa: F401 - part of the API
+from memft.training.sizing import sized_settings
 from memft.training.fit import Fit, check_items, fit, prepare, stop_on_divergence  # noqa: F401 - part of the API (Fit, check_items)
 
 
@@ -60,15 +61,18 @@ def write(
     `extra`: more top-level entries for memft.json (e.g. the CLI's `sizing`).
 
     The adapter is saved in either case; `result.all_certified` says whether every record is recalled exactly.
-    Pass a loaded `base` to reuse it across writes (its weights are restored afterwards). Without `lora`: the default
-    LoraSettings with the write's activation (config.write_activation: keyed, or always when `train.preserve` is set).
+    Pass a loaded `base` to reuse it across writes (its weights are restored afterwards). `lora` or `train` left out:
+    sized from the records by memft.training.sizing, as `memft write` sizes them (saved in memft.json as `sizing`);
+    a LoraSettings left out has the write's activation (config.write_activation: keyed, or always with preserve).
     """
-    train, runtime = train or TrainConfig(), runtime or RuntimeConfig()
-    lora = lora or LoraSettings(activation=write_activation(None, train.preserve))
+    runtime = runtime or RuntimeConfig()
     out = folders.check_location(out)  # the real folder, once (a symlinked alias locks and swaps the folder itself)
     adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
     own_base = base is None
-    base = base or load_base(model, runtime.device, runtime.dtype, seed=train.seed)
+    base = base or load_base(model, runtime.device, runtime.dtype, seed=(train or TrainConfig()).seed)
+    lora, train, size = sized_settings(records, base.tokenizer, lora, train)  # what is left out: sized as `memft write` does
+    if size is not None:
+        extra = {"sizing": size.to_json(), **(extra or {})}
     items = prepare(records, base, lora, train)  # input errors before the lock: nothing is left beside --out
     # The folder's lock is held from the check to the swap: a second writer waits instead of being lost.
     with folders.locked(out):

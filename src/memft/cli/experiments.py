@@ -13,10 +13,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from memft.config import PRESETS, TrainConfig
 from memft.cli.options import CsvRows, Device, Dtype, JsonRows, LrSchedule, MaxGradNorm, Methods, Model, Quiet, Template, write_json
 from memft.cli.options import comma_list
 from memft.cli.options import comma_list as _list
-from memft.config import PRESETS
 from memft.errors import ConfigError
 from memft.cli.options import method_options as parse_method_options
 
@@ -57,8 +57,8 @@ def compare(
     ranks: Annotated[str, typer.Option(help="Comma-separated LoRA ranks.")] = "1,2,4",
     model: Model = "smollm2-135m",
     preset: Annotated[str, typer.Option("--preset", help=f"Where the LoRA layers go: {' | '.join(PRESETS)}.")] = "probe",
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
-    max_steps: Annotated[int, typer.Option(help="Step budget per run (equal for every method).")] = 300,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TrainConfig.lr,
+    max_steps: Annotated[int, typer.Option(help="Step budget per run (equal for every method).")] = TrainConfig.max_steps,
     batch_size: Annotated[int, typer.Option(help="Records per step.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed: same adapter init and batch order for every method.")] = 0,
     method_options: Annotated[Optional[str], typer.Option(help="JSON object of objective options, for every method that has them.")] = None,
@@ -96,8 +96,8 @@ def bench(
     ratios: Annotated[str, typer.Option(help="Stress only: fractions ρ of random tokens in [0, 1], e.g. 0,0.5,1, or percentages with %, e.g. 0%,50%,100%.")] = "0,1",
     methods: Methods = "sft",
     preset: Annotated[str, typer.Option("--preset", help=f"Where the LoRA layers go: {' | '.join(PRESETS)}.")] = "probe",
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
-    max_steps: Annotated[int, typer.Option(help="Step budget per run.")] = 300,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TrainConfig.lr,
+    max_steps: Annotated[int, typer.Option(help="Step budget per run.")] = TrainConfig.max_steps,
     seed: Annotated[int, typer.Option(help="Seed of the data and of training.")] = 0,
     heldout: Annotated[int, typer.Option(help="Rule only: held-out pairs for generalization.")] = 100,
     fixed_budget: Annotated[bool, typer.Option(help="Train every run for --max-steps, even after certification (for law fits).")] = False,

@@ -17,6 +17,7 @@ import typer
 
 from memft import __version__
 from memft.store import safejson
+from memft.config import TrainConfig
 from memft.cli.options import Activation, Device, Dtype, Invocation, JsonFile, Method, Model, Preserve, Preset, PreserveText, Quiet, Reveal, write_json
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
@@ -355,8 +356,8 @@ def demo(
     records: Annotated[int, typer.Option(help="Phone-book records to write.")] = 40,
     model: Model = "smollm2-135m",
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-2,
-    max_steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = 300,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TrainConfig.lr,
+    max_steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = TrainConfig.max_steps,
     seed: Annotated[int, typer.Option(help="Seed of the phone book and of training.")] = 0,
     device: Device = "auto",
 ) -> None:

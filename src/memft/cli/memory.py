@@ -122,9 +122,12 @@ def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any
     from memft.store.adapters import read_meta
     from memft.cli import render
 
-    total = max_steps if max_steps is not None else read_meta(adapter).train_config().max_steps  # the adapter's budget
+    meta = read_meta(adapter)
+    cfg = meta.train_config()
+    total = max_steps if max_steps is not None else cfg.max_steps  # the adapter's budget
     with render.training_progress(total, enabled=not quiet) as on_step:
-        return call(on_step)
+        # the same forecast as `memft write` (memft.training.forecast), on the rewrite's own training
+        return call(render.forecast_watch(on_step, total, cfg.margin, meta.lora.rank, say=(lambda line: None) if quiet else None))
 
 
 def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> None:

@@ -23,20 +23,23 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FULL_BATCH = 64
+from memft.config import LoraSettings, TrainConfig
+
+# Up to FULL_BATCH records, the defaults of LoraSettings and TrainConfig (defined once, there).
+FULL_BATCH = TrainConfig.batch_size
 MINI_BATCH = 32  # records per step beyond FULL_BATCH: more updates per epoch at the same compute
-BASE_RANK = 8
+BASE_RANK = LoraSettings.rank
 RECORDS_PER_RANK = 512  # records per rank-8 unit with the upper preset
 # Value tokens per rank-8 unit: RECORDS_PER_RANK PhoneBook numbers (10 tokens each). Records of other kinds carry
 # more tokens (and more bits) each: 1,000 varied records (benchmarks/bench_varied.py) hold twice the tokens of 1,000
 # phone numbers, so the rank follows whichever of the two counts asks for more.
 TOKENS_PER_RANK = RECORDS_PER_RANK * 10
 MAX_RANK = 64
-FULL_BATCH_STEPS = 300
+FULL_BATCH_STEPS = TrainConfig.max_steps
 BUDGET_EPOCHS = 150
 
 
-SMALL_LR = 1e-2
+SMALL_LR = TrainConfig.lr
 LARGE_LR = 3e-3
 
 
@@ -143,3 +146,23 @@ def size_for(n_records: int, preset: str | None = None, rank: int | None = None,
         chosen.append("lora_init")
         reasons["lora_init"] = f"{lora_init} LoRA init"
     return Sizing(preset, rank, batch_size, max_steps, lr, lr_schedule, head_vocab, lora_init, tuple(chosen), reasons)
+
+
+def sized_settings(records: Any, tokenizer: Any, lora: Any = None, train: Any = None) -> tuple[Any, Any, Sizing | None]:
+    """The settings of a write: `lora` (LoraSettings) and `train` (TrainConfig) as given, and what is left out (None)
+    filled by `size_for` from the records, as `memft write` does. Returns (lora, train, the Sizing or None when both
+    were given). A LoraSettings left out gets the write's default activation (config.write_activation)."""
+    from memft.config import write_activation
+
+    if lora is not None and train is not None:
+        return lora, train, None
+    given = {} if train is None else {"batch_size": train.batch_size, "max_steps": train.max_steps, "lr": train.lr,
+                                      "head_vocab": train.head_vocab, "lora_init": train.lora_init, "lr_schedule": train.lr_schedule}
+    size = size_for(len(records), preset=lora.preset if lora else None, rank=lora.rank if lora else None,
+                    value_tokens=value_tokens(records, tokenizer) if lora is None else None, **given)
+    if lora is None:
+        lora = LoraSettings(rank=size.rank, preset=size.preset, activation=write_activation(None, train.preserve if train else 0.0))
+    if train is None:
+        train = TrainConfig(lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, head_vocab=size.head_vocab,
+                            lora_init=size.lora_init, lr_schedule=size.lr_schedule)
+    return lora, train, size
