@@ -23,6 +23,7 @@ from memft.store.ledger import LEDGER
 from memft.store.loading import Loaded, load_adapter  # noqa: F401 - part of the API
 from memft.store.saving import WriteResult, save_fit  # noqa: F401 - part of the API
 from memft.training.sizing import sized_settings
+from memft.training.status import StepRow
 from memft.training.fit import Fit, check_items, fit, prepare, stop_on_divergence  # noqa: F401 - part of the API (Fit, check_items)
 
 
@@ -54,7 +55,7 @@ def write(
     train: TrainConfig | None = None,
     runtime: RuntimeConfig | None = None,
     base: Base | None = None,
-    on_step: Callable[[dict[str, float]], None] | None = None,
+    on_step: Callable[[StepRow], None] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> WriteResult:
     """Train a LoRA adapter until every record is certified (or the step budget ends) and save it to `out`.

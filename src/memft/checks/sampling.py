@@ -12,8 +12,8 @@ The sampling distribution is the one `model.generate(do_sample=True, temperature
   3. top-p (skipped at P == 1): sort the scores ascending, remove the tokens whose cumulative softmax mass is
      <= 1 - P, never the last (largest) one; ties straddling the cut are broken by `torch.sort`, as in HF;
   4. removed tokens get -inf, and the next token is drawn from the softmax of what is left.
-Scores stay float32 through the filters, as in `generate`, so the kept sets are the same bit for bit; the final
-softmax and the products are float64.
+The filters are transformers' own warpers (warp_scores), so the kept sets are those of `generate` bit for bit;
+scores stay float32 through them, as in `generate`; the final softmax and the products are float64.
 
 Checks layer: may import the core, the memory store and the other checks.
 """
@@ -58,19 +58,17 @@ def check_sampling(temperature: float, top_p: float = 1.0, top_k: int = 0) -> No
 
 
 def warp_scores(logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
-    """Logits [N, V] -> float32 scores [N, V] after HF's temperature, top-k and top-p warpers (-inf = removed)."""
+    """Logits [N, V] -> float32 scores [N, V] after transformers' own temperature, top-k and top-p warpers, in the
+    order and with the skips of `generate` (-inf = removed)."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
     s = logits.float()
     if temperature != 1.0:
-        s = s / float(temperature)
+        s = TemperatureLogitsWarper(float(temperature))(None, s)
     if top_k != 0:
-        k = min(max(int(top_k), 1), s.shape[-1])
-        kth = torch.topk(s, k, dim=-1).values[:, -1:]  # [N, 1]
-        s = s.masked_fill(s < kth, -math.inf)  # strict <: ties with the K-th survive
+        s = TopKLogitsWarper(top_k=int(top_k), min_tokens_to_keep=1)(None, s)
     if top_p < 1.0:
-        asc, order = torch.sort(s, descending=False)  # [N, V] each; the same call as HF, so ties break alike
-        drop = asc.softmax(dim=-1).cumsum(dim=-1) <= (1 - float(top_p))  # [N, V], in sorted order
-        drop[:, -1] = False  # min_tokens_to_keep = 1: the most likely token always stays
-        s = s.masked_fill(drop.scatter(1, order, drop), -math.inf)  # back to vocabulary order
+        s = TopPLogitsWarper(top_p=float(top_p), min_tokens_to_keep=1)(None, s)
     return s
 
 

@@ -21,6 +21,7 @@ from memft.prompts.parity import check_parity
 from memft.prompts.records import Record
 from memft.model import peft_lora
 from memft.training import preserve
+from memft.training.status import StepRow
 
 
 @dataclass
@@ -41,7 +42,7 @@ def fit(
     base: Base,
     lora: LoraSettings,
     train: TrainConfig,
-    on_step: Callable[[dict[str, float]], None] | None = None,
+    on_step: Callable[[StepRow], None] | None = None,
     generate: str = "uncertified",
     items: Sequence[Encoded] | None = None,
 ) -> Fit:
@@ -112,7 +113,7 @@ def check_reachable(items: Sequence[Encoded], base: Base) -> None:
 
 
 
-def stop_on_divergence(on_step: Callable[[dict[str, float]], None] | None) -> Callable[[dict[str, float]], None]:
+def stop_on_divergence(on_step: Callable[[StepRow], None] | None) -> Callable[[StepRow], None]:
     """Wrap a training callback: a non-finite loss stops training at once with a TrainingError (nothing saved),
     instead of running the whole budget into NaN weights."""
 

@@ -39,7 +39,7 @@ from memft.prompts.encoding import Encoded
 from memft.training.batches import BatchPolicy, CheckBudget
 from memft.training.checking import Checker
 from memft.training.preserve import Preserver
-from memft.training.status import StatusBook, Work
+from memft.training.status import StatusBook, StepRow, Work
 from memft.training.step import Updater, forward_pass, objective_loss, with_preservation
 
 
@@ -51,7 +51,7 @@ class TrainResult:
     seconds: float
     # One row per step; a step that trains one record (the stress test) also holds its first_error (first offset
     # whose target is not the argmax) and earliest_stubborn (first p <= 0.5), before the update, or None.
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[StepRow] = field(default_factory=list)
     trained: int = 0  # record passes with a backward pass (trained / records = epochs of training)
     checked: int = 0  # record passes forward-only (certification checks)
     tokens: int = 0  # target tokens that went through a training step
@@ -78,7 +78,7 @@ def train(
     pad_id: int,
     cfg: TrainConfig,
     start_layer: int,
-    on_step: Callable[[dict[str, float]], None] | None = None,
+    on_step: Callable[[StepRow], None] | None = None,
     forget: Collection[int] = (),
     preserve: Preserver | None = None,
     warm: Warm | None = None,
@@ -103,7 +103,7 @@ def train(
     check = Checker(runner, book, work, budget, vocab, cfg.batch_size, update.guard)
     loss_init = first_check(model, runner, check, warm, cfg)
     policy = BatchPolicy(cfg, book, check, work, active, state)
-    history: list[dict[str, float]] = []
+    history: list[StepRow] = []
     certified_at, step = None, 0
     while True:
         last = step >= cfg.max_steps or (cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds)
@@ -113,7 +113,7 @@ def train(
             book.full_pass(len(idx))  # a full batch over the full vocabulary has just seen every record
         if not book.fresh and (last or (book.all_ok and (budget.allowed or not active))):
             check()  # statuses may be stale (mini-batches, active set): confirm (as the budget allows), and always at the end
-        row = {"step": step, "loss": 0.0, "stubborn": 0, "min_prob": 1.0, **(p.row if p else {}), "certified": book.share,
+        row: StepRow = {"step": step, "loss": 0.0, "stubborn": 0, "min_prob": 1.0, **(p.row if p else {}), "certified": book.share,
                "active": len(book.active()), "epochs": work.trained / n, "mean_loss": book.mean_loss, "seconds": time.perf_counter() - t0}
         if book.certified and certified_at is None:
             certified_at = step  # the first parameters that meet every goal

@@ -12,9 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from memft.certify.metrics import forgotten, meets_margin
+
+
+class StepRow(TypedDict, total=False):
+    """One row of a training history (TrainResult.history; what on_step callbacks, the forecast and the progress
+    display read): the step's batch statistics, then the statuses after it, then what the objective reports."""
+
+    step: int
+    loss: float  # mean target loss of the step's batch (records to keep)
+    stubborn: int  # target tokens of the batch at p <= 0.5
+    min_prob: float
+    first_error: int | None  # one record per step only (the stress test): first offset not the argmax
+    earliest_stubborn: int | None  # ... and first offset at p <= 0.5
+    certified: float  # share of records whose goal is met by their latest statistics
+    active: int  # records below the training bar
+    epochs: float  # record passes trained / records
+    mean_loss: float  # mean over records of their latest mean target loss (the forecast's progress measure)
+    seconds: float
+    rolled_back: int  # the progress schedule's rollbacks so far, on a step that rolled back
 
 
 @dataclass
