@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 L_CRIT = math.log(2.0)  # loss of a token with p = 0.5: the certification line of the paper
 # A record is forgotten when some position's target is not the argmax AND has p < FORGET_P: greedy decoding then
@@ -161,7 +161,22 @@ def record_report(key: str, stats: TokenStats, generated: Sequence[int] | None =
     )
 
 
-def summarize(reports: Sequence[RecordReport]) -> dict[str, Any]:
+class Summary(TypedDict):
+    """A record set's verdict in numbers (summarize): what write, verify, append and forget report and save."""
+
+    records: int
+    certified: float  # share of records certified
+    p_above_half: float  # share with every target at p > 0.5
+    exact_match: float | None  # share exact by generation (None unless generation ran for every record)
+    token_accuracy: float | None  # free-run token accuracy (idem)
+    token_accuracy_tf: float  # teacher-forced token accuracy
+    stubborn_tokens: int  # target tokens at p <= 0.5
+    min_prob: float
+    min_gap: float | None
+    loss: float  # mean target loss over every token (end of sequence included)
+
+
+def summarize(reports: Sequence[RecordReport]) -> Summary:
     """Fractions over records (exact_match and token_accuracy only when generation ran for every record)."""
     n = len(reports)
     gen = all(r.exact is not None for r in reports)
