@@ -74,9 +74,9 @@ def test_report_cli_writes_a_self_contained_page(tmp_path):
     text = index.read_text()
     claims = json.loads((tmp_path / "rep" / "claims.json").read_text())
     assert claims["stores"] == [str(store), str(tmp_path / "empty.db")] and len(claims["claims"]) == 9
-    # the rows were early-stopped runs with no budget keys: every comparison and the law claim say "not measured"
-    assert [c["verdict"] for c in claims["claims"]].count("not measured") == 7
-    assert "<h2>Paper claims</h2>" in text and (tmp_path / "rep" / "claims.md").read_text().startswith("| claim | paper |")
+    # the rows were early-stopped runs with no budget keys: every comparison and the law claim are untested
+    assert [c["verdict"] for c in claims["claims"]].count("untested") == 6 and claims["rule"].startswith("The rule: identity")
+    assert "<h2>Paper claims</h2>" in text and (tmp_path / "rep" / "claims.md").read_text().startswith("The rule: identity")
     assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
     assert "PhoneBook" in text and "predicted_vs_true" in text  # the fit's table row and its figures
 

@@ -108,7 +108,7 @@ def report(
 ) -> None:
     """Build a self-contained static HTML report (figures embedded, fit and method tables, the paper's claims with a
     verdict each; the verdicts also go to claims.json and, as Markdown tables, claims.md)."""
-    from memft.research.claims import claims_markdown, method_cells, paper_claims
+    from memft.research.claims import claims_document, claims_markdown, method_cells, paper_claims
     from memft.research.law import fit_settings
     from memft.research.report import build_report
     from memft.research.results import read_rows
@@ -118,7 +118,7 @@ def report(
     claims, cells = paper_claims(rows), method_cells(rows)
     name = stores[0].name if len(stores) == 1 else f"{len(stores)} stores"
     index = build_report(rows, fits, out, title=f"memft report: {name}", claims=claims, cells=cells)
-    doc = {"stores": [str(s) for s in stores], "claims": [c.to_json() for c in claims], "cells": [c.to_json() for c in cells]}
+    doc = claims_document([str(s) for s in stores], claims, cells)
     (out / "claims.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "claims.md").write_text(claims_markdown(claims, cells), encoding="utf-8")
+    (out / "claims.md").write_text(claims_markdown(claims, cells, rule=True), encoding="utf-8")
     typer.echo(str(index))

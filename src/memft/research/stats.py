@@ -189,6 +189,8 @@ def pairs_to_tell(rho: float, rho_paper: float, power: float = POWER, level: flo
     """
     from scipy.stats import norm
 
+    if abs(rho) >= 1 or abs(rho_paper) >= 1:
+        return None
     gap = math.atanh(rho_paper) - math.atanh(rho)
     if gap == 0:
         return None
