@@ -181,3 +181,22 @@ def test_every_claim_has_a_verdict_on_no_rows():
     assert all(isinstance(c, Claim) and set(c.to_json()) == keys for c in claims)
     assert mean_sd([0.5, 0.7, 0.9]) == (0.7, 0.2) and BINDING == (0.2, 0.95) and math.isclose(mean_sd([0.3])[1], 0.0)
     assert claims_markdown(claims[:1], rule=True).startswith("The rule: identity = true by construction")
+
+
+@pytest.mark.slow  # reads the 13 committed stores with their positions and curves and refits every law claim
+def test_the_committed_claims_page_is_what_the_committed_stores_give():
+    """benchmarks/paper/report/claims.json, rebuilt from the stores it names: the same claims, verdicts and cells."""
+    import json
+    from pathlib import Path
+
+    from memft.research.claims import claims_document
+    from memft.research.results import read_rows
+
+    root = Path(__file__).resolve().parents[2]
+    committed = json.loads((root / "benchmarks/paper/report/claims.json").read_text(encoding="utf-8"))
+    rows = [r for s in committed["stores"] for r in read_rows(root / s, full=True)]
+    doc = claims_document(committed["stores"], paper_claims(rows), method_cells(rows))
+    assert json.loads(json.dumps(doc, ensure_ascii=False)) == committed
+    verdicts = {c["claim"]: c["verdict"] for c in committed["claims"]}
+    assert verdicts["p > 0.5 is sufficient for greedy decoding"] == "identity"
+    assert verdicts["earliest stubborn position predicts the first free-run failure (Spearman)"] == "refuted"
