@@ -400,3 +400,36 @@ def test_option_problems():
     assert option_problems("memft-ot", {"fallback": "sgd"}) == ["method option fallback must be one of skip, sft, got 'sgd'"]
     with pytest.raises(ConfigError, match="gamma"):
         get("focal")(toks([0.5]), {}, gamma=-1)
+
+
+def test_curriculum_easy_first_order_trains_the_easiest_records_first():
+    from memft.objectives.curriculum import easy_first
+
+    order = easy_first([7, 3, 9, 3, 5])  # by difficulty, ties by index
+    assert order == [1, 3, 4, 0, 2]
+    state: dict = {}
+    # 5 records, stages of 1, 2, 3, 4, 5 records from steps 0, 10, 20, 30, 40: the given order, not a shuffle
+    trained, _ = _curriculum_step(state, 0, [False] * 5, order=order)
+    assert trained == [1]
+    trained, _ = _curriculum_step(state, 10, [False] * 5, order=order)
+    assert sorted(trained) == [1, 3]
+    trained, _ = _curriculum_step(state, 20, [False] * 5, order=order)
+    assert sorted(trained) == [1, 3, 4]
+    # stages per epochs: with stage_epochs 2, stage 0 (1 record) lasts 2 passes over it, whatever the step
+    state = {}
+    got = [_curriculum_step(state, step, [False] * 5, order=order, stage_epochs=2)[1]["active_ratio"] for step in range(4)]
+    assert got == [0.2, 0.2, 0.4, 0.4]  # 1 record trained twice, then 2 records: 2 passes = 4 record-steps
+
+
+def test_curriculum_order_is_checked_up_front():
+    from memft.objectives import option_problems
+
+    assert option_problems("memft-sw-curriculum", {"order": "shortest"}) == []
+    assert option_problems("memft-sw-phonebook", {"order": [2, 0, 1]}) == []
+    bad = option_problems("memft-sw-curriculum", {"order": [0, 0, 1]})
+    assert len(bad) == 1 and "a permutation of the record indices (easiest first)" in bad[0]
+    state: dict = {}
+    with pytest.raises(ValueError, match="needs the records' lengths"):
+        _curriculum_step(state, 0, [False] * 3, order="shortest")  # the research runner resolves it, the loop cannot
+    with pytest.raises(ValueError, match="3 indices for 5 records"):
+        _curriculum_step({}, 0, [False] * 5, order=[2, 0, 1])

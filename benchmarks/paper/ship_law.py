@@ -1,4 +1,6 @@
-"""Builds the law fit that ships with memft (`memft plan`'s default file) from the committed fit files.
+"""Builds the law fit that ships with memft (`memft plan`'s default file) from the committed fit files, each entry
+with both forms of the law fitted to every point of its store (the saturating one is what `memft plan` uses: it has
+a ceiling) and the lengths and ranks it was measured on (the planner refuses outside them).
 
     python benchmarks/paper/ship_law.py
 
@@ -19,11 +21,21 @@ import dataclasses
 import json
 from pathlib import Path
 
-from memft.research.law import Budget, read_fits
+from memft.research.law import Budget, LawFitEntry, in_setting, read_fits, with_forms
+from memft.research.results import read_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "src" / "memft" / "research" / "data" / "law_smollm2-135m.json"
 CONV = "r100@down_proj28"
+
+
+def forms(entry: LawFitEntry, stores: list[str], steps: int, setting: str | None = None) -> LawFitEntry:
+    """The entry with both forms of the law fitted to every point of its setting (saturated ones included) and the
+    ranges the planner keeps to (memft.research.law.with_forms)."""
+    rows = [r for s in stores for r in read_rows(ROOT / s, with_point=True)]
+    rows = [r for r in rows if r.get("method") == entry.method and r.get("max_steps") == steps and in_setting(r, setting or entry.setting)
+            and r.get("stop_when_certified") is False]
+    return with_forms(entry, rows)
 
 
 def main() -> None:
@@ -33,6 +45,11 @@ def main() -> None:
     phonebook = [dataclasses.replace(f, budget=budget) for f in read_fits(ROOT / "benchmarks/law/fit.json") if f.setting == "PhoneBook" and f.fitted][:1]
     conv = [dataclasses.replace(f, setting=CONV) for f in read_fits(ROOT / "benchmarks/paper/law_conv_fit.json") if f.setting == "r100" and f.fitted]
     assert [f.setting for f in probe] == ["r100", "Combined"] and len(phonebook) == 1 and len(conv) == 1
+    paper = ["benchmarks/paper/stress.db", "benchmarks/paper/stress128_s2.db", "benchmarks/paper/law_r4.db"]
+    probe = [forms(f, paper, 150) for f in probe]
+    phonebook = [forms(f, ["benchmarks/law/law.db"], 30) for f in phonebook]
+    conv = [forms(f, ["benchmarks/paper/law_conv.db", "benchmarks/paper/law_conv_320a.db", "benchmarks/paper/law_conv_320b.db"], 600, "r100")
+            for f in conv]
     doc = {
         "store": "benchmarks/paper/stress.db",
         "stores": ["benchmarks/paper/stress.db", "benchmarks/paper/stress128_s2.db", "benchmarks/paper/law_r4.db",

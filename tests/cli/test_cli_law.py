@@ -43,9 +43,17 @@ def test_law_fit_and_plan(store, tmp_path):
     assert {"r0", "r100", "Combined", "PhoneBook"} <= set(fits)
     for f in fits.values():
         assert abs(f["alpha"] - 0.6) < 0.05 and abs(f["beta"] - 0.4) < 0.05 and f["r2"] > 0.99
+    # the points reach ΔL 2.1 of L_init 5 at rank 16: no rank up to 16 reaches ln 2 at ℓ = 500, so the plan is refused
+    refused = _memft("plan", "--length", "500", "--law", tmp_path / "fit.json")
+    assert refused.returncode == 2 and "needs a rank above the largest the fit was measured on (16)" in refused.stderr
+    assert "outside the lengths the fit was measured on (64–512)" in _memft("plan", "--length", "2000", "--law", tmp_path / "fit.json").stderr
+    doc = json.loads((tmp_path / "fit.json").read_text())
+    for f in doc["fits"]:  # a file written before fits recorded their range plans as before (the power law's arithmetic)
+        f.pop("lengths"), f.pop("ranks"), f.pop("forms")
+    (tmp_path / "fit.json").write_text(json.dumps(doc))
     p1 = json.loads(_memft("plan", "--length", "500", "--law", tmp_path / "fit.json", "--json").stdout)
     p2 = json.loads(_memft("plan", "--records", "200", "--tokens-per-record", "10", "--law", tmp_path / "fit.json", "--json").stdout)
-    assert p1["length"] == 500 and p2["length"] == 2000 and p1["rank"] <= p2["rank"]
+    assert p1["length"] == 500 and p2["length"] == 2000 and p1["rank"] <= p2["rank"] and p1["law"] == "power"
     # by hand: smallest r with 5 - (2 r^0.6 500^-0.4 + 0.1) < ln 2, using the fitted parameters
     f = fits["Combined"]
     need = (5.0 - np.log(2) - f["b"]) / (f["C"] * 500 ** -f["beta"])
@@ -66,9 +74,9 @@ def test_report_cli_writes_a_self_contained_page(tmp_path):
     text = index.read_text()
     claims = json.loads((tmp_path / "rep" / "claims.json").read_text())
     assert claims["stores"] == [str(store), str(tmp_path / "empty.db")] and len(claims["claims"]) == 9
-    # the rows were early-stopped runs with no budget keys: every comparison and the law claim say "not measured"
-    assert [c["verdict"] for c in claims["claims"]].count("not measured") == 7
-    assert "<h2>Paper claims</h2>" in text and (tmp_path / "rep" / "claims.md").read_text().startswith("| claim | paper |")
+    # the rows were early-stopped runs with no budget keys: every comparison and the law claim are untested
+    assert [c["verdict"] for c in claims["claims"]].count("untested") == 6 and claims["rule"].startswith("The rule: identity")
+    assert "<h2>Paper claims</h2>" in text and (tmp_path / "rep" / "claims.md").read_text().startswith("The rule: identity")
     assert "data:image/png;base64," in text and "http://" not in text and "https://" not in text
     assert "PhoneBook" in text and "predicted_vs_true" in text  # the fit's table row and its figures
 
@@ -119,14 +127,19 @@ def test_fit_file_says_its_budget_and_plan_repeats_it(store, tmp_path):
     doc = json.loads((tmp_path / "fit.json").read_text())
     for f in doc["fits"]:
         f["budget"] = entry["budget"]
+        f.pop("ranks")  # its points never reach ln 2 (rank 16 at most): plan past them with the power law's arithmetic
     (tmp_path / "fit.json").write_text(json.dumps(doc))
-    out = _memft("plan", "--length", "500", "--law", tmp_path / "fit.json").stdout
-    assert "[fit Combined, sft, at a budget of 150 steps (linear lr, batch 1)]" in out
+    out = _memft("plan", "--length", "64", "--law", tmp_path / "fit.json", "--form", "power").stdout
+    assert "[fit Combined, sft, power law, at a budget of 150 steps (linear lr, batch 1); held-out length error" in out
 
 
-def test_shipped_default_fits_say_their_budgets():
-    stress = _memft("plan", "--length", "256")
+def test_shipped_default_fits_say_their_budgets_and_held_out_error():
+    stress = _memft("plan", "--length", "128")
     assert stress.returncode == 0, stress.stderr
-    assert "[fit Combined, sft, at a budget of 150 steps (linear lr, batch 1)]" in stress.stdout
-    pb = _memft("plan", "--records", "30", "--setting", "PhoneBook")
-    assert pb.returncode == 0 and "at a budget of 30 steps (constant lr)]" in pb.stdout
+    assert stress.stdout.startswith("ℓ = 128: rank 2 (power of two: 2), predicted final loss 0.498 ")
+    assert ("[fit Combined, sft, saturating law, at a budget of 150 steps (linear lr, batch 1); held-out length error "
+            "(leave-one-length-out MAPE of ΔL) 2.6 %]") in stress.stdout
+    pb = _memft("plan", "--records", "10", "--setting", "PhoneBook")
+    assert pb.returncode == 0 and "power law, at a budget of 30 steps (constant lr); held-out length error (leave-one-length-out MAPE of ΔL) 3.1 %]" in pb.stdout
+    far = _memft("plan", "--length", "256")  # rank 4 held 77 % of 256 tokens in 150 steps: the law is not extrapolated
+    assert far.returncode == 2 and far.stderr.count("\n") == 1 and "above the largest the fit was measured on (4)" in far.stderr

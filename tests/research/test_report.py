@@ -84,7 +84,7 @@ def test_tables_and_spearman_line(built):
     index, p = built
     text = index.read_text(encoding="utf-8")
     rho, n = plots.stubborn_failure_spearman(synthetic_rows())
-    assert f"<b>{rho:.3f}</b> (n = {n} records with both)" in text
+    assert f"at the end of training: <b>{rho:.3f}</b>" in text and f"(n = {n} records with both)" in text
     cells = p.cells
     # law fits: interval, MAPE and held-out error in percent; a missing held-out error says why; a skipped fit says why
     i = cells.index("PhoneBook")
@@ -122,13 +122,16 @@ def test_paper_claims_section(tmp_path, monkeypatch):
     from tests.research.test_claims import _row
 
     monkeypatch.setattr(report, "ALL_FIGURES", {})  # the claims section only; figures are tested above
-    rows = [_row("sft", s, x) for s, x in enumerate((0.5, 0.6, 0.4))] + [_row("memft-ot", s, x) for s, x in enumerate((0.7, 0.65, 0.45))]
+    sft, ot = (0.5, 0.6, 0.4, 0.5, 0.3), (0.7, 0.75, 0.6, 0.65, 0.5)  # +18 ± 2.7 points on 5 seeds, rank 4
+    rows = [_row("sft", s, x, rank=4) for s, x in enumerate(sft)] + [_row("memft-ot", s, x, rank=4) for s, x in enumerate(ot)]
     index = build_report(rows, [], tmp_path / "rep", claims=paper_claims(rows), cells=method_cells(rows))
     p = _parse(index)
     text = index.read_text(encoding="utf-8")
-    assert "<h2>Paper claims</h2>" in text and "reproduced: <b>1</b>, not measured: <b>8</b>." in text
+    assert "<h2>Paper claims</h2>" in text and "reproduced: <b>1</b>, untested: <b>8</b>." in text and "The rule: identity" in text
     i = p.cells.index("MemFT-OT vs SFT, PhoneBook")
-    assert p.cells[i + 4] == "reproduced" and "Δ 10.0 ± 8.7 points" in p.cells[i + 2]
-    j = next(k for k in range(len(p.cells) - 1) if p.cells[k : k + 2] == ["phonebook ℓ=550 r=1, 100 steps", "memft-ot"])
-    assert p.cells[j + 2 : j + 9] == ["0, 1, 2", "60.0 ± 13.2", "60.0 ± 13.2", "60.0 ± 13.2", "exact_match", "10.0 ± 8.7", "yes"]
-    assert build_report(rows, [], tmp_path / "rep2").read_text(encoding="utf-8").count("<b>reproduced</b>") == 1  # computed from the rows
+    # 95 % paired t: Δ 20, 15, 20, 15, 20: mean 18.0, sd 2.74, t_{4,.975} = 2.7764 → half 3.40
+    assert p.cells[i + 8] == "reproduced (budget-bound)" and "+18.0 points [+14.6, +21.4] (95 % paired t, 5 seeds)" in p.cells[i + 4]
+    j = next(k for k in range(len(p.cells) - 1) if p.cells[k : k + 2] == ["phonebook ℓ=550 r=4, 100 steps", "memft-ot"])
+    assert p.cells[j + 2 : j + 10] == ["0, 1, 2, 3, 4", "64.0 ± 9.6", "64.0 ± 9.6", "64.0 ± 9.6", "—", "exact match",
+                                       "+18.0 points [+14.6, +21.4] (95 % paired t, 5 seeds)", "yes"]
+    assert build_report(rows, [], tmp_path / "rep2").read_text(encoding="utf-8").count("<b>reproduced (budget-bound)</b>") == 1  # from the rows

@@ -99,3 +99,17 @@ def test_bench_results_file_carries_the_resolved_config(tmp_path):
     assert (t["lr"], t["max_steps"], t["seed"], t["margin"], t["active_set"]) == (0.03, 4, 1, 0.0, False)
     (row,) = out["rows"]
     assert (row["lr"], row["max_steps"], row["margin"], row["preset"], row["dtype"], row["device"]) == (0.03, 4, 0.0, "all", auto, "cpu")
+
+
+def test_shortest_order_is_resolved_from_the_records(tiny):
+    from memft.prompts.encoding import encode_all
+    from memft.prompts.records import Record
+    from memft.research.runs import resolve_order
+
+    recs = [Record("a long key here:", "1 2 3 4 5"), Record("k:", "1"), Record("key:", "1 2"), Record("k:", "1 2 3")]
+    sizes = [len(e.prompt) + e.n_value for e in encode_all(recs, tiny.tokenizer, "raw")]
+    train = TrainConfig(method="memft-sw-curriculum", method_options={"order": "shortest"})
+    got = resolve_order(train, recs, tiny.tokenizer).method_options["order"]
+    assert got == sorted(range(4), key=lambda i: (sizes[i], i)) and got[-1] == 0  # the longest record comes last
+    plain = TrainConfig(method="memft-sw-curriculum")
+    assert resolve_order(plain, recs, tiny.tokenizer) is plain

@@ -68,11 +68,13 @@ def plan(
     setting: Annotated[str, typer.Option(help="Which fit of the file to use (e.g. Combined, r100, PhoneBook; r100@down_proj28 is the law at convergence for LoRA on layer 28's down projection).")] = "Combined",
     method: Annotated[Optional[str], typer.Option(help="Which method's fit, when the file holds several.")] = None,
     loss_init: Annotated[Optional[float], typer.Option(help="Mean loss before training (default: the fit's median).")] = None,
+    form: Annotated[str, typer.Option("--form", help="Which form of the law: auto (the saturating law when the fit holds one, else the power law), saturating or power.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predict the smallest LoRA rank whose predicted final loss is below ln 2 for ℓ answer tokens.
 
     A law fit holds for the training budget its sweep used; plan with a fit made at the budget you will train with.
+    Plans outside the lengths and ranks the fit was measured on are refused (exit 2), not extrapolated.
     """
     from memft.research.law import length_for_records, pick_fit, plan_rank
 
@@ -80,16 +82,22 @@ def plan(
         raise ConfigError("give exactly one of --length ℓ or --records N")
     ell = length if length is not None else length_for_records(records, tokens_per_record)
     fit = pick_fit(law or DEFAULT_LAW, setting, method)
-    p = plan_rank(fit, ell, loss_init=loss_init)
+    p = plan_rank(fit, ell, loss_init=loss_init, law_form=form)
     if as_json:
         typer.echo(json.dumps({"length": ell, "setting": fit.setting, "method": fit.method, **p.to_json()}))
+        if p.refused:
+            raise typer.Exit(2)
         return
-    if p.rank is None:
-        typer.echo(f"ℓ = {ell:g}: no rank reaches the line ({p.reason})")
-        return
+    if p.refused:
+        raise ConfigError(f"memft plan: {p.reason} [fit {fit.setting}]")
     budget = fit.budget.describe() if fit.budget else ""
-    typer.echo(f"ℓ = {ell:g}: rank {p.rank} (power of two: {p.rank_pow2}), predicted final loss {p.loss_final_pred:.3f}; "
-               f"95 % range {p.rank_optimistic}–{p.rank_pessimistic} [fit {fit.setting}, {fit.method}{budget}]")
+    held = "—" if p.heldout_mape is None else f"{100 * p.heldout_mape:.1f} %"
+    where = f"[fit {fit.setting}, {fit.method}, {p.law} law{budget}; held-out length error (leave-one-length-out MAPE of ΔL) {held}]"
+    if p.rank is None:
+        typer.echo(f"ℓ = {ell:g}: no rank reaches the line ({p.reason}) {where}")
+        return
+    spread = f"; 95 % range {p.rank_optimistic}–{p.rank_pessimistic}" if p.rank_optimistic is not None else ""
+    typer.echo(f"ℓ = {ell:g}: rank {p.rank} (power of two: {p.rank_pow2}), predicted final loss {p.loss_final_pred:.3f}{spread} {where}")
 
 
 def report(
@@ -100,7 +108,7 @@ def report(
 ) -> None:
     """Build a self-contained static HTML report (figures embedded, fit and method tables, the paper's claims with a
     verdict each; the verdicts also go to claims.json and, as Markdown tables, claims.md)."""
-    from memft.research.claims import claims_markdown, method_cells, paper_claims
+    from memft.research.claims import claims_document, claims_markdown, method_cells, paper_claims
     from memft.research.law import fit_settings
     from memft.research.report import build_report
     from memft.research.results import read_rows
@@ -110,7 +118,7 @@ def report(
     claims, cells = paper_claims(rows), method_cells(rows)
     name = stores[0].name if len(stores) == 1 else f"{len(stores)} stores"
     index = build_report(rows, fits, out, title=f"memft report: {name}", claims=claims, cells=cells)
-    doc = {"stores": [str(s) for s in stores], "claims": [c.to_json() for c in claims], "cells": [c.to_json() for c in cells]}
+    doc = claims_document([str(s) for s in stores], claims, cells)
     (out / "claims.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "claims.md").write_text(claims_markdown(claims, cells), encoding="utf-8")
+    (out / "claims.md").write_text(claims_markdown(claims, cells, rule=True), encoding="utf-8")
     typer.echo(str(index))

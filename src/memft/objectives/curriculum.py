@@ -1,7 +1,10 @@
 """The temporal curriculum over records (MemFT-SW's inter-batch part): which records a step may train.
 
-Pure Python on a `state` dict that persists across steps (no torch). Records 0..n-1 are shuffled once with
-random.Random(seed); stage k trains the first stage_size(ratios[k], n) records of that order. A stage moves on, never
+Pure Python on a `state` dict that persists across steps (no torch). The records' order is `order`: "shuffle"
+(default: records 0..n-1 shuffled once with random.Random(seed)), or an explicit permutation of 0..n-1, easiest first
+(`easy_first` builds one from per-record difficulties; the research runner resolves ORDER_SHORTEST, "shorter records
+first", from the tokenized records: memft.research.runs.resolve_order). Stage k trains the first
+stage_size(ratios[k], n) records of that order. A stage moves on, never
 back, when any of these holds (checked at every step and whenever the training loop starts an epoch):
 - schedule by step (stage_epochs None): the step reached boundaries[k] (default stage_starts(len(ratios), max_steps));
 - schedule by epoch (stage_epochs E, the reference's unit): the stage's records have been trained E times each
@@ -22,6 +25,16 @@ from collections.abc import Sequence
 from typing import Any
 
 RATIOS = (0.2, 0.4, 0.6, 0.8, 1.0)
+ORDER_SHUFFLE, ORDER_SHORTEST = "shuffle", "shortest"
+
+
+def easy_first(difficulty: Sequence[float]) -> list[int]:
+    """Record indices by increasing difficulty (ties by index): the paper's easy-first order.
+
+    >>> easy_first([12, 11, 15, 11])
+    [1, 3, 0, 2]
+    """
+    return sorted(range(len(difficulty)), key=lambda i: (difficulty[i], i))
 
 
 def stage_starts(n_stages: int, max_steps: int) -> list[int]:
@@ -37,9 +50,14 @@ def stage_size(ratio: float, n: int) -> int:
     return max(1, math.ceil(ratio * n - 1e-9))
 
 
-def problems(seed: Any, ratios: Any, boundaries: Any, stage_epochs: Any) -> list[str]:
+def problems(seed: Any, ratios: Any, boundaries: Any, stage_epochs: Any, order: Any = ORDER_SHUFFLE) -> list[str]:
     """Every invalid curriculum option, as messages."""
     out: list[str] = []
+    if order not in (ORDER_SHUFFLE, ORDER_SHORTEST):
+        ok = isinstance(order, Sequence) and not isinstance(order, str) and all(isinstance(i, int) and not isinstance(i, bool) for i in order)
+        if not ok or sorted(order) != list(range(len(order))):
+            out.append(f"method option order must be {ORDER_SHUFFLE!r}, {ORDER_SHORTEST!r} or a permutation of the record indices "
+                       f"(easiest first), got {order!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         out.append(f"method option seed must be an integer, got {seed!r}")
     good = isinstance(ratios, Sequence) and len(ratios) > 0 and all(isinstance(r, (int, float)) and 0 < r <= 1 for r in ratios)
@@ -77,25 +95,35 @@ def _advance(state: dict, ratios: Sequence[float], boundaries: Sequence[int] | N
     return cur
 
 
-def _init(state: dict, seed: int) -> dict:
+def _init(state: dict, seed: int, order_opt: Any = ORDER_SHUFFLE) -> dict:
     cur = state.get("curriculum")
     if cur is None:
-        order = list(range(state["n_records"]))
-        random.Random(seed).shuffle(order)
+        n = state["n_records"]
+        if order_opt == ORDER_SHUFFLE:
+            order = list(range(n))
+            random.Random(seed).shuffle(order)
+        elif order_opt == ORDER_SHORTEST:
+            raise ValueError(f"method option order {ORDER_SHORTEST!r} needs the records' lengths, which the training loop does not "
+                             "see: train through memft sweep/bench/compare (memft.research.runs.resolve_order turns it into the "
+                             "order), or give the order as a list of record indices, easiest first")
+        else:
+            order = list(order_opt)
+            if sorted(order) != list(range(n)):
+                raise ValueError(f"method option order: {len(order)} indices for {n} records; give a permutation of 0..{n - 1}")
         cur = state["curriculum"] = {"order": order, "rank": {r: i for i, r in enumerate(order)}, "stage": 0, "certified": {}, "trained": 0}
     return cur
 
 
 def active(
     records: list[int], certified: list[bool], state: dict, seed: int, ratios: Sequence[float], boundaries: Sequence[int] | None,
-    stage_epochs: int | None = None,
+    stage_epochs: int | None = None, order: Any = ORDER_SHUFFLE,
 ) -> tuple[list[bool], dict[str, float]]:
     """Which of `records` (this step's) are in the current stage; records the step's certification statuses first
     (so early advance happens within this same step) and counts the active ones as trained.
 
     A record never seen counts as not certified. Stats: curriculum_stage, active_ratio (stage size / n).
     """
-    cur = _init(state, seed)
+    cur = _init(state, seed, order)
     cur["certified"].update(zip(records, certified))
     stage = _advance(state, ratios, boundaries, stage_epochs)["stage"]
     m = stage_size(ratios[stage], state["n_records"])
@@ -104,8 +132,9 @@ def active(
     return on, {"curriculum_stage": float(stage), "active_ratio": m / state["n_records"]}
 
 
-def stage_records(state: dict, seed: int, ratios: Sequence[float], boundaries: Sequence[int] | None, stage_epochs: int | None = None) -> list[int]:
+def stage_records(state: dict, seed: int, ratios: Sequence[float], boundaries: Sequence[int] | None, stage_epochs: int | None = None,
+                  order: Any = ORDER_SHUFFLE) -> list[int]:
     """The records of the current stage (sorted), after moving the stage on as `active` would at this step."""
-    cur = _init(state, seed)
+    cur = _init(state, seed, order)
     stage = _advance(state, ratios, boundaries, stage_epochs)["stage"]
     return sorted(cur["order"][: stage_size(ratios[stage], state["n_records"])])

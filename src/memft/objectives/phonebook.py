@@ -17,10 +17,11 @@ from memft.objectives.ot import ot_problems, with_fallback
 from memft.objectives.registry import Tokens, register
 
 
-def _pb_problems(threshold: Any, fallback: Any, curriculum: Any, seed: Any, ratios: Any, boundaries: Any, stage_epochs: Any) -> list[str]:
+def _pb_problems(threshold: Any, fallback: Any, curriculum: Any, seed: Any, ratios: Any, boundaries: Any, stage_epochs: Any,
+                 order: Any = "shuffle") -> list[str]:
     problems = ot_problems(threshold, None, False, 0.0, fallback)
     check_flag(problems, "curriculum", curriculum)
-    return problems + curriculum_problems(seed, ratios, boundaries, stage_epochs)
+    return problems + curriculum_problems(seed, ratios, boundaries, stage_epochs, order)
 
 
 @register("memft-sw-phonebook", check=_pb_problems)
@@ -35,6 +36,7 @@ def memft_sw_phonebook(
     ratios: Sequence[float] = RATIOS,
     boundaries: Sequence[int] | None = None,
     stage_epochs: int | None = None,
+    order: str | Sequence[int] = "shuffle",
 ) -> tuple[Any, dict[str, float]]:
     """The paper's MemFT-SW for PhoneBook: the temporal curriculum over records times the paper's OT, no spatial window.
 
@@ -43,19 +45,20 @@ def memft_sw_phonebook(
     stage's tokens (the reference code). The training loop draws mini-batches from the stage's records only
     (objectives.stage_records). Stages go by step (the last from half the budget) unless stage_epochs = E is given:
     then each stage lasts E passes over its records, the reference's unit (its per-stage epoch counts are not
-    encoded here: set E for a reproduction). Stats: trained_tokens, weight_sum, active_tokens, active_ratio,
+    encoded here: set E for a reproduction). `order`: the curriculum's record order (memft.objectives.curriculum): "shuffle",
+    "shortest" (the paper's easy-first, resolved from the records by the research runner) or a permutation. Stats: trained_tokens, weight_sum, active_tokens, active_ratio,
     curriculum_stage, and fallback = 1 when the fallback was used.
     """
     import torch
 
-    raise_problems(_pb_problems(threshold, fallback, curriculum, seed, ratios, boundaries, stage_epochs))
+    raise_problems(_pb_problems(threshold, fallback, curriculum, seed, ratios, boundaries, stage_epochs, order))
     loss = tokens.loss.detach()  # [N]
     records, inv = torch.unique(tokens.record, return_inverse=True)  # [R], [N]
     stats: dict[str, float] = {}
     mask = torch.ones_like(loss)  # [N] 1: the token's record is in the stage
     if curriculum:
         correct = torch.ones(len(records), dtype=torch.bool, device=loss.device).scatter_reduce(0, inv, tokens.correct, "amin")  # [R]
-        on, stats = curriculum_active(records.tolist(), correct.tolist(), state, seed, ratios, boundaries, stage_epochs)
+        on, stats = curriculum_active(records.tolist(), correct.tolist(), state, seed, ratios, boundaries, stage_epochs, order)
         mask = torch.tensor(on, dtype=loss.dtype, device=loss.device)[inv]
     trained = loss >= -math.log(threshold)  # [N] p_t <= threshold
     out, wstats = with_fallback(tokens.loss, trained.to(loss.dtype) * mask, mask, fallback)

@@ -91,7 +91,7 @@ def stage_records(name: str, state: dict, options: dict[str, Any]) -> list[int] 
     opts = {**option_defaults(name), **options}
     if not opts.get("curriculum"):
         return None
-    return curriculum_stage_records(state, opts["seed"], opts["ratios"], opts["boundaries"], opts["stage_epochs"])
+    return curriculum_stage_records(state, opts["seed"], opts["ratios"], opts["boundaries"], opts["stage_epochs"], opts.get("order", "shuffle"))
 
 
 def revision(name: str) -> int | None:

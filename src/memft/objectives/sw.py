@@ -20,7 +20,7 @@ from memft.objectives.registry import Tokens, register, register_variant
 
 def _sw_problems(
     s: Any, window: Any, tau: Any, floor: Any, patience: Any, grow: Any, max_window_factor: Any, rule: Any, curriculum: Any, seed: Any,
-    ratios: Any, boundaries: Any, stage_epochs: Any,
+    ratios: Any, boundaries: Any, stage_epochs: Any, order: Any = "shuffle",
 ) -> list[str]:
     problems: list[str] = []
     inf = math.inf
@@ -36,7 +36,7 @@ def _sw_problems(
     if rule not in sw.RULES:
         problems.append(f"method option rule must be one of {', '.join(sw.RULES)}, got {rule!r}")
     check_flag(problems, "curriculum", curriculum)
-    return problems + curriculum_problems(seed, ratios, boundaries, stage_epochs)
+    return problems + curriculum_problems(seed, ratios, boundaries, stage_epochs, order)
 
 
 @register("memft-sw", check=_sw_problems)
@@ -57,6 +57,7 @@ def memft_sw(
     ratios: Sequence[float] = RATIOS,
     boundaries: Sequence[int] | None = None,
     stage_epochs: int | None = None,
+    order: str | Sequence[int] = "shuffle",
 ) -> tuple[Any, dict[str, float]]:
     """Spatial window (intra-record) with an optional temporal curriculum (inter-batch).
 
@@ -70,19 +71,20 @@ def memft_sw(
     max_window_factor; see memft.objectives.window.factors. window=None: no spatial weighting, w_t = 1.
 
     Temporal (curriculum=True): only tokens of records in the current stage keep their weight, the others get 0;
-    see memft.objectives.curriculum (options seed, ratios, boundaries, stage_epochs). Stats: trained_tokens, weight_sum,
+    see memft.objectives.curriculum (options seed, ratios, boundaries, stage_epochs, order: "shuffle", "shortest" or an
+    explicit easiest-first permutation). Stats: trained_tokens, weight_sum,
     anchored_records, max_window; with the curriculum active_ratio and curriculum_stage. All weights 0 -> (None, stats).
     """
     import torch
 
-    raise_problems(_sw_problems(s, window, tau, floor, patience, grow, max_window_factor, rule, curriculum, seed, ratios, boundaries, stage_epochs))
+    raise_problems(_sw_problems(s, window, tau, floor, patience, grow, max_window_factor, rule, curriculum, seed, ratios, boundaries, stage_epochs, order))
     loss = tokens.loss.detach()  # [N]
     records, inv, anchor = _first_errors(tokens)  # [R], [N], [R]
     recs, anchors = records.tolist(), anchor.tolist()
     stats: dict[str, float] = {}
     active = [True] * len(recs)
     if curriculum:
-        active, cstats = curriculum_active(recs, [a < 0 for a in anchors], state, seed, ratios, boundaries, stage_epochs)
+        active, cstats = curriculum_active(recs, [a < 0 for a in anchors], state, seed, ratios, boundaries, stage_epochs, order)
         stats.update(cstats)
     if window is None:
         w = torch.ones_like(loss)

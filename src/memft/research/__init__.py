@@ -10,6 +10,10 @@
                  (LawFitEntry, Budget), the capacity planner; data/: a shipped law fit
   ranksearch.py  --rank auto
   plots/         figures: functions of rows that return a matplotlib Figure (law fits, rank × ℓ grids, positions)
+  stats.py       paired t intervals, power and seeds needed, Spearman with its interval (one definition each)
+  verdict.py     the verdict rule (identity / reproduced / refuted / inconclusive / untested) and Claim
+  cells.py       comparison cells: every metric side by side, paired with SFT, where capacity binds, the budget check
+  transitions.py the identities of the phase transition and Spearman by the paper's definition
   claims.py      the paper's claims against the stored runs
   report.py      the static HTML report
 

@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memft.research.claims import BINDING, CELL_HEAD, VERDICTS, Claim, MethodCell, cell_columns
+from memft.research.claims import BINDING, CELL_HEAD, CLAIM_HEAD, VERDICTS, Claim, MethodCell, cell_columns, claim_columns
+from memft.research.verdict import RULE
 from memft.research.law import LawFitEntry, as_entry, in_setting
 from memft.research.law import number as _num
-from memft.research.plots import ALL_FIGURES, Fit, save, stubborn_failure_spearman
+from memft.research.plots import ALL_FIGURES, Fit, save
 from memft.research.rows import Row
 
 # The fields of a fit that say which rows it was fitted on (besides its setting), as law.fit_settings gives them.
@@ -113,7 +114,23 @@ def _fits_table(fits: Sequence[LawFitEntry]) -> str:
     note = ('<p class="muted">ΔL = C·r<sup>α</sup>·ℓ<sup>−β</sup> + b; bracketed: 95 % interval, where the fit gives '
             "one; held-out: leave-one-length-out error, where the fit gives one.</p>")
     head = ["setting", *who, "C", "α", "β", "b", "R²", "MAPE %", "n", "held-out error"]
-    return note + _table(head, body, numeric_from=1 + len(who))
+    return note + _table(head, body, numeric_from=1 + len(who)) + _forms_table(fits)
+
+
+def _forms_table(fits: Sequence[LawFitEntry]) -> str:
+    """Each fit's power law beside the saturating alternative, both on every point (saturated ones included)."""
+    body = []
+    for f in fits:
+        for form in f.forms:
+            body.append([_e(f.label()), _e(form.form), str(form.n), _e(_fmt(form.r2, 4)), _e(f"{form.aic:.1f}"), _e(f"{form.bic:.1f}"),
+                         "—" if form.heldout_mape is None else _e(f"{100 * form.heldout_mape:.1f}")])
+    if not body:
+        return ""
+    note = ('<p class="muted">Both forms on every point of the setting, saturated ones included: the power law '
+            "C·r<sup>α</sup>·ℓ<sup>−β</sup> + b (4 parameters) and the saturating law "
+            "L<sub>init</sub>·(1 − exp(−k·r<sup>a</sup>·ℓ<sup>−g</sup>)) (3 parameters, a ceiling at L<sub>init</sub>); "
+            "lower AIC/BIC is better; held-out: leave-one-length-out MAPE of ΔL.</p>")
+    return note + _table(["fit", "form", "n", "R²", "AIC", "BIC", "held-out MAPE %"], body, numeric_from=2)
 
 
 def _method_table(rows: Sequence[Row]) -> str:
@@ -185,10 +202,13 @@ def _figures(rows: Sequence[Row], fits: Sequence[LawFitEntry], fig_dir: Path) ->
 
 
 def _spearman(rows: Sequence[Row]) -> str:
-    rho, n = stubborn_failure_spearman(rows)
-    val = "undefined" if math.isnan(rho) else f"{rho:.3f}"
-    return (f"<p>Spearman ρ between each record's earliest stubborn position (teacher-forced p ≤ 0.5) and its "
-            f"free-run first failure: <b>{_e(val)}</b> (n = {n} records with both).</p>")
+    from memft.research.transitions import record_pairs, rho_of
+
+    s = rho_of(record_pairs(rows))
+    val = "undefined" if math.isnan(s.rho) else f"{s.rho:.3f}"
+    ci = f" [{s.lo:.3f}, {s.hi:.3f}] (95 %, Fisher z)" if s.lo is not None and s.hi is not None and not math.isnan(s.rho) else ""
+    return (f"<p>Spearman ρ between each uncertified record's earliest stubborn position (teacher-forced p ≤ 0.5) and its "
+            f"free-run first failure, at the end of training: <b>{_e(val)}</b>{_e(ci)} (n = {s.n} records with both).</p>")
 
 
 def _claims(claims: Sequence[Claim], cells: Sequence[MethodCell]) -> str:
@@ -197,12 +217,18 @@ def _claims(claims: Sequence[Claim], cells: Sequence[MethodCell]) -> str:
         return "<p class=\"muted\">No claims evaluated.</p>"
     counts = Counter(c.verdict for c in claims)
     head = "<p>" + ", ".join(f"{_e(v)}: <b>{counts[v]}</b>" for v in VERDICTS if counts[v]) + ".</p>"
-    body = [[_e(c.claim), _e(c.paper), _e(c.measured), _e(c.n), f"<b>{_e(c.verdict)}</b>", _e(c.why)] for c in claims]
-    out = head + _table(["claim", "paper", "memft (this model)", "n", "verdict", "why"], body, numeric_from=99)
+    head += "<p>" + _e(RULE) + "</p>"
+    body = []
+    for c in claims:
+        cols = [_e(x) for x in claim_columns(c)]
+        cols[CLAIM_HEAD.index("verdict")] = f"<b>{cols[CLAIM_HEAD.index('verdict')]}</b>"
+        body.append(cols)
+    out = head + _table(list(CLAIM_HEAD), body, numeric_from=99)
     if cells:
-        out += ("<p>End-of-budget scores per comparison cell, mean ± sd over seeds, in %; Δ is the paired difference to "
-                "SFT on the same seeds (points); a cell binds when SFT's mean held share (exact match, or the one stress "
-                "record's teacher-forced token accuracy) is in "
+        out += ("<p>End-of-budget scores per comparison cell, mean ± sd over seeds, side by side (exact match, free-run "
+                "prefix accuracy, teacher-forced token accuracy, ΔL); Δ is the paired difference to SFT on the same seeds "
+                "of the verdict's score with its 95 % paired t interval; a cell binds when SFT's mean held share (exact "
+                "match, or the one stress record's teacher-forced token accuracy) is in "
                 f"{BINDING[0]:.0%}–{BINDING[1]:.0%}.</p>")
         out += _table(list(CELL_HEAD), [[_e(x) for x in cell_columns(c)] for c in cells], numeric_from=3)
     return out

@@ -59,6 +59,21 @@ def options_by_method(methods: Sequence[str], options: dict[str, Any]) -> dict[s
     return {m: options_for(m, options) for m in methods}
 
 
+def resolve_order(train: TrainConfig, records: Sequence[Record], tokenizer: Any) -> TrainConfig:
+    """`train` with a curriculum order of "shortest" (the paper's easy-first: shorter records first) turned into the
+    explicit order the objective takes: records by their token count, prompt + value (the value alone ties on
+    PhoneBook, whose numbers all have 10 digits), ties by index. Any other order is left as it is."""
+    import dataclasses
+
+    from memft.objectives.curriculum import ORDER_SHORTEST, easy_first
+    from memft.prompts.encoding import encode_all
+
+    if train.method_options.get("order") != ORDER_SHORTEST:
+        return train
+    sizes = [len(e.prompt) + e.n_value for e in encode_all(records, tokenizer, train.template)]
+    return dataclasses.replace(train, method_options={**train.method_options, "order": easy_first(sizes)})
+
+
 def settings_of(base: Base, lora: LoraSettings, train: TrainConfig) -> dict[str, Any]:
     """The resolved settings a result row or file carries next to its numbers (SETTINGS_FIELDS, in that order)."""
     got = {"lr": train.lr, "max_steps": train.max_steps, "margin": train.margin, "batch_size": train.batch_size,
@@ -104,6 +119,7 @@ def run_point(
     from memft.certify.evaluate import evaluate
     from memft.certify.metrics import summarize
 
+    train = resolve_order(train, records, base.tokenizer)
     t0 = time.perf_counter()
     f = fit(records, base, lora, train, on_step=on_step)
     try:

@@ -64,22 +64,45 @@ def test_skipped_and_budgetless_entries_of_committed_files():
 
 
 def test_the_shipped_law_at_convergence_plans_the_ranks_its_runs_needed():
-    """benchmarks/paper/ship_law.py copied law_conv_fit.json's r100 under its placement's name; its plans agree with
-    the runs (600 steps, down_proj of layer 28): rank 4 held all 64 random tokens and rank 2 40 %; rank 8 held all
-    320 and rank 4 36 % (benchmarks/paper/law_conv*.db)."""
+    """benchmarks/paper/ship_law.py copied law_conv_fit.json's r100 under its placement's name, adding both forms of
+    the law on all 20 points; its plans agree with the runs (600 steps, down_proj of layer 28): rank 4 held all 64
+    random tokens and rank 2 40 %; rank 8 held all 320 and rank 4 36 % (benchmarks/paper/law_conv*.db)."""
     conv = pick_fit(SHIPPED, "r100@down_proj28")
-    assert conv.to_json() | {"setting": "r100"} == next(f.to_json() for f in read_fits(ROOT / "benchmarks/paper/law_conv_fit.json") if f.setting == "r100")
+    added = ("forms", "lengths", "ranks")
+    mine = {k: v for k, v in conv.to_json().items() if k not in added}
+    assert mine | {"setting": "r100"} == next(f.to_json() for f in read_fits(ROOT / "benchmarks/paper/law_conv_fit.json") if f.setting == "r100")
     assert (conv.fit.alpha, conv.fit.beta, conv.fit.r2) == (0.6084703515582472, 0.4598287691918355, 0.9904927500023447)
     assert (conv.n, conv.n_saturated, conv.budget.max_steps) == (10, 10, 600)
-    assert [plan_rank(conv, ell).rank_pow2 for ell in (64, 320)] == [4, 8]
-    assert plan_rank(conv, 64).rank == 3
+    assert conv.lengths == (16.0, 320.0) and conv.ranks == (1.0, 8.0)
+    power, sat = conv.form("power"), conv.form("saturating")
+    assert (power.n, sat.n, round(power.r2, 3), round(sat.r2, 3), round(power.aic - sat.aic, 1)) == (20, 20, 0.915, 0.996, 62.0)
+    # the saturating law plans (lower AIC): by hand r* = (ln(13.406/ln 2)·64^g/k)^(1/a) = (2.962·33.87/27.80)^(1/1.2618) = 2.77
+    p = plan_rank(conv, 64)
+    assert (p.law, p.rank, p.rank_pow2, p.refused) == ("saturating", 3, 4, False) and 0 < p.loss_final_pred < 0.6931471805599453
+    assert round(p.heldout_mape, 3) == 0.027
+    assert [plan_rank(conv, ell, law_form="power").rank_pow2 for ell in (64, 320)] == [4, 8]  # the power law as before
+    assert plan_rank(conv, 320).refused and "above the largest the fit was measured on (8)" in plan_rank(conv, 320).reason
+    assert plan_rank(conv, 640).refused and "outside the lengths the fit was measured on (16–320)" in plan_rank(conv, 640).reason
+
+
+def test_the_shipped_planner_never_predicts_a_negative_loss():
+    """The 150-step power law (fitted without its saturated points) predicted a final loss of −2.64 at ℓ = 64, rank 3
+    (issue 27): the saturating law plans there now, and the power law's ΔL is capped at L_init."""
+    comb = pick_fit(SHIPPED, "Combined")
+    for ell in (64, 100, 128, 200, 640):
+        for form in ("auto", "power", "saturating"):
+            p = plan_rank(comb, ell, law_form=form)
+            assert p.loss_final_pred is None or p.loss_final_pred >= 0
+    assert plan_rank(comb, 64, law_form="power").loss_final_pred == 0.0  # at the ceiling, not −2.64
+    assert plan_rank(comb, 64).law == "saturating" and plan_rank(comb, 2000).refused
 
 
 def test_plan_from_the_shipped_fit():
-    fit = pick_fit(SHIPPED, "PhoneBook")
-    p = plan_rank(fit, 500)
-    assert p.rank_pow2 == 2 ** (p.rank - 1).bit_length() and p.loss_final_pred < 0.6931471805599453
-    assert p.uncertainty.startswith("bootstrap") and p.rank_optimistic <= p.rank
+    fit = pick_fit(SHIPPED, "PhoneBook")  # the 30-step PhoneBook points: the power law has the lower AIC there
+    p = plan_rank(fit, 100)
+    assert p.law == "power" and p.rank == 2 and p.rank_pow2 == 2 and p.loss_final_pred < 0.6931471805599453
+    assert p.uncertainty.startswith("bootstrap") and p.rank_optimistic <= p.rank and p.heldout_mape == fit.heldout_mape
+    assert plan_rank(fit, 500).refused  # needs more than rank 8, the largest measured
 
 
 def test_write_fits_writes_what_read_fits_reads(tmp_path):

@@ -1,5 +1,6 @@
 """The capacity planner (memft.research.law.plan): hand-solved ranks, monotone in ℓ, its uncertainty, why no rank works."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -32,14 +33,16 @@ def test_planner_matches_a_hand_solved_case():
     p = plan_rank(fit, 1024)
     assert (p.rank, p.rank_pow2) == (1304, 2048)
     assert list(p.to_json()) == ["length", "loss_init", "target", "max_rank", "rank", "rank_pow2", "loss_final_pred",
-                                 "rank_optimistic", "rank_pessimistic", "p_reachable", "uncertainty", "reason"]
+                                 "rank_optimistic", "rank_pessimistic", "p_reachable", "uncertainty", "reason", "law",
+                                 "heldout_mape", "refused"]
     # loss_init overrides the fit's median; a lower start needs a smaller rank
     assert plan_rank(fit, 1024, loss_init=2.0).rank == math.ceil(hand_rank(2.0, 0.5, 0.5, 0.05, 2.0, 1024))
 
 
 def test_planner_rank_is_monotone_in_length_with_uncertainty():
     fit = fit_rows(rows_for(*points(noise=0.02, seed=0), benchmark="stress", ratio=0.0), "r0", n_boot=20)
-    plans = [plan_rank(fit, float(n), max_rank=1 << 14) for n in np.geomspace(64, 1e6, 25)]
+    fit = dataclasses.replace(fit, lengths=None, ranks=None)  # the power law's arithmetic, beyond the measured range
+    plans = [plan_rank(fit, float(n), max_rank=1 << 14, law_form="power") for n in np.geomspace(64, 1e6, 25)]
     ranks = [p.rank for p in plans]
     assert ranks[0] is not None and ranks[-1] is None and "even rank 16384" in plans[-1].reason
     reached = [r for r in ranks if r is not None]
@@ -78,3 +81,22 @@ def test_records_helpers():
     assert tokens_per_record([{"length": 600, "records": 100}, {"length": 1400, "records": 100}, {"length": None}]) == 10.0
     with pytest.raises(ValueError, match="--records 0"):
         length_for_records(0, 6.5)
+
+
+def test_planner_refuses_outside_the_measured_range_and_has_a_ceiling():
+    from memft.research.law import saturating
+
+    rows = rows_for(*points(noise=0.0, seed=0), benchmark="stress", ratio=0.0)
+    fit = fit_rows(rows, "r0", n_boot=0)
+    lo, hi = fit.lengths
+    assert fit.ranks[0] >= 1 and plan_rank(fit, hi * 2).refused and plan_rank(fit, lo / 2).refused
+    assert "outside the lengths the fit was measured on" in plan_rank(fit, hi * 2).reason
+    # a saturating law: final loss L_init·exp(−k·r^a·ℓ^(−g)); by hand with k = 1, a = 1, g = 1, L_init = e, ℓ = 10,
+    # target 1: r* = ln(e/1)·10/1 = 10 → rank 10, where the final loss e·exp(−1) is the target itself
+    sat = {"form": "saturating", "params": {"k": 1.0, "a": 1.0, "g": 1.0}, "p": 3, "n": 9, "r2": 1.0, "mape": 0.0,
+           "aic": -50.0, "bic": -49.0, "heldout_mape": 0.01, "heldout_rmse": 0.1}
+    e = entry(**TRUE, loss_init_median=math.e, forms=[sat], lengths=[5, 20], ranks=[1, 16])
+    p = plan_rank(e, 10, target=1.0)
+    assert (p.law, p.rank, p.rank_pow2, p.heldout_mape) == ("saturating", 10, 16, 0.01)
+    assert p.loss_final_pred == pytest.approx(1.0) and saturating(10, 10, math.e, 1.0, 1.0, 1.0) == pytest.approx(math.e - 1.0)
+    assert plan_rank(e, 20, target=1.0).refused  # needs rank 20 > 16, the largest measured

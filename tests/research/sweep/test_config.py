@@ -141,3 +141,21 @@ def test_build_dataset_matches_the_generators():
     assert len(rec.value_ids) == 8 and held is None
     with pytest.raises(ConfigError, match="unknown benchmark"):
         build_dataset("nope", 8, None, tok, 0, 0)
+
+
+def test_the_prepared_claim_sweeps_are_valid_and_pass_each_method_its_options():
+    """benchmarks/paper/next/: the runs issue 27 needs and this machine could not afford, validated before any work."""
+    from pathlib import Path
+
+    from memft.research.sweep.config import SweepConfig
+
+    root = Path(__file__).resolve().parents[3] / "benchmarks" / "paper" / "next"
+    pb = SweepConfig.from_yaml(root / "phonebook_powered.yaml")
+    assert pb.options_for("memft-ot") == {"fallback": "sft"} and pb.options_for("sft") == {}
+    assert pb.options_for("memft-sw-curriculum") == {"order": "shortest", "stage_epochs": 4}
+    assert pb.options_for("memft-sw-phonebook") == {"fallback": "sft", "order": "shortest", "stage_epochs": 4}
+    assert SweepConfig.from_yaml(root / "phonebook_powered_skip.yaml").options_for("memft-ot") == {"fallback": "skip"}
+    assert len(pb.seeds) == 10 and pb.stop_when_certified is False
+    ot = SweepConfig.from_yaml(root / "stress_ot_ranks.yaml")
+    assert ot.ranks == [2, 4, 8] and ot.options_for("memft-ot") == {"fallback": "sft"}
+    assert SweepConfig.from_yaml(root / "stress_budget_1200.yaml").max_steps == 1200

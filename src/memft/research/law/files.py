@@ -21,6 +21,7 @@ from typing import Any
 
 from memft.errors import ConfigError
 from memft.research.law.fit import PARAMS, LawFit
+from memft.research.law.saturating import FormFit
 from memft.research.law.select import number
 
 Interval = tuple["float | None", "float | None"]
@@ -100,10 +101,19 @@ class LawFitEntry:
     samples: tuple[tuple[float, ...], ...] = ()
     skipped: str | None = None
     budget: Budget | None = None
+    # both forms fitted to every complete point (saturated ones included): the power law and the saturating law
+    # (memft.research.law.saturating), with AIC, BIC and held-out length error; () when not computed
+    forms: tuple[FormFit, ...] = ()
+    lengths: tuple[float, float] | None = None  # the ℓ range of those points: the planner refuses outside it
+    ranks: tuple[float, float] | None = None  # the rank range of those points
 
     @property
     def fitted(self) -> bool:
         return self.fit is not None and not self.skipped
+
+    def form(self, name: str) -> FormFit | None:
+        """The fit of one form ("power" or "saturating") on every point, when the entry has it."""
+        return next((f for f in self.forms if f.form == name), None)
 
     def label(self) -> str:
         """"setting · method · model" (the parts that are known)."""
@@ -142,6 +152,8 @@ class LawFitEntry:
             loss_init_median=number(d.get("loss_init_median")), eps=number(d.get("eps")), n_boot=int(d.get("n_boot") or 0),
             samples=tuple(tuple(float(x) for x in s) for s in d.get("samples") or ()), skipped=d.get("skipped") or None,
             budget=Budget.from_json(budget) if isinstance(budget, Mapping) else None,
+            forms=tuple(FormFit.from_json(f) for f in d.get("forms") or ()),
+            lengths=_span(d.get("lengths")), ranks=_span(d.get("ranks")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -161,7 +173,17 @@ class LawFitEntry:
             }
         if self.budget is not None:
             out["budget"] = self.budget.to_json()
+        if self.forms:
+            out["forms"] = [f.to_json() for f in self.forms]
+        if self.lengths is not None:
+            out["lengths"] = list(self.lengths)
+        if self.ranks is not None:
+            out["ranks"] = list(self.ranks)
         return out
+
+
+def _span(v: Any) -> tuple[float, float] | None:
+    return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else None
 
 
 def as_entry(fit: LawFitEntry | Mapping[str, Any]) -> LawFitEntry:

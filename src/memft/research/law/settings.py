@@ -17,6 +17,7 @@ import numpy as np
 from memft.errors import ConfigError
 from memft.research.law.files import Budget, LawFitEntry
 from memft.research.law.fit import PARAMS, fit_law
+from memft.research.law.saturating import compare_forms
 from memft.research.law.select import Row, arrays, check_options, complete, finite, number, select
 from memft.research.law.uncertainty import bootstrap_samples, intervals, leave_one_length_out
 
@@ -39,13 +40,28 @@ def fit_rows(rows: Sequence[Row], setting: str, eps: float = 0.05, n_boot: int =
     samples = bootstrap_samples(r, l, y, n_boot, seed, huber) if n_boot > 0 else np.empty((0, 4))
     ci = intervals(samples) if len(samples) else {p: (None, None) for p in PARAMS}
     held = leave_one_length_out(r, l, y, huber)
-    return LawFitEntry(
+    return with_forms(LawFitEntry(
         setting=setting, fit=dataclasses.replace(f, residuals=None), ci={p: (number(ci[p][0]), number(ci[p][1])) for p in PARAMS},
         n=f.n, n_excluded=len(rows) - len(used), n_saturated=len(rows) - len(used) - n_incomplete,
         heldout_mape=held.mape, heldout_rmse=held.rmse, heldout_reason=held.reason,
         loss_init_median=float(np.median([float(x["loss_init"]) for x in used])), eps=eps, n_boot=len(samples),
         samples=tuple(tuple(float(v) for v in s) for s in samples),
-    )
+    ), rows)
+
+
+def with_forms(entry: LawFitEntry, rows: Sequence[Row]) -> LawFitEntry:
+    """`entry` with both forms of the law fitted to every complete row of its setting (saturated ones included) and
+    the ℓ and rank ranges of those rows; unchanged forms when they cannot be fitted."""
+    full = [r for r in rows if complete(r)]
+    if not full:
+        return entry
+    r, l, y = arrays(full)
+    li = np.array([float(x["loss_init"]) for x in full])
+    try:
+        forms = compare_forms(r, l, li, y)
+    except ValueError:
+        forms = ()
+    return dataclasses.replace(entry, forms=tuple(forms), lengths=(float(l.min()), float(l.max())), ranks=(float(r.min()), float(r.max())))
 
 
 # Setting names (the paper's table), built here only; `in_setting` is their one reader.

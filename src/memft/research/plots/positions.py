@@ -7,7 +7,6 @@ Research layer: may import the core and the other research modules; never the CL
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,13 +20,10 @@ from memft.research.rows import Row
 
 
 def _pairs(rows: Sequence[Row]) -> list[tuple[int, int]]:
-    """(earliest stubborn, first failure) per record where both are known."""
-    out = []
-    for r in rows:
-        for s, f in zip(r.get("earliest_stubborn") or [], r.get("first_failure") or []):
-            if s is not None and f is not None:
-                out.append((int(s), int(f)))
-    return out
+    """(earliest stubborn, first failure) per record where both are known (memft.research.transitions.record_pairs)."""
+    from memft.research.transitions import record_pairs
+
+    return record_pairs(rows)
 
 
 def probability_grid(rows: Sequence[Row]) -> Figure:
@@ -87,20 +83,16 @@ def failure_histogram(rows: Sequence[Row]) -> Figure:
 
 def stubborn_failure_spearman(rows: Sequence[Row]) -> tuple[float, int]:
     """Spearman ρ between each record's earliest stubborn position and its free-run first failure, and the number
-    of records where both exist. ρ is NaN when it is undefined (n < 2 or a constant side).
+    of records where both exist (the paper's definition: one pair per uncertified record of the final adapter;
+    memft.research.stats.spearman, the page's one implementation). ρ is NaN when it is undefined (n < 2 or a constant side).
 
     >>> stubborn_failure_spearman([{"earliest_stubborn": [1, 2, None, 5], "first_failure": [3, 4, 1, 9]}])
     (1.0, 3)
     """
-    from scipy.stats import spearmanr
+    from memft.research.transitions import rho_of
 
-    pairs = _pairs(rows)
-    if len(pairs) < 2 or len({s for s, _ in pairs}) < 2 or len({f for _, f in pairs}) < 2:
-        return float("nan"), len(pairs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rho = spearmanr([s for s, _ in pairs], [f for _, f in pairs]).statistic
-    return float(rho), len(pairs)
+    s = rho_of(_pairs(rows))
+    return s.rho, s.n
 
 
 def stubborn_vs_failure(rows: Sequence[Row]) -> Figure:
