@@ -17,7 +17,6 @@ import typer
 
 from memft import __version__
 from memft.store import safejson
-from memft.config import TrainConfig
 from memft.cli.options import Activation, Device, Dtype, Invocation, JsonFile, Method, Model, Preserve, Preset, PreserveText, Quiet, Reveal, write_json
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
@@ -355,9 +354,9 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to write.")] = Path("memft-demo"),
     records: Annotated[int, typer.Option(help="Phone-book records to write.")] = 40,
     model: Model = "smollm2-135m",
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TrainConfig.lr,
-    max_steps: Annotated[int, typer.Option(help="Most optimizer steps.")] = TrainConfig.max_steps,
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank (default: sized from the record count, 8 up to 64 records).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate (default: sized, 1e-2 up to 64 records).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Most optimizer steps (default: sized, 300 up to 64 records).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the phone book and of training.")] = 0,
     device: Device = "auto",
 ) -> None:
@@ -370,14 +369,18 @@ def demo(
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig
     from memft.prompts.records import write_records
     from memft.research.bench.phonebook import phonebook
+    from memft.training.sizing import size_for
 
     if records <= 0:
         raise ConfigError(f"--records must be positive, got {records}")
     t0 = time.perf_counter()
     recs = phonebook(records, seed=seed)
-    lora, train = LoraSettings(rank=rank), TrainConfig(lr=lr, max_steps=max_steps, seed=seed)
-    render.console.print(f"memft demo: writing {len(recs)} phone-book records into {out} (model {model}, rank {rank}, probe preset)")
-    with render.training_progress(max_steps) as on_step:
+    size = size_for(records, rank=rank, lr=lr, max_steps=max_steps)  # the sizing rule of `memft write`
+    lora = LoraSettings(rank=size.rank, preset=size.preset)  # always-on: the demo shows plain LoRA recall
+    train = TrainConfig(lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, head_vocab=size.head_vocab,
+                        lora_init=size.lora_init, lr_schedule=size.lr_schedule, seed=seed)
+    render.console.print(f"memft demo: writing {len(recs)} phone-book records into {out} (model {model}, rank {size.rank}, {size.preset} preset)")
+    with render.training_progress(size.max_steps) as on_step:
         res = api.write(recs, out, model=model, lora=lora, train=train, runtime=RuntimeConfig(device=device), on_step=on_step)
     write_records(recs, folders.resolve(out) / "demo-records.jsonl")  # after the adapter, so `memft verify` can be rerun on it
     ver = api.verify(out, recs, generate="always", device=device)

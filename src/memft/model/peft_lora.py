@@ -6,7 +6,7 @@ Core layer (model); torch and peft inside the functions that need them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from torch import nn
 
@@ -103,7 +103,14 @@ def _shape(mod: nn.Module) -> tuple[int, int]:
     return (w.shape[1], w.shape[0]) if type(mod).__name__ != "Conv1D" else (w.shape[0], w.shape[1])
 
 
-def attach(model: nn.Module, lora: LoraSettings, seed: int = 0, invocation_tokens: tuple[int, ...] | None = None) -> tuple[Any, dict[str, Any]]:
+class Placement(TypedDict):
+    """Where an adapter's LoRA layers are: the decoder layers adapted and the full module names (as PEFT names them)."""
+
+    layers: list[int]
+    modules: list[str]
+
+
+def attach(model: nn.Module, lora: LoraSettings, seed: int = 0, invocation_tokens: tuple[int, ...] | None = None) -> tuple[Any, Placement]:
     """Wrap a frozen base in a fresh LoRA adapter (seeded init: A random, B zero) -> (peft model, placement info).
 
     invocation_tokens: a keyed adapter's (memft.prompts.keyed; PEFT's activated LoRA, which needs task_type CAUSAL_LM and

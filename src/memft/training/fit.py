@@ -15,6 +15,7 @@ from memft.certify.metrics import RecordReport, summarize
 from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError, RecordsError, TrainingError
 from memft.model.base import Base
+from memft.model.peft_lora import Placement
 from memft.prompts.encoding import Encoded, encode_all
 from memft.prompts.keyed import invocation_ids
 from memft.prompts.parity import check_parity
@@ -29,7 +30,7 @@ class Fit:
     """An adapter trained in memory (not saved): the PEFT model, its records' reports and the training result."""
 
     model: Any
-    placement: dict[str, Any]
+    placement: Placement
     reports: list[RecordReport]
     summary: dict[str, Any]
     train: Any  # memft.training.loop.TrainResult
