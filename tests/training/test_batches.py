@@ -16,7 +16,7 @@ class _Check:
 
 
 def _book(probs, bar=0.8):
-    b = StatusBook(len(probs), frozenset(), margin=0.5, bar=bar)
+    b = StatusBook(len(probs), frozenset(), margin=0.5, bar=lambda m: bar)
     b.see_all({i: S(prob=[p], correct=[True], loss=[0.0]) for i, p in enumerate(probs)})
     return b
 

@@ -22,7 +22,7 @@ Core layer (training).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +82,7 @@ def train(
     forget: Collection[int] = (),
     preserve: Preserver | None = None,
     warm: Warm | None = None,
+    margins: Mapping[int, float] | None = None,
 ) -> TrainResult:
     """Train the adapter of `model` (a PEFT model) on `items` until every record meets its goal or cfg.max_steps.
 
@@ -91,6 +92,8 @@ def train(
     `preserve` (memft.training.preserve): a term added to every step's loss that keeps the base's predictions on
     unrelated text; it changes the gradient only, never what counts as certified. `warm`: statistics and frozen
     prefixes of some records already computed with the current parameters; the first check skips those records.
+    `margins`: {record index: margin} for records that need more than cfg.margin (memft.runtime.deploy_write raises
+    it for records a runtime's arithmetic lost); each record's training bar follows its own margin.
     """
     torch.manual_seed(cfg.seed)
     t0, n, warm = time.perf_counter(), len(items), warm or Warm()
@@ -98,7 +101,7 @@ def train(
     runner.adopt(warm.prefix)
     vocab = restricted_vocab(runner, items, warm) if cfg.head_vocab == "restricted" else None
     active = cfg.active_set and cfg.batch_size < n  # a full batch sees (and trains) every record at every step
-    book = StatusBook(n, frozenset(forget), cfg.margin, exit_margin(cfg.margin) if active else cfg.margin)
+    book = StatusBook(n, frozenset(forget), cfg.margin, exit_margin if active else (lambda m: m), margins)
     work, budget, update, state = Work(), CheckBudget(n), Updater(model, cfg), {}  # state: the objective's memory
     check = Checker(runner, book, work, budget, vocab, cfg.batch_size, update.guard)
     loss_init = first_check(model, runner, check, warm, cfg)

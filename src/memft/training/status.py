@@ -10,7 +10,7 @@ Core layer (training).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -48,10 +48,11 @@ class Work:
 
 class StatusBook:
     """Statuses of n records; `forget`: indices whose goal is to stop being recalled; `margin`: the certification
-    margin; `bar`: the training bar (the margin itself, or the active set's higher exit margin).
+    margin; `bar`: a function from a margin to its training bar (the margin itself, or the active set's higher exit
+    margin); `margins`: {index: margin} for records that need more than `margin` (a runtime's arithmetic lost them).
 
     >>> from types import SimpleNamespace as S
-    >>> b = StatusBook(2, frozenset(), margin=0.5, bar=0.8)
+    >>> b = StatusBook(2, frozenset(), margin=0.5, bar=lambda m: 0.8)
     >>> b.see(0, S(correct=[True], prob=[0.7], loss=[0.3])); b.see(1, S(correct=[True], prob=[0.9], loss=[0.1]))
     >>> b.all_ok, b.done, b.resting(), b.certified
     (True, {0: False, 1: True}, [1], True)
@@ -61,8 +62,11 @@ class StatusBook:
     (True, 0.2)
     """
 
-    def __init__(self, n: int, forget: frozenset[int], margin: float, bar: float):
-        self.n, self.forget, self.margin, self.bar = n, forget, margin, bar
+    def __init__(self, n: int, forget: frozenset[int], margin: float, bar: Callable[[float], float] = lambda m: m,
+                 margins: Mapping[int, float] | None = None):
+        self.n, self.forget = n, forget
+        self.margin = {i: (margins or {}).get(i, margin) for i in range(n)}  # each record's certification margin
+        self.bar = {i: bar(m) for i, m in self.margin.items()}  # ... and its training bar
         self.ok: dict[int, bool] = {}
         self.done: dict[int, bool] = {}
         self.latest: dict[int, Any] = {}  # TokenStats of each record's latest pass (at the end: the final full pass)
@@ -74,8 +78,8 @@ class StatusBook:
 
     def see(self, i: int, st: Any) -> None:
         self.latest[i] = st
-        self.ok[i] = self.goal(i, st.correct, st.prob, self.margin)
-        self.done[i] = self.goal(i, st.correct, st.prob, self.bar)
+        self.ok[i] = self.goal(i, st.correct, st.prob, self.margin[i])
+        self.done[i] = self.goal(i, st.correct, st.prob, self.bar[i])
         if i not in self.forget:
             self.loss[i] = sum(st.loss) / len(st.loss)
 
