@@ -43,6 +43,10 @@ def test_law_fit_and_plan(store, tmp_path):
     assert {"r0", "r100", "Combined", "PhoneBook"} <= set(fits)
     for f in fits.values():
         assert abs(f["alpha"] - 0.6) < 0.05 and abs(f["beta"] - 0.4) < 0.05 and f["r2"] > 0.99
+        power, sat = f["forms"]  # both forms on every point: they follow a power law far from the ceiling
+        assert (power["form"], sat["form"], power["n"]) == ("power", "saturating", f["n"] + f["n_excluded"]) and power["aic"] < sat["aic"]
+        assert f["lengths"] == [64, 512] and f["ranks"] == [1, 16]
+    assert "power law vs saturating" in r.stdout + r.stderr  # rich tables go to the console
     # the points reach ΔL 2.1 of L_init 5 at rank 16: no rank up to 16 reaches ln 2 at ℓ = 500, so the plan is refused
     refused = _memft("plan", "--length", "500", "--law", tmp_path / "fit.json")
     assert refused.returncode == 2 and "needs a rank above the largest the fit was measured on (16)" in refused.stderr

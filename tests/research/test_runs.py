@@ -113,3 +113,13 @@ def test_shortest_order_is_resolved_from_the_records(tiny):
     assert got == sorted(range(4), key=lambda i: (sizes[i], i)) and got[-1] == 0  # the longest record comes last
     plain = TrainConfig(method="memft-sw-curriculum")
     assert resolve_order(plain, recs, tiny.tokenizer) is plain
+
+
+def test_a_point_trains_with_the_easy_first_curriculum(tiny):
+    from memft.research.runs import research_train
+
+    recs = phonebook(4, seed=0)
+    train = research_train("memft-sw-curriculum", lr=2e-2, max_steps=6, method_options={"order": "shortest", "stage_epochs": 1},
+                           stop_when_certified=False)
+    row = run_point(recs, tiny, LoraSettings(rank=4, preset="all"), train)
+    assert row["steps"] == 6 and row["records"] == 4  # "shortest" resolved to an order before the loop saw it

@@ -37,6 +37,20 @@ def _fits_table(fits: list[Any]) -> Any:
     return t
 
 
+def _forms_table(fits: list[Any]) -> Any:
+    """Each fit's two forms on every point of its setting (saturated ones included): power vs saturating."""
+    from rich.table import Table
+
+    t = Table(title="On every point: power law vs saturating L_init·(1 − exp(−k·r^a·ℓ^(−g)))")
+    for col in ("setting", "method", "form", "n", "R²", "AIC", "BIC", "held-out MAPE %"):
+        t.add_column(col, justify="left" if col in ("setting", "method", "form") else "right")
+    for x in fits:
+        for f in x.forms:
+            held = "—" if f.heldout_mape is None else f"{100 * f.heldout_mape:.1f}"
+            t.add_row(x.setting, x.method or "", f.form, str(f.n), f"{f.r2:.4f}", f"{f.aic:.1f}", f"{f.bic:.1f}", held)
+    return t
+
+
 @law_app.command("fit")
 def fit_cmd(
     stores: Annotated[list[Path], typer.Argument(help="Results stores written by `memft sweep` (one or more, read together; fit rows of one budget).")],
@@ -58,6 +72,8 @@ def fit_cmd(
     if json_out:
         write_fits(json_out, fits, stores, eps, huber)
     console.print(_fits_table(fits))
+    if any(f.forms for f in fits):
+        console.print(_forms_table(fits))
 
 
 def plan(

@@ -22,7 +22,6 @@ Research layer: may import the core and the other research modules; never the CL
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence

@@ -37,7 +37,10 @@ RULE = (
     "does not bind, the benchmark sits on its floor, or the runs are outside the claim). Comparisons pair seeds "
     "(method − SFT on the same records and initial adapter) with a paired t interval, Bonferroni over a claim's cells; "
     "a verdict at a budget not shown converged (ΔL growing by 5 % or more at twice the budget, or not checked) is "
-    "labelled budget-bound; the power line gives the seeds a 10-point effect needs at the observed spread."
+    "labelled budget-bound; the power line gives the seeds a 10-point effect needs at the observed spread. The law's "
+    "form is judged on every point, saturated ones included, against the saturating alternative "
+    "L_init·(1 − exp(−k·r^a·ℓ^(−g))): reproduced when the power law reaches R² > 0.98 and the alternative is not better "
+    "by AIC (ΔAIC < 2); refuted when it does not and the alternative is better by ΔAIC ≥ 10 and on held-out lengths."
 )
 
 
