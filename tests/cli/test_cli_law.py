@@ -147,3 +147,10 @@ def test_shipped_default_fits_say_their_budgets_and_held_out_error():
     assert pb.returncode == 0 and "power law, at a budget of 30 steps (constant lr); held-out length error (leave-one-length-out MAPE of ΔL) 3.1 %]" in pb.stdout
     far = _memft("plan", "--length", "256")  # rank 4 held 77 % of 256 tokens in 150 steps: the law is not extrapolated
     assert far.returncode == 2 and far.stderr.count("\n") == 1 and "above the largest the fit was measured on (4)" in far.stderr
+
+
+def test_the_cli_saturation_default_is_the_law_packages():
+    from memft.cli import lawcmd
+    from memft.research.law.select import SATURATION_EPS
+
+    assert lawcmd.SATURATION_EPS == SATURATION_EPS

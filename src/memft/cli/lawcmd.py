@@ -12,6 +12,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from memft.errors import ConfigError
+# memft.research.law.select.SATURATION_EPS, written out: importing the law package loads numpy and scipy, and
+# `memft --help` must stay fast (tests/cli/test_cli_law.py checks the two agree).
+SATURATION_EPS = 0.05
 
 law_app = typer.Typer(help="The Parametric Memory Law: ΔL(r, ℓ) = C·r^α·ℓ^(−β) + b.", no_args_is_help=True)
 DEFAULT_LAW = Path(__file__).resolve().parents[1] / "research" / "data" / "law_smollm2-135m.json"
@@ -55,7 +58,7 @@ def _forms_table(fits: list[Any]) -> Any:
 def fit_cmd(
     stores: Annotated[list[Path], typer.Argument(help="Results stores written by `memft sweep` (one or more, read together; fit rows of one budget).")],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write {\"fits\": [...]} here (usable by `memft plan --law`).")] = None,
-    eps: Annotated[float, typer.Option(help="Saturation: runs with ΔL ≥ (1 − eps)·L_init are excluded.")] = 0.05,
+    eps: Annotated[float, typer.Option(help="Saturation: runs with ΔL ≥ (1 − eps)·L_init are excluded.")] = SATURATION_EPS,
     huber: Annotated[Optional[float], typer.Option(help="Huber loss on residuals with this delta (in units of ΔL).")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % intervals.")] = 200,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
@@ -119,7 +122,7 @@ def plan(
 def report(
     stores: Annotated[list[Path], typer.Argument(help="Results stores written by `memft sweep` (one or more; their rows are read together).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for index.html, claims.json, claims.md and figures/.")] = Path("memft-report"),
-    eps: Annotated[float, typer.Option(help="Saturation threshold of the law fits.")] = 0.05,
+    eps: Annotated[float, typer.Option(help="Saturation threshold of the law fits.")] = SATURATION_EPS,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 200,
 ) -> None:
     """Build a self-contained static HTML report (figures embedded, fit and method tables, the paper's claims with a

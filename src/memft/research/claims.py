@@ -32,6 +32,7 @@ from memft.research.cells import (
     budget_status, cell_label, method_cells, placement, point, score_name,
 )
 from memft.research.law import fit_rows, number, saturated
+from memft.research.law.select import SATURATION_EPS
 from memft.research.law.saturating import compare_forms
 from memft.research.rows import Row
 from memft.research.transitions import (
@@ -201,7 +202,7 @@ def law_claims(rows: Sequence[Row], n_boot: int = 0) -> list[Claim]:
         n_sat = sum(saturated(r) for r in g)
         if n_sat:
             try:
-                excl = fit_rows(g, f"r{ratio}", eps=0.05, n_boot=n_boot)
+                excl = fit_rows(g, f"r{ratio}", eps=SATURATION_EPS, n_boot=n_boot)
                 assert excl.fit is not None
                 measured += (f"; the power law without the {n_sat} saturated points (selected on the outcome): R² {excl.fit.r2:.3f}, "
                              f"held-out length MAPE {_pct(excl.heldout_mape)} ({excl.n} points)")

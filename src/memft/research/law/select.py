@@ -15,6 +15,8 @@ import numpy as np
 from memft.errors import ConfigError
 from memft.research.rows import Row
 
+SATURATION_EPS = 0.05  # a run with ΔL >= (1 - eps) L_init is saturated (its loss is at the floor): excluded from fits
+
 
 def delta_loss(row: Row) -> float | None:
     """A row's ΔL: `delta_loss`, or loss_init − loss_final when it is missing (None when neither is there)."""
@@ -49,7 +51,7 @@ def complete(row: Row) -> bool:
     return all(finite(v) for v in vals) and float(row["rank"]) > 0 and float(row["length"]) > 0
 
 
-def saturated(row: Row, eps: float = 0.05) -> bool:
+def saturated(row: Row, eps: float = SATURATION_EPS) -> bool:
     """ΔL ≥ (1 − ε)·L_init: the run learned (almost) everything, so ΔL no longer reflects capacity."""
     d, li = delta_loss(row), row.get("loss_init")
     if d is None or li is None:
@@ -64,7 +66,7 @@ def check_options(eps: float, huber: float | None = None) -> None:
         raise ConfigError(f"huber: the Huber threshold is a positive ΔL; got {huber}")
 
 
-def select(rows: Iterable[Row], eps: float = 0.05) -> list[Row]:
+def select(rows: Iterable[Row], eps: float = SATURATION_EPS) -> list[Row]:
     """The rows the law is fitted to: complete (see module docstring) and not saturated."""
     check_options(eps)
     return [r for r in rows if complete(r) and not saturated(r, eps)]

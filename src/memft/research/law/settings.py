@@ -18,11 +18,11 @@ from memft.errors import ConfigError
 from memft.research.law.files import Budget, LawFitEntry
 from memft.research.law.fit import PARAMS, fit_law
 from memft.research.law.saturating import compare_forms
-from memft.research.law.select import Row, arrays, check_options, complete, finite, number, select
+from memft.research.law.select import Row, arrays, check_options, complete, finite, number, select, SATURATION_EPS
 from memft.research.law.uncertainty import bootstrap_samples, intervals, leave_one_length_out
 
 
-def fit_rows(rows: Sequence[Row], setting: str, eps: float = 0.05, n_boot: int = 200, seed: int = 0,
+def fit_rows(rows: Sequence[Row], setting: str, eps: float = SATURATION_EPS, n_boot: int = 200, seed: int = 0,
              huber: float | None = None) -> LawFitEntry:
     """One setting's fit (parameters, 95 % bootstrap intervals, fit quality, held-out error) as a law fit file entry.
 
@@ -115,7 +115,7 @@ def _settings(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
     return out
 
 
-def fit_settings(rows: Sequence[Row], eps: float = 0.05, n_boot: int = 200, seed: int = 0,
+def fit_settings(rows: Sequence[Row], eps: float = SATURATION_EPS, n_boot: int = 200, seed: int = 0,
                  huber: float | None = None, budget: Budget | None = None) -> list[LawFitEntry]:
     """One fit per setting and (model, method), in the paper's table order: r0 … r100, Combined, PhoneBook, others.
 
