@@ -26,7 +26,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,6 +216,7 @@ def train(
     forget: Collection[int] = (),
     preserve: Preserver | None = None,
     warm: Warm | None = None,
+    margins: Mapping[int, float] | None = None,
 ) -> TrainResult:
     """Train the adapter of `model` (a PEFT model) on `items` until every record meets its goal or cfg.max_steps.
 
@@ -225,6 +226,8 @@ def train(
     `preserve` (memft.preserve): a term added to every step's loss that keeps the base's predictions on unrelated
     text; it changes the gradient only, never what counts as certified. `warm`: statistics and frozen prefixes of
     some records already computed with the current parameters; the first check skips those records.
+    `margins`: {record index: margin} for records that need more than cfg.margin (memft.runtime.deploy_write raises
+    it for records a runtime's arithmetic lost); the training bar of each follows its own margin.
     """
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -252,15 +255,16 @@ def train(
     # at every step (statuses for free), and resting records without a gradient drift back (issue 22; the README's
     # "Active set" says what was measured).
     active = cfg.active_set and cfg.batch_size < n
-    bar = exit_margin(cfg.margin) if active else cfg.margin
+    margin_of = {i: (margins or {}).get(i, cfg.margin) for i in range(n)}
+    bar_of = {i: exit_margin(m) if active else m for i, m in margin_of.items()}
     full_batch = cfg.batch_size >= n
     budget = CheckBudget(n)
     # Forward-only checks (and the frozen-prefix cache they fill) run in micro-batches of at least CHECK_BATCH
     # records whatever the training batch: larger matrix products, same statistics.
     check_batch = max(cfg.batch_size, CHECK_BATCH)
 
-    def goal(i: int, correct: Sequence[bool], prob: Sequence[float], margin: float = cfg.margin) -> bool:
-        return forgotten(correct, prob) if i in forget else meets_margin(correct, prob, margin)
+    def goal(i: int, correct: Sequence[bool], prob: Sequence[float], margin: float | None = None) -> bool:
+        return forgotten(correct, prob) if i in forget else meets_margin(correct, prob, margin_of[i] if margin is None else margin)
 
     # Per record, from its latest teacher-forced statistics: goal met (ok) and training bar reached (done).
     # Exact for full batch; otherwise up to one epoch stale, so success is confirmed by a full check.
@@ -274,7 +278,7 @@ def train(
 
     def see(i: int, st: Any) -> None:
         latest[i] = st
-        ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar)
+        ok[i], done[i] = goal(i, st.correct, st.prob), goal(i, st.correct, st.prob, bar_of[i])
         if i not in forget:
             rec_loss[i] = sum(st.loss) / len(st.loss)
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from memft import __version__, safejson
-from memft.cli.options import Activation, Device, Dtype, Invocation, Model, Preserve, PreserveText, Reveal
+from memft.cli.options import Activation, BaseGguf, Deploy, Device, Dtype, Invocation, Model, Preserve, PreserveText, Reveal
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
 
@@ -84,6 +84,8 @@ def write(
     preserve_text: PreserveText = None,
     activation: Activation = None,
     invocation: Invocation = None,
+    deploy: Deploy = None,
+    base_gguf: BaseGguf = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
@@ -105,6 +107,9 @@ def write(
     if rank is not None and not auto and not rank.lstrip("-").isdigit():
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
     recs = load_records(records)
+    from memft.cli.deploy import deploy_target
+
+    target = deploy_target(deploy, base_gguf, model, auto)  # before any work: a bad --deploy is one line, nothing written
     placed = preset is not None or layers is not None or target_modules is not None
     size = size_for(len(recs), preset=(preset or "probe") if placed else None,
                     rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps,
@@ -119,7 +124,7 @@ def write(
     runtime = RuntimeConfig(device=device, dtype=dtype)
     sized = (f"sized for {len(recs)} records: " + "; ".join(size.reasons[k] for k in size.chosen)
              + " (give " + ", ".join("--" + k.replace("_", "-") for k in size.chosen) + " to override)") if size.chosen and not quiet else None
-    watch = None
+    watch, outcome = None, None
     if auto:
         res = _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet)
         if res is None:
@@ -129,11 +134,18 @@ def write(
             # the sizing line waits for the first step, so that an error found before training stays one line
             step_watch = render.forecast_watch(render.first_say(sized, on_step), size.max_steps, margin, size.rank,
                                                say=None if not quiet else (lambda line: None), max_seconds=time_limit)
-            res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=step_watch,
-                            extra={"sizing": size.to_json()})
+            if target is None:
+                res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=step_watch,
+                                extra={"sizing": size.to_json()})
+            else:
+                from memft.cli.deploy import write_deploy
+
+                res, outcome = write_deploy(recs, out, target, model, lora, train, runtime, step_watch, {"sizing": size.to_json()}, quiet)
             watch = step_watch.watch
     report = {**res.summary, "out": str(out), "steps": res.meta.train["steps"], "sizing": size.to_json(),
               "per_record": [r.to_json(reveal) for r in res.reports]}
+    if outcome is not None:
+        report["deploy"] = {**res.meta.extra.get("deploy", {}), "certified": outcome.certificate() is not None}
     if watch is not None and watch.last is not None:
         f = watch.last
         report["forecast"] = {"steps_done": f.steps_done, "steps_needed": f.steps_needed, "budget_steps": f.budget_steps,
@@ -149,7 +161,11 @@ def write(
         render.not_exact(res.reports, out)
     if not res.all_certified and watch is not None and watch.last is not None and not quiet:
         render.console.print(watch.final_advice(res.meta.train["seconds"]), soft_wrap=True)
-    raise typer.Exit(0 if res.all_certified else 1)
+    if outcome is not None:  # --deploy: the runtime's verdict, one line, --quiet or not
+        from memft.cli.deploy import deploy_line
+
+        deploy_line(outcome)
+    raise typer.Exit(0 if res.all_certified and (outcome is None or outcome.all_exact) else 1)
 
 
 def _value_tokens(recs: Any, model: str) -> int | None:
@@ -332,7 +348,7 @@ def verify(
             render.console.print(render.records_table(res.reports))
             render.console.print(render.summary_table(res.summary, title=f"verify {adapter} ({res.dtype})"))
             for note in res.notes:
-                render.console.print(f"[yellow]note:[/yellow] {note}")
+                render.console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)  # one line, whatever the width
     if temperature is not None:
         odds = api.sampling_odds(loaded or adapter, recs, temperature, top_p, top_k, samples, device=device, dtype=dtype)
         report["sampling"] = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "records": odds}

@@ -50,3 +50,6 @@ def comma_list(text: str, cast: Any, option: str) -> list[Any]:
     if not out:
         raise ConfigError(f"{option} is empty")
     return out
+# Writing for a runtime (memft.runtime.deploy_write): write, append and forget take the same two flags.
+Deploy = Annotated[Optional[str], typer.Option("--deploy", help="llama.cpp: make the adapter exact in llama.cpp on --base-gguf, proven there before it is saved (trains with a wider margin, decodes every record in llama.cpp, retrains what it lost; needs memft[llamacpp]). The certificate and the base file's sha256 go into memft.json.")]
+BaseGguf = Annotated[Optional[Path], typer.Option("--base-gguf", help="With --deploy: the base GGUF llama.cpp will run (default: the embedded model's shipped Q4_1 file as is, or the .gguf the adapter is written on).")]

@@ -164,28 +164,35 @@ def default_base_gguf(spec: str) -> Path:
 def check_in_llamacpp(folder: str | Path, records: Sequence[Record], tokenizer: Any, template: str, base_gguf: str | Path,
                       threads: int | None = None, on_record: Callable[[int, int, RuntimeVerdict], None] | None = None) -> RuntimeCheck:
     """Decode every record greedily in llama.cpp with the adapter in `folder` (exported to a temporary LoRA GGUF)."""
-    from memft.encoding import decode_value, encode_all
-    from memft.runtime.gguf_export import Shape, write_lora_gguf
-
+    from memft.encoding import encode_all
     from memft.meta import read
+    from memft.runtime.gguf_export import Shape, write_lora_gguf
 
     items = encode_all(records, tokenizer, template, read(folder).key_prefix)  # a keyed adapter's prompts start with its invocation
     if not items:
         raise ConfigError("no records to check")
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="memft-gguf-") as tmp:
         lora = Path(tmp) / "adapter.gguf"
         write_lora_gguf(folder, lora, Shape.from_gguf(base_gguf), invocation_tokens(folder))
-        n_ctx = max(len(e.prompt) + len(e.targets) for e in items) + 8
-        rt = LlamaCpp(base_gguf, [lora], threads=threads, n_ctx=max(256, n_ctx))
-        verdicts = []
-        for i, e in enumerate(items):
-            v, gen = decode_record(rt, e.key, e.prompt, e.targets, unscorable=bool(split_characters(e.targets[:-1], tokenizer)))
-            v = RuntimeVerdict(**{**asdict(v), "recalled": decode_value(gen, tokenizer)})
-            verdicts.append(v)
-            if on_record is not None:
-                on_record(i + 1, len(items), v)
-        del rt
+        return check_lora_gguf(lora, items, tokenizer, base_gguf, threads, on_record)
+
+
+def check_lora_gguf(lora: str | Path, items: Sequence[Any], tokenizer: Any, base_gguf: str | Path, threads: int | None = None,
+                    on_record: Callable[[int, int, RuntimeVerdict], None] | None = None) -> RuntimeCheck:
+    """Decode every encoded record (memft.encoding.Encoded) greedily in llama.cpp with the LoRA GGUF `lora` on `base_gguf`."""
+    from memft.encoding import decode_value
+
+    t0 = time.perf_counter()
+    n_ctx = max(len(e.prompt) + len(e.targets) for e in items) + 8
+    rt = LlamaCpp(base_gguf, [lora], threads=threads, n_ctx=max(256, n_ctx))
+    verdicts = []
+    for i, e in enumerate(items):
+        v, gen = decode_record(rt, e.key, e.prompt, e.targets, unscorable=bool(split_characters(e.targets[:-1], tokenizer)))
+        v = RuntimeVerdict(**{**asdict(v), "recalled": decode_value(gen, tokenizer)})
+        verdicts.append(v)
+        if on_record is not None:
+            on_record(i + 1, len(items), v)
+    del rt
     return RuntimeCheck(RUNTIME, PIN, Path(base_gguf).name, sha256_file(base_gguf), len(verdicts), sum(v.exact for v in verdicts),
                         min(v.min_prob for v in verdicts), min(v.min_gap for v in verdicts), round(time.perf_counter() - t0, 3), verdicts)
 
