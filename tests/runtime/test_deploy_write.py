@@ -131,3 +131,20 @@ def test_append_refuses_a_bad_deploy_before_loading(tiny_deploy, tmp_path):
     f = write_jsonl(tmp_path / "m.jsonl", [json.dumps({"key": "Dee:", "value": " 1"})])
     got = memft("append", folder, f, "--deploy", "ollama")
     assert got.returncode == 2 and "--deploy 'ollama'" in got.stderr and len(got.stderr.strip().splitlines()) == 1
+
+
+def test_records_decoded_in_parallel_slots_get_the_verdicts_of_one_at_a_time(tiny_deploy, tmp_path):
+    from memft.encoding import encode_all
+    from memft.runtime.certify import check_lora_gguf
+    from memft.runtime.gguf_export import Shape, write_lora_gguf
+
+    folder, recs, base_gguf, base = tiny_deploy
+    recs = [*recs, Record("Zed:", " 1")]  # one not held: a record that is not exact, and a shorter one in the batch
+    items = encode_all(recs, base.tokenizer, "raw")
+    write_lora_gguf(folder, tmp_path / "a.gguf", Shape.from_gguf(base_gguf))
+    one = check_lora_gguf(tmp_path / "a.gguf", items, base.tokenizer, base_gguf, threads=1, parallel=1)
+    many = check_lora_gguf(tmp_path / "a.gguf", items, base.tokenizer, base_gguf, threads=1, parallel=3)
+    assert one.exact == many.exact == 3
+    for a, b in zip(one.per_record, many.per_record):
+        assert (a.key, a.exact, a.first_difference, a.recalled) == (b.key, b.exact, b.first_difference, b.recalled)
+        assert abs(a.min_prob - b.min_prob) < 1e-3 and abs(a.min_gap - b.min_gap) < 1e-3
