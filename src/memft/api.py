@@ -190,9 +190,14 @@ def verify(
             "these verdicts are for the precision used now"
         )
     other = ld.meta.extra.get("runtime")  # a memft.runtime.certify.RuntimeCertificate, kept as JSON
+    target = ld.meta.extra.get("deploy")  # written with --deploy RUNTIME (memft.runtime.deploy_write)
     if isinstance(other, dict) and other.get("runtime"):
-        notes.append(f"the adapter was also certified in {other['runtime']} on {other.get('base_gguf')}; this check ran in "
-                     f"PyTorch: `memft verify DIR RECORDS --runtime {other['runtime']}` checks it there")
+        notes.append(f"the adapter was {'written for and ' if isinstance(target, dict) else 'also '}certified in {other['runtime']} on "
+                     f"{other.get('base_gguf')}; this check ran in PyTorch: `memft verify DIR RECORDS --runtime {other['runtime']}` "
+                     "checks it there")
+    elif isinstance(target, dict) and target.get("runtime"):
+        notes.append(f"the adapter was written for {target['runtime']} on {target.get('base_gguf')} but is not certified there; "
+                     f"this check ran in PyTorch: `memft verify DIR RECORDS --runtime {target['runtime']}` checks it there")
     return VerifyResult(summarize(reports), reports, ld.dtype, certified_dtype, notes)
 
 

@@ -159,3 +159,63 @@ def recall_runtime(adapter: Path, keys: list[str], runtime: str, base_gguf: Opti
     from memft.runtime.recall import recall_in_llamacpp
 
     return recall_in_llamacpp(adapter, keys, base_gguf, raw)
+
+
+# ---------------------------------------------------------------- write/append/forget --deploy llama.cpp
+
+
+def deploy_target(deploy: Optional[str], base_gguf: Optional[Path], model: str, auto_rank: bool = False) -> Any:
+    """--deploy / --base-gguf checked before any work -> memft.runtime.deploy_write.Target, or None."""
+    if deploy is None and base_gguf is None:
+        return None
+    from memft.runtime.deploy_write import target
+
+    if auto_rank and deploy is not None:
+        raise ConfigError("--deploy with --rank auto: give a rank (--rank N), or write with --rank auto first and then "
+                          "`memft append DIR EMPTY --deploy llama.cpp`")
+    return target(deploy, base_gguf, model)
+
+
+def on_round(quiet: bool) -> Any:
+    from memft.cli import render
+
+    def say(r: Any) -> None:
+        if not quiet and r.raised:
+            render.console.print(f"llama.cpp: {r.exact}/{r.records} exact (min gap {r.min_gap:+.3f}, {r.check_seconds:.0f} s); "
+                                 f"{r.raised} record(s) trained further with a higher margin ({r.steps} steps, {r.train_seconds:.0f} s)")
+
+    return say
+
+
+def write_deploy(recs: Any, out: Path, target: Any, model: str, lora: Any, train: Any, runtime: Any, on_step: Any,
+                 extra: dict, quiet: bool) -> tuple[Any, Any]:
+    """`memft write --deploy llama.cpp`: memft.runtime.deploy_write.write with progress lines."""
+    from memft.runtime.deploy_write import write
+
+    return write(recs, out, target, model=model, lora=lora, train=train, runtime=runtime, on_step=on_step, extra=extra,
+                 on_round=on_round(quiet), on_record=progress_lines(quiet))
+
+
+def progress_lines(quiet: bool) -> Any:
+    """A per-record callback printing a progress line every PROGRESS_EVERY seconds while records decode in llama.cpp."""
+    from memft.cli import render
+
+    state = {"t0": time.perf_counter(), "last": time.perf_counter(), "exact": 0}
+
+    def progress(done: int, total: int, v: Any) -> None:
+        if done == 1:
+            state.update(t0=time.perf_counter(), last=time.perf_counter(), exact=0)
+        state["exact"] += v.exact
+        now = time.perf_counter()
+        if not quiet and now - state["last"] >= PROGRESS_EVERY:
+            state["last"] = now
+            render.console.print(f"llama.cpp: {done}/{total} records decoded, {state['exact']} exact, {now - state['t0']:.0f} s")
+
+    return progress
+
+
+def deploy_line(outcome: Any) -> None:
+    from memft.cli import render
+    from memft.runtime.deploy_write import summary_line
+
+    render.console.print(summary_line(outcome), soft_wrap=True, markup=False, highlight=False)

@@ -17,7 +17,10 @@ import typer
 
 from memft import __version__
 from memft.store import safejson
-from memft.cli.options import Activation, Device, Dtype, Invocation, JsonFile, Method, Model, Preserve, Preset, PreserveText, Quiet, Reveal, write_json
+from memft.cli.options import (
+    Activation, BaseGguf, Deploy, Device, Dtype, Invocation, JsonFile, Method, Model, Preserve, Preset, PreserveText, Quiet, Reveal,
+    write_json,
+)
 from memft.cli.options import method_options as parse_method_options
 from memft.errors import ConfigError, MemftError
 
@@ -85,6 +88,8 @@ def write(
     preserve_text: PreserveText = None,
     activation: Activation = None,
     invocation: Invocation = None,
+    deploy: Deploy = None,
+    base_gguf: BaseGguf = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
     json_out: JsonFile = None,
@@ -98,14 +103,15 @@ def write(
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig, write_activation
     from memft.prompts.records import load_records
+    from memft.cli.deploy import deploy_target, write_deploy
     from memft.training.sizing import size_for
 
     auto = rank == "auto"
-    if json_out is not None and str(json_out) != "-":  # absolute now: `--out .` swaps the working directory itself
-        json_out = Path(os.path.abspath(json_out))
+    json_out = _absolute(json_out)  # now: `--out .` swaps the working directory itself for the new adapter
     if rank is not None and not auto and not rank.lstrip("-").isdigit():
         raise ConfigError(f"--rank {rank!r}: give a positive integer or auto")
     recs = load_records(records)
+    target = deploy_target(deploy, base_gguf, model, auto)  # before any work: a bad --deploy is one line, nothing written
     placed = preset is not None or layers is not None or target_modules is not None
     size = size_for(len(recs), preset=(preset or "probe") if placed else None,
                     rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps,
@@ -118,7 +124,7 @@ def write(
                         head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,
                         **memory.preserve_options(preserve, preserve_text))
     runtime = RuntimeConfig(device=device, dtype=dtype)
-    watch = None
+    watch, outcome = None, None
     if auto:
         res = _write_auto(recs, out, model, lora, train, runtime, law, max_rank, quiet)
         if res is None:
@@ -128,18 +134,29 @@ def write(
             # the sizing line waits for the first step, so that an error found before training stays one line
             step_watch = render.forecast_watch(render.first_say(None if quiet else size.line(len(recs)), on_step), size.max_steps,
                                                margin, size.rank, say=None if not quiet else (lambda line: None), max_seconds=time_limit)
-            res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=step_watch,
-                            extra={"sizing": size.to_json()})
+            if target is None:
+                res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=step_watch,
+                                extra={"sizing": size.to_json()})
+            else:
+                res, outcome = write_deploy(recs, out, target, model, lora, train, runtime, step_watch, {"sizing": size.to_json()}, quiet)
             watch = step_watch.watch
-    _report_write(res, out, size, watch, json_out, reveal, quiet)
+    _report_write(res, out, size, watch, outcome, json_out, reveal, quiet)
 
 
-def _report_write(res: Any, out: Path, size: Any, watch: Any, json_out: Path | None, reveal: bool, quiet: bool) -> None:
-    """The end of `memft write`: the JSON report, the tables, the exit-1 line and the forecast's advice; exits."""
+def _absolute(path: Path | None) -> Path | None:
+    """A --json FILE as an absolute path (None and `-`, standard output, as they are)."""
+    return path if path is None or str(path) == "-" else Path(os.path.abspath(path))
+
+
+def _report_write(res: Any, out: Path, size: Any, watch: Any, outcome: Any, json_out: Path | None, reveal: bool, quiet: bool) -> None:
+    """The end of `memft write`: the JSON report, the tables, the exit-1 line, the forecast's advice and, with
+    --deploy, the runtime's verdict; exits."""
     from memft.cli import render
 
     report = {**res.summary, "out": str(out), "steps": res.meta.train["steps"], "sizing": size.to_json(),
               "per_record": [r.to_json(reveal) for r in res.reports]}
+    if outcome is not None:
+        report["deploy"] = {**res.meta.extra.get("deploy", {}), "certified": outcome.certificate() is not None}
     f = watch.last if watch is not None else None
     if f is not None:
         report["forecast"] = {"steps_done": f.steps_done, "steps_needed": f.steps_needed, "budget_steps": f.budget_steps,
@@ -155,7 +172,11 @@ def _report_write(res: Any, out: Path, size: Any, watch: Any, json_out: Path | N
         render.not_exact(res.reports, out)
     if not res.all_certified and f is not None and not quiet:
         render.console.print(watch.final_advice(res.meta.train["seconds"]), soft_wrap=True)
-    raise typer.Exit(0 if res.all_certified else 1)
+    if outcome is not None:  # --deploy: the runtime's verdict, one line, --quiet or not
+        from memft.cli.deploy import deploy_line
+
+        deploy_line(outcome)
+    raise typer.Exit(0 if res.all_certified and (outcome is None or outcome.all_exact) else 1)
 
 
 def _value_tokens(recs: Any, model: str) -> int | None:
@@ -338,7 +359,7 @@ def verify(
             render.console.print(render.records_table(res.reports))
             render.console.print(render.summary_table(res.summary, title=f"verify {adapter} ({res.dtype})"))
             for note in res.notes:
-                render.console.print(f"[yellow]note:[/yellow] {note}")
+                render.console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)  # one line, whatever the width
     if temperature is not None:
         odds = api.sampling_odds(loaded or adapter, recs, temperature, top_p, top_k, samples, device=device, dtype=dtype)
         report["sampling"] = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "records": odds}

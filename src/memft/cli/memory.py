@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memft.cli.options import Device, JsonFile, Preserve, PreserveText, Quiet, Reveal, write_json
+from memft.cli.options import BaseGguf, Deploy, Device, JsonFile, Preserve, PreserveText, Quiet, Reveal, write_json
 
 Lr = Annotated[Optional[float], typer.Option(help="AdamW learning rate (default: the one the adapter was written with).")]
 MaxSteps = Annotated[Optional[int], typer.Option(help="Most optimizer steps (default: the adapter's).")]
@@ -30,6 +30,8 @@ def append(
     method: Method = None,
     preserve: Preserve = None,
     preserve_text: PreserveText = None,
+    deploy: Deploy = None,
+    base_gguf: BaseGguf = None,
     device: Device = "auto",
     json_out: JsonOut = None,
     reveal: Reveal = False,
@@ -43,7 +45,8 @@ def append(
 
     recs = load_records(records)
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
-    res = _run(lambda on_step: do_append(adapter, recs, update, over, RuntimeConfig(device=device), on_step),
+    hook = for_runtime(adapter, deploy, base_gguf, quiet)
+    res = _run(lambda on_step: do_append(adapter, recs, update, over, RuntimeConfig(device=device), on_step, hook),
                adapter, max_steps, quiet)
     _finish(res, json_out, quiet, reveal)
 
@@ -57,6 +60,8 @@ def forget(
     method: Method = None,
     preserve: Preserve = None,
     preserve_text: PreserveText = None,
+    deploy: Deploy = None,
+    base_gguf: BaseGguf = None,
     device: Device = "auto",
     json_out: JsonOut = None,
     reveal: Reveal = False,
@@ -66,8 +71,9 @@ def forget(
     from memft.config import RuntimeConfig
     from memft.memory.rewrite import forget as do_forget
 
+    hook = for_runtime(adapter, deploy, base_gguf, quiet)
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
-    res = _run(lambda on_step: do_forget(adapter, keys, over, RuntimeConfig(device=device), on_step), adapter, max_steps, quiet)
+    res = _run(lambda on_step: do_forget(adapter, keys, over, RuntimeConfig(device=device), on_step, hook), adapter, max_steps, quiet)
     _finish(res, json_out, quiet, reveal)
 
 
@@ -109,6 +115,19 @@ def activation_entry(meta: Any) -> dict[str, Any]:
     return {"activation": meta.activation, "invocation": meta.invocation, "invocation_tokens": meta.invocation_tokens}
 
 
+def for_runtime(adapter: Path, deploy: Optional[str], base_gguf: Optional[Path], quiet: bool) -> Any:
+    """--deploy / --base-gguf of a rewrite, checked before any work -> memft.runtime.deploy_write.ForRuntime, or None."""
+    if deploy is None and base_gguf is None:
+        return None
+    from memft.store.adapters import read_meta
+    from memft.cli.deploy import deploy_target, on_round, progress_lines
+    from memft.memory.rewrite import existing
+    from memft.runtime.deploy_write import ForRuntime
+
+    target = deploy_target(deploy, base_gguf, read_meta(existing(adapter)).base.spec)
+    return ForRuntime(target, on_round(quiet), progress_lines(quiet))
+
+
 def _overrides(lr: Optional[float], max_steps: Optional[int], margin: Optional[float], method: Optional[str]) -> dict[str, Any]:
     return {"lr": lr, "max_steps": max_steps, "margin": margin, "method": method}
 
@@ -147,6 +166,10 @@ def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> No
             f"{res.recover_seconds or 0:.1f} s, {res.steps} steps of training in {res.seconds:.1f} s"
         )
         render.console.print(render.summary_table(res.summary, title=f"records held by {res.out}"))
+    if res.deploy is not None:
+        from memft.cli.deploy import deploy_line
+
+        deploy_line(res.deploy)
     if res.saved:
         render.console.print(f"saved {res.out}")
     else:

@@ -68,3 +68,6 @@ def write_json(path: Path, text: str) -> None:
         typer.echo(text)
         return
     path.write_text(text + "\n", encoding="utf-8")
+# Writing for a runtime (memft.runtime.deploy_write): write, append and forget take the same two flags.
+Deploy = Annotated[Optional[str], typer.Option("--deploy", help="llama.cpp: make the adapter exact in llama.cpp on --base-gguf, proven there before it is saved (trains with a wider margin, decodes every record in llama.cpp, retrains what it lost; needs memft[llamacpp]). The certificate and the base file's sha256 go into memft.json.")]
+BaseGguf = Annotated[Optional[Path], typer.Option("--base-gguf", help="With --deploy: the base GGUF llama.cpp will run (default: the embedded model's shipped Q4_1 file as is, or the .gguf the adapter is written on).")]

@@ -50,6 +50,7 @@ class RewriteResult:
     # Wall seconds of the parts before training: loading the adapter, and recovering what it holds (greedy recall).
     load_seconds: float | None = None
     recover_seconds: float | None = None
+    deploy: Any = None  # memft.runtime.deploy_write.Outcome of a rewrite with --deploy (None: none)
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
         """reveal=False: recalled values are left out (see RecordReport.to_json)."""
@@ -107,12 +108,15 @@ class Opened:
 
 
 def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,
-           runtime: RuntimeConfig | None = None, on_step: Callable[[dict[str, float]], None] | None = None) -> RewriteResult:
+           runtime: RuntimeConfig | None = None, on_step: Callable[[dict[str, float]], None] | None = None,
+           deploy: Any = None) -> RewriteResult:
     """Add `records` to the adapter in `folder`, keeping every record it holds certified.
 
     A new value for a key it holds is an error unless `update`; records it holds with the same value are no-ops.
     A held record that does not come back exactly (not certified at its last write) may be given again in
     `records` with its value. `train`: TrainConfig fields to override (default: those it was written with).
+    `deploy`: a memft.runtime.deploy_write.ForRuntime (given by the caller: the memory store does not import the
+    runtime layer): the new adapter must also be exact in that runtime to be saved.
     """
     folder = existing(folder)  # the real folder: an alias (symlink) locks and swaps the folder itself
     with folders.locked(folder):  # from reading the settings and the ledger to the swap: a concurrent writer waits
@@ -120,12 +124,14 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
         op = _open(folder, runtime, given=records)
         plan = plan_append(op.held, records, update)
         event = {"op": "append", "added": len(plan.add), "updated": len(plan.change), "removed": 0}
-        return _rewrite(op, plan, cfg, event, on_step)
+        return _rewrite(op, plan, cfg, event, on_step, deploy)
 
 
 def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None,
-           runtime: RuntimeConfig | None = None, on_step: Callable[[dict[str, float]], None] | None = None) -> RewriteResult:
-    """Remove `keys` from the adapter in `folder`: train their values away, keep every other record certified."""
+           runtime: RuntimeConfig | None = None, on_step: Callable[[dict[str, float]], None] | None = None,
+           deploy: Any = None) -> RewriteResult:
+    """Remove `keys` from the adapter in `folder`: train their values away, keep every other record certified
+    (`deploy`: as in append)."""
     if not keys:
         raise ConfigError("no keys given: name the keys to forget")
     folder = existing(folder)
@@ -134,7 +140,7 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
         op = _open(folder, runtime, given=(), tolerate=set(keys))
         plan = plan_forget(op.held, keys, [e.key for e in op.ledger.entries])
         event = {"op": "forget", "added": 0, "updated": 0, "removed": len(set(keys))}
-        return _rewrite(op, plan, cfg, event, on_step)
+        return _rewrite(op, plan, cfg, event, on_step, deploy)
 
 
 def existing(folder: str | Path) -> Path:
@@ -182,7 +188,8 @@ def warm_start(items: Sequence[Encoded], recalls: dict[str, Any]) -> Warm:
     return warm
 
 
-def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None) -> RewriteResult:
+def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on_step: Callable[[dict[str, float]], None] | None,
+             deploy: Any = None) -> RewriteResult:
     from memft.certify.evaluate import evaluate, greedy
 
     ld, book = op.loaded, op.ledger
@@ -192,6 +199,8 @@ def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
              "forgotten": [r.key for r in plan.forget], "unchanged": plan.unchanged}
     if not hold:
         raise ConfigError("nothing would be left in the adapter; delete the folder instead of forgetting every key")
+    if deploy is not None:
+        cfg = deploy.config(cfg)  # the runtime's margin
     items = encode_all(hold, tok, cfg.template, meta.key_prefix)
     gone = encode_all(plan.forget, tok, cfg.template, meta.key_prefix)
     check_items(items, base, cfg.template, meta.key_prefix)
@@ -205,11 +214,20 @@ def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
     still = [e.key for e, g in zip(gone, gens) if free_run_compare(g, e.targets)[0]]
     summary = summarize(reports)
     ok = summary["certified"] == 1.0 and not still
+    extra, outcome = None, None
+    if ok and deploy is not None:  # exact in the runtime too, or not saved (memft.runtime.deploy_write)
+        outcome, res, again, still = deploy.rewrite_rounds(ld.model, items, gone, tok, cfg, start, keep, res,
+                                                           meta.invocation_tokens, on_step)
+        reports = again or reports
+        summary = summarize(reports)
+        ok = summary["certified"] == 1.0 and not still and outcome.all_exact
+        extra = deploy.extra(outcome, cfg.margin)
     written = None
     if ok:
         fit = Fit(ld.model, meta.lora.placement(), reports, summary, res,
                   sum(e.n_value for e in items), max(len(e.targets) for e in items))
-        written = save_fit(fit, hold, base, meta.lora_settings(), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event)
+        written = save_fit(fit, hold, base, meta.lora_settings(), cfg, ld.folder, old_ledger=book, changed=plan.changed_keys, event=event,
+                           extra=extra)
     return RewriteResult(out=Path(ld.folder), saved=ok, plan=names, summary=summary, reports=reports, still_recalled=still,
                          steps=res.steps, seconds=res.seconds, written=written, history=res.history,
-                         load_seconds=op.load_seconds, recover_seconds=op.recover_seconds)
+                         load_seconds=op.load_seconds, recover_seconds=op.recover_seconds, deploy=outcome)

@@ -93,16 +93,15 @@ def split_characters(ids: Sequence[int], tokenizer: Any) -> list[int]:
 
 
 def decode_record(rt: LlamaCpp, key: str, prompt: Sequence[int], targets: Sequence[int],
-                  unscorable: bool = False) -> tuple[RuntimeVerdict, list[int]]:
+                  unscorable: bool = False, greedy: Sequence[Step] | None = None) -> tuple[RuntimeVerdict, list[int]]:
     """Greedy decoding of one record in llama.cpp, teacher-forced after a first difference -> (verdict, the ids
     greedy decoding gave). unscorable: a target token ends inside a character (split_characters), so llama.cpp
-    reports no step for it: the record is decoded but left unproven."""
+    reports no step for it: the record is decoded but left unproven. `greedy`: the greedy steps, when already decoded."""
     prompt, targets = list(prompt), list(targets)
-    if unscorable:
-        gen = [s.token for s in rt.greedy(prompt, len(targets))]
-        return RuntimeVerdict(key, False, None, 0.0, 0.0, len(targets), scored=False), gen
-    greedy = rt.greedy(prompt, len(targets))
+    greedy = list(greedy) if greedy is not None else rt.greedy(prompt, len(targets))
     gen = [s.token for s in greedy]
+    if unscorable:
+        return RuntimeVerdict(key, False, None, 0.0, 0.0, len(targets), scored=False), gen
     steps = list(greedy)
     for pos, (t, s) in enumerate(zip(targets, greedy)):
         if s.token != t:  # the runtime leaves the record here: the rest of the targets, one teacher-forced step each
@@ -164,30 +163,54 @@ def default_base_gguf(spec: str) -> Path:
 def check_in_llamacpp(folder: str | Path, records: Sequence[Record], tokenizer: Any, template: str, base_gguf: str | Path,
                       threads: int | None = None, on_record: Callable[[int, int, RuntimeVerdict], None] | None = None) -> RuntimeCheck:
     """Decode every record greedily in llama.cpp with the adapter in `folder` (exported to a temporary LoRA GGUF)."""
-    from memft.prompts.encoding import decode_value, encode_all
-    from memft.runtime.gguf_export import Shape, write_lora_gguf
-
+    from memft.prompts.encoding import encode_all
     from memft.store.meta import read
+    from memft.runtime.gguf_export import Shape, write_lora_gguf
 
     items = encode_all(records, tokenizer, template, read(folder).key_prefix)  # a keyed adapter's prompts start with its invocation
     if not items:
         raise ConfigError("no records to check")
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="memft-gguf-") as tmp:
         lora = Path(tmp) / "adapter.gguf"
         write_lora_gguf(folder, lora, Shape.from_gguf(base_gguf), invocation_tokens(folder))
-        n_ctx = max(len(e.prompt) + len(e.targets) for e in items) + 8
-        rt = LlamaCpp(base_gguf, [lora], threads=threads, n_ctx=max(256, n_ctx))
-        verdicts = []
-        for i, e in enumerate(items):
-            v, gen = decode_record(rt, e.key, e.prompt, e.targets, unscorable=bool(split_characters(e.targets[:-1], tokenizer)))
+        return check_lora_gguf(lora, items, tokenizer, base_gguf, threads, on_record)
+
+
+PARALLEL = 1  # records decoded at once in llama.cpp's parallel slots (1: one at a time, as a single-user runtime decodes)
+
+
+def check_lora_gguf(lora: str | Path, items: Sequence[Any], tokenizer: Any, base_gguf: str | Path, threads: int | None = None,
+                    on_record: Callable[[int, int, RuntimeVerdict], None] | None = None, parallel: int | None = None) -> RuntimeCheck:
+    """Decode every encoded record (memft.prompts.encoding.Encoded) greedily in llama.cpp with the LoRA GGUF `lora` on
+    `base_gguf`; `parallel` records at a time in the server's slots (default PARALLEL)."""
+    from memft.prompts.encoding import decode_value
+
+    parallel = max(1, parallel or PARALLEL)
+    t0 = time.perf_counter()
+    n_ctx = max(len(e.prompt) + len(e.targets) for e in items) + 8
+    rt = LlamaCpp(base_gguf, [lora], threads=threads, n_ctx=max(256, n_ctx), parallel=parallel)
+    verdicts = []
+    for lo in range(0, len(items), parallel):
+        chunk = items[lo: lo + parallel]
+        decoded = rt.greedy_many([list(e.prompt) for e in chunk], max(len(e.targets) for e in chunk)) if parallel > 1 else [None] * len(chunk)
+        for k, (e, greedy) in enumerate(zip(chunk, decoded)):
+            if greedy is not None:
+                greedy = _until_end(greedy, e.targets)
+            v, gen = decode_record(rt, e.key, e.prompt, e.targets, unscorable=bool(split_characters(e.targets[:-1], tokenizer)),
+                                   greedy=greedy)
             v = RuntimeVerdict(**{**asdict(v), "recalled": decode_value(gen, tokenizer)})
             verdicts.append(v)
             if on_record is not None:
-                on_record(i + 1, len(items), v)
-        del rt
+                on_record(lo + k + 1, len(items), v)
+    del rt
     return RuntimeCheck(RUNTIME, PIN, Path(base_gguf).name, sha256_file(base_gguf), len(verdicts), sum(v.exact for v in verdicts),
                         min(v.min_prob for v in verdicts), min(v.min_gap for v in verdicts), round(time.perf_counter() - t0, 3), verdicts)
+
+
+def _until_end(steps: Sequence[Step], targets: Sequence[int]) -> list[Step]:
+    """A batch decodes every prompt to the longest record's length: keep what greedy() would have given for this one
+    (up to its own length; llama.cpp already stops at the end of sequence)."""
+    return list(steps[: len(targets)])
 
 
 def invocation_tokens(folder: str | Path) -> list[int] | None:

@@ -47,15 +47,16 @@ class LlamaCpp:
     Create one only to use it: xllamacpp's server, freed before it answered a request, can wait forever for its
     main loop."""
 
-    def __init__(self, base_gguf: str | Path, loras: list[str | Path] = (), threads: int | None = None, n_ctx: int = 1024):
+    def __init__(self, base_gguf: str | Path, loras: list[str | Path] = (), threads: int | None = None, n_ctx: int = 1024,
+                 parallel: int = 1):
         x = binding()
         for p in [base_gguf, *loras]:
             if not Path(p).is_file():
                 raise ModelError(f"{p}: no such GGUF file; give an existing file (memft export writes them)")
         params = x.CommonParams()
         params.model.path = str(base_gguf)
-        params.n_ctx = n_ctx
-        params.n_parallel = 1
+        params.n_ctx = n_ctx * parallel  # the server splits its context between its slots
+        params.n_parallel = parallel
         params.warmup = False
         params.verbosity = -1  # llama.cpp's log lines stay off the user's terminal
         # One thread by default: a 135M model's matrix products are small, and llama.cpp's threads wait for each
@@ -86,6 +87,17 @@ class LlamaCpp:
         """Greedy decoding from `prompt` (token ids) up to `max_new` tokens or the end-of-sequence token (included)."""
         content = self._complete(prompt, max_new)["choices"][0]["logprobs"]["content"]
         return [_step(c) for c in content]
+
+    def greedy_many(self, prompts: list[list[int]], max_new: int) -> list[list[Step]]:
+        """greedy() for several prompts in one request: the server decodes them in its parallel slots, batched."""
+        req = {"prompt": [[int(t) for t in p] for p in prompts], "n_predict": max_new, "temperature": 0.0, "top_k": 1,
+               "n_probs": N_PROBS, "cache_prompt": False, "stream": False}
+        res = self.server.handle_completions(req)
+        if not isinstance(res, dict) or "choices" not in res:
+            msg = res.get("error", {}).get("message") if isinstance(res, dict) else res
+            raise ModelError(f"llama.cpp refused a completion request: {msg}")
+        by_index = {c["index"]: c for c in res["choices"]}
+        return [[_step(c) for c in by_index[i]["logprobs"]["content"]] for i in range(len(prompts))]
 
     def next_step(self, prompt: list[int]) -> Step:
         """The distribution after `prompt` (one token decoded): teacher forcing, one position at a time (llama.cpp
