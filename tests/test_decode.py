@@ -50,3 +50,41 @@ def test_recall_without_split_point_has_no_prefix(tiny):
     model, _ = _model(tiny)
     got = greedy_recall(model, [(5, 6, 7)], tok.eos_token_id, tok.pad_token_id, 3, start=0)
     assert got[0].prefix is None and len(got[0].ids) <= 3
+
+
+def test_step_stats_equal_token_table_with_the_next_token_as_target():
+    """The reduced statistics of a greedy step are evaluate.token_table's (log-softmax, scatter, max) for the argmax target,
+    ties included: exact ties give gap 0 and the lowest tied id, as argmax and generate take it."""
+    from memft.decode import step_stats
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 50, generator=g) * 3
+    logits[1, [4, 9]] = logits[1].max() + 1.0  # a tie for the top
+    logits[2] = 0.0  # all tied
+    logits = torch.cat([logits, logits.to(torch.bfloat16).float()])  # bf16-rounded rows tie more often
+    nxt, st = step_stats(logits, k=8)
+    assert nxt.tolist() == logits.argmax(-1).tolist() and nxt[1] == 4 and nxt[2] == 0
+    lp = torch.log_softmax(logits, -1)  # what token_table computes
+    want_lp = lp.gather(1, nxt[:, None]).squeeze(1)
+    other = lp.scatter(1, nxt[:, None], float("-inf")).max(-1).values
+    assert torch.allclose(st["loss"], -want_lp, atol=1e-6)
+    assert torch.allclose(st["prob"], want_lp.exp(), atol=1e-6)
+    assert torch.allclose(st["gap"], want_lp.exp() - other.exp(), atol=1e-6)
+    assert st["gap"][1] == 0 and st["gap"][2] == 0
+    assert [set(r) for r in st["top"].tolist()][0] == set(logits[0].topk(8).indices.tolist())
+
+
+@pytest.mark.parametrize("batch_size", [2, 3])
+def test_batched_recall_equals_one_by_one(tiny, batch_size):
+    """Decoding prompts of different lengths together (left-padded, KV cache) gives each the ids, statistics and
+    prefixes it gets decoded alone."""
+    tok = tiny.tokenizer
+    model, start = _model(tiny)
+    prompts = [e.prompt for e in encode_all([Record(k, "v") for k in KEYS], tok)]
+    alone = [greedy_recall(model, [p], tok.eos_token_id, tok.pad_token_id, 6, start=start, batch_size=1)[0] for p in prompts]
+    together = greedy_recall(model, prompts, tok.eos_token_id, tok.pad_token_id, 6, start=start, batch_size=batch_size)
+    for a, b in zip(alone, together):
+        assert a.ids == b.ids and a.stats.targets == b.stats.targets
+        for k in ("prob", "loss", "gap"):
+            assert getattr(b.stats, k) == pytest.approx(getattr(a.stats, k), abs=1e-5)
+        assert torch.allclose(a.prefix, b.prefix, rtol=1e-4, atol=1e-4)  # padding changes the summation order only

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from memft.batching import pad
-from memft.evaluate import log_probs
 from memft.forward import causal_lm, decoder_of
 from memft.keyed import activated
 from memft.metrics import TokenStats
@@ -79,6 +78,29 @@ def greedy_recall(model: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id
     return out  # type: ignore[return-value]
 
 
+def step_stats(logits: torch.Tensor, k: int = COMPETITORS) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One greedy step's token and its statistics from logits [B, V] -> (next ids [B], {"prob", "loss", "gap": [B]
+    float32, "top": [B, k] ids}), as `evaluate.token_table` gives them with the next id as the target.
+
+    Reduced without a [B, V] log-softmax: log p(t) = logit_t - logsumexp(logits) in float32, and the best other
+    token's logit is the second of the top-k values (equal to the first on a tie, so the gap is then 0, as the
+    scatter-and-max of token_table gives). The id is `argmax`'s (the lowest of tied ids, as generate takes it),
+    not topk's, whose order among ties is unspecified.
+
+    >>> nxt, st = step_stats(torch.tensor([[0.0, 2.0, 2.0, -1.0]]), k=2)
+    >>> nxt.tolist(), round(float(st["gap"][0]), 6), st["top"].shape
+    ([1], 0.0, torch.Size([1, 2]))
+    """
+    x = logits.float()  # [B, V]; bf16 -> fp32 is exact
+    lse = torch.logsumexp(x, dim=-1)  # [B]
+    nxt = logits.argmax(-1)  # [B]
+    top = x.topk(min(max(k, 2), x.shape[-1]), dim=-1)  # values descending [B, K]
+    lp = x.gather(1, nxt[:, None]).squeeze(1) - lse  # [B] log p(next)
+    other = top.values[:, 1] - lse if x.shape[-1] > 1 else torch.full_like(lse, float("-inf"))  # [B] best other token
+    p = lp.exp()
+    return nxt, {"prob": p, "loss": -lp, "gap": p - other.exp(), "top": top.indices[:, :k]}
+
+
 def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: int, max_new: int, device: Any,
                   seen: list[torch.Tensor] | None) -> list[Recall]:
     from transformers import DynamicCache
@@ -96,14 +118,9 @@ def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: i
     with activated(lm, ids):  # a keyed adapter: the prompt's offsets, kept for every later step (memft.keyed)
         for _ in range(max_new):
             logits = lm(input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [B, V]
-            logp = log_probs(logits)  # [B, V]
-            nxt = logits.argmax(-1)  # [B]: greedy's token (argmax, as generate and the teacher-forced check take it)
-            lp = logp.gather(1, nxt[:, None]).squeeze(1)  # [B]
-            other = logp.scatter(1, nxt[:, None], float("-inf")).max(-1).values  # [B] best other token
-            cols["prob"].append(lp.exp())
-            cols["loss"].append(-lp)
-            cols["gap"].append(lp.exp() - other.exp())
-            cols["top"].append(logits.topk(min(COMPETITORS, logits.shape[-1]), dim=-1).indices)
+            nxt, st = step_stats(logits)
+            for k, v in st.items():
+                cols[k].append(v)
             gen = torch.cat([gen, nxt[:, None]], dim=1)
             done |= nxt == eos
             if bool(done.all()):
