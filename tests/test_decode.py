@@ -88,3 +88,13 @@ def test_batched_recall_equals_one_by_one(tiny, batch_size):
         for k in ("prob", "loss", "gap"):
             assert getattr(b.stats, k) == pytest.approx(getattr(a.stats, k), abs=1e-5)
         assert torch.allclose(a.prefix, b.prefix, rtol=1e-4, atol=1e-4)  # padding changes the summation order only
+
+
+def test_step_stats_picks_the_lowest_tied_id_beyond_k():
+    from memft.decode import step_stats
+
+    logits = torch.zeros(2, 20)
+    logits[0, [3, 7, 11, 15]] = 1.0  # four tied at the top, k = 2: the lowest is not necessarily in topk's two
+    logits[1, 19] = 1.0
+    nxt, st = step_stats(logits, k=2)
+    assert nxt.tolist() == [3, 19] and st["gap"][0] == 0 and st["gap"][1] > 0

@@ -82,23 +82,29 @@ def step_stats(logits: torch.Tensor, k: int = COMPETITORS) -> tuple[torch.Tensor
     """One greedy step's token and its statistics from logits [B, V] -> (next ids [B], {"prob", "loss", "gap": [B]
     float32, "top": [B, k] ids}), as `evaluate.token_table` gives them with the next id as the target.
 
-    Reduced without a [B, V] log-softmax: log p(t) = logit_t - logsumexp(logits) in float32, and the best other
-    token's logit is the second of the top-k values (equal to the first on a tie, so the gap is then 0, as the
-    scatter-and-max of token_table gives). The id is `argmax`'s (the lowest of tied ids, as generate takes it),
-    not topk's, whose order among ties is unspecified.
+    Reduced with one top-k and one logsumexp, without a [B, V] log-softmax, scatter or argmax pass (each such pass
+    over a 49k vocabulary costs about as much as the top-k; see benchmarks/README.md, Scale II):
+    log p(t) = logit_t - logsumexp(logits) in float32; the best other token's logit is the second top-k value
+    (equal to the first on a tie, so the gap is then 0, as token_table's scatter-and-max gives); the id is the
+    lowest of the ids tied at the top, which is `argmax`'s (and generate's) choice, whatever order top-k gives
+    ties in (rows where all k are tied fall back to argmax).
 
     >>> nxt, st = step_stats(torch.tensor([[0.0, 2.0, 2.0, -1.0]]), k=2)
     >>> nxt.tolist(), round(float(st["gap"][0]), 6), st["top"].shape
     ([1], 0.0, torch.Size([1, 2]))
     """
+    V = logits.shape[-1]
+    vals, idx = logits.topk(min(max(k, 2), V), dim=-1)  # [B, K] descending, in the logits' dtype
+    tied = vals == vals[:, :1]  # [B, K] ids tied with the best
+    nxt = torch.where(tied, idx, V).min(-1).values  # [B] the lowest tied id
+    if bool(tied[:, -1].any()):  # more ties than k: some lower id may lie outside the top-k
+        nxt = torch.where(tied[:, -1], logits.argmax(-1), nxt)
     x = logits.float()  # [B, V]; bf16 -> fp32 is exact
     lse = torch.logsumexp(x, dim=-1)  # [B]
-    nxt = logits.argmax(-1)  # [B]
-    top = x.topk(min(max(k, 2), x.shape[-1]), dim=-1)  # values descending [B, K]
     lp = x.gather(1, nxt[:, None]).squeeze(1) - lse  # [B] log p(next)
-    other = top.values[:, 1] - lse if x.shape[-1] > 1 else torch.full_like(lse, float("-inf"))  # [B] best other token
+    other = vals[:, 1].float() - lse if V > 1 else torch.full_like(lse, float("-inf"))  # [B] best other token
     p = lp.exp()
-    return nxt, {"prob": p, "loss": -lp, "gap": p - other.exp(), "top": top.indices[:, :k]}
+    return nxt, {"prob": p, "loss": -lp, "gap": p - other.exp(), "top": idx[:, :k]}
 
 
 def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: int, max_new: int, device: Any,
