@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from memft.batching import pad
-from memft.forward import causal_lm, decoder_of
+from memft.encoding import Encoded
+from memft.forward import Runner, causal_lm, decoder_of
 from memft.keyed import activated
 from memft.metrics import TokenStats
 from memft.vocab import COMPETITORS
@@ -149,3 +150,47 @@ def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: i
             prefix = torch.cat([states[b, P - len(prompt):P], states[b, P:P + n - 1]], dim=0).clone()
         recs.append(Recall(ids=g, stats=stats, prefix=prefix, competitors=sorted(set(top[b, :n].flatten().tolist()))))
     return recs
+
+
+@torch.no_grad()
+def forced_greedy(model: Any, prompts: Sequence[Sequence[int]], guesses: Sequence[Sequence[int]], eos: int, pad_id: int,
+                  max_new: int, batch_size: int = 64) -> list[list[int]]:
+    """The sequence greedy decoding gives each prompt when every step's logits come from a teacher-forced pass
+    (memft.forward.Runner, the computation that certifies) instead of the KV cache, starting from a guess (what
+    KV-cached decoding gave) -> ids up to and including the first eos, or max_new ids.
+
+    Why: in bf16 the KV-cached logits differ from the teacher-forced ones by rounding, and a record certified with
+    a near tie between two tokens (p > 0.5 for one, the rest nearly all on the other) can come back otherwise from
+    the KV cache. Each round runs one teacher-forced pass over every unfinished sequence plus one position: a
+    sequence whose guess departs from the pass's argmax is cut there and takes the argmax; one that agrees
+    everywhere grows by the argmax at its end. So each round fixes or adds at least one token, and a sequence
+    ends when it agrees with its pass everywhere and ends in eos or holds max_new ids: the sequence the
+    certification pass would call the argmax at every position.
+    """
+    seqs = [list(g[:max_new]) for g in guesses]
+    todo = list(range(len(prompts)))
+    for _ in range(2 * max_new + 1):  # each round fixes or adds a token: at most max_new of each
+        if not todo:
+            break
+        # The last target is a placeholder: its logits row is the prediction after the sequence.
+        items = [Encoded(key=str(i), prompt=tuple(prompts[i]), targets=tuple(seqs[i]) + (pad_id,)) for i in todo]
+        runner = Runner(model, items, pad_id)
+        nxt = []
+        for s in range(0, len(items), batch_size):
+            idx = list(range(s, min(s + batch_size, len(items))))
+            logits, batch = runner.logits(idx)  # [N, V]
+            ids, _ = step_stats(logits)
+            nxt += [t.tolist() for t in ids.split(batch.lengths.tolist())]
+        left = []
+        for i, am in zip(todo, nxt):
+            seq = seqs[i]
+            j = next((k for k, t in enumerate(seq) if am[k] != t), None)
+            if j is not None:
+                seqs[i] = seq[:j] + [am[j]]
+            elif (seq and seq[-1] == eos) or len(seq) >= max_new:
+                continue  # agrees with its pass at every position: done
+            else:
+                seqs[i] = seq + [am[len(seq)]]
+            left.append(i)
+        todo = left
+    return seqs
