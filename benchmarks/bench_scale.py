@@ -145,7 +145,7 @@ def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, mod
 FORGET = 10  # keys `--commands` forgets from a copy of the adapter
 
 
-def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Path, model: str) -> dict[str, dict]:
+def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Path, model: str, skip: frozenset[str] = frozenset()) -> dict[str, dict]:
     """Every command a user runs on a written adapter, each in its own process on a copy of `folder` (FILE: the
     records it holds) -> {command: {seconds, peak_rss_mb, exit, ...}}: verify of every record, recall --keys of
     every key, audit, append of `n_new` new records (then verify of all), forget of FORGET keys."""
@@ -167,11 +167,16 @@ def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Pat
             "recall_keys": ("recall", src, "--keys", keys, "--runtime", "torch"),
             "audit": ("audit", src, held_file, "--json", work / "audit.json", "--quiet")}
     for name, args in runs.items():
+        if name in skip:
+            continue
         p = memft(*args)
         rows[name] = {"seconds": p.seconds, "peak_rss_mb": p.peak_rss_mb, "exit": p.returncode, "stderr_tail": p.stderr[-300:] if p.returncode > 1 else ""}
         print(name, json.dumps(rows[name]), flush=True)
-    rows["append"] = run_append(copy("commands-append"), len(held), n_new, seed, work, model, held_file=held_file)
-    print("append", json.dumps(rows["append"]), flush=True)
+    if "append" not in skip:
+        rows["append"] = run_append(copy("commands-append"), len(held), n_new, seed, work, model, held_file=held_file)
+        print("append", json.dumps(rows["append"]), flush=True)
+    if "forget" in skip:
+        return rows
     gone = copy("commands-forget")
     (work / "forget.json").unlink(missing_ok=True)
     p = memft("forget", gone, *[r["key"] for r in held[:FORGET]], "--json", work / "forget.json")
@@ -269,6 +274,7 @@ def main() -> None:
     ap.add_argument("--refresh", default=None, help="comma-separated result files whose figures update --out's")
     ap.add_argument("--commands", default=None, help="only time every command (verify, recall --keys, audit, append, forget) "
                     "with its peak RSS, each on a copy of this written adapter folder (needs --held)")
+    ap.add_argument("--skip", default="", help="with --commands: commands to leave out (verify,recall_keys,audit,append,forget)")
     ap.add_argument("--shared", action="store_true", help="record that other work shared the machine during the run")
     a = ap.parse_args()
     if a.refresh:
@@ -284,11 +290,11 @@ def main() -> None:
             raise SystemExit("--commands needs --held: the records file of the adapter")
         held = Path(a.held)
         n_held = len(held.read_text().splitlines())
-        rows = run_commands(Path(a.commands), held, a.append, a.seed, work, a.model)
+        rows = run_commands(Path(a.commands), held, a.append, a.seed, work, a.model, frozenset(filter(None, a.skip.split(","))))
         out |= {"commands_on": a.commands, "records": n_held, "commands": rows,
-                f"peak_rss_mb_{n_held}": max(r["peak_rss_mb"] for r in rows.values()),
-                "append_50_seconds": rows["append"]["seconds"] if a.append == 50 else None,
-                "append_50_lost": rows["append"]["lost"] if a.append == 50 else None, "append_base_records": n_held}
+                f"peak_rss_mb_{n_held}": max(r["peak_rss_mb"] for r in rows.values())}
+        if "append" in rows and a.append == 50:
+            out |= {"append_50_seconds": rows["append"]["seconds"], "append_50_lost": rows["append"]["lost"], "append_base_records": n_held}
         Path(a.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {a.out}")
         return
