@@ -40,18 +40,49 @@ BITS_PER_RECORD = 10 * math.log2(10)  # a uniformly random 10-digit number
 
 
 def memft(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memft.cli.main", *map(str, args)], capture_output=True, text=True)
+    """`memft ARGS` in its own process; the result also carries `seconds` (wall) and `peak_rss_mb` (its max RSS)."""
+    return measured([sys.executable, "-m", "memft.cli.main", *map(str, args)])
+
+
+def measured(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run `cmd` with its output captured -> CompletedProcess with `seconds` (wall) and `peak_rss_mb` (the child's
+    own peak resident memory, from wait4's rusage: KiB on Linux) set on it."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=os.environ.copy())
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(cmd, os.waitstatus_to_exitcode(status), out.read().decode("utf-8", "replace"),
+                                           err.read().decode("utf-8", "replace"))
+    done.seconds, done.peak_rss_mb = round(wall, 1), round(usage.ru_maxrss / 1024, 1)
+    return done
+
+
+def machine(shared: bool) -> dict:
+    """Where the figures were measured: CPU model, cores, threads, bf16 support, versions, and whether other work
+    shared the machine (then times are upper bounds of a quiet machine's)."""
+    import torch
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in flags.splitlines() if ln.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "avx512_bf16": " avx512_bf16" in flags, "avx512f": " avx512f" in flags,
+            "shared_with_other_work": shared}
 
 
 def timed_write(recs: Path, out: Path, rep: Path, *args: object) -> tuple[float, dict, dict, str]:
     """`memft write RECS --out OUT --json REP ARGS` in its own process -> (wall seconds, the --json report,
     OUT's memft.json, stderr); exits on anything but 0 (certified) or 1 (not certified)."""
-    t0 = time.perf_counter()
     p = memft("write", recs, "--out", out, "--json", rep, *args)
-    wall = time.perf_counter() - t0
     if p.returncode not in (0, 1):
         raise SystemExit(f"memft write failed ({p.returncode}): {p.stderr[-2000:]}")
-    return wall, json.loads(rep.read_text()), json.loads((out / "memft.json").read_text()), p.stderr
+    report = json.loads(rep.read_text())
+    report["peak_rss_mb"] = p.peak_rss_mb
+    return p.seconds, report, json.loads((out / "memft.json").read_text()), p.stderr
 
 
 def write_records(path: Path, records: list) -> Path:
@@ -76,7 +107,7 @@ def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> d
     params = lora_params(out)
     forecast = [line for line in stderr.splitlines() if line.startswith("forecast:")]
     return {
-        "records": n, "seconds": round(wall, 1), "train_seconds": tr["seconds"], "certified": r["certified"],
+        "records": n, "seconds": round(wall, 1), "peak_rss_mb": r["peak_rss_mb"], "train_seconds": tr["seconds"], "certified": r["certified"],
         "exit": 0 if r["certified"] == 1.0 else 1, "steps": tr["steps"], "epochs": tr["epochs"], "trained_passes": tr["trained_passes"],
         "checked_passes": tr["checked_passes"], "tokens_per_s": round(tr["trained_tokens"] / max(tr["seconds"], 1e-9), 1),
         "seconds_per_epoch": round(tr["seconds"] / max(tr["epochs"], 1e-9), 2), "loss_final": tr["loss_final"],
@@ -97,23 +128,71 @@ def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, mod
     pool = [r for r in phonebook(n_held + 4 * n_new, seed + 1) if r.key not in held]
     new = write_records(work / "new.jsonl", pool[:n_new])
     (work / "append.json").unlink(missing_ok=True)  # a failed append must not be read as an earlier one
-    t0 = time.perf_counter()
     p = memft("append", folder, new, "--json", work / "append.json")
-    wall = time.perf_counter() - t0
     a = json.loads((work / "append.json").read_text()) if (work / "append.json").exists() else {}
     both = work / "all.jsonl"
     both.write_text(held_file.read_text() + new.read_text(), encoding="utf-8")
     v = memft("verify", folder, both, "--json", work / "verify.json", "--quiet")
     ver = json.loads((work / "verify.json").read_text())
     lost = [r["key"] for r in ver["per_record"] if not r["certified"] and r["key"] in held]
-    return {"held": n_held, "added": n_new, "seconds": round(wall, 1), "exit": p.returncode, "saved": a.get("saved"),
+    return {"held": n_held, "added": n_new, "seconds": p.seconds, "peak_rss_mb": p.peak_rss_mb, "exit": p.returncode, "saved": a.get("saved"),
             "steps": a.get("steps"), "train_seconds": a.get("seconds"), "load_seconds": a.get("load_seconds"),
             "recover_seconds": a.get("recover_seconds"), "certified_after": ver["certified"],
-            "lost": len(lost), "verify_exit": v.returncode, "stderr_tail": p.stderr[-500:] if p.returncode else ""}
+            "lost": len(lost), "verify_exit": v.returncode, "verify_seconds": v.seconds, "verify_peak_rss_mb": v.peak_rss_mb,
+            "stderr_tail": p.stderr[-500:] if p.returncode else ""}
 
 
-def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size: int, epochs: int, lr: float = 1e-2) -> dict:
-    """transformers + PEFT as a user writes it: full forward with labels on the value tokens (HF's loss)."""
+FORGET = 10  # keys `--commands` forgets from a copy of the adapter
+
+
+def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Path, model: str, skip: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """Every command a user runs on a written adapter, each in its own process on a copy of `folder` (FILE: the
+    records it holds) -> {command: {seconds, peak_rss_mb, exit, ...}}: verify of every record, recall --keys of
+    every key, audit, append of `n_new` new records (then verify of all), forget of FORGET keys."""
+    import shutil
+
+    def copy(name: str) -> Path:
+        dst = work / name
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(folder, dst)
+        return dst
+
+    rows: dict[str, dict] = {}
+    held = [json.loads(x) for x in held_file.read_text().splitlines()]
+    keys = work / "keys.txt"
+    keys.write_text("".join(r["key"] + "\n" for r in held), encoding="utf-8")
+    src = copy("commands-src")
+    runs = {"verify": ("verify", src, held_file, "--json", work / "verify-all.json", "--quiet"),
+            "recall_keys": ("recall", src, "--keys", keys, "--runtime", "torch"),
+            "audit": ("audit", src, held_file, "--json", work / "audit.json", "--quiet")}
+    for name, args in runs.items():
+        if name in skip:
+            continue
+        p = memft(*args)
+        rows[name] = {"seconds": p.seconds, "peak_rss_mb": p.peak_rss_mb, "exit": p.returncode, "stderr_tail": p.stderr[-300:] if p.returncode > 1 else ""}
+        print(name, json.dumps(rows[name]), flush=True)
+    if "append" not in skip:
+        rows["append"] = run_append(copy("commands-append"), len(held), n_new, seed, work, model, held_file=held_file)
+        print("append", json.dumps(rows["append"]), flush=True)
+    if "forget" in skip:
+        return rows
+    gone = copy("commands-forget")
+    (work / "forget.json").unlink(missing_ok=True)
+    p = memft("forget", gone, *[r["key"] for r in held[:FORGET]], "--json", work / "forget.json")
+    f = json.loads((work / "forget.json").read_text()) if (work / "forget.json").exists() else {}
+    rows["forget"] = {"seconds": p.seconds, "peak_rss_mb": p.peak_rss_mb, "exit": p.returncode, "forgotten": FORGET, "saved": f.get("saved"),
+                      "steps": f.get("steps"), "train_seconds": f.get("seconds"), "load_seconds": f.get("load_seconds"),
+                      "recover_seconds": f.get("recover_seconds"), "certified_after": f.get("certified"),
+                      "still_recalled": len(f.get("still_recalled", [])), "stderr_tail": p.stderr[-300:] if p.returncode else ""}
+    print("forget", json.dumps(rows["forget"]), flush=True)
+    return rows
+
+
+def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size: int, epochs: int, lr: float) -> dict:
+    """transformers + PEFT as a user writes it: full forward with labels on the value tokens (HF's loss), with the
+    placement, rank, batch size and learning rate memft's sizing chose (main passes them), in the dtype `auto`
+    resolves to, as memft's write runs."""
     import random
 
     import torch
@@ -147,7 +226,7 @@ def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size
             loss.backward()
             opt.step()
     sec = time.perf_counter() - t0
-    return {"records": n, "preset": preset, "rank": rank, "batch_size": batch_size, "epochs": epochs, "seconds": round(sec, 1),
+    return {"records": n, "preset": preset, "rank": rank, "batch_size": batch_size, "lr": lr, "dtype": base.dtype, "epochs": epochs, "seconds": round(sec, 1),
             "seconds_per_epoch": round(sec / epochs, 2), "loss_last_step": round(float(loss.detach()), 4)}
 
 
@@ -193,6 +272,10 @@ def main() -> None:
     ap.add_argument("--append-to", default=None, help="only the append: to a copy of this written adapter folder")
     ap.add_argument("--held", default=None, help="with --append-to: the JSONL of the records that adapter holds")
     ap.add_argument("--refresh", default=None, help="comma-separated result files whose figures update --out's")
+    ap.add_argument("--commands", default=None, help="only time every command (verify, recall --keys, audit, append, forget) "
+                    "with its peak RSS, each on a copy of this written adapter folder (needs --held)")
+    ap.add_argument("--skip", default="", help="with --commands: commands to leave out (verify,recall_keys,audit,append,forget)")
+    ap.add_argument("--shared", action="store_true", help="record that other work shared the machine during the run")
     a = ap.parse_args()
     if a.refresh:
         doc = refresh(json.loads(Path(a.out).read_text()), {f: json.loads(Path(f).read_text()) for f in a.refresh.split(",")})
@@ -201,12 +284,20 @@ def main() -> None:
         return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    out: dict = {"command": " ".join(sys.argv), "seed": a.seed, "time_limit": a.time_limit,
-                 "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                             "cores": os.cpu_count(), "avx512_bf16": " avx512_bf16" in flags, "avx512f": " avx512f" in flags}}
+    out: dict = {"command": " ".join(sys.argv), "seed": a.seed, "time_limit": a.time_limit, "machine": machine(a.shared)}
+    if a.commands:
+        if not a.held:
+            raise SystemExit("--commands needs --held: the records file of the adapter")
+        held = Path(a.held)
+        n_held = len(held.read_text().splitlines())
+        rows = run_commands(Path(a.commands), held, a.append, a.seed, work, a.model, frozenset(filter(None, a.skip.split(","))))
+        out |= {"commands_on": a.commands, "records": n_held, "commands": rows,
+                f"peak_rss_mb_{n_held}": max(r["peak_rss_mb"] for r in rows.values())}
+        if "append" in rows and a.append == 50:
+            out |= {"append_50_seconds": rows["append"]["seconds"], "append_50_lost": rows["append"]["lost"], "append_base_records": n_held}
+        Path(a.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {a.out}")
+        return
     if a.append_to:
         import shutil
 
@@ -247,7 +338,7 @@ def main() -> None:
     out["bits_per_param"] = max((r["bits_per_param"] for r in done), default=None)
     if 100 in by_n and a.plain_epochs:
         s = by_n[100]["sizing"]
-        out["plain_n100"] = plain_loop(100, a.seed, a.model, s["preset"], s["rank"], s["batch_size"], a.plain_epochs)
+        out["plain_n100"] = plain_loop(100, a.seed, a.model, s["preset"], s["rank"], s["batch_size"], a.plain_epochs, s["lr"])
         out["plain_n100"]["memft_seconds_per_epoch"] = by_n[100]["seconds_per_epoch"]
         out["plain_n100"]["ratio"] = round(out["plain_n100"]["seconds_per_epoch"] / by_n[100]["seconds_per_epoch"], 2)
         print(json.dumps(out["plain_n100"]), flush=True)

@@ -6,7 +6,9 @@ Each case runs in its own subprocess so that its peak memory (max RSS; plus CUDA
 Cases:
   step_*     mean time of one optimizer step (after warm-up): the plain loop (full forward, full logits,
              labels masked to the value tokens, as a user would write it) vs memft's loop (frozen-prefix cache,
-             logits at target positions only), both fp32, and memft with a bf16 frozen base.
+             logits at target positions only), each with an fp32 and with a bf16 frozen base (LoRA weights and
+             AdamW state fp32 in both), same lr, placement and records. Every ratio divides like by like: plain
+             fp32 / memft fp32, plain bf16 / memft bf16.
   certify_*  wall time from a fresh adapter until every record is certified (plain: argmax check on its logits).
   verify_*   one-pass teacher-forced certification vs greedy generation (KV cache), for values of ℓ = 64 and 512
              tokens; the records are the base model's own greedy continuations, half of them with one token
@@ -183,6 +185,9 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="fewer steps and records (for a smoke run)")
+    p.add_argument("--cases", default="step,certify,verify", help="which kinds of case to run (comma-separated); the ratios "
+                   "of the kinds left out are left out of the result")
+    p.add_argument("--shared", action="store_true", help="record that other work shared the machine during the run")
     a = p.parse_args()
     if a.case:
         res = CASES[a.case](a)
@@ -191,41 +196,49 @@ def main() -> None:
         return
 
     q = a.quick
+    kinds = set(a.cases.split(","))
     rows: dict[str, dict] = {}
     common = {"records": 10 if q else 50, "steps": 2 if q else 5}
-    for rank in (1, 8):
-        for impl, dtype in (("plain", "fp32"), ("memft", "fp32"), ("memft", "bf16")):
-            name = f"step_r{rank}_{impl}_{dtype}"
-            rows[name] = run_case(a.model, case="step", impl=impl, dtype=dtype, rank=rank, **common)
-            print(name, f"{rows[name]['step_seconds']:.3f} s", flush=True)
+    pairs = [(impl, dtype) for dtype in ("fp32", "bf16") for impl in ("plain", "memft")]
+    if "step" in kinds:
+        for rank in (1, 8):
+            for impl, dtype in pairs:
+                name = f"step_r{rank}_{impl}_{dtype}"
+                rows[name] = run_case(a.model, case="step", impl=impl, dtype=dtype, rank=rank, lr=a.lr, **common)
+                print(name, f"{rows[name]['step_seconds']:.3f} s", flush=True)
     cert = {"records": 10 if q else 40, "rank": 8, "max_steps": 30 if q else 300}
-    for impl, dtype in (("plain", "fp32"), ("memft", "fp32"), ("memft", "bf16")):
-        name = f"certify_{impl}_{dtype}"
-        rows[name] = run_case(a.model, case="certify", impl=impl, dtype=dtype, **cert)
-        print(name, f"{rows[name]['seconds']:.1f} s, steps {rows[name]['steps_to_certify']}", flush=True)
-    for length in (64, 512):
-        name = f"verify_l{length}"
-        rows[name] = run_case(a.model, case="verify", length=length, records=4 if q else 8)
-        print(name, f"one pass {rows[name]['one_pass_seconds']:.2f} s, generation {rows[name]['generation_seconds']:.2f} s", flush=True)
+    if "certify" in kinds:
+        for impl, dtype in pairs:
+            name = f"certify_{impl}_{dtype}"
+            rows[name] = run_case(a.model, case="certify", impl=impl, dtype=dtype, lr=a.lr, **cert)
+            print(name, f"{rows[name]['seconds']:.1f} s, steps {rows[name]['steps_to_certify']}", flush=True)
+    if "verify" in kinds:
+        for length in (64, 512):
+            name = f"verify_l{length}"
+            rows[name] = run_case(a.model, case="verify", length=length, records=4 if q else 8)
+            print(name, f"one pass {rows[name]['one_pass_seconds']:.2f} s, generation {rows[name]['generation_seconds']:.2f} s", flush=True)
 
     def ratio(a_: float, b_: float) -> float:
         return round(a_ / b_, 2)
 
-    result = {
-        "command": "python benchmarks/bench_speed.py" + (" --quick" if q else ""),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "model": a.model,
-        "step_speedup": ratio(rows["step_r1_plain_fp32"]["step_seconds"], rows["step_r1_memft_fp32"]["step_seconds"]),
-        "step_speedup_bf16": ratio(rows["step_r1_plain_fp32"]["step_seconds"], rows["step_r1_memft_bf16"]["step_seconds"]),
-        "step_speedup_r8": ratio(rows["step_r8_plain_fp32"]["step_seconds"], rows["step_r8_memft_fp32"]["step_seconds"]),
-        "certify_speedup": ratio(rows["certify_plain_fp32"]["seconds"], rows["certify_memft_fp32"]["seconds"]),
-        "verify_speedup": ratio(rows["verify_l512"]["generation_seconds"], rows["verify_l512"]["one_pass_seconds"]),
-        "verify_speedup_l64": ratio(rows["verify_l64"]["generation_seconds"], rows["verify_l64"]["one_pass_seconds"]),
-        "same_verdicts": all(rows[f"verify_l{n}"]["same_verdicts"] for n in (64, 512)),
-        "memory_ratio_step": ratio(rows["step_r1_plain_fp32"]["peak_mib"], rows["step_r1_memft_fp32"]["peak_mib"]),
-        "cases": rows,
-    }
+    from bench_scale import machine  # noqa: E402  (benchmarks/ is on the path when run as a script)
+
+    result = {"command": " ".join(["python", *sys.argv]), "machine": machine(a.shared), "model": a.model, "lr": a.lr}
+    if "step" in kinds:
+        # Like by like only: the same dtype on both sides (plain / memft, both fp32; both bf16).
+        result |= {f"step_speedup{'_r8' if r == 8 else ''}{'_bf16' if d == 'bf16' else ''}":
+                   ratio(rows[f"step_r{r}_plain_{d}"]["step_seconds"], rows[f"step_r{r}_memft_{d}"]["step_seconds"])
+                   for r in (1, 8) for d in ("fp32", "bf16")}
+        result |= {"memory_ratio_step": ratio(rows["step_r1_plain_fp32"]["peak_mib"], rows["step_r1_memft_fp32"]["peak_mib"]),
+                   "memory_ratio_step_bf16": ratio(rows["step_r1_plain_bf16"]["peak_mib"], rows["step_r1_memft_bf16"]["peak_mib"])}
+    if "certify" in kinds:
+        result |= {"certify_speedup": ratio(rows["certify_plain_fp32"]["seconds"], rows["certify_memft_fp32"]["seconds"]),
+                   "certify_speedup_bf16": ratio(rows["certify_plain_bf16"]["seconds"], rows["certify_memft_bf16"]["seconds"])}
+    if "verify" in kinds:
+        result |= {"verify_speedup": ratio(rows["verify_l512"]["generation_seconds"], rows["verify_l512"]["one_pass_seconds"]),
+                   "verify_speedup_l64": ratio(rows["verify_l64"]["generation_seconds"], rows["verify_l64"]["one_pass_seconds"]),
+                   "same_verdicts": all(rows[f"verify_l{n}"]["same_verdicts"] for n in (64, 512))}
+    result["cases"] = rows
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=2))

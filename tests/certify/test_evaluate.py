@@ -75,3 +75,33 @@ def test_divergence_generates_only_to_just_past_the_first_failure(tiny, monkeypa
     assert max(asked[1]) < 40
     for a, b in zip(full, short):  # the same verdicts and failure positions
         assert (a.certified, a.exact, a.first_failure, a.first_error_tf, a.min_prob) == (b.certified, b.exact, b.first_failure, b.first_error_tf, b.min_prob)
+
+
+def test_token_table_equals_log_softmax_scatter_and_argmax_with_ties():
+    """The reduced table (logsumexp, top-2) gives what the log-softmax, scatter-and-max and argmax give, for targets
+    at the top, tied at the top (argmax takes the lowest id), and below it; gradients too."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from memft.certify.evaluate import token_table
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 30, generator=g) * 2
+    x[1, [2, 5]] = 9.0  # tied top; target 2 (lowest: correct) in row 1, target 5 (not argmax) in row 2
+    x[2] = x[1]
+    x[3] = 0.0  # all tied: target 0 correct
+    x[4] = 0.0
+    targets = x.argmax(-1)
+    targets[1], targets[2], targets[3], targets[4], targets[5] = 2, 5, 0, 7, (targets[5] + 1) % 30
+    x.requires_grad_(True)
+    tab = token_table(x, SimpleNamespace(targets=targets))
+    lp = torch.log_softmax(x, -1)
+    want_lp = lp.gather(1, targets[:, None]).squeeze(1)
+    other = lp.scatter(1, targets[:, None], float("-inf")).max(-1).values
+    assert tab["correct"].tolist() == (x.argmax(-1) == targets).tolist() == [True, True, False, True, False, False, True, True]
+    assert torch.allclose(tab["loss"], -want_lp, atol=1e-6) and torch.allclose(tab["prob"], want_lp.exp(), atol=1e-6)
+    assert torch.allclose(tab["gap"], want_lp.exp() - other.exp(), atol=1e-6)
+    (ga,) = torch.autograd.grad(tab["loss"].sum() + tab["prob"].sum(), x)  # what objectives train on
+    (gb,) = torch.autograd.grad(-want_lp.sum() + want_lp.exp().sum(), x)
+    assert torch.allclose(ga, gb, atol=1e-5)

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from memft.model.batching import pad
-from memft.certify.evaluate import log_probs
-from memft.model.forward import causal_lm, decoder_of
+from memft.prompts.encoding import Encoded
+from memft.model.forward import Runner, causal_lm, decoder_of
 from memft.prompts.keyed import activated
 from memft.certify.metrics import TokenStats
 from memft.model.vocab import COMPETITORS
@@ -79,6 +79,35 @@ def greedy_recall(model: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id
     return out  # type: ignore[return-value]
 
 
+def step_stats(logits: torch.Tensor, k: int = COMPETITORS) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One greedy step's token and its statistics from logits [B, V] -> (next ids [B], {"prob", "loss", "gap": [B]
+    float32, "top": [B, k] ids}), as `evaluate.token_table` gives them with the next id as the target.
+
+    Reduced with one top-k and one logsumexp, without a [B, V] log-softmax, scatter or argmax pass (each such pass
+    over a 49k vocabulary costs about as much as the top-k; see benchmarks/README.md, Scale II):
+    log p(t) = logit_t - logsumexp(logits) in float32; the best other token's logit is the second top-k value
+    (equal to the first on a tie, so the gap is then 0, as token_table's scatter-and-max gives); the id is the
+    lowest of the ids tied at the top, which is `argmax`'s (and generate's) choice, whatever order top-k gives
+    ties in (rows where all k are tied fall back to argmax).
+
+    >>> nxt, st = step_stats(torch.tensor([[0.0, 2.0, 2.0, -1.0]]), k=2)
+    >>> nxt.tolist(), round(float(st["gap"][0]), 6), st["top"].shape
+    ([1], 0.0, torch.Size([1, 2]))
+    """
+    V = logits.shape[-1]
+    vals, idx = logits.topk(min(max(k, 2), V), dim=-1)  # [B, K] descending, in the logits' dtype
+    tied = vals == vals[:, :1]  # [B, K] ids tied with the best
+    nxt = torch.where(tied, idx, V).min(-1).values  # [B] the lowest tied id
+    if bool(tied[:, -1].any()):  # more ties than k: some lower id may lie outside the top-k
+        nxt = torch.where(tied[:, -1], logits.argmax(-1), nxt)
+    x = logits.float()  # [B, V]; bf16 -> fp32 is exact
+    lse = torch.logsumexp(x, dim=-1)  # [B]
+    lp = x.gather(1, nxt[:, None]).squeeze(1) - lse  # [B] log p(next)
+    other = vals[:, 1].float() - lse if V > 1 else torch.full_like(lse, float("-inf"))  # [B] best other token
+    p = lp.exp()
+    return nxt, {"prob": p, "loss": -lp, "gap": p - other.exp(), "top": idx[:, :k]}
+
+
 def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: int, max_new: int, device: Any,
                   seen: list[torch.Tensor] | None) -> list[Recall]:
     from transformers import DynamicCache
@@ -96,14 +125,9 @@ def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: i
     with activated(lm, ids):  # a keyed adapter: the prompt's offsets, kept for every later step (memft.prompts.keyed)
         for _ in range(max_new):
             logits = lm(input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # [B, V]
-            logp = log_probs(logits)  # [B, V]
-            nxt = logits.argmax(-1)  # [B]: greedy's token (argmax, as generate and the teacher-forced check take it)
-            lp = logp.gather(1, nxt[:, None]).squeeze(1)  # [B]
-            other = logp.scatter(1, nxt[:, None], float("-inf")).max(-1).values  # [B] best other token
-            cols["prob"].append(lp.exp())
-            cols["loss"].append(-lp)
-            cols["gap"].append(lp.exp() - other.exp())
-            cols["top"].append(logits.topk(min(COMPETITORS, logits.shape[-1]), dim=-1).indices)
+            nxt, st = step_stats(logits)
+            for k, v in st.items():
+                cols[k].append(v)
             gen = torch.cat([gen, nxt[:, None]], dim=1)
             done |= nxt == eos
             if bool(done.all()):
@@ -126,3 +150,47 @@ def _decode_batch(lm: Any, prompts: Sequence[Sequence[int]], eos: int, pad_id: i
             prefix = torch.cat([states[b, P - len(prompt):P], states[b, P:P + n - 1]], dim=0).clone()
         recs.append(Recall(ids=g, stats=stats, prefix=prefix, competitors=sorted(set(top[b, :n].flatten().tolist()))))
     return recs
+
+
+@torch.no_grad()
+def forced_greedy(model: Any, prompts: Sequence[Sequence[int]], guesses: Sequence[Sequence[int]], eos: int, pad_id: int,
+                  max_new: int, batch_size: int = 64) -> list[list[int]]:
+    """The sequence greedy decoding gives each prompt when every step's logits come from a teacher-forced pass
+    (memft.model.forward.Runner, the computation that certifies) instead of the KV cache, starting from a guess (what
+    KV-cached decoding gave) -> ids up to and including the first eos, or max_new ids.
+
+    Why: in bf16 the KV-cached logits differ from the teacher-forced ones by rounding, and a record certified with
+    a near tie between two tokens (p > 0.5 for one, the rest nearly all on the other) can come back otherwise from
+    the KV cache. Each round runs one teacher-forced pass over every unfinished sequence plus one position: a
+    sequence whose guess departs from the pass's argmax is cut there and takes the argmax; one that agrees
+    everywhere grows by the argmax at its end. So each round fixes or adds at least one token, and a sequence
+    ends when it agrees with its pass everywhere and ends in eos or holds max_new ids: the sequence the
+    certification pass would call the argmax at every position.
+    """
+    seqs = [list(g[:max_new]) for g in guesses]
+    todo = list(range(len(prompts)))
+    for _ in range(2 * max_new + 1):  # each round fixes or adds a token: at most max_new of each
+        if not todo:
+            break
+        # The last target is a placeholder: its logits row is the prediction after the sequence.
+        items = [Encoded(key=str(i), prompt=tuple(prompts[i]), targets=tuple(seqs[i]) + (pad_id,)) for i in todo]
+        runner = Runner(model, items, pad_id)
+        nxt = []
+        for s in range(0, len(items), batch_size):
+            idx = list(range(s, min(s + batch_size, len(items))))
+            logits, batch = runner.logits(idx)  # [N, V]
+            ids, _ = step_stats(logits)
+            nxt += [t.tolist() for t in ids.split(batch.lengths.tolist())]
+        left = []
+        for i, am in zip(todo, nxt):
+            seq = seqs[i]
+            j = next((k for k, t in enumerate(seq) if am[k] != t), None)
+            if j is not None:
+                seqs[i] = seq[:j] + [am[j]]
+            elif (seq and seq[-1] == eos) or len(seq) >= max_new:
+                continue  # agrees with its pass at every position: done
+            else:
+                seqs[i] = seq + [am[len(seq)]]
+            left.append(i)
+        todo = left
+    return seqs

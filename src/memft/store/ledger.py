@@ -266,7 +266,7 @@ def recover_recalls(loaded: Any, ledger: Ledger | None = None, start: int = 0) -
     """recover(), plus what the greedy recall of each recovered record computed ({key: memft.certify.decode.Recall}):
     its statistics and, with start > 0, the hidden states entering layer `start`, from which a rewrite trains
     (memft.memory.rewrite) instead of computing them again."""
-    from memft.certify.decode import greedy_recall
+    from memft.certify.decode import forced_greedy, greedy_recall
     from memft.prompts.encoding import decode_value, prompt_ids
 
     ledger = ledger or read(_folder(loaded))
@@ -277,16 +277,25 @@ def recover_recalls(loaded: Any, ledger: Ledger | None = None, start: int = 0) -
     # Batches of RECOVER_BATCH prompts: recovering a 1000-record store is 1000 greedy recalls, and on a CPU larger
     # batches make the per-token matrix products larger (the KV cache of 256 short prompts is a few tens of MiB).
     recalls = greedy_recall(loaded.model, prompts, eos, tok.pad_token_id, limit, start=start, batch_size=RECOVER_BATCH) if prompts else []
-    records, lost, seen = [], [], {}
-    for e, rc in zip(ledger.entries, recalls):
-        gen, rec = rc.ids, None
+
+    def held(e: Any, gen: list[int]) -> Record | None:
+        rec = None
         if gen and gen[-1] == eos:
             rec = Record(e.key, value=decode_value(gen, tok)) if e.kind == "text" else Record(e.key, value_ids=tuple(gen[:-1]))
-        if rec is not None and ledger.scheme.digest(rec) == e.digest:
-            records.append(rec)
-            seen[e.key] = rc
-        else:
-            lost.append(e.key)
+        return rec if rec is not None and ledger.scheme.digest(rec) == e.digest else None
+
+    got = {e.key: held(e, rc.ids) for e, rc in zip(ledger.entries, recalls)}
+    seen = {e.key: rc for e, rc in zip(ledger.entries, recalls) if got[e.key] is not None}
+    # The KV cache's logits differ from the certifying teacher-forced pass by rounding (bf16): a record certified
+    # at a near tie can come back otherwise. Those are decoded again with teacher-forced logits (decode.forced_greedy),
+    # which is what certification vouched for; their statistics are computed afresh by training.
+    miss = [i for i, e in enumerate(ledger.entries) if got[e.key] is None]
+    if miss:
+        again = forced_greedy(loaded.model, [prompts[i] for i in miss], [recalls[i].ids for i in miss], eos, tok.pad_token_id, limit)
+        for i, gen in zip(miss, again):
+            got[ledger.entries[i].key] = held(ledger.entries[i], gen)
+    records = [got[e.key] for e in ledger.entries if got[e.key] is not None]
+    lost = [e.key for e in ledger.entries if got[e.key] is None]
     return records, lost, seen
 
 
