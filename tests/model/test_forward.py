@@ -83,3 +83,40 @@ def test_adopted_prefixes_give_the_same_logits_and_wrong_lengths_are_refused(tin
     with pytest.raises(ValueError, match="record 1"):
         r.adopt({1: ref._prefix[1][:-2]})
     assert Runner(model, items, pad, start=start, cache=False).adopt({0: ref._prefix[0]}) == 0
+
+
+def test_length_groups_give_the_logits_and_gradients_of_one_padded_batch(tiny, monkeypatch):
+    """A step over records of very different lengths runs as groups of similar length (forward.Runner.logits):
+    the logits and the gradients are those of the single padded batch, in the same record order."""
+    import memft.model.forward as fw
+    from memft.model.batching import length_groups
+
+    recs = [Record("a:", "1"), Record("key:", "x" * 3), Record("long note:", "word " * 40), Record("b:", "22"), Record("mid:", "y " * 9)]
+    items = encode_all(recs, tiny.tokenizer)
+    lengths = [len(e.ids) for e in items]
+    idx = [2, 0, 4, 1, 3]
+    assert len(length_groups([lengths[i] for i in idx])) >= 2  # the case under test: more than one group
+    model, _ = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=(1, 3)), seed=1)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    pad = tiny.tokenizer.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(grouped):
+        monkeypatch.setattr(fw, "length_groups", length_groups if grouped else (lambda ls: [list(range(len(ls)))]))
+        model.zero_grad()
+        r = Runner(model, items, pad, start=1, cache=True)
+        logits, b = r.logits(idx)
+        F.cross_entropy(logits, b.targets).backward()
+        return logits.detach(), b, [p.grad.clone() for p in params]
+
+    one, b1, g1 = run(False)
+    grp, b2, g2 = run(True)
+    assert torch.equal(b1.targets, b2.targets) and torch.equal(b1.rows, b2.rows)
+    assert torch.allclose(one, grp, atol=1e-5)
+    ref, _ = _full_logits(model, [items[i] for i in idx], pad)
+    assert torch.allclose(grp, ref.detach(), atol=1e-5)
+    assert any(g.abs().sum() > 0 for g in g1)
+    for a, g in zip(g1, g2):
+        assert torch.allclose(a, g, atol=1e-5, rtol=1e-4)

@@ -81,6 +81,28 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
     )
 
 
+# A training step's records are run in groups whose longest sequence is at most this multiple of their shortest:
+# padded to one length, a batch of 32 varied records (credentials beside 150-token notes) computed 3.1x the
+# positions its records hold; in groups, 1.2x (benchmarks/README.md, Varied records).
+GROUP_RATIO = 2.0
+
+
+def length_groups(lengths: Sequence[int], ratio: float = GROUP_RATIO) -> list[list[int]]:
+    """Positions 0..B-1 of a batch grouped so that within a group the longest length is at most `ratio` x the
+    shortest; by increasing length, ties in position order. Records of similar lengths make one group (a PhoneBook
+    batch runs as before).
+
+    >>> length_groups([30, 10, 12, 25, 100]), length_groups([9, 10, 11]), length_groups([])
+    ([[1, 2], [3, 0], [4]], [[0, 1, 2]], [])
+    """
+    out: list[list[int]] = []
+    for b in sorted(range(len(lengths)), key=lambda b: lengths[b]):
+        if not out or lengths[b] > ratio * lengths[out[-1][0]]:
+            out.append([])
+        out[-1].append(b)
+    return out
+
+
 def chunks(indices: Sequence[int], items: Sequence[Encoded], size: int, max_targets: int | None = None) -> list[list[int]]:
     """Split record indices into micro-batches of at most `size` records, grouped by length to waste little
     padding; with `max_targets`, a micro-batch also closes before its target tokens would pass that many (a

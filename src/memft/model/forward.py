@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memft.model.batching import Batch, collate
+from memft.model.batching import Batch, collate, length_groups
 from memft.prompts.encoding import Encoded
 from memft.prompts.keyed import activated
 from memft.model.vocab import TrainVocab
@@ -104,8 +104,31 @@ class Runner:
 
         With `vocab`, only the head rows of its ids are scored: logits [N, V'] and a batch whose `targets` are
         indices into `vocab.ids` (the cross-entropy of the softmax restricted to those tokens; see memft.model.vocab).
+        Records of very different lengths run as groups of similar length (batching.length_groups), each padded
+        to its own longest: the same logits (and gradients) as one padded batch, without computing the padding.
         """
         batch = batch if batch is not None else self.batch(idx)
+        groups = length_groups([len(self.items[i].ids) for i in idx]) if len(idx) > 1 else [list(range(len(idx)))]
+        if len(groups) == 1:
+            h = self._hidden(idx, batch)
+        else:
+            pieces: list[torch.Tensor] = [batch.input_ids.new_empty(0)] * len(idx)
+            for g in groups:
+                sub = [idx[b] for b in g]
+                sb = self.batch(sub)
+                for b, piece in zip(g, self._hidden(sub, sb).split(sb.lengths.tolist())):
+                    pieces[b] = piece
+            h = torch.cat(pieces)  # record by record in idx order, as collate lays out the targets
+        head = self.lm.get_output_embeddings()
+        if vocab is None:
+            return head(h).float(), batch
+        ids = vocab.ids.to(h.device)
+        bias = head.bias.index_select(0, ids) if getattr(head, "bias", None) is not None else None
+        logits = F.linear(h, head.weight.index_select(0, ids), bias)  # [N, V']
+        return logits.float(), replace(batch, targets=vocab.local(batch.targets))
+
+    def _hidden(self, idx: Sequence[int], batch: Batch) -> torch.Tensor:
+        """Final hidden states [N, H] at the positions of `batch` that predict targets (records `idx`)."""
         self.current = batch  # what the layers are running now (memft.model.lora_init's hooks read its target positions)
         with activated(self.lm, batch.input_ids):
             if self.dec is None:
@@ -115,14 +138,7 @@ class Runner:
                 h = self._entering(idx, batch)
                 h = run_layers(self.dec, h, batch, self.start, len(self.dec.layers))
                 h = self.dec.norm(h)
-        h = h[batch.rows, batch.cols]  # [N, H]: only the positions that predict targets
-        head = self.lm.get_output_embeddings()
-        if vocab is None:
-            return head(h).float(), batch
-        ids = vocab.ids.to(h.device)
-        bias = head.bias.index_select(0, ids) if getattr(head, "bias", None) is not None else None
-        logits = F.linear(h, head.weight.index_select(0, ids), bias)  # [N, V']
-        return logits.float(), replace(batch, targets=vocab.local(batch.targets))
+        return h[batch.rows, batch.cols]  # [N, H]: only the positions that predict targets
 
     def _entering(self, idx: Sequence[int], batch: Batch) -> torch.Tensor:
         """Hidden states [B, T, H] entering layer `start`: from the cache, or computed (frozen, no grad)."""

@@ -121,11 +121,17 @@ def varied(n: int, seed: int = 0) -> list[Record]:
     >>> recs = varied(40, seed=1)
     >>> len(recs), len({r.key for r in recs}), recs == varied(40, seed=1), recs == varied(40, seed=2)
     (40, 40, True, False)
+    >>> varied(3, seed="1")
+    Traceback (most recent call last):
+    memft.errors.ConfigError: varied: the seed must be an integer, got '1'
     >>> any("\\n" in r.value for r in varied(200, 0)), max(len(r.value) for r in varied(200, 0)) > 300
     (True, True)
     """
-    if n <= 0:
-        raise ConfigError(f"varied: the number of records must be positive, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(f"varied: the number of records must be a positive integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        # random.Random accepts str, bytes and floats as seeds too: a seed of "1" would be another draw than 1
+        raise ConfigError(f"varied: the seed must be an integer, got {seed!r}")
     rng = random.Random(seed)
     names = [k for k, _, _ in KINDS]
     weights = [w for _, _, w in KINDS]
