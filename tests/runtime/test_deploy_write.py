@@ -102,6 +102,29 @@ def test_a_keyed_write_for_llama_cpp_through_the_cli(tiny_deploy, tmp_path):
     assert got.returncode == 0, got.stderr
     meta = read(tmp_path / "ad")
     assert meta.records.count == 4 and meta.extra["runtime"]["records"] == 4 and meta.extra["deploy"]["exact"] == 4
+    # forget with --deploy: the 3 left are proven again; without --deploy a rewrite drops target and certificate
+    got = memft("forget", tmp_path / "ad", "Dee:", "--deploy", "llama.cpp", "--base-gguf", base_gguf, "--quiet")
+    assert got.returncode == 0, got.stderr
+    meta = read(tmp_path / "ad")
+    assert meta.records.count == 3 and meta.extra["runtime"]["records"] == 3 and meta.extra["deploy"]["records"] == 3
+    got = memft("append", tmp_path / "ad", more, "--quiet")
+    assert got.returncode == 0 and "runtime" not in read(tmp_path / "ad").extra and "deploy" not in read(tmp_path / "ad").extra
+
+
+@pytest.mark.slow
+def test_the_embedded_model_written_for_its_shipped_q4_1_is_recalled_through_llama_cpp(tmp_path):
+    from memft.meta import read
+    from memft.research.bench.phonebook import phonebook
+
+    recs = phonebook(4, seed=3)
+    f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": r.key, "value": r.value}) for r in recs])
+    got = memft("write", f, "--out", tmp_path / "ad", "--deploy", "llama.cpp", "--quiet")
+    assert got.returncode == 0, got.stderr
+    meta = read(tmp_path / "ad")
+    assert meta.extra["deploy"]["base_gguf"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and meta.extra["runtime"]["records"] == 4
+    assert meta.extra["runtime"]["min_gap"] > 0
+    got = memft("recall", tmp_path / "ad", recs[0].key)  # auto: through llama.cpp, as the certificate says
+    assert got.returncode == 0 and got.stdout == recs[0].value + "\n"
 
 
 @pytest.mark.parametrize("args, says", [

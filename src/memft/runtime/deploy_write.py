@@ -173,11 +173,11 @@ def runtime_rounds(model: Any, items: Sequence[Any], tokenizer: Any, t: Target, 
         rounds.append(r)
         if not bad or len(rounds) >= max_rounds or not certified:
             break
-        for i in bad:
-            margins[i] = raised(margins.get(i, margin))
-        done = retrain(dict(margins))
-        if done is None:
+        wanted = margins | {i: raised(margins.get(i, margin)) for i in bad}
+        done = retrain(dict(wanted))
+        if done is None:  # nothing trained: the margins stay as they were
             break
+        margins = wanted
         r.raised, r.steps, r.train_seconds, certified = len(bad), done[0], round(done[1], 3), done[2]
         if on_round is not None:
             on_round(r)

@@ -38,7 +38,7 @@ def binding() -> Any:
     try:
         import xllamacpp
     except ImportError:
-        raise ConfigError(f"--runtime llama.cpp needs the binding xllamacpp: pip install 'memft[llamacpp]' (or {PIN})") from None
+        raise ConfigError(f"--runtime/--deploy llama.cpp needs the binding xllamacpp: pip install 'memft[llamacpp]' (or {PIN})") from None
     return xllamacpp
 
 
