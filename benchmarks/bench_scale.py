@@ -231,6 +231,10 @@ def plain_loop(n: int, seed: int, model: str, preset: str, rank: int, batch_size
 
 
 APPEND_KEYS = ("append_50_seconds", "append_50_lost", "append_base_records")
+# The scale goals' top-level figures (issue 25); a run that cannot measure one gives it as null with a reason
+# under "not_measured".
+GOAL_KEYS = ("records_10000_seconds", "records_10000_certified", "records_3000_seconds", "records_3000_certified",
+             "peak_rss_mb_10000", "append_100_to_10000_seconds")
 
 
 def refresh(doc: dict, results: dict[str, dict]) -> dict:
@@ -255,6 +259,12 @@ def refresh(doc: dict, results: dict[str, dict]) -> dict:
         if "append_50_seconds" not in r and r.get("bits_per_param") is not None and r["bits_per_param"] > (doc.get("bits_per_param") or 0):
             old.setdefault("bits_per_param", doc.get("bits_per_param"))
             doc["bits_per_param"], src["bits_per_param"] = r["bits_per_param"], name
+        for k in [k for k in r if k.startswith("peak_rss_mb_") or k in GOAL_KEYS]:  # a --commands run, or goals left open
+            if k in doc and doc[k] is not None and k not in old:
+                old[k] = doc[k]
+            doc[k], src[k] = r[k], name
+        if r.get("not_measured"):
+            doc["not_measured"] = {**doc.get("not_measured", {}), **r["not_measured"]}
     doc["superseded"], doc["figures_from"] = old, src
     return doc
 
