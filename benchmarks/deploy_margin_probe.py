@@ -17,7 +17,7 @@ import torch
 torch.set_num_threads(2)
 from memft import api  # noqa: E402
 from memft.config import LoraSettings, TrainConfig  # noqa: E402
-from memft.modeling import embedded_gguf_path, load_base  # noqa: E402
+from memft.model.base import embedded_gguf_path, load_base  # noqa: E402
 from memft.research.bench.phonebook import phonebook  # noqa: E402
 from memft.runtime.certify import check_in_llamacpp  # noqa: E402
 

@@ -6,9 +6,9 @@ deploy_margin_probe.py (/tmp/dw/demo-m0.5), shipped Q4_1, one thread. Figures: r
 """
 import sys, json, tempfile, time
 from pathlib import Path
-from memft.meta import read
-from memft.modeling import embedded_gguf_path, load_tokenizer
-from memft.encoding import encode_all
+from memft.store.meta import read
+from memft.model.base import embedded_gguf_path, load_tokenizer
+from memft.prompts.encoding import encode_all
 from memft.research.bench.phonebook import phonebook
 from memft.runtime.certify import check_lora_gguf, invocation_tokens
 from memft.runtime.gguf_export import Shape, write_lora_gguf

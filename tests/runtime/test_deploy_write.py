@@ -113,7 +113,7 @@ def test_a_keyed_write_for_llama_cpp_through_the_cli(tiny_deploy, tmp_path):
 
 @pytest.mark.slow
 def test_the_embedded_model_written_for_its_shipped_q4_1_is_recalled_through_llama_cpp(tmp_path):
-    from memft.meta import read
+    from memft.store.meta import read
     from memft.research.bench.phonebook import phonebook
 
     recs = phonebook(4, seed=3)
