@@ -158,6 +158,35 @@ def phonebook_rows(n: int, bases: list[str], out_path: Path, repeats: int, varia
     print(json.dumps({k: out.get(k) for k in ("llamacpp_q4_1_exact_1000", "write_seconds_1000", "write_seconds_1000_without_deploy")}))
 
 
+def fresh_recall(adapter: Path, key: str, value: str, repeats: int) -> dict:
+    """`memft recall ADAPTER KEY` in fresh processes through each runtime: wall seconds, peak RSS, value exact."""
+    memft = [sys.executable, "-m", "memft.cli.main"]
+    fresh = {}
+    for runtime, n in (("llama.cpp", repeats), ("torch", max(1, repeats - 1))):
+        runs = [timed([*memft, "recall", str(adapter), key, "--runtime", runtime, "--device", "cpu"]) for _ in range(n)]
+        fresh[runtime] = {"wall_s": [round(r[0], 3) for r in runs], "median_s": round(statistics.median(r[0] for r in runs), 3),
+                          "peak_rss_mib": round(max(r[1] for r in runs)), "value_exact": all(r[2] == value + "\n" for r in runs)}
+    return fresh
+
+
+def recall_rows(adapter: Path, out_path: Path, repeats: int) -> None:
+    """--recall-only: one warm-up recall (it fills the user cache, as a user's first recall does), then `repeats` timed
+    ones per runtime; the keys of out_path that hold recall figures are replaced, the rest kept."""
+    from memft.prompts.records import load_records
+
+    recs = load_records(adapter / "demo-records.jsonl")
+    key, value = recs[0].key, recs[0].value
+    timed([sys.executable, "-m", "memft.cli.main", "recall", str(adapter), key, "--runtime", "llama.cpp", "--device", "cpu"])
+    fresh = fresh_recall(adapter, key, value, repeats)
+    out = json.loads(out_path.read_text(encoding="utf-8")) if out_path.exists() else {}
+    out["recall_fresh_process_before"] = {"recall_fresh_process": out.get("recall_fresh_process"),
+                                          "recall_fresh_process_seconds": out.get("recall_fresh_process_seconds")}
+    out["recall_fresh_process"] = {**fresh, "machine": machine(), "command": " ".join(sys.argv), "adapter": str(adapter)}
+    out["recall_fresh_process_seconds"] = fresh["llama.cpp"]["median_s"]
+    out_path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(fresh, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--adapter", type=Path)
@@ -167,6 +196,9 @@ def main() -> None:
     ap.add_argument("--no-plain-check", action="store_true", help="With --phonebook: skip checking the plain write in llama.cpp.")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/deploy.json"))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--recall-only", action="store_true",
+                    help="With --adapter: measure only fresh-process recall (llama.cpp and torch) and update those keys of --out, "
+                         "keeping the previous figures under recall_fresh_process_before.")
     args = ap.parse_args()
     if args.phonebook:
         phonebook_rows(args.phonebook, [b for b in args.bases.split(",") if b], args.out, args.repeats,
@@ -174,6 +206,9 @@ def main() -> None:
         return
     if args.adapter is None:
         ap.error("give --adapter DIR (the demo rows) or --phonebook N")
+    if args.recall_only:
+        recall_rows(args.adapter, args.out, args.repeats)
+        return
     from memft import api
     from memft.store.adapters import read_meta
     from memft.model.base import embedded_gguf_path, load_tokenizer
@@ -206,12 +241,7 @@ def main() -> None:
     out["llamacpp"] = rt_rows
     memft = [sys.executable, "-m", "memft.cli.main"]
     key = recs[0].key
-    fresh = {}
-    for runtime, n in (("llama.cpp", args.repeats), ("torch", max(1, args.repeats - 1))):
-        runs = [timed([*memft, "recall", str(args.adapter), key, "--runtime", runtime, "--device", "cpu"]) for _ in range(n)]
-        ok = all(r[2] == recs[0].value + "\n" for r in runs)
-        fresh[runtime] = {"wall_s": [round(r[0], 3) for r in runs], "median_s": round(statistics.median(r[0] for r in runs), 3),
-                          "peak_rss_mib": round(max(r[1] for r in runs)), "value_exact": ok}
+    fresh = fresh_recall(args.adapter, key, recs[0].value, args.repeats)
     out["recall_fresh_process"] = fresh
     phases = subprocess.run([sys.executable, "-c", PHASES, str(args.adapter), key], capture_output=True, text=True)
     out["torch_recall_phases_s"] = json.loads(phases.stdout.strip().splitlines()[-1]) if phases.returncode == 0 else {"error": phases.stderr[-300:]}

@@ -73,7 +73,7 @@ def test_a_module_llama_cpp_has_no_tensor_for_is_refused():
 def test_the_header_reader_gives_the_scalars_gguf_reads(tiny_deploy):
     import gguf
 
-    from memft.runtime.gguf_export import gguf_fields
+    from memft.runtime.gguf_header import gguf_fields
 
     _, _, base_gguf, _ = tiny_deploy
     ours = gguf_fields(base_gguf)

@@ -156,3 +156,30 @@ def test_a_keyed_adapter_is_exact_in_llama_cpp_through_its_invocation(tiny_deplo
         assert adapted.next_step(tok(text)["input_ids"]).top == plain.next_step(tok(text)["input_ids"]).top
     on = tok(" <mem>Ann:")["input_ids"]
     assert adapted.next_step(on).top != plain.next_step(on).top
+
+
+def test_recall_exports_an_adapter_version_once_and_refuses_a_damaged_folder(tiny_deploy, tmp_path, monkeypatch):
+    """The LoRA GGUF of one adapter version is kept in the user cache (a second fresh recall does not export it
+    again), keyed by memft.json's fingerprints: edited weights are refused (exit 2), never answered from the cache."""
+    import shutil
+
+    from memft.runtime import gguf_export
+
+    folder, recs, base_gguf, _ = tiny_deploy
+    monkeypatch.setenv("MEMFT_CACHE", str(tmp_path / "cache"))
+    exports = []
+
+    original = gguf_export.write_lora_gguf
+    monkeypatch.setattr(gguf_export, "write_lora_gguf", lambda *a, **k: exports.append(1) or original(*a, **k))
+    for _ in range(2):
+        got = memft("recall", folder, recs[0].key, "--runtime", "llama.cpp", "--base-gguf", base_gguf)
+        assert got.returncode == 0 and got.stdout == recs[0].value + "\n", got.stderr
+    assert len(exports) == 1 and len(list((tmp_path / "cache" / "lora-gguf").glob("*.gguf"))) == 1
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    w = bad / "adapter_model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-5] ^= 0xFF  # one flipped bit pattern in a weight
+    w.write_bytes(bytes(data))
+    r = memft("recall", bad, recs[0].key, "--runtime", "llama.cpp", "--base-gguf", base_gguf)
+    assert r.returncode == 2 and "differ from the fingerprint" in r.stderr and r.stdout == ""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft.errors import ConfigError
+from memft.errors import AdapterError, ConfigError
 from memft.prompts.records import Record
 
 
@@ -59,32 +59,33 @@ def fast_tokenizer(spec: str, seed: int = 0) -> Any:
 def recall_in_llamacpp(folder: str | Path, keys: Sequence[str], base_gguf: str | Path | None = None, raw: bool = False,
                        threads: int | None = None) -> list[RuntimeRecall]:
     """Greedy-decode the value of each key in llama.cpp with the adapter in `folder` (one load of base and adapter)."""
-    from memft.store.meta import read
-    from memft.store import ledger
-    from memft.runtime.certify import default_base_gguf, invocation_tokens
-    from memft.runtime.gguf_export import Shape, gguf_fields, write_lora_gguf
+    from memft.store import adapters, ledger
+    from memft.runtime.certify import default_base_gguf
+    from memft.runtime.gguf_header import cached_gguf_fields
     from memft.runtime.llamacpp import LlamaCpp
 
-    meta = read(folder)
+    version = adapters.read_version(folder)  # memft.json, the PEFT files and the ledger as one version, fingerprints checked
+    meta = version.meta
     if meta.template != "raw":
         raise ConfigError(f"{folder}: recall through llama.cpp supports the raw template (this adapter uses {meta.template})")
     tok = fast_tokenizer(meta.base.spec, meta.seed)
     if tok is None:
         raise ConfigError(f"{folder}: no tokenizer.json for base {meta.base.spec!r}; recall with --runtime torch")
-    book = ledger.read(folder) if (Path(folder) / ledger.LEDGER).exists() else None
+    book = None if version.ledger is None else ledger.parse(version.ledger, version.folder / ledger.LEDGER)
     if book is not None:
-        ledger.check_against(meta, book, folder)
+        ledger.check_against(meta, book, version.folder)
+    elif meta.records.digests is not None:
+        raise AdapterError(f"{version.folder}: {ledger.LEDGER} is missing but memft.json lists the records' digests; {adapters.DAMAGED}")
     held = None if book is None else [e.key for e in book.entries]
     known = None if held is None else set(held)
     base = Path(base_gguf) if base_gguf else default_base_gguf(meta.base.spec)
-    eos = int(gguf_fields(base)["tokenizer.ggml.eos_token_id"])  # where llama.cpp stops
+    eos = int(cached_gguf_fields(base)["tokenizer.ggml.eos_token_id"])  # where llama.cpp stops
     asked = [k for k in keys if raw or known is None or k in known]
     gens: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="memft-recall-") as tmp:
         if not asked:  # nothing to decode (and a server freed before it ever served waits for its loop forever)
             return [RuntimeRecall(k, "", False, 0.0, False, _nearest(k, held or [])) for k in keys]
-        lora = Path(tmp) / "adapter.gguf"
-        write_lora_gguf(folder, lora, Shape.from_gguf(base), invocation_tokens(folder))
+        lora = lora_gguf(version, base, Path(tmp))
         rt = LlamaCpp(base, [lora], threads=threads, n_ctx=512 + meta.records.max_target_tokens)
         # the prompt memft.prompts.encoding.prompt_ids builds for the raw template: a keyed adapter's invocation, then the key
         gens = {k: rt.greedy(tok.encode(meta.key_prefix + k, add_special_tokens=True).ids, meta.records.max_target_tokens)
@@ -104,6 +105,45 @@ def recall_in_llamacpp(folder: str | Path, keys: Sequence[str], base_gguf: str |
         out.append(RuntimeRecall(k, value, ok, min((s.prob for s in steps), default=0.0), is_held,
                                  [] if is_held else _nearest(k, held or [])))
     return out
+
+
+def lora_gguf(version: Any, base: Path, tmp: Path) -> Path:
+    """The adapter version (memft.store.adapters.read_version: its files already checked against memft.json's
+    fingerprints) as llama.cpp's LoRA GGUF for `base`. Exported once per adapter version and base and kept in the
+    user cache, keyed by those fingerprints (AdapterMeta.files) and the base file's version; an adapter without
+    fingerprints, or a cache that cannot be written, is exported into `tmp` instead."""
+    import hashlib
+    import json
+    import os
+
+    from memft.model.base import cache_root
+    from memft.runtime.certify import invocation_tokens
+    from memft.runtime.gguf_export import Shape, write_lora_gguf
+    from memft.runtime.gguf_header import file_key
+
+    from memft.store import adapters
+
+    meta, invocation = version.meta, invocation_tokens(version.folder)
+    out = tmp / "adapter.gguf"
+    key = hashlib.sha256(json.dumps([sorted((meta.files or {}).items()), file_key(base), invocation]).encode()).hexdigest()[:24]
+    entry = cache_root() / "lora-gguf" / f"{key}.gguf"
+    if meta.files and entry.is_file():
+        return entry
+    copy = tmp / "adapter"  # the bytes of this version, not whatever the folder holds by now
+    copy.mkdir()
+    (copy / adapters.CONFIG).write_bytes(version.config)
+    (copy / adapters.WEIGHTS).write_bytes(version.weights)
+    write_lora_gguf(copy, out, Shape.from_gguf(base), invocation)
+    if not meta.files:
+        return out
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        staged = entry.with_suffix(f".{os.getpid()}.tmp")
+        staged.write_bytes(out.read_bytes())
+        os.replace(staged, entry)  # whole or absent: a reader never sees half a file
+        return entry
+    except OSError:
+        return out
 
 
 def _nearest(key: str, held: Sequence[str], n: int = 3) -> list[str]:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from memft.store import folders
 from memft.store import meta as meta_mod
 from memft.errors import AdapterError, TrainingError
@@ -167,19 +165,18 @@ def _same_modules(peft_names: Any, ours: Any) -> bool:
 def safetensors_problem(data: bytes) -> str | None:
     """Why a .safetensors file's bytes are not a whole file (None if they are), as the safetensors library itself
     reads them (header, each tensor's byte range, the whole file covered), before the base model is loaded."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load as load_tensors
+    from safetensors import SafetensorError, deserialize  # the library's reader, without torch
 
     if not data:
         return "empty"
     try:
-        tensors = load_tensors(data)
+        tensors = deserialize(data)
     except SafetensorError as e:
         return f"unreadable ({str(e).removeprefix('Error while deserializing').lstrip(': ')})"
     return None if tensors else "holds no tensors"
 
 
-def load(version: Version, base_model: nn.Module, trainable: bool = False) -> Any:
+def load(version: Version, base_model: Any, trainable: bool = False) -> Any:
     """Load the PEFT adapter of `version` (read_version) onto a freshly loaded base (frozen base, eval mode): from
     the bytes read, through a private copy, so a save of the folder meanwhile cannot mix two versions.
 
@@ -191,7 +188,7 @@ def load(version: Version, base_model: nn.Module, trainable: bool = False) -> An
         return _load_peft(tmp, version.folder, base_model, trainable)
 
 
-def _load_peft(path: str, folder: Path, base_model: nn.Module, trainable: bool) -> Any:
+def _load_peft(path: str, folder: Path, base_model: Any, trainable: bool) -> Any:
     from peft import PeftModel
 
     try:
