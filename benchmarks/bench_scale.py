@@ -259,6 +259,7 @@ def refresh(doc: dict, results: dict[str, dict]) -> dict:
         if "append_50_seconds" not in r and r.get("bits_per_param") is not None and r["bits_per_param"] > (doc.get("bits_per_param") or 0):
             old.setdefault("bits_per_param", doc.get("bits_per_param"))
             doc["bits_per_param"], src["bits_per_param"] = r["bits_per_param"], name
+        r = r | curve_figures(r.get("curve", []))
         for k in [k for k in r if k.startswith("peak_rss_mb_") or k in GOAL_KEYS]:  # a --commands run, or goals left open
             if k in doc and doc[k] is not None and k not in old:
                 old[k] = doc[k]
@@ -267,6 +268,22 @@ def refresh(doc: dict, results: dict[str, dict]) -> dict:
             doc["not_measured"] = {**doc.get("not_measured", {}), **r["not_measured"]}
     doc["superseded"], doc["figures_from"] = old, src
     return doc
+
+
+def curve_figures(curve: list[dict]) -> dict:
+    """The goal figures of a write curve's goal sizes (3,000 and 10,000 records): seconds when certified in full
+    (else None), the certified share, and the write's peak RSS.
+
+    >>> curve_figures([{"records": 3000, "seconds": 700.0, "certified": 0.93, "peak_rss_mb": 2100.0}, {"records": 100}])
+    {'records_3000_seconds': None, 'records_3000_certified': 0.93, 'peak_rss_mb_write_3000': 2100.0}
+    """
+    out: dict = {}
+    for r in curve:
+        if r.get("records") in (3000, 10000):
+            n = r["records"]
+            out |= {f"records_{n}_seconds": r["seconds"] if r["certified"] == 1.0 else None, f"records_{n}_certified": r["certified"],
+                    f"peak_rss_mb_write_{n}": r.get("peak_rss_mb")}
+    return out
 
 
 def main() -> None:
@@ -335,6 +352,7 @@ def main() -> None:
     r1000 = by_n.get(1000)
     out["records_1000_seconds"] = r1000["seconds"] if r1000 and r1000["certified"] == 1.0 else None
     out["records_1000_certified"] = r1000["certified"] if r1000 else None
+    out |= curve_figures(curve)
     done = [r for r in curve if r["certified"] == 1.0]
     if done and a.append:
         big = max(done, key=lambda r: r["records"])
