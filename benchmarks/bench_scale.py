@@ -11,13 +11,19 @@ plain transformers + PEFT loop for the throughput ratio. All numbers come from o
    / N), trained target tokens per second of training, the sizing chosen.
 2. Append: `memft append DIR new.jsonl` of `--append` new records to the largest adapter that certified, then
    `memft verify` of every record (old and new): seconds, and how many held records are no longer certified.
-3. Plain loop at N = 100: transformers + PEFT with the same adapter placement and rank, full forward with `labels`
-   (HF's loss over the full vocabulary), AdamW, the same batch size, for a fixed number of epochs: seconds per epoch,
-   against memft's seconds per epoch of training at N = 100.
+3. Plain loop at N = 100: transformers + PEFT with the same adapter placement, rank, batch size and learning rate
+   as memft's sizing chose, in the dtype `auto` resolves to (as memft's write), full forward with `labels` (HF's
+   loss over the full vocabulary), AdamW, for a fixed number of epochs: seconds per epoch, against memft's seconds
+   per epoch of training at N = 100.
 4. Bits per parameter: for each certified write, N x log2(10^10) bits over the adapter's trainable parameters.
 
 `--append-to DIR --held FILE` runs only step 2, on a copy of an adapter already written (FILE: the records it
 holds), and writes its own result file (--out).
+
+`--commands DIR --held FILE` runs every command a user runs on a written adapter, each on a copy of DIR in its
+own process: verify, recall --keys, audit, append of `--append` new records (then verify), forget of 10 keys;
+wall seconds and each process's peak RSS (`--skip` leaves some out). Every command's peak RSS is recorded
+(`peak_rss_mb`, MiB from wait4's rusage), and `--shared` notes in `machine` that other work shared the machine.
 
 `--refresh FILE[,FILE]` runs nothing: it brings --out's top-level figures up to date from result files measured
 apart (an append-only run's `append_50_*`, bench_capacity.py's `bits_per_param`), keeping what they replace under
