@@ -11,13 +11,19 @@ plain transformers + PEFT loop for the throughput ratio. All numbers come from o
    / N), trained target tokens per second of training, the sizing chosen.
 2. Append: `memft append DIR new.jsonl` of `--append` new records to the largest adapter that certified, then
    `memft verify` of every record (old and new): seconds, and how many held records are no longer certified.
-3. Plain loop at N = 100: transformers + PEFT with the same adapter placement and rank, full forward with `labels`
-   (HF's loss over the full vocabulary), AdamW, the same batch size, for a fixed number of epochs: seconds per epoch,
-   against memft's seconds per epoch of training at N = 100.
+3. Plain loop at N = 100: transformers + PEFT with the same adapter placement, rank, batch size and learning rate
+   as memft's sizing chose, in the dtype `auto` resolves to (as memft's write), full forward with `labels` (HF's
+   loss over the full vocabulary), AdamW, for a fixed number of epochs: seconds per epoch, against memft's seconds
+   per epoch of training at N = 100.
 4. Bits per parameter: for each certified write, N x log2(10^10) bits over the adapter's trainable parameters.
 
 `--append-to DIR --held FILE` runs only step 2, on a copy of an adapter already written (FILE: the records it
 holds), and writes its own result file (--out).
+
+`--commands DIR --held FILE` runs every command a user runs on a written adapter, each on a copy of DIR in its
+own process: verify, recall --keys, audit, append of `--append` new records (then verify), forget of 10 keys;
+wall seconds and each process's peak RSS (`--skip` leaves some out). Every command's peak RSS is recorded
+(`peak_rss_mb`, MiB from wait4's rusage), and `--shared` notes in `machine` that other work shared the machine.
 
 `--refresh FILE[,FILE]` runs nothing: it brings --out's top-level figures up to date from result files measured
 apart (an append-only run's `append_50_*`, bench_capacity.py's `bits_per_param`), keeping what they replace under
@@ -259,6 +265,7 @@ def refresh(doc: dict, results: dict[str, dict]) -> dict:
         if "append_50_seconds" not in r and r.get("bits_per_param") is not None and r["bits_per_param"] > (doc.get("bits_per_param") or 0):
             old.setdefault("bits_per_param", doc.get("bits_per_param"))
             doc["bits_per_param"], src["bits_per_param"] = r["bits_per_param"], name
+        r = r | curve_figures(r.get("curve", []))
         for k in [k for k in r if k.startswith("peak_rss_mb_") or k in GOAL_KEYS]:  # a --commands run, or goals left open
             if k in doc and doc[k] is not None and k not in old:
                 old[k] = doc[k]
@@ -267,6 +274,22 @@ def refresh(doc: dict, results: dict[str, dict]) -> dict:
             doc["not_measured"] = {**doc.get("not_measured", {}), **r["not_measured"]}
     doc["superseded"], doc["figures_from"] = old, src
     return doc
+
+
+def curve_figures(curve: list[dict]) -> dict:
+    """The goal figures of a write curve's goal sizes (3,000 and 10,000 records): seconds when certified in full
+    (else None), the certified share, and the write's peak RSS.
+
+    >>> curve_figures([{"records": 3000, "seconds": 700.0, "certified": 0.93, "peak_rss_mb": 2100.0}, {"records": 100}])
+    {'records_3000_seconds': None, 'records_3000_certified': 0.93, 'peak_rss_mb_write_3000': 2100.0}
+    """
+    out: dict = {}
+    for r in curve:
+        if r.get("records") in (3000, 10000):
+            n = r["records"]
+            out |= {f"records_{n}_seconds": r["seconds"] if r["certified"] == 1.0 else None, f"records_{n}_certified": r["certified"],
+                    f"peak_rss_mb_write_{n}": r.get("peak_rss_mb")}
+    return out
 
 
 def main() -> None:
@@ -335,6 +358,7 @@ def main() -> None:
     r1000 = by_n.get(1000)
     out["records_1000_seconds"] = r1000["seconds"] if r1000 and r1000["certified"] == 1.0 else None
     out["records_1000_certified"] = r1000["certified"] if r1000 else None
+    out |= curve_figures(curve)
     done = [r for r in curve if r["certified"] == 1.0]
     if done and a.append:
         big = max(done, key=lambda r: r["records"])
