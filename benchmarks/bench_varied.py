@@ -92,7 +92,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     doc = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
     runs = {r["records"]: r for r in doc.get("runs", [])}
-    earlier = doc.get("earlier_runs", [])
+    earlier, note = doc.get("earlier_runs", []), doc.get("note")  # what came before is kept
     for n in [int(x) for x in a.sizes.split(",")]:
         row = run(n, a.seed, work, a.time_limit, a.model)
         row |= {"command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]), "seed": a.seed, "machine": machine(a.shared)}
@@ -103,7 +103,7 @@ def main() -> None:
         doc = {"runs": [runs[k] for k in sorted(runs)]}
         doc |= {f"records_{k}_certified": runs[k]["certified"] for k in sorted(runs)}
         doc |= {f"records_{k}_seconds": runs[k]["seconds"] for k in sorted(runs)}
-        doc |= {"earlier_runs": earlier}
+        doc |= {"earlier_runs": earlier} | ({"note": note} if note else {})
         Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {a.out}")
 
