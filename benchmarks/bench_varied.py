@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import lora_params, memft, timed_write  # noqa: E402  (the same write-and-time as the scale benchmark)
+
+
+PROGRESS = re.compile(r"training step (\d+)/\d+\s+certified ([\d.]+)%.*?elapsed (\d+) s")
 
 
 def machine(shared: bool) -> dict:
@@ -61,6 +65,8 @@ def run(n: int, seed: int, work: Path, time_limit: float, model: str) -> dict:
     verify_seconds = time.perf_counter() - t0
     ver = json.loads((work / f"verify{n}.json").read_text()) if (work / f"verify{n}.json").exists() else {}
     forecast = [line for line in stderr.splitlines() if line.startswith("forecast:")]
+    # the write's progress lines (one every 30 s): [step, certified share, elapsed s], how the share moved
+    progress = [[int(m[1]), round(float(m[2]) / 100, 4), int(m[3])] for m in PROGRESS.finditer(stderr)]
     return {
         "records": n, "value_tokens": sum(lengths), "value_tokens_min": min(lengths), "value_tokens_median": statistics.median(lengths),
         "value_tokens_max": max(lengths), "seconds": round(wall, 1), "train_seconds": tr["seconds"], "certified": r["certified"],
@@ -68,6 +74,7 @@ def run(n: int, seed: int, work: Path, time_limit: float, model: str) -> dict:
         "steps": tr["steps"], "epochs": tr["epochs"], "trained_passes": tr["trained_passes"], "checked_passes": tr["checked_passes"],
         "checks_per_trained_pass": round(tr["checked_passes"] / max(tr["trained_passes"], 1), 3), "min_prob": r.get("min_prob"),
         "sizing": meta.get("sizing"), "lora_params": lora_params(out), "forecast": forecast[0] if forecast else None,
+        "progress": progress,
     }
 
 
@@ -85,14 +92,18 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     doc = json.loads(Path(a.out).read_text()) if Path(a.out).exists() else {}
     runs = {r["records"]: r for r in doc.get("runs", [])}
+    earlier, note = doc.get("earlier_runs", []), doc.get("note")  # what came before is kept
     for n in [int(x) for x in a.sizes.split(",")]:
         row = run(n, a.seed, work, a.time_limit, a.model)
         row |= {"command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]), "seed": a.seed, "machine": machine(a.shared)}
+        if n in runs:
+            earlier.append(runs[n])  # the run this one replaces is kept, never overwritten
         runs[n] = row
         print(json.dumps(row), flush=True)
         doc = {"runs": [runs[k] for k in sorted(runs)]}
         doc |= {f"records_{k}_certified": runs[k]["certified"] for k in sorted(runs)}
         doc |= {f"records_{k}_seconds": runs[k]["seconds"] for k in sorted(runs)}
+        doc |= {"earlier_runs": earlier} | ({"note": note} if note else {})
         Path(a.out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {a.out}")
 
