@@ -118,9 +118,7 @@ def lora_gguf(version: Any, base: Path, tmp: Path) -> Path:
 
     from memft.model.base import cache_root
     from memft.runtime.certify import invocation_tokens
-    from memft.runtime.gguf_export import Shape, write_lora_gguf
     from memft.runtime.gguf_header import file_key
-
     from memft.store import adapters
 
     meta, invocation = version.meta, invocation_tokens(version.folder)
@@ -129,6 +127,8 @@ def lora_gguf(version: Any, base: Path, tmp: Path) -> Path:
     entry = cache_root() / "lora-gguf" / f"{key}.gguf"
     if meta.files and entry.is_file():
         return entry
+    from memft.runtime.gguf_export import Shape, write_lora_gguf  # numpy and gguf: only when there is something to export
+
     copy = tmp / "adapter"  # the bytes of this version, not whatever the folder holds by now
     copy.mkdir()
     (copy / adapters.CONFIG).write_bytes(version.config)
