@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memft.errors import AdapterError, ConfigError
+from memft.errors import ConfigError
 from memft.prompts.records import Record
 
 
@@ -71,11 +71,7 @@ def recall_in_llamacpp(folder: str | Path, keys: Sequence[str], base_gguf: str |
     tok = fast_tokenizer(meta.base.spec, meta.seed)
     if tok is None:
         raise ConfigError(f"{folder}: no tokenizer.json for base {meta.base.spec!r}; recall with --runtime torch")
-    book = None if version.ledger is None else ledger.parse(version.ledger, version.folder / ledger.LEDGER)
-    if book is not None:
-        ledger.check_against(meta, book, version.folder)
-    elif meta.records.digests is not None:
-        raise AdapterError(f"{version.folder}: {ledger.LEDGER} is missing but memft.json lists the records' digests; {adapters.DAMAGED}")
+    book = ledger.of_version(version)
     held = None if book is None else [e.key for e in book.entries]
     known = None if held is None else set(held)
     base = Path(base_gguf) if base_gguf else default_base_gguf(meta.base.spec)

@@ -196,6 +196,21 @@ def next_scheme(old: Ledger | None) -> DigestScheme:
     return (old.scheme if old else DigestScheme()).upgraded()
 
 
+def of_version(version: Any) -> Ledger | None:
+    """The ledger of one version of a folder (memft.store.adapters.read_version), parsed and checked against its
+    memft.json; None for a folder written without one. A folder whose memft.json lists record digests but has no
+    ledger.json is damaged: without the ledger, recall could not tell a held key from an invented one."""
+    from memft.store.adapters import DAMAGED
+
+    if version.ledger is None:
+        if version.meta.records.digests is not None:
+            raise AdapterError(f"{version.folder}: {LEDGER} is missing but memft.json lists the records' digests; {DAMAGED}")
+        return None
+    book = parse(version.ledger, version.folder / LEDGER)
+    check_against(version.meta, book, version.folder)
+    return book
+
+
 def read(folder: str | Path) -> Ledger:
     """The ledger of `folder`, read with memft.json as one version (memft.store.folders.read_consistent) and checked
     against it (check_against), after cleaning what an interrupted save left beside the folder."""

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memft.errors import AdapterError
 from memft.model.base import Base, load_base
 from memft.store import adapters
-from memft.store.ledger import LEDGER, Ledger
+from memft.store.ledger import Ledger
 from memft.store.meta import AdapterMeta
 
 
@@ -50,11 +49,6 @@ def load_adapter(folder: str | Path, device: str = "auto", dtype: str | None = N
     from memft.store import ledger
 
     v = adapters.read_version(folder)
-    book = None
-    if v.ledger is not None:
-        book = ledger.parse(v.ledger, v.folder / LEDGER)
-        ledger.check_against(v.meta, book, v.folder)
-    elif v.meta.records.digests is not None:
-        raise AdapterError(f"{v.folder}: {LEDGER} is missing but memft.json lists the records' digests; {adapters.DAMAGED}")
+    book = ledger.of_version(v)
     base = load_base(v.meta.base.spec, device, dtype or v.meta.certification.dtype, seed=v.meta.seed)
     return Loaded(adapters.load(v, base.model, trainable), v.meta, base, v.folder, book)
