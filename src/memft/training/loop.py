@@ -136,7 +136,7 @@ def train(
         if loss is not None:  # None: the objective has nothing to learn from this batch
             update.step(loss, step, row["certified"])
             book.parameters_changed()
-            work.trained, work.since_check, work.tokens = work.trained + len(idx), work.since_check + len(idx), work.tokens + int(p.batch.lengths.sum())
+            work.step(len(idx), int(p.batch.lengths.sum()))
             budget.trained(len(idx))
         step += 1
     if on_step:

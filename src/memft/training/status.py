@@ -45,6 +45,12 @@ class Work:
     tokens: int = 0
     since_check: int = 0
 
+    def step(self, records: int, tokens: int) -> None:
+        """An optimizer step trained `records` record passes holding `tokens` target tokens."""
+        self.trained += records
+        self.since_check += records
+        self.tokens += tokens
+
 
 class StatusBook:
     """Statuses of n records; `forget`: indices whose goal is to stop being recalled; `margin`: the certification
