@@ -72,6 +72,24 @@ def hf_probs(logits: torch.Tensor, T: float, P: float, K: int) -> torch.Tensor:
     return procs(torch.zeros((logits.shape[0], 1), dtype=torch.long), logits.clone())
 
 
+def spec_scores(logits: torch.Tensor, T: float, P: float, K: int) -> torch.Tensor:
+    """The rule memft.checks.sampling's docstring states, written out here independently of transformers: scores / T;
+    top-k removes every score below the K-th largest (ties with it kept); top-p removes, in ascending sorted order,
+    the tokens whose cumulative softmax mass is <= 1 - P, never the largest."""
+    s = logits.float()
+    if T != 1.0:
+        s = s / T
+    if K != 0:
+        kth = torch.topk(s, min(max(K, 1), s.shape[-1]), dim=-1).values[:, -1:]
+        s = s.masked_fill(s < kth, -math.inf)
+    if P < 1.0:
+        asc, order = torch.sort(s, descending=False)
+        drop = asc.softmax(dim=-1).cumsum(dim=-1) <= (1 - P)
+        drop[:, -1] = False
+        s = s.masked_fill(drop.scatter(1, order, drop), -math.inf)
+    return s
+
+
 def awkward_logits(V: int = 40) -> torch.Tensor:
     """Random rows [N, V] plus ties (quantised scores, a flat row) and extreme values (±1e4, -inf, one huge spike)."""
     g = torch.Generator().manual_seed(1)
@@ -100,6 +118,7 @@ def test_equals_hf_warpers(T, P, K):
     ref = hf_probs(logits, T, P, K)  # float32 scores with -inf where HF filters
     ours = warp_scores(logits, T, P, K)
     assert torch.equal(ours == -math.inf, ref == -math.inf), "kept sets must be identical"
+    assert torch.equal(ours == -math.inf, spec_scores(logits, T, P, K) == -math.inf), "and the ones the docstring states"
     assert torch.allclose(sampling_probs(logits, T, P, K), ref.double().softmax(-1), atol=1e-6, rtol=0)
     targets = torch.randint(0, logits.shape[1], (logits.shape[0],))
     want = ref.softmax(-1).gather(1, targets[:, None]).squeeze(1).double()
