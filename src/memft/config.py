@@ -119,6 +119,10 @@ class TrainConfig:
     # Training goal: every target token is the argmax AND has p > margin. 0.5 is the paper's sufficient line and
     # leaves headroom against precision shifts (merging, bf16/fp16); 0 stops at bare certification (argmax only).
     margin: float = 0.5
+    # ... and every target's log-odds over the best other token >= this (nats); None: the allowance of the precision
+    # the run computes in (memft.certify.metrics.PRECISION_LOG_ODDS: 0 in fp32, 2.5 in bf16), so that a record
+    # certified in one batch stays the argmax in any other batch shape. Research runs use 0 (the paper's argmax).
+    precision_log_odds: float | None = None
     # True: update only records below metrics.exit_margin(margin) and re-check the rest with forward passes (see
     # memft.training.loop); what write/append/forget use. False: every record in every epoch, as the paper trains (research).
     active_set: bool = True
@@ -184,6 +188,9 @@ class TrainConfig:
             problems.append(f"--preserve-text {self.preserve_text}: no such file; give a UTF-8 text file of unrelated text")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
             problems.append(f"--margin must be a probability in [0, 1), got {self.margin}")
+        lo = self.precision_log_odds
+        if lo is not None and (isinstance(lo, bool) or not isinstance(lo, (int, float)) or not (math.isfinite(lo) and lo >= 0)):
+            problems.append(f"precision_log_odds must be a finite number of nats >= 0 (or None: the precision's own), got {lo!r}")
         from memft.objectives import OBJECTIVES, option_problems
 
         if self.method not in OBJECTIVES:

@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 from memft.certify.metrics import L_CRIT, TokenStats, free_run_compare, record_report, summarize
 
 
@@ -33,3 +35,29 @@ def test_summary_weights_tokens_and_counts_records():
     assert math.isclose(s["loss"], (0.2 + 1.3) / 6)
     assert s["stubborn_tokens"] == 1 and s["min_prob"] == 0.2
     assert summarize([record_report("a", TokenStats([1], [0.9], [True], [0.1]))])["exact_match"] is None
+
+
+def test_log_odds_from_prob_and_gap_match_the_logits():
+    import math
+
+    import torch
+
+    from memft.certify.metrics import log_odds
+    from memft.certify.evaluate import token_table
+    from types import SimpleNamespace as S
+
+    logits = torch.tensor([[3.0, 1.0, 0.5, -2.0], [0.0, 0.2, 0.1, 0.0]])
+    t = token_table(logits, S(targets=torch.tensor([0, 2])))
+    got = log_odds(t["prob"].tolist(), t["gap"].tolist())
+    assert got[0] == pytest.approx(2.0, abs=1e-5)  # 3.0 - 1.0
+    assert got[1] == pytest.approx(-0.1, abs=1e-5)  # 0.1 - 0.2: not the argmax
+    assert log_odds([1.0], [1.0]) == [math.inf]
+
+
+def test_meets_margin_with_an_allowance_needs_the_gaps():
+    from memft.certify.metrics import meets_margin
+
+    # p 0.6 over a runner-up at 0.3: ln 2 = 0.693 nats
+    assert meets_margin([True], [0.6], 0.5, [0.3], 0.69) and not meets_margin([True], [0.6], 0.5, [0.3], 0.70)
+    assert not meets_margin([True], [0.6], 0.5, [], 0.5)  # no gaps: cannot show the allowance
+    assert meets_margin([True], [0.6], 0.5, [], 0.0)

@@ -365,3 +365,31 @@ def test_a_rewrite_with_nothing_to_train_is_certified_by_a_teacher_forced_pass(t
         final = [p for i in tf for p in again.final[i].prob]
         assert final == pytest.approx([p for i in tf for p in tf[i].prob], abs=1e-6)
         assert again.final[0] is not warm.stats[0]  # the statistics certification was decided on are not the greedy ones
+
+
+def test_a_log_odds_allowance_trains_every_target_that_far_above_its_runner_up(tiny):
+    """margin 0 and allowance 3 nats: the run goes on past bare certification until each target's logit is 3 above
+    the best other token's, read back from an independent teacher-forced pass."""
+    from memft.certify.metrics import log_odds
+    from memft.model.base import load_base
+
+    _, _, bare = _run(tiny, TrainConfig(lr=2e-2, max_steps=300, margin=0.0, precision_log_odds=0.0))
+    model, items, held = _run(load_base("tiny-random", device="cpu", dtype="fp32"),
+                              TrainConfig(lr=2e-2, max_steps=300, margin=0.0, precision_log_odds=3.0))
+    assert held.certified_at is not None and held.steps > bare.steps and held.log_odds == 3.0 and bare.log_odds == 0.0
+    stats = teacher_forced(Runner(model, items, tiny.tokenizer.pad_token_id))
+    assert min(min(log_odds(s.prob, s.gap)) for s in stats.values()) >= 3.0
+    assert bare.final and min(min(log_odds(s.prob, s.gap)) for s in bare.final.values()) < 3.0
+
+
+@pytest.mark.parametrize("dtype, expected", [("fp32", 0.0), ("bf16", 2.5)])
+def test_the_allowance_follows_the_precision_the_base_computes_in(dtype, expected):
+    from memft.certify.metrics import PRECISION_LOG_ODDS
+    from memft.model.base import load_base
+    from memft.training.loop import allowance
+
+    base = load_base("tiny-random", device="cpu", dtype=dtype)
+    model, _ = peft_lora.attach(base.model, LoraSettings(rank=4, layers=(1,)))  # LoRA weights are fp32 either way
+    assert PRECISION_LOG_ODDS[dtype] == expected
+    assert allowance(model, TrainConfig()) == expected
+    assert allowance(model, TrainConfig(precision_log_odds=1.25)) == 1.25  # the config's, whatever the precision

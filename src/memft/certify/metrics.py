@@ -22,6 +22,15 @@ L_CRIT = math.log(2.0)  # loss of a token with p = 0.5: the certification line o
 # leaves the value there, with headroom so that a precision shift cannot flip a near-tie back.
 FORGET_P = 0.1
 
+# The log-odds (nats) a target must hold over the best other token, at every position, before a write calls its record
+# certified in that precision: how far the shapes a record is computed in can move it. bf16 rounds each layer's output
+# to 8 bits and the result depends on the matrix shapes the kernels get (batch size, padding): on one 1,050-record
+# PhoneBook adapter (benchmarks/results/precision.json), scoring the same records in batches of 64, 17 and 5 moved a
+# target's log-odds by up to 2.0 nats in bf16 (99th percentile 1.1); in fp32 by at most 1e-5. A record certified at
+# p 0.5003 in an append's check was at 0.46, not the argmax, in the next verify. fp16 was not measured: it rounds
+# to 11 bits, and gets bf16's allowance until it is.
+PRECISION_LOG_ODDS = {"fp32": 0.0, "bf16": 2.5, "fp16": 2.5}
+
 
 @dataclass
 class TokenStats:
@@ -107,13 +116,34 @@ def free_run_compare(generated: Sequence[int], targets: Sequence[int]) -> tuple[
     return exact, sum(agree) / n, first_false(agree)
 
 
-def meets_margin(correct: Sequence[bool], prob: Sequence[float], margin: float) -> bool:
-    """Certified with headroom: the target is the argmax everywhere and every p(target) > margin (0: argmax only).
+def log_odds(prob: Sequence[float], gap: Sequence[float]) -> list[float]:
+    """log p(target) - log p(best other token) at each position, from p and gap = p - p(other) (TokenStats):
+    > 0 exactly where the target is the strict argmax; inf where no other token has any probability.
+
+    >>> [round(x, 4) for x in log_odds([0.8, 0.5, 0.3], [0.7, 0.0, -0.4])]
+    [2.0794, 0.0, -0.8473]
+    """
+    out = []
+    for p, g in zip(prob, gap):
+        other = p - g
+        out.append(math.inf if other <= 0 else (-math.inf if p <= 0 else math.log(p) - math.log(other)))
+    return out
+
+
+def meets_margin(correct: Sequence[bool], prob: Sequence[float], margin: float, gap: Sequence[float] = (),
+                 min_log_odds: float = 0.0) -> bool:
+    """Certified with headroom: the target is the argmax everywhere, every p(target) > margin (0: argmax only) and,
+    when min_log_odds > 0, every target's log-odds over the best other token >= min_log_odds (PRECISION_LOG_ODDS;
+    a record whose gaps were not computed cannot show it).
 
     >>> meets_margin([True, True], [0.9, 0.45], 0.0), meets_margin([True, True], [0.9, 0.45], 0.5)
     (True, False)
+    >>> meets_margin([True], [0.6], 0.5, [0.2], 1.0), meets_margin([True], [0.9], 0.5, [0.85], 2.5), meets_margin([True], [0.9], 0.5, (), 2.5)
+    (False, True, False)
     """
-    return all(correct) and min(prob) > margin
+    if not (all(correct) and min(prob) > margin):
+        return False
+    return min_log_odds <= 0 or (len(gap) == len(prob) and min(log_odds(prob, gap)) >= min_log_odds)
 
 
 def exit_margin(margin: float) -> float:
@@ -125,6 +155,16 @@ def exit_margin(margin: float) -> float:
     (0.5, 0.75)
     """
     return (1.0 + margin) / 2
+
+
+def exit_log_odds(log_odds: float) -> float:
+    """The active set's bar for a precision allowance: ln 3 above it, the headroom exit_margin gives p 0.5 against one
+    competitor (0.75 / 0.25); 0 stays 0 (exit_margin's p bar already keeps the argmax with headroom).
+
+    >>> round(exit_log_odds(2.5), 4), exit_log_odds(0.0)
+    (3.5986, 0.0)
+    """
+    return log_odds + math.log(3) if log_odds > 0 else 0.0
 
 
 def forgotten(correct: Sequence[bool], prob: Sequence[float]) -> bool:

@@ -29,7 +29,7 @@ def research_train(method: str, **settings: Any) -> TrainConfig:
     """The TrainConfig of a research point: the paper's training, every record in every epoch (active_set off),
     stopping at certification itself (margin 0) unless `stop_when_certified=False`; `settings` are other
     TrainConfig fields (lr, max_steps, seed, batch_size, method_options, lr_schedule, ...)."""
-    return TrainConfig(method=method, **({"margin": 0.0, "active_set": False} | settings))
+    return TrainConfig(method=method, **({"margin": 0.0, "precision_log_odds": 0.0, "active_set": False} | settings))
 
 
 def options_for(method: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def save_fit(f: Fit, records: Sequence[Record], base: Base, lora: LoraSettings, 
             "checked_passes": res.checked,
             "trained_tokens": res.tokens,
             "loss_final": summary["loss"],
+            "log_odds_allowance": res.log_odds,  # what precision_log_odds resolved to (metrics.PRECISION_LOG_ODDS)
         },
         records=RecordsInfo(
             count=len(records),

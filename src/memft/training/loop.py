@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from memft.certify.evaluate import teacher_forced
-from memft.certify.metrics import exit_margin
+from memft.certify.metrics import PRECISION_LOG_ODDS, exit_log_odds, exit_margin
 from memft.config import TrainConfig
 from memft.model import lora_init
 from memft.model.forward import Runner
@@ -58,6 +58,7 @@ class TrainResult:
     # {record index: TokenStats} of the last full-vocabulary pass over every record with the final parameters
     # (what certification was decided on); evaluation reuses it instead of running the model again.
     final: dict[int, Any] = field(default_factory=dict)
+    log_odds: float = 0.0  # the allowance every goal held (allowance(): the precision's, or the config's)
 
 
 @dataclass
@@ -86,7 +87,8 @@ def train(
 ) -> TrainResult:
     """Train the adapter of `model` (a PEFT model) on `items` until every record meets its goal or cfg.max_steps.
 
-    Goals: a record to keep is certified with cfg.margin (argmax everywhere and every p > margin); a record whose
+    Goals: a record to keep is certified with cfg.margin (argmax everywhere, every p > margin and every log-odds over
+    the best other token >= the precision's allowance, `allowance`); a record whose
     index is in `forget` must stop being recalled (metrics.forgotten), and its tokens get the unlikelihood loss
     instead of the objective's. "certified" in the history and `certified_at` mean: every goal met.
     `preserve` (memft.training.preserve): a term added to every step's loss that keeps the base's predictions on
@@ -101,7 +103,9 @@ def train(
     runner.adopt(warm.prefix)
     vocab = restricted_vocab(runner, items, warm) if cfg.head_vocab == "restricted" else None
     active = cfg.active_set and cfg.batch_size < n  # a full batch sees (and trains) every record at every step
-    book = StatusBook(n, frozenset(forget), cfg.margin, exit_margin if active else (lambda m: m), margins)
+    lo = allowance(model, cfg)
+    book = StatusBook(n, frozenset(forget), cfg.margin, exit_margin if active else (lambda m: m), margins,
+                      log_odds=(lo, exit_log_odds(lo) if active else lo))
     work, budget, update, state = Work(), CheckBudget(n), Updater(model, cfg), {}  # state: the objective's memory
     check = Checker(runner, book, work, budget, vocab, cfg.batch_size, update.guard)
     loss_init = first_check(model, runner, check, warm, cfg)
@@ -142,7 +146,21 @@ def train(
     if on_step:
         on_step(history[-1])
     return TrainResult(steps=step, certified_at=certified_at, loss_init=loss_init, seconds=time.perf_counter() - t0, history=history,
-                       trained=work.trained, checked=work.checked, tokens=work.tokens, final=dict(book.latest) if book.fresh else {})
+                       trained=work.trained, checked=work.checked, tokens=work.tokens, final=dict(book.latest) if book.fresh else {},
+                       log_odds=lo)
+
+
+DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def allowance(model: Any, cfg: TrainConfig) -> float:
+    """The log-odds every target must hold for its record's goal: cfg.precision_log_odds, else the allowance of the
+    precision the frozen base computes in (its input embedding's dtype; LoRA weights are fp32 in every case)."""
+    if cfg.precision_log_odds is not None:
+        return float(cfg.precision_log_odds)
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    dtype = emb.weight.dtype if emb is not None else next(model.parameters()).dtype
+    return PRECISION_LOG_ODDS.get(DTYPES.get(dtype, "fp32"), 0.0)
 
 
 def restricted_vocab(runner: Runner, items: Sequence[Encoded], warm: Warm) -> TrainVocab:

@@ -55,7 +55,9 @@ class Work:
 class StatusBook:
     """Statuses of n records; `forget`: indices whose goal is to stop being recalled; `margin`: the certification
     margin; `bar`: a function from a margin to its training bar (the margin itself, or the active set's higher exit
-    margin); `margins`: {index: margin} for records that need more than `margin` (a runtime's arithmetic lost them).
+    margin); `margins`: {index: margin} for records that need more than `margin` (a runtime's arithmetic lost them);
+    `log_odds`: the goal's and the bar's least log-odds of a target over the best other token (the precision's
+    allowance, metrics.PRECISION_LOG_ODDS; 0: none).
 
     >>> from types import SimpleNamespace as S
     >>> b = StatusBook(2, frozenset(), margin=0.5, bar=lambda m: 0.8)
@@ -66,11 +68,15 @@ class StatusBook:
     False
     >>> b.full_pass(2); b.certified, round(b.mean_loss, 3)
     (True, 0.2)
+    >>> b = StatusBook(1, frozenset(), margin=0.5, log_odds=(2.0, 3.0))
+    >>> b.see(0, S(correct=[True], prob=[0.8], loss=[0.2], gap=[0.7])); b.ok[0], b.done[0]  # log-odds ln 8 = 2.08
+    (True, False)
     """
 
     def __init__(self, n: int, forget: frozenset[int], margin: float, bar: Callable[[float], float] = lambda m: m,
-                 margins: Mapping[int, float] | None = None):
+                 margins: Mapping[int, float] | None = None, log_odds: tuple[float, float] = (0.0, 0.0)):
         self.n, self.forget = n, forget
+        self.log_odds, self.bar_log_odds = log_odds
         self.margin = {i: (margins or {}).get(i, margin) for i in range(n)}  # each record's certification margin
         self.bar = {i: bar(m) for i, m in self.margin.items()}  # ... and its training bar
         self.ok: dict[int, bool] = {}
@@ -79,13 +85,15 @@ class StatusBook:
         self.loss: dict[int, float] = {}  # latest mean target loss of each record kept (the forecast's progress measure)
         self.fresh = True
 
-    def goal(self, i: int, correct: Sequence[bool], prob: Sequence[float], margin: float) -> bool:
-        return forgotten(correct, prob) if i in self.forget else meets_margin(correct, prob, margin)
+    def goal(self, i: int, st: Any, margin: float, log_odds: float) -> bool:
+        if i in self.forget:
+            return forgotten(st.correct, st.prob)
+        return meets_margin(st.correct, st.prob, margin, getattr(st, "gap", ()), log_odds)
 
     def see(self, i: int, st: Any) -> None:
         self.latest[i] = st
-        self.ok[i] = self.goal(i, st.correct, st.prob, self.margin[i])
-        self.done[i] = self.goal(i, st.correct, st.prob, self.bar[i])
+        self.ok[i] = self.goal(i, st, self.margin[i], self.log_odds)
+        self.done[i] = self.goal(i, st, self.bar[i], self.bar_log_odds)
         if i not in self.forget:
             self.loss[i] = sum(st.loss) / len(st.loss)
 
