@@ -388,8 +388,11 @@ def test_the_allowance_follows_the_precision_the_base_computes_in(dtype, expecte
     from memft.model.base import load_base
     from memft.training.loop import allowance
 
+    from memft.model.base import compute_dtype
+
     base = load_base("tiny-random", device="cpu", dtype=dtype)
     model, _ = peft_lora.attach(base.model, LoraSettings(rank=4, layers=(1,)))  # LoRA weights are fp32 either way
+    assert compute_dtype(model) == dtype
     assert PRECISION_LOG_ODDS[dtype] == expected
     assert allowance(model, TrainConfig()) == expected
     assert allowance(model, TrainConfig(precision_log_odds=1.25)) == 1.25  # the config's, whatever the precision

@@ -25,8 +25,9 @@ from memft.model.batching import pad
 from memft.prompts.encoding import Encoded, encode_all
 from memft.errors import ConfigError, RecordsError
 from memft.certify.evaluate import teacher_forced, token_nll
+from memft.model.base import compute_dtype
 from memft.model.forward import Runner
-from memft.certify.metrics import meets_margin
+from memft.certify.metrics import PRECISION_LOG_ODDS, meets_margin
 from memft.prompts.records import Record
 
 IGNORE = -100  # the label of a position without a target (transformers' and PyTorch's ignore_index)
@@ -220,7 +221,8 @@ class MemFTLoss:
 
 class CertificationStop(TrainerCallback):
     """Stops a Trainer once every record is certified: under teacher forcing the target is the argmax at every
-    target position and, with a margin M, also has p > M there.
+    target position and, with a margin M, also has p > M there (and, for a model computing in bf16, the precision's
+    log-odds allowance over the runner-up: memft.certify.metrics.PRECISION_LOG_ODDS).
 
     Every `every` optimizer steps (after the update) it runs a no-grad teacher-forced pass over the records with the
     model being trained (memft.certify.evaluate.teacher_forced, in eval mode) and sets control.should_training_stop when all
@@ -275,7 +277,9 @@ class CertificationStop(TrainerCallback):
             stats = teacher_forced(Runner(model, self.items, self.pad_id), self.batch_size)
         finally:
             model.train(was_training)
-        ok = [meets_margin(s.correct, s.prob, self.margin or 0.0) for s in stats.values()]
+        # in bf16 the goal also needs the precision's log-odds allowance, as a write's does (memft.certify.metrics)
+        lo = PRECISION_LOG_ODDS[compute_dtype(model)] if self.margin is not None else 0.0
+        ok = [meets_margin(s.correct, s.prob, self.margin or 0.0, s.gap, lo) for s in stats.values()]
         return {"certified": sum(ok) / len(ok), "min_prob": min(min(s.prob) for s in stats.values())}
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

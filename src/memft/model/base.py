@@ -99,6 +99,16 @@ def torch_dtype(name: str) -> Any:
     return getattr(torch, DTYPE_NAMES[name])
 
 
+def compute_dtype(model: Any) -> str:
+    """The precision a (PEFT-wrapped) model's frozen base computes in, as a DTYPE_NAMES key: its input embedding's dtype
+    (LoRA weights are fp32 whatever the base's); "fp32" for a dtype memft does not name."""
+    import torch
+
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    dtype = emb.weight.dtype if emb is not None else next(model.parameters()).dtype
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
 def load_base(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto", seed: int = 0) -> Base:
     """Load a frozen base model and its tokenizer (see module doc for `spec`). Parameters are frozen."""
     device = resolve_device(device)

@@ -33,6 +33,7 @@ from memft.certify.evaluate import teacher_forced
 from memft.certify.metrics import PRECISION_LOG_ODDS, exit_log_odds, exit_margin
 from memft.config import TrainConfig
 from memft.model import lora_init
+from memft.model.base import compute_dtype
 from memft.model.forward import Runner
 from memft.model.vocab import TrainVocab
 from memft.prompts.encoding import Encoded
@@ -150,17 +151,12 @@ def train(
                        log_odds=lo)
 
 
-DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
 def allowance(model: Any, cfg: TrainConfig) -> float:
     """The log-odds every target must hold for its record's goal: cfg.precision_log_odds, else the allowance of the
-    precision the frozen base computes in (its input embedding's dtype; LoRA weights are fp32 in every case)."""
+    precision the frozen base computes in (model.base.compute_dtype)."""
     if cfg.precision_log_odds is not None:
         return float(cfg.precision_log_odds)
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    dtype = emb.weight.dtype if emb is not None else next(model.parameters()).dtype
-    return PRECISION_LOG_ODDS.get(DTYPES.get(dtype, "fp32"), 0.0)
+    return PRECISION_LOG_ODDS[compute_dtype(model)]
 
 
 def restricted_vocab(runner: Runner, items: Sequence[Encoded], warm: Warm) -> TrainVocab:
