@@ -274,3 +274,18 @@ def test_certification_stop_checks_every_k_steps_and_the_final_parameters(tiny, 
     assert [h["step"] for h in stop.history] == [4, 8, 10] and stop.certified_at is None and stop.certified == 0.0
     reps = evaluate(model, tiny.tokenizer, encode_all(RECORDS, tiny.tokenizer), generate="never")
     assert stop.min_prob == pytest.approx(min(r.min_prob for r in reps), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype, margin, passes", [("fp32", 0.5, 1.0), ("bf16", 0.5, 0.0), ("bf16", None, 1.0)])
+def test_certification_stop_holds_the_bf16_allowance(monkeypatch, dtype, margin, passes):
+    """A target at p 0.6 over a runner-up at 0.3 (log-odds ln 2): certified with margin 0.5 in fp32, not in bf16,
+    where a write would need 2.5 nats (memft.certify.metrics.PRECISION_LOG_ODDS); margin None is bare argmax."""
+    from types import SimpleNamespace as S
+
+    from memft.integrations import trainer
+    from memft.model.base import load_base
+
+    base = load_base("tiny-random", device="cpu", dtype=dtype)
+    stop = CertificationStop(RECORDS, base.tokenizer, margin=margin)
+    monkeypatch.setattr(trainer, "teacher_forced", lambda runner, bs: {0: S(correct=[True, True], prob=[0.6, 0.9], gap=[0.3, 0.85])})
+    assert stop.check(base.model)["certified"] == passes
