@@ -222,3 +222,32 @@ def test_json_dash_prints_the_report_and_forget_takes_the_training_options_of_ap
 def test_ratios_are_fractions_or_percent_signs_never_both_readings_of_one_number():
     bad = memft("bench", "stress", "--model", "tiny-random", "--ratios", "0,50")
     assert bad.returncode == 2 and "50%" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_a_write_that_ends_exact_but_inside_the_bf16_allowance_says_so_with_exit_0(tmp_path, capsys):
+    """Certified records, one of them 0.4 nats from its runner-up while the run held 2.5: exit 0 (the memory is
+    exact), one warning line on stderr naming the count, and the count in the JSON report."""
+    import json
+    from types import SimpleNamespace as S
+
+    import typer
+
+    from memft.certify.metrics import RecordReport, summarize
+    from memft.cli.main import _report_write
+    from memft.training.sizing import size_for
+
+    reports = [RecordReport("a:", 1, True, None, 1.0, None, None, None, [], None, 0.97, True, 0.03, min_gap=0.95, min_log_odds=3.4),
+               RecordReport("b:", 1, True, None, 1.0, None, None, None, [], None, 0.55, True, 0.6, min_gap=0.2, min_log_odds=0.45)]
+    res = S(summary=summarize(reports), reports=reports, all_certified=True,
+            meta=S(train={"steps": 3, "log_odds_allowance": 2.5}, base=S(dtype="bf16"), extra={}))
+    with pytest.raises(typer.Exit) as e:
+        _report_write(res, tmp_path / "ad", size_for(2), None, None, tmp_path / "r.json", False, True)
+    assert e.value.exit_code == 0
+    err = capsys.readouterr().err
+    assert "1 of 2 record(s) are exact in this run but closer to another token than the bf16 allowance (2.5 nats)" in " ".join(err.split())
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["within_allowance"] == 1 and rep["min_log_odds"] == pytest.approx(0.45)
+    res.meta.train["log_odds_allowance"] = 0.0  # fp32: no allowance, no line
+    with pytest.raises(typer.Exit):
+        _report_write(res, tmp_path / "ad", size_for(2), None, None, None, False, True)
+    assert "allowance" not in capsys.readouterr().err

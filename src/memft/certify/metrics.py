@@ -61,6 +61,8 @@ class RecordReport:
     loss: float  # mean target loss
     recalled: str | None = None  # the generated text; a secret when the record is one: reports leave it out
     min_gap: float | None = None  # smallest p(target) - p(best other token); None when gaps were not computed
+    # smallest log p(target) - log p(best other token) (log_odds); what PRECISION_LOG_ODDS is held against
+    min_log_odds: float | None = None
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
         """The report as JSON. reveal=False (the default) leaves out the recalled text and everything that says how
@@ -199,7 +201,23 @@ def record_report(key: str, stats: TokenStats, generated: Sequence[int] | None =
         loss=sum(stats.loss) / n,
         recalled=recalled,
         min_gap=min(stats.gap) if stats.gap else None,
+        min_log_odds=min(log_odds(stats.prob, stats.gap)) if stats.gap else None,
     )
+
+
+def within_allowance(reports: Sequence[RecordReport], allowance: float) -> list[str]:
+    """Keys of the certified records some target of which is closer to its runner-up than `allowance` nats: exact in
+    the pass that scored them, but another batch shape or precision may flip them (PRECISION_LOG_ODDS).
+
+    >>> r = [RecordReport("a", 1, True, None, 1, None, None, None, [], None, 0.9, True, 0.1, min_log_odds=3.1),
+    ...      RecordReport("b", 1, True, None, 1, None, None, None, [], None, 0.6, True, 0.5, min_log_odds=0.4),
+    ...      RecordReport("c", 1, False, None, 0.5, None, None, 0, [0], 0, 0.3, False, 1.2, min_log_odds=-0.2)]
+    >>> within_allowance(r, 2.5), within_allowance(r, 0.0)
+    (['b'], [])
+    """
+    if allowance <= 0:
+        return []
+    return [r.key for r in reports if r.certified and r.min_log_odds is not None and r.min_log_odds < allowance]
 
 
 class Summary(TypedDict):
@@ -214,6 +232,7 @@ class Summary(TypedDict):
     stubborn_tokens: int  # target tokens at p <= 0.5
     min_prob: float
     min_gap: float | None
+    min_log_odds: float | None
     loss: float  # mean target loss over every token (end of sequence included)
 
 
@@ -232,5 +251,6 @@ def summarize(reports: Sequence[RecordReport]) -> Summary:
         "stubborn_tokens": sum(len(r.stubborn_positions) for r in reports),
         "min_prob": min(r.min_prob for r in reports),
         "min_gap": min((r.min_gap for r in reports if r.min_gap is not None), default=None),
+        "min_log_odds": min((r.min_log_odds for r in reports if r.min_log_odds is not None), default=None),
         "loss": sum(r.loss * (r.length + 1) for r in reports) / tokens,
     }

@@ -151,6 +151,7 @@ def _absolute(path: Path | None) -> Path | None:
 def _report_write(res: Any, out: Path, size: Any, watch: Any, outcome: Any, json_out: Path | None, reveal: bool, quiet: bool) -> None:
     """The end of `memft write`: the JSON report, the tables, the exit-1 line, the forecast's advice and, with
     --deploy, the runtime's verdict; exits."""
+    from memft.certify.metrics import within_allowance
     from memft.cli import render
 
     report = {**res.summary, "out": str(out), "steps": res.meta.train["steps"], "sizing": size.to_json(),
@@ -161,6 +162,9 @@ def _report_write(res: Any, out: Path, size: Any, watch: Any, outcome: Any, json
     if f is not None:
         report["forecast"] = {"steps_done": f.steps_done, "steps_needed": f.steps_needed, "budget_steps": f.budget_steps,
                               "epochs_done": f.epochs_done, "epochs_needed": f.epochs_needed, "on_track": f.on_track}
+    allowance = res.meta.train.get("log_odds_allowance") or 0.0
+    near = within_allowance(res.reports, allowance)
+    report["within_allowance"] = len(near)
     if json_out:
         write_json(json_out, safejson.dumps(report))
     if not quiet:
@@ -168,6 +172,8 @@ def _report_write(res: Any, out: Path, size: Any, watch: Any, outcome: Any, json
         if failed:
             render.console.print(render.records_table(failed))
         render.console.print(render.summary_table(res.summary, title=f"written to {out}"))
+    if near and res.all_certified:  # exact, but the run ended before every record held the precision's allowance
+        render.within_allowance_line(len(near), len(res.reports), res.meta.base.dtype, allowance)
     if not res.all_certified:  # exit 1 always comes with one line saying what is not exact, --quiet or not
         render.not_exact(res.reports, out)
     if not res.all_certified and f is not None and not quiet:

@@ -62,6 +62,13 @@ def not_exact(reports: Sequence[Any], where: Any) -> None:
                   soft_wrap=True, markup=False, highlight=False)
 
 
+def within_allowance_line(near: int, total: int, dtype: str, allowance: float) -> None:
+    """The stderr line of a write that ended exact but with records inside the precision's allowance (exit 0)."""
+    console.print(f"memft: warning: {near} of {total} record(s) are exact in this run but closer to another token than the "
+                  f"{dtype} allowance ({allowance:g} nats): another batch shape may flip them; `memft verify` checks them "
+                  "again, and a write with more --max-steps (or --dtype fp32) leaves none", soft_wrap=True, markup=False, highlight=False)
+
+
 PLAIN_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal (CI, nohup, a pipe)
 
 
