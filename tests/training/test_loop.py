@@ -121,17 +121,20 @@ def test_active_set_certifies_with_fewer_trained_passes_than_plain(tiny):
 
 
 def test_active_set_trains_only_what_is_new(tiny):
-    # Certify 6 records, then train on them plus 3 new ones: only the 3 new ones start active, the 6 held ones are
-    # re-checked with forward passes and every record is certified at the end.
+    # Certify 6 records, then train on them plus 3 new ones: only the 3 new ones start active (the 6 held ones meet
+    # their goal, so they rest until they fail it, even below the training bar: StatusBook.settle), the held ones
+    # are re-checked with forward passes and every record is certified at the end.
     model, items, res = _run(tiny, TrainConfig(lr=2e-2, max_steps=300, margin=0.5), n=6)
     assert res.certified_at is not None
     new = [r for r in phonebook(12, seed=99) if r.key not in {e.key for e in items}][:3]
     more = list(items) + encode_all(new, tiny.tokenizer)
     stats = teacher_forced(Runner(model, more, tiny.tokenizer.pad_token_id))
-    held_done = sum(min(stats[i].prob) > 0.75 and all(stats[i].correct) for i in range(6))
+    held_ok = sum(min(stats[i].prob) > 0.5 and all(stats[i].correct) for i in range(6))
+    below_bar = sum(min(stats[i].prob) <= 0.75 for i in range(6))
     res2 = train(model, more, tiny.tokenizer.pad_token_id, TrainConfig(lr=2e-2, max_steps=300, margin=0.5, batch_size=4), 2)
     assert res2.certified_at is not None
-    assert res2.history[0]["active"] == 9 - held_done
+    assert held_ok == 6 and below_bar >= 1  # certified, and some below the bar: the case where settling matters
+    assert res2.history[0]["active"] == 3
     stats = teacher_forced(Runner(model, more, tiny.tokenizer.pad_token_id))
     assert all(all(s.correct) and min(s.prob) > 0.5 for s in stats.values())
 

@@ -183,6 +183,7 @@ def first_check(model: Any, runner: Runner, check: Checker, warm: Warm, cfg: Tra
     else:
         stats0 = {i: warm.stats[i] for i in range(n) if i in warm.stats} | stats0
     book.see_all(stats0)
+    book.settle(range(n))  # records meeting their goal already (a rewrite's held ones) rest until they fail it
     check.work.checked += len(first)
     if len(first) < n:
         # Statistics taken from greedy recall (memft.certify.decode) choose what to train, but they come from a

@@ -10,7 +10,7 @@ Core layer (training).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -77,6 +77,7 @@ class StatusBook:
                  margins: Mapping[int, float] | None = None, log_odds: tuple[float, float] = (0.0, 0.0)):
         self.n, self.forget = n, forget
         self.log_odds, self.bar_log_odds = log_odds
+        self.settled: set[int] = set()  # records resting at their goal, not the bar (settle)
         self.margin = {i: (margins or {}).get(i, margin) for i in range(n)}  # each record's certification margin
         self.bar = {i: bar(m) for i, m in self.margin.items()}  # ... and its training bar
         self.ok: dict[int, bool] = {}
@@ -93,9 +94,31 @@ class StatusBook:
     def see(self, i: int, st: Any) -> None:
         self.latest[i] = st
         self.ok[i] = self.goal(i, st, self.margin[i], self.log_odds)
-        self.done[i] = self.goal(i, st, self.bar[i], self.bar_log_odds)
+        if i in self.settled and not self.ok[i]:
+            self.settled.discard(i)  # it failed its goal: trained to the bar like any other from now on
+        self.done[i] = self.ok[i] if i in self.settled else self.goal(i, st, self.bar[i], self.bar_log_odds)
         if i not in self.forget:
             self.loss[i] = sum(st.loss) / len(st.loss)
+
+    def settle(self, indices: Iterable[int]) -> None:
+        """Records that come in meeting their goal (a rewrite's held records, recovered from the adapter that holds
+        them) rest until they fail it: their bar is their goal, not the higher training bar, so an append does not
+        train again what is already certified. One that fails its goal is trained to the bar like any other. The
+        final full check still decides.
+
+        >>> from types import SimpleNamespace as S
+        >>> b = StatusBook(2, frozenset(), margin=0.5, bar=lambda m: 0.8)
+        >>> b.see_all({0: S(correct=[True], prob=[0.7], loss=[0.3]), 1: S(correct=[True], prob=[0.4], loss=[0.9])})
+        >>> b.settle([0, 1]); b.done, sorted(b.settled)
+        ({0: True, 1: False}, [0])
+        >>> b.see(0, S(correct=[True], prob=[0.45], loss=[0.8])); b.see(0, S(correct=[True], prob=[0.7], loss=[0.3]))
+        >>> b.done[0], b.settled  # it failed once: back to the bar
+        (False, set())
+        """
+        for i in indices:
+            if i not in self.forget and self.ok.get(i):
+                self.settled.add(i)
+                self.done[i] = True
 
     def see_all(self, stats: Mapping[int, Any]) -> None:
         for i, st in stats.items():
