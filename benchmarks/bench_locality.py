@@ -57,7 +57,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # A confined to the directions general text's inputs barely use (memft.training.null_init); "-frozen": A not
     # trained (a_lr_scale 0, only B moves, so A stays there); "-rN": that adapter rank instead of the sized one.
     **{f"{init}{frozen}{rk}": ({"rank": int(rk[2:])} if rk else {}, {"preserve": 0.0, "lora_init": init, **({"a_lr_scale": 0.0} if frozen else {})})
-       for init in ("null", "null-contrast") for frozen in ("", "-frozen") for rk in ("", "-r32", "-r64")},
+       for init in ("null", "null-contrast") for frozen in ("", "-frozen") for rk in ("", "-r8", "-r32", "-r64")},
     # a frozen A slows B's learning (only B moves): the same with the learning rate of small sets (1e-2)
     **{f"null-contrast-frozen{rk}-lr0.01": ({"rank": int(rk[2:])} if rk else {}, {"preserve": 0.0, "lora_init": "null-contrast", "a_lr_scale": 0.0, "lr": 0.01})
        for rk in ("", "-r32")},
