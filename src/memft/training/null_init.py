@@ -23,10 +23,10 @@ from memft.model.forward import Runner
 from memft.prompts.encoding import Encoded, text_ids
 from memft.training import preserve
 
+INITS = {"null": False, "null-contrast": True}  # TrainConfig.lora_init -> null_rows(contrast=...)
 # Text positions whose inputs make the second moment: the smallest eigenvalues of a sample second moment sit below
 # the true ones when the sample is not many times the dimension (the MLP's down projection reads 1,536 dims on
 # SmolLM2), so this takes many more positions than the preservation term's pool.
-INITS = {"null": False, "null-contrast": True}  # TrainConfig.lora_init -> null_rows(contrast=...)
 WINDOWS = 128
 WINDOW_TOKENS = 128
 
