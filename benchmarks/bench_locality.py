@@ -42,6 +42,7 @@ from memft.config import LoraSettings, TrainConfig
 from memft.model.base import load_base
 from memft.prompts.records import write_records
 from memft.research.bench.phonebook import phonebook
+from memft.training import null_init
 from memft.training.sizing import size_for
 
 # name -> (LoraSettings overrides, TrainConfig overrides). `none`: an always-on adapter without a remedy.
@@ -53,6 +54,13 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "weight-decay-0.1": ({}, {"preserve": 0.0, "weight_decay": 0.1}),
     "rank-4": ({"rank": 4}, {"preserve": 0.0}),
     "rank-16": ({"rank": 16}, {"preserve": 0.0}),
+    # A confined to the directions general text's inputs barely use (memft.training.null_init); "-frozen": A not
+    # trained (a_lr_scale 0, only B moves, so A stays there); "-rN": that adapter rank instead of the sized one.
+    **{f"{init}{frozen}{rk}": ({"rank": int(rk[2:])} if rk else {}, {"preserve": 0.0, "lora_init": init, **({"a_lr_scale": 0.0} if frozen else {})})
+       for init in ("null", "null-contrast") for frozen in ("", "-frozen") for rk in ("", "-r8", "-r32", "-r64")},
+    # a frozen A slows B's learning (only B moves): the same with the learning rate of small sets (1e-2)
+    **{f"null-contrast-frozen{rk}-lr0.01": ({"rank": int(rk[2:])} if rk else {}, {"preserve": 0.0, "lora_init": "null-contrast", "a_lr_scale": 0.0, "lr": 0.01})
+       for rk in ("", "-r32")},
 }
 GOAL_RECORDS = 1000  # the record count of the goal (top-level keys)
 
@@ -80,8 +88,21 @@ def run_audit(folder: Path, records_file: Path, out: Path) -> tuple[dict[str, An
     return json.loads(out.read_text(encoding="utf-8")), seconds, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
 
 
+NULL_REPORTS: list[Any] = []  # the NullReport of each null-init write (fit() calls null_init.apply_null once)
+_apply_null = null_init.apply_null
+
+
+def _recording_apply_null(*args: Any, **kwargs: Any) -> Any:
+    NULL_REPORTS.append(_apply_null(*args, **kwargs))
+    return NULL_REPORTS[-1]
+
+
+null_init.apply_null = _recording_apply_null
+
+
 def run_variant(name: str, base: Any, records: list, seed: int, work: Path) -> dict[str, Any]:
     lora_over, train_over = VARIANTS[name]
+    NULL_REPORTS.clear()
     # The settings `memft write` sizes for this many records (memft.training.sizing), then the variant's changes.
     s = size_for(len(records))
     lora = LoraSettings(**{"rank": s.rank, "preset": s.preset, **lora_over})
@@ -98,6 +119,8 @@ def run_variant(name: str, base: Any, records: list, seed: int, work: Path) -> d
         "variant": name, "records": len(records), "activation": lora.activation, "invocation": lora.key_prefix or None,
         "lora": {"rank": lora.rank, "preset": lora.preset},
         "train": {k: getattr(train, k) for k in ("batch_size", "max_steps", "lr", "lr_schedule", "head_vocab", "lora_init", *train_over)} | {"preserve": train.preserve},
+        # null inits: mean over modules of E_text[(a.x)^2] / E_records[(a.x)^2] on the init's text (1 = no separation)
+        "null_text_to_records": (sum(NULL_REPORTS[0].text_to_records.values()) / len(NULL_REPORTS[0].text_to_records)) if NULL_REPORTS else None,
         "certified": res.summary["certified"], "min_prob": res.summary["min_prob"], "steps": res.meta.train["steps"],
         "certified_at": res.meta.train["certified_at"], "train_seconds": res.meta.train["seconds"],
         "write_seconds": round(write_seconds, 1), "write_cpu_seconds": round(write_cpu, 1),

@@ -56,6 +56,7 @@ def test_scale_options_are_checked_together():
     msg = str(e.value)
     assert "--replay must be a share in [0, 1), got 1.0" in msg
     assert "--head-vocab must be one of full, restricted, got 'some'" in msg
-    assert "--lora-init must be one of random, centered, got 'pca'" in msg
+    assert "--lora-init must be one of random, centered, null, null-contrast, got 'pca'" in msg
     assert "--a-lr-scale must be a finite number >= 0, got -1" in msg
     assert TrainConfig(a_lr_scale=0, head_vocab="restricted", lora_init="centered").a_lr_scale == 0
+    assert [TrainConfig(lora_init=i).lora_init for i in ("null", "null-contrast")] == ["null", "null-contrast"]

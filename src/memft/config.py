@@ -18,7 +18,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "linear", "progress")
 HEAD_VOCABS = ("full", "restricted")
-LORA_INITS = ("random", "centered")  # memft.model.lora_init.INITS
+LORA_INITS = ("random", "centered", "null", "null-contrast")  # memft.model.lora_init; null*: memft.training.null_init.INITS
 # always: the adapter acts on every token (a plain LoRA); keyed: only from the invocation sequence on (PEFT's
 # activated LoRA, memft.prompts.keyed), so text without it gets the base's logits exactly.
 ACTIVATIONS = ("always", "keyed")
@@ -139,7 +139,8 @@ class TrainConfig:
     # targets plus the competitors full checks have seen; memft.model.vocab). Certification always uses the full head.
     head_vocab: str = "full"
     # A of a fresh adapter: "random" (PEFT's) or "centered" (principal directions of each module's inputs at the
-    # records' target positions, mean removed, unit variance; memft.model.lora_init). B starts at zero either way.
+    # records' target positions, mean removed, unit variance; memft.model.lora_init) or "null" / "null-contrast" (the
+    # directions general text's inputs barely use, for always-on locality; memft.training.null_init). B starts at zero either way.
     lora_init: str = "random"
     # LoRA A's learning rate as a multiple of lr (0: A frozen, only B trains, as in LoRA-FA).
     a_lr_scale: float = 1.0

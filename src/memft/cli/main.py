@@ -77,7 +77,7 @@ def write(
     lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate. Default: sized from the record count (1e-2 up to 64 records, 3e-3 beyond).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Most optimizer steps; training stops earlier once all records certify. Default: sized from the record count.")] = None,
     head_vocab: Annotated[Optional[str], typer.Option(help="full | restricted: the output tokens a training step scores (restricted: the records' targets plus the competitors full checks found; certification always uses the full head). Default: sized from the record count.")] = None,
-    lora_init: Annotated[Optional[str], typer.Option(help="random (PEFT's) | centered (A from the centered, whitened inputs each adapted module sees at the records' target positions). Default: sized from the record count.")] = None,
+    lora_init: Annotated[Optional[str], typer.Option(help="random (PEFT's) | centered (A from the centered, whitened inputs each adapted module sees at the records' target positions) | null | null-contrast (A in the directions general text's inputs barely use, for always-on locality; README, Locality). Default: sized from the record count.")] = None,
     lr_schedule: Annotated[Optional[str], typer.Option(help="constant | linear (decay to 0 over --max-steps) | progress (lr x max(0.1, 1 - certified share)). Default: sized from the record count.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Records per step (>= record count: full batch). Default: sized from the record count.")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds (then as at the end of --max-steps: saved, exit 1 unless certified).")] = None,

@@ -12,6 +12,12 @@ the adapter reads change. It applies to a fresh adapter only (every B zero); a t
 (`peft.initialize_lora_eva_weights`) is the closest library routine, but it takes the uncentered SVD of the
 activations (the common component is then its first direction, the one to avoid) and runs the whole model over a
 dataloader, where memft already runs just the adapted layers from its frozen-prefix cache.
+
+"null" init (issue 24, always-on locality): the rows of A are the directions in which the module's inputs on general
+text have the least energy: the eigenvectors of their uncentered second moment E[x x^T] with the smallest
+eigenvalues (the low-variance subspace LoRA-Null and AlphaEdit project onto), each scaled so that the records'
+features (row . x) have unit RMS. B·A·x is then small on text like that by construction, while the records still
+reach the adapter through whatever energy their inputs have there (null_init.NullReport measures both).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 from torch import nn
 
 MIN_VARIANCE = 1e-8  # directions with less variance than this share of the largest keep PEFT's random row
+RIDGE = 1e-6  # null_rows(contrast=True): this share of the text's mean energy per dimension is added to every direction
 
 
 class Moments:
@@ -65,6 +72,51 @@ def centered_rows(m: Moments, fallback: torch.Tensor) -> torch.Tensor:
     usable = torch.isfinite(evals) & (evals > MIN_VARIANCE * max(float(evals[0]) if evals.numel() else 0.0, 0.0)) & (evals > 0)
     k = int(usable.sum())
     rows[:k] = evecs[:k] / evals[:k].sqrt()[:, None]
+    return rows.to(fallback.dtype)
+
+
+def second_moment(m: Moments) -> torch.Tensor:
+    """E[x x^T] [d, d] (uncentered), float64; zeros when nothing was added."""
+    return m.s2 / max(m.n, 1)
+
+
+def null_rows(text: Moments, records: Moments, fallback: torch.Tensor, contrast: bool = False) -> torch.Tensor:
+    """Rows [r, d] in the directions general text's inputs barely use, each scaled so that the records' features
+    (row . x) have unit RMS (a direction where the records have no energy, less than MIN_VARIANCE of their largest,
+    keeps unit norm). Pure function of the moments; `fallback` gives the shape and dtype.
+
+    contrast=False: the r eigenvectors of the text's uncentered second moment with the smallest eigenvalues (the
+    text's least-used subspace, whatever the records do there), smallest first. contrast=True: the r directions with
+    the least text energy per unit of the records' energy (generalized eigenvectors of the two second moments,
+    the text's with a RIDGE), least first: the text's null space as far as the records still reach into it.
+
+    >>> x = torch.tensor([[3.0, 0, 0], [0, 2, 0], [-3, 0, 0], [0, -2, 0]])  # text: no energy at all along dim 2
+    >>> t = Moments(3); t.add(x)
+    >>> rec = Moments(3); rec.add(torch.tensor([[0.0, 0, 4], [0, 0, -4]]))  # records: RMS 4 along dim 2
+    >>> a = null_rows(t, rec, torch.zeros(2, 3))
+    >>> a.abs().tolist()  # dim 2 (text energy 0), scaled to 1/4; then dim 1 (text 2) where records have no energy
+    [[0.0, 0.0, 0.25], [0.0, 1.0, 0.0]]
+    >>> rec.add(torch.tensor([[1.0, 0, 0], [0, 1, 0]]))  # records: now some energy along dims 0 and 1 as well
+    >>> c = null_rows(t, rec, torch.zeros(2, 3), contrast=True).abs()
+    >>> c.argmax(1).tolist(), [round(v, 3) for v in c.max(1).values.tolist()]  # dim 2, then dim 1 (text per records 8 < 18 of dim 0)
+    ([2, 1], [0.354, 2.0])
+    """
+    ct, cr = second_moment(text), second_moment(records)
+    r, d = fallback.shape
+    if contrast:
+        eye = torch.eye(d, dtype=torch.float64)
+        low = torch.linalg.cholesky(ct + RIDGE * max(float(ct.trace()) / d, 1e-300) * eye)
+        inv = torch.linalg.solve_triangular(low, eye, upper=False)  # L^-1: text energy becomes the identity
+        _, w = torch.linalg.eigh(inv @ cr @ inv.T)  # ascending records' energy per unit text energy
+        rows = (inv.T @ w[:, -r:]).T.flip(0)  # [r, d], least text per records first
+    else:
+        _, evecs = torch.linalg.eigh(ct)  # ascending
+        rows = evecs[:, :r].T  # [r, d], least text energy first
+    rows = rows / rows.norm(dim=1, keepdim=True)
+    rec = (rows @ cr * rows).sum(1)  # [r]: records' mean (row . x)^2
+    top = float(torch.linalg.eigvalsh(cr)[-1]) if records.n else 0.0
+    ok = torch.isfinite(rec) & (rec > MIN_VARIANCE * top) & (rec > 0)
+    rows[ok] = rows[ok] / rec[ok].sqrt()[:, None]
     return rows.to(fallback.dtype)
 
 

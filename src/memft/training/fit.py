@@ -21,7 +21,7 @@ from memft.prompts.keyed import invocation_ids
 from memft.prompts.parity import check_parity
 from memft.prompts.records import Record
 from memft.model import peft_lora
-from memft.training import preserve
+from memft.training import null_init, preserve
 from memft.training.status import StepRow
 
 
@@ -36,6 +36,7 @@ class Fit:
     train: Any  # memft.training.loop.TrainResult
     value_tokens: int
     max_target_tokens: int
+    null: Any = None  # memft.training.null_init.NullReport of a lora_init="null"/"null-contrast" write (None otherwise)
 
 
 def fit(
@@ -57,13 +58,16 @@ def fit(
     peft_model, placement = peft_lora.attach(base.model, lora, seed=train.seed, invocation_tokens=tokens)
     try:
         start = min(placement["layers"])
+        null = None
+        if train.lora_init in null_init.INITS:  # A set before training; the loop's first check leaves it alone
+            null = null_init.apply_null(peft_model, base.tokenizer, items, start, contrast=null_init.INITS[train.lora_init])
         keep = preserve.build(peft_model, base.tokenizer, train.preserve, train.preserve_text, start)
         res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, start, on_step, preserve=keep)
         reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size, stats=res.final)
     except BaseException:
         peft_model.unload()  # never leave LoRA layers in a base the caller may reuse
         raise
-    return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items))
+    return Fit(peft_model, placement, reports, summarize(reports), res, sum(e.n_value for e in items), max(len(e.targets) for e in items), null)
 
 
 def prepare(records: Sequence[Record], base: Base, lora: LoraSettings, train: TrainConfig) -> list[Encoded]:
