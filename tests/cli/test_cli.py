@@ -251,3 +251,21 @@ def test_a_write_that_ends_exact_but_inside_the_bf16_allowance_says_so_with_exit
     with pytest.raises(typer.Exit):
         _report_write(res, tmp_path / "ad", size_for(2), None, None, None, False, True)
     assert "allowance" not in capsys.readouterr().err
+
+
+def test_write_with_a_null_init_freezes_a(tmp_path, monkeypatch):
+    """--lora-init null-contrast trains B only (a_lr_scale 0 in the TrainConfig the write gets): trained, A gave most
+    of the locality back (README, "A where general text does not reach"); --lora-init centered keeps A trained."""
+    from memft import api
+
+    seen = []
+
+    def fake_write(recs, out, model, lora, train, runtime, on_step=None, extra=None):
+        seen.append(train)
+        raise SystemExit(7)  # stop before any training: only the settings matter here
+
+    monkeypatch.setattr(api, "write", fake_write)
+    recs = write_jsonl(tmp_path / "r.jsonl", ['{"key": "a:", "value": "1"}'])
+    for init in ("null-contrast", "centered"):
+        assert memft("write", recs, "--out", tmp_path / init, "--model", "tiny-random", "--lora-init", init, "--quiet").returncode == 7
+    assert [t.lora_init for t in seen] == ["null-contrast", "centered"] and [t.a_lr_scale for t in seen] == [0.0, 1.0]

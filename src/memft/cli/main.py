@@ -122,6 +122,8 @@ def write(
     train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
                         method_options=parse_method_options(method_options), margin=margin, max_seconds=time_limit,
                         head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,
+                        # the null inits keep A where they put it: trained, it gave most of the locality back (README)
+                        a_lr_scale=0.0 if size.lora_init.startswith("null") else 1.0,
                         **memory.preserve_options(preserve, preserve_text))
     runtime = RuntimeConfig(device=device, dtype=dtype)
     watch, outcome = None, None
