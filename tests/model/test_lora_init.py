@@ -18,17 +18,24 @@ def _fresh(tiny, n=40, rank=4):
     return model, items, min(place["layers"])
 
 
-def _features(model, items, pad):
-    """A x of every LoRA layer at the target-predicting positions, from a plain full forward."""
+def layer_inputs(model, items, pad):
+    """Every LoRA layer's inputs x [N, d] at the target-predicting positions of `items`, from a plain full forward
+    (tests/training/test_null_init.py uses it too)."""
     b = collate(items, pad)
     got = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: got.__setitem__(n, inp[0][b.rows, b.cols] @ mod.lora_A["default"].weight.T))
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: got.__setitem__(n, inp[0][b.rows, b.cols]))
              for n, m in lora_init.lora_layers(model).items()]
     with torch.no_grad():
         model(input_ids=b.input_ids, attention_mask=b.attention_mask)
     for h in hooks:
         h.remove()
     return got
+
+
+def _features(model, items, pad):
+    """A x of every LoRA layer at the target-predicting positions, from a plain full forward."""
+    mods = lora_init.lora_layers(model)
+    return {n: x @ mods[n].lora_A["default"].weight.T for n, x in layer_inputs(model, items, pad).items()}
 
 
 def test_centered_init_gives_zero_mean_unit_covariance_features_and_keeps_the_output(tiny):

@@ -10,6 +10,7 @@ from memft.prompts.encoding import encode_all
 from memft.research.bench.phonebook import phonebook
 from memft.training import null_init
 from memft.training.fit import fit
+from tests.model.test_lora_init import layer_inputs
 
 
 def _moments(x: torch.Tensor) -> lora_init.Moments:
@@ -39,16 +40,8 @@ def _attached(tiny, rank=4):
 
 
 def _inputs(model, items, pad):
-    """Every LoRA layer's inputs [N, d] at the target-predicting positions of `items` (a plain full forward)."""
-    b = collate(items, pad)
-    got = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: got.__setitem__(n, inp[0][b.rows, b.cols].double()))
-             for n, m in lora_init.lora_layers(model).items()]
-    with torch.no_grad():
-        model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-    for h in hooks:
-        h.remove()
-    return got
+    """Every LoRA layer's inputs [N, d] (float64) at the target-predicting positions of `items` (a plain full forward)."""
+    return {n: x.double() for n, x in layer_inputs(model, items, pad).items()}
 
 
 def test_null_init_is_orthogonal_to_the_text_s_main_directions(tiny):
