@@ -55,7 +55,7 @@ def main() -> None:
     sizes = [int(x) for x in a.batches.split(",")]
     runs: dict[str, np.ndarray] = {}
     argmax: dict[str, list[bool]] = {}
-    for dtype in ("bf16", "fp32"):
+    for dtype in ("bf16", "fp32"):  # the fp32 runner stays for its own batch effect below
         ld = api.load_adapter(a.adapter, "cpu", dtype)
         items = encode_all(recs, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
         runner = Runner(ld.model, items, ld.tokenizer.pad_token_id)
@@ -68,7 +68,7 @@ def main() -> None:
     flips = sum(1 for i in range(len(recs)) if len({argmax[k][i] for k in argmax}) > 1)
     row = {
         "adapter": a.adapter, "records": len(recs), "target_positions": int(runs[first].size), "batches": sizes,
-        "allowance": api.load_adapter(a.adapter, "cpu", None).meta.train.get("log_odds_allowance"),
+        "allowance": ld.meta.train.get("log_odds_allowance"),
         "bf16_vs_bf16": {k: quantiles(np.abs(v - runs[first])) for k, v in runs.items() if k.startswith("bf16") and k != first},
         "bf16_vs_fp32": {k: quantiles(np.abs(v - runs[ref])) for k, v in runs.items() if k.startswith("bf16")},
         "fp32_batch_effect": None,
@@ -77,9 +77,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]), "machine": machine(False),
     }
     if len(sizes) > 1:  # fp32 in a second batch size: its own noise
-        ld = api.load_adapter(a.adapter, "cpu", "fp32")
-        items = encode_all(recs, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
-        st = teacher_forced(Runner(ld.model, items, ld.tokenizer.pad_token_id), sizes[1])
+        st = teacher_forced(runner, sizes[1])
         other = np.concatenate([log_odds(st[i].prob, st[i].gap) for i in range(len(items))])
         row["fp32_batch_effect"] = quantiles(np.abs(other - runs[ref]))
     out = Path(a.out)

@@ -25,7 +25,7 @@ FORGET_P = 0.1
 # The log-odds (nats) a target must hold over the best other token, at every position, before a write calls its record
 # certified in that precision: how far the shapes a record is computed in can move it. bf16 rounds each layer's output
 # to 8 bits and the result depends on the matrix shapes the kernels get (batch size, padding): scoring the records of
-# two 1,000-record PhoneBook adapters in batches of 64, 17 and 5 (benchmarks/results/precision.json) moved a target's
+# two PhoneBook adapters (1,000 and 1,050 records) in batches of 64, 17 and 5 (benchmarks/results/precision.json) moved a target's
 # log-odds by 0.25 nats at the median, 1.1 at the 99th percentile, 1.6 at the 99.9th and 2.8 at the worst position
 # in bf16; in fp32 by at most 0.0013. A record an append certified at p 0.5003 was not the argmax in the next verify.
 # 2.5 covers all but the worst few moves, and a flip needs a target near the allowance and such a move at once (none
