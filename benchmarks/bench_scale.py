@@ -82,13 +82,34 @@ def machine(shared: bool) -> dict:
 
 def timed_write(recs: Path, out: Path, rep: Path, *args: object) -> tuple[float, dict, dict, str]:
     """`memft write RECS --out OUT --json REP ARGS` in its own process -> (wall seconds, the --json report,
-    OUT's memft.json, stderr); exits on anything but 0 (certified) or 1 (not certified)."""
+    OUT's memft.json, or for a store the figures of its shards (store_meta), stderr); exits on anything but 0
+    (certified) or 1 (not certified)."""
     p = memft("write", recs, "--out", out, "--json", rep, *args)
     if p.returncode not in (0, 1):
         raise SystemExit(f"memft write failed ({p.returncode}): {p.stderr[-2000:]}")
     report = json.loads(rep.read_text())
     report["peak_rss_mb"] = p.peak_rss_mb
-    return p.seconds, report, json.loads((out / "memft.json").read_text()), p.stderr
+    meta = store_meta(out) if (out / "store.json").exists() else json.loads((out / "memft.json").read_text())
+    return p.seconds, report, meta, p.stderr
+
+
+def store_meta(store: Path) -> dict:
+    """A store's shards summed into the memft.json fields run_write reads: train steps, seconds, passes and tokens
+    added up, epochs as trained passes per record, the largest rank; `shards` lists each one."""
+    rows = []
+    for d in sorted(p for p in store.iterdir() if p.is_dir() and p.name.startswith("shard-")):
+        m = json.loads((d / "memft.json").read_text())
+        rows.append({"shard": d.name, "records": m["records"]["count"], "rank": m["lora"]["rank"], "steps": m["train"]["steps"],
+                     "seconds": m["train"]["seconds"], "epochs": m["train"]["epochs"], "lora_params": lora_params(d), "meta": m})
+    first = rows[0]["meta"]
+    train = {k: sum(r["meta"]["train"][k] for r in rows) for k in ("steps", "seconds", "trained_passes", "checked_passes", "trained_tokens")}
+    n = sum(r["records"] for r in rows)
+    train |= {"epochs": round(train["trained_passes"] / n, 3), "loss_final": max(r["meta"]["train"]["loss_final"] for r in rows)}
+    train |= {k: first["train"].get(k) for k in ("method", "lr", "lr_schedule", "batch_size", "max_steps", "margin", "seed",
+                                                  "head_vocab", "lora_init", "active_set", "template")}
+    lora = {"preset": first["lora"].get("preset"), "rank": max(r["rank"] for r in rows), "layers": first["lora"]["layers"]}
+    return {"train": train, "lora": lora, "sizing": first.get("sizing"),
+            "shards": [{k: v for k, v in r.items() if k != "meta"} for r in rows]}
 
 
 def write_records(path: Path, records: list) -> Path:
@@ -97,18 +118,22 @@ def write_records(path: Path, records: list) -> Path:
 
 
 def lora_params(folder: Path) -> int:
+    """LoRA parameters of an adapter folder, or of every shard of a store."""
     from safetensors import safe_open
 
+    if (folder / "store.json").exists():
+        return sum(lora_params(d) for d in folder.iterdir() if d.is_dir() and d.name.startswith("shard-"))
     with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
 
 
-def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> dict:
+def run_write(n: int, seed: int, work: Path, time_limit: float, model: str, shard_size: int | None = None) -> dict:
     from memft.research.bench.phonebook import phonebook
 
     recs = write_records(work / f"pb{n}.jsonl", phonebook(n, seed))
     out, rep = work / f"pb{n}", work / f"pb{n}.json"
-    wall, r, meta, stderr = timed_write(recs, out, rep, "--model", model, "--time-limit", time_limit)
+    more = () if shard_size is None else ("--shard-size", shard_size)
+    wall, r, meta, stderr = timed_write(recs, out, rep, "--model", model, "--time-limit", time_limit, *more)
     tr = meta["train"]
     params = lora_params(out)
     forecast = [line for line in stderr.splitlines() if line.startswith("forecast:")]
@@ -123,6 +148,7 @@ def run_write(n: int, seed: int, work: Path, time_limit: float, model: str) -> d
         "placement": {"preset": meta["lora"].get("preset"), "rank": meta["lora"]["rank"], "layers": meta["lora"]["layers"]},
         "bits_per_param": round(n * BITS_PER_RECORD / params, 4) if r["certified"] == 1.0 else None,
         "forecast": forecast[0] if forecast else None, "folder": str(out),
+        "shard_size": shard_size, "shards": meta.get("shards"),
     }
 
 
@@ -151,10 +177,13 @@ def run_append(folder: Path, n_held: int, n_new: int, seed: int, work: Path, mod
 FORGET = 10  # keys `--commands` forgets from a copy of the adapter
 
 
-def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Path, model: str, skip: frozenset[str] = frozenset()) -> dict[str, dict]:
+def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Path, model: str, skip: frozenset[str] = frozenset(),
+                 recall_keys: int = 0, forget: int = FORGET) -> dict[str, dict]:
     """Every command a user runs on a written adapter, each in its own process on a copy of `folder` (FILE: the
     records it holds) -> {command: {seconds, peak_rss_mb, exit, ...}}: verify of every record, recall --keys of
-    every key, audit, append of `n_new` new records (then verify of all), forget of FORGET keys."""
+    every key (recall_keys > 0: of that many, drawn at random), audit, append of `n_new` new records (then verify of
+    all), forget of `forget` keys (drawn at random)."""
+    import random
     import shutil
 
     def copy(name: str) -> Path:
@@ -167,7 +196,8 @@ def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Pat
     rows: dict[str, dict] = {}
     held = [json.loads(x) for x in held_file.read_text().splitlines()]
     keys = work / "keys.txt"
-    keys.write_text("".join(r["key"] + "\n" for r in held), encoding="utf-8")
+    asked = random.Random(seed).sample(held, recall_keys) if 0 < recall_keys < len(held) else held
+    keys.write_text("".join(r["key"] + "\n" for r in asked), encoding="utf-8")
     src = copy("commands-src")
     runs = {"verify": ("verify", src, held_file, "--json", work / "verify-all.json", "--quiet"),
             "recall_keys": ("recall", src, "--keys", keys, "--runtime", "torch"),
@@ -177,6 +207,8 @@ def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Pat
             continue
         p = memft(*args)
         rows[name] = {"seconds": p.seconds, "peak_rss_mb": p.peak_rss_mb, "exit": p.returncode, "stderr_tail": p.stderr[-300:] if p.returncode > 1 else ""}
+        if name == "recall_keys":
+            rows[name]["keys"] = len(asked)
         print(name, json.dumps(rows[name]), flush=True)
     if "append" not in skip:
         rows["append"] = run_append(copy("commands-append"), len(held), n_new, seed, work, model, held_file=held_file)
@@ -185,9 +217,9 @@ def run_commands(folder: Path, held_file: Path, n_new: int, seed: int, work: Pat
         return rows
     gone = copy("commands-forget")
     (work / "forget.json").unlink(missing_ok=True)
-    p = memft("forget", gone, *[r["key"] for r in held[:FORGET]], "--json", work / "forget.json")
+    p = memft("forget", gone, *[r["key"] for r in random.Random(seed + 2).sample(held, forget)], "--json", work / "forget.json")
     f = json.loads((work / "forget.json").read_text()) if (work / "forget.json").exists() else {}
-    rows["forget"] = {"seconds": p.seconds, "peak_rss_mb": p.peak_rss_mb, "exit": p.returncode, "forgotten": FORGET, "saved": f.get("saved"),
+    rows["forget"] = {"seconds": p.seconds, "peak_rss_mb": p.peak_rss_mb, "exit": p.returncode, "forgotten": forget, "saved": f.get("saved"),
                       "steps": f.get("steps"), "train_seconds": f.get("seconds"), "load_seconds": f.get("load_seconds"),
                       "recover_seconds": f.get("recover_seconds"), "certified_after": f.get("certified"),
                       "still_recalled": len(f.get("still_recalled", [])), "stderr_tail": p.stderr[-300:] if p.returncode else ""}
@@ -309,6 +341,9 @@ def main() -> None:
                     "with its peak RSS, each on a copy of this written adapter folder (needs --held)")
     ap.add_argument("--skip", default="", help="with --commands: commands to leave out (verify,recall_keys,audit,append,forget)")
     ap.add_argument("--shared", action="store_true", help="record that other work shared the machine during the run")
+    ap.add_argument("--shard-size", type=int, default=None, help="memft write --shard-size (default: memft's; 0: one adapter)")
+    ap.add_argument("--recall-keys", type=int, default=0, help="with --commands: recall this many keys drawn at random (0: all)")
+    ap.add_argument("--forget", type=int, default=FORGET, help="with --commands: keys to forget, drawn at random")
     a = ap.parse_args()
     if a.refresh:
         doc = refresh(json.loads(Path(a.out).read_text()), {f: json.loads(Path(f).read_text()) for f in a.refresh.split(",")})
@@ -323,7 +358,8 @@ def main() -> None:
             raise SystemExit("--commands needs --held: the records file of the adapter")
         held = Path(a.held)
         n_held = len(held.read_text().splitlines())
-        rows = run_commands(Path(a.commands), held, a.append, a.seed, work, a.model, frozenset(filter(None, a.skip.split(","))))
+        rows = run_commands(Path(a.commands), held, a.append, a.seed, work, a.model, frozenset(filter(None, a.skip.split(","))),
+                            a.recall_keys, a.forget)
         out |= {"commands_on": a.commands, "records": n_held, "commands": rows,
                 f"peak_rss_mb_{n_held}": max(r["peak_rss_mb"] for r in rows.values())}
         if "append" in rows and a.append == 50:
@@ -351,7 +387,7 @@ def main() -> None:
         return
     curve = []
     for n in [int(x) for x in a.sizes.split(",")]:
-        curve.append(run_write(n, a.seed, work, a.time_limit, a.model))
+        curve.append(run_write(n, a.seed, work, a.time_limit, a.model, a.shard_size))
         print(json.dumps(curve[-1]), flush=True)
     out["curve"] = curve
     by_n = {r["records"]: r for r in curve}
@@ -364,9 +400,13 @@ def main() -> None:
         big = max(done, key=lambda r: r["records"])
         out["append"] = run_append(Path(big["folder"]), big["records"], a.append, a.seed, work, a.model)
         print(json.dumps(out["append"]), flush=True)
-        out["append_50_seconds"] = out["append"]["seconds"]
-        out["append_50_lost"] = out["append"]["lost"]
-        out["append_base_records"] = big["records"]
+        if a.append == 100 and big["records"] == 10000:
+            out |= {"append_100_to_10000_seconds": out["append"]["seconds"], "append_100_to_10000_lost": out["append"]["lost"],
+                    "peak_rss_mb_append_10000": out["append"]["peak_rss_mb"], "peak_rss_mb_verify_10000": out["append"]["verify_peak_rss_mb"]}
+        else:
+            out["append_50_seconds"] = out["append"]["seconds"]
+            out["append_50_lost"] = out["append"]["lost"]
+            out["append_base_records"] = big["records"]
     else:
         out["append_50_seconds"] = out["append_50_lost"] = out["append_base_records"] = None
     out["bits_per_param"] = max((r["bits_per_param"] for r in done), default=None)

@@ -8,6 +8,7 @@ training.fit (fit, prepare, Fit), store.saving (save_fit, WriteResult), store.lo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from memft.config import LoraSettings, RuntimeConfig, TrainConfig
 from memft.model.base import Base, load_base
 from memft.prompts.encoding import Encoded, decode_value, encode_all, prompt_ids
 from memft.prompts.records import Record, check_key  # noqa: F401 - check_key: part of the API (recall's key check)
-from memft.store import adapters, folders
+from memft.memory import sharded
+from memft.memory.sharded import StoreResult
+from memft.store import adapters, folders, shards
 from memft.store.ledger import LEDGER
 from memft.store.loading import Loaded, load_adapter  # noqa: F401 - part of the API
 from memft.store.saving import WriteResult, save_fit  # noqa: F401 - part of the API
@@ -57,9 +60,13 @@ def write(
     base: Base | None = None,
     on_step: Callable[[StepRow], None] | None = None,
     extra: dict[str, Any] | None = None,
-) -> WriteResult:
+    shard_size: int = shards.SHARD_SIZE,
+) -> WriteResult | StoreResult:
     """Train a LoRA adapter until every record is certified (or the step budget ends) and save it to `out`.
     `extra`: more top-level entries for memft.json (e.g. the CLI's `sizing`).
+
+    More records than `shard_size` (0: never) make a store of shards (memft.store.shards), each written as below on
+    one loaded base, and give a memft.memory.sharded.StoreResult (all_certified, summary, reports, shards).
 
     The adapter is saved in either case; `result.all_certified` says whether every record is recalled exactly.
     Pass a loaded `base` to reuse it across writes (its weights are restored afterwards). `lora` or `train` left out:
@@ -67,6 +74,8 @@ def write(
     a LoraSettings left out has the write's activation (config.write_activation: keyed, or always with preserve).
     """
     runtime = runtime or RuntimeConfig()
+    if shard_size and len(records) > shard_size:
+        return _write_store(records, out, model, lora, train, runtime, base, on_step, extra, shard_size)
     out = folders.check_location(out)  # the real folder, once (a symlinked alias locks and swaps the folder itself)
     adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
     own_base = base is None
@@ -88,6 +97,17 @@ def write(
     return result
 
 
+def _write_store(records: Sequence[Record], out: str | Path, model: str, lora: LoraSettings | None, train: TrainConfig | None,
+                 runtime: RuntimeConfig, base: Base | None, on_step: Callable[[StepRow], None] | None, extra: dict[str, Any] | None,
+                 shard_size: int) -> StoreResult:
+    """write() for more records than a shard holds: one base for every shard, each shard sized from its own records."""
+    sharded.check_out(folders.check_location(out))  # before loading a model
+    base = base or load_base(model, runtime.device, runtime.dtype, seed=(train or TrainConfig()).seed)
+
+    def one(part: Sequence[Record], path: Path) -> WriteResult:
+        return write(part, path, model, lora, train, runtime, base, on_step, {**(extra or {}), "store": {"shard": path.name}}, shard_size=0)
+
+    return sharded.write(records, out, shard_size, one)
 
 
 @dataclass
@@ -134,14 +154,17 @@ def recall(folder: str | Path | Loaded, key: str, raw: bool = False) -> Recalled
     return recall_many(folder, [key], raw)[0]
 
 
-def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = False, batch_size: int = 32) -> list[Recalled]:
-    """recall() for many keys with one model load and batched decoding, in the order given."""
+def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = False, batch_size: int = 32, device: str = "auto") -> list[Recalled]:
+    """recall() for many keys with one model load and batched decoding, in the order given. A store folder
+    (memft.store.shards): each key from the shard whose ledger holds it."""
     from memft.certify.evaluate import greedy, teacher_forced
     from memft.model.forward import Runner
 
     for i, k in enumerate(keys):
         check_key(k, f"key {i + 1}" if len(keys) > 1 else "key")
-    ld = folder if isinstance(folder, Loaded) else load_adapter(folder)
+    if not isinstance(folder, Loaded) and shards.is_store(folders.resolve(folder)):
+        return _recall_store(folders.resolve(folder), keys, raw, batch_size, device)
+    ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device)
     held = held_keys(ld)
     known = set(held) if held is not None else None
     asked = [k for k in keys if raw or known is None or k in known]
@@ -168,6 +191,28 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     return [done.get(k) or Recalled(k, "", False, 0.0, False, nearest_keys(k, held or [])) for k in keys]
 
 
+def _recall_store(store: Path, keys: Sequence[str], raw: bool, batch_size: int, device: str) -> list[Recalled]:
+    """recall_many() on a store: each key from the shard whose ledger holds it, one shard loaded at a time. A key no
+    shard holds is refused with the nearest held keys of the whole store (with raw: generated by the first shard)."""
+    import gc
+
+    held = sharded.held_keys(store)
+    if not held:
+        raise shards.store_error(store, "recall")
+    routed, missing = shards.route(list(dict.fromkeys(keys)), held)
+    if raw and missing:
+        first = next(iter(held))
+        routed[first] = routed.get(first, []) + missing
+    done: dict[str, Recalled] = {}
+    for name, asked in routed.items():
+        ld = load_adapter(store / name, device)
+        done |= {r.key: r for r in recall_many(ld, asked, raw, batch_size)}
+        del ld
+        gc.collect()  # one shard in memory at a time
+    every = [k for ks in held.values() for k in ks]
+    return [done[k] if k in done else Recalled(k, "", False, 0.0, False, nearest_keys(k, every)) for k in keys]
+
+
 def verify(
     folder: str | Path | Loaded,
     records: Sequence[Record],
@@ -179,6 +224,8 @@ def verify(
     """Certify every record in one teacher-forced pass; generate greedily where asked (see evaluate())."""
     from memft.certify.evaluate import evaluate
 
+    if not isinstance(folder, Loaded) and shards.is_store(folders.resolve(folder)):
+        return _verify_store(folders.resolve(folder), records, generate, device, dtype, batch_size)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
     items = encode_all(records, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
     reports = evaluate(ld.model, ld.tokenizer, items, generate=generate, batch_size=batch_size)
@@ -199,6 +246,40 @@ def verify(
         notes.append(f"the adapter was written for {target['runtime']} on {target.get('base_gguf')} but is not certified there; "
                      f"this check ran in PyTorch: `memft verify DIR RECORDS --runtime {target['runtime']}` checks it there")
     return VerifyResult(summarize(reports), reports, ld.dtype, certified_dtype, notes)
+
+
+def _verify_store(store: Path, records: Sequence[Record], generate: str, device: str, dtype: str | None, batch_size: int) -> VerifyResult:
+    """verify() on a store: each record by the shard whose ledger holds its key, one shard loaded at a time. A record
+    whose key no shard holds is not certified (recall refuses it); its other figures are those of the first shard."""
+    import gc
+
+    held = sharded.held_keys(store)
+    if not held:
+        raise shards.store_error(store, "verify")
+    routed, missing = shards.route([r.key for r in records], held)
+    if missing:
+        first = next(iter(held))
+        routed[first] = routed.get(first, []) + missing
+    by_key = {r.key: r for r in records}
+    got: dict[str, RecordReport] = {}
+    notes: list[str] = []
+    dtypes: set[tuple[str, str]] = set()
+    for name, keys in routed.items():
+        res = verify(store / name, [by_key[k] for k in keys], generate, device, dtype, batch_size)
+        got |= {r.key: r for r in res.reports}
+        notes += [f"{name}: {n}" for n in res.notes]
+        dtypes.add((res.dtype, res.certified_dtype))
+        del res
+        gc.collect()
+    gone = set(missing)
+    for k in gone:
+        r = got[k]
+        got[k] = dataclasses.replace(r, certified=False, p_above_half=False, exact=None if r.exact is None else False)
+    if gone:
+        notes.append(f"{len(gone)} record(s) whose key no shard holds: not certified (a store recalls only the keys its shards hold)")
+    reports = [got[r.key] for r in records]
+    (now, then), *_ = sorted(dtypes)
+    return VerifyResult(summarize(reports), reports, now, then, notes)
 
 
 def sampling_odds(folder: str | Path | Loaded, records: Sequence[Record], temperature: float, top_p: float = 1.0,

@@ -40,13 +40,20 @@ def audit(
 
     body = _read_text(text) if text is not None else None
     recs = load_records(records) if records is not None else None  # bad input fails before the model loads
+    from memft.cli.store import audit_store, is_store
+
+    def run(loaded: Any, mine: Any) -> Any:
+        return run_audit(loaded, mine, text=body, n_windows=windows, window=window_tokens, seed=seed, batch_size=batch_size,
+                         text_name=None if text is None else str(text))
+
+    if is_store(adapter):
+        audit_store(adapter, recs, run, json_out, quiet)
     loaded = api.load_adapter(adapter, device)
     if recs is None:  # no records file: take them from the adapter itself
         from memft.store.ledger import recover_records
 
         recs = recover_records(loaded)
-    res = run_audit(loaded, recs, text=body, n_windows=windows, window=window_tokens, seed=seed, batch_size=batch_size,
-                    text_name=None if text is None else str(text))
+    res = run(loaded, recs)
     if json_out:
         write_json(json_out, json.dumps(res.to_json(), indent=2, ensure_ascii=False))
     if not quiet:

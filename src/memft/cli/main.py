@@ -81,6 +81,7 @@ def write(
     lr_schedule: Annotated[Optional[str], typer.Option(help="constant | linear (decay to 0 over --max-steps) | progress (lr x max(0.1, 1 - certified share)). Default: sized from the record count.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Records per step (>= record count: full batch). Default: sized from the record count.")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds (then as at the end of --max-steps: saved, exit 1 unless certified).")] = None,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="More records than this make a store of shards, each a standard adapter of at most this many records, written one after the other and routed by key (README, Shards); 0: always one adapter. Default: 1000.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for adapter init and batch order.")] = 0,
     template: Annotated[str, typer.Option(help="raw (key then value tokens) | chat (the model's chat template).")] = "raw",
     margin: Annotated[float, typer.Option(help="Train until every target token is the argmax with probability above this (headroom against merging/precision shifts); 0: stop at bare certification.")] = 0.5,
@@ -103,7 +104,9 @@ def write(
     from memft.cli import render
     from memft.config import LoraSettings, RuntimeConfig, TrainConfig, write_activation
     from memft.prompts.records import load_records
+    from memft.cli import store
     from memft.cli.deploy import deploy_target, write_deploy
+    from memft.store.shards import SHARD_SIZE
     from memft.training.sizing import size_for
 
     auto = rank == "auto"
@@ -113,18 +116,37 @@ def write(
     recs = load_records(records)
     target = deploy_target(deploy, base_gguf, model, auto)  # before any work: a bad --deploy is one line, nothing written
     placed = preset is not None or layers is not None or target_modules is not None
-    size = size_for(len(recs), preset=(preset or "probe") if placed else None,
-                    rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps,
-                    lr=lr, head_vocab=head_vocab, lora_init=lora_init, lr_schedule=lr_schedule,
-                    value_tokens=None if rank is not None else _value_tokens(recs, model))
-    lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=_ints(layers, "--layers"), target_modules=_names(target_modules),
-                        activation=write_activation(activation, preserve), invocation=invocation)
-    train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
-                        method_options=parse_method_options(method_options), margin=margin, max_seconds=time_limit,
-                        head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,
-                        # the null inits keep A where they put it: trained, it gave most of the locality back (README)
-                        a_lr_scale=0.0 if size.lora_init.startswith("null") else 1.0,
-                        **memory.preserve_options(preserve, preserve_text))
+    layer_ids, module_names = _ints(layers, "--layers"), _names(target_modules)
+    method_opts = parse_method_options(method_options)
+
+    def plan(part: Any) -> tuple[Any, Any, Any]:
+        """(Sizing, LoraSettings, TrainConfig) for these records: what was given, the rest sized from them."""
+        size = size_for(len(part), preset=(preset or "probe") if placed else None,
+                        rank=int(rank) if rank is not None and not auto else (1 if auto else None), batch_size=batch_size, max_steps=max_steps,
+                        lr=lr, head_vocab=head_vocab, lora_init=lora_init, lr_schedule=lr_schedule,
+                        value_tokens=None if rank is not None else _value_tokens(part, model))
+        lora = LoraSettings(rank=size.rank, alpha=alpha, preset=size.preset, layers=layer_ids, target_modules=module_names,
+                            activation=write_activation(activation, preserve), invocation=invocation)
+        train = TrainConfig(method=method, lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size, seed=seed, template=template,
+                            method_options=method_opts, margin=margin, max_seconds=time_limit,
+                            head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,
+                            # the null inits keep A where they put it: trained, it gave most of the locality back (README)
+                            a_lr_scale=0.0 if size.lora_init.startswith("null") else 1.0,
+                            **memory.preserve_options(preserve, preserve_text))
+        return size, lora, train
+
+    shard_size = SHARD_SIZE if shard_size is None else shard_size
+    if shard_size < 0:
+        raise ConfigError(f"--shard-size {shard_size}: give a positive number of records per shard, or 0 for one adapter")
+    if shard_size and len(recs) > shard_size:
+        if auto or target is not None:
+            raise ConfigError(f"{len(recs)} records make a store of shards (more than --shard-size {shard_size}); --rank auto and --deploy "
+                              "write one adapter: give --shard-size 0 (one adapter for them all) or leave those options out")
+        plan(recs[:1])  # every option checked before the model loads
+        runtime = RuntimeConfig(device=device, dtype=dtype)
+        res = store.write_store(recs, out, shard_size, plan, model, runtime, seed, time_limit, quiet)
+        store.report(res, json_out, reveal, quiet)
+    size, lora, train = plan(recs)
     runtime = RuntimeConfig(device=device, dtype=dtype)
     watch, outcome = None, None
     if auto:
@@ -243,8 +265,14 @@ def recall(
         raise ConfigError("give one KEY or --keys FILE (not both, not neither)")
     asked = [check_key(key)] if key is not None else _read_keys(keys)
     from memft.cli.deploy import recall_runtime
+    from memft.cli.store import is_store
 
-    rs = recall_runtime(adapter, asked, runtime, base_gguf, raw)
+    if is_store(adapter) and runtime in ("auto", "torch") and base_gguf is None:
+        from memft import api
+
+        rs = api.recall_many(adapter, asked, raw=raw, device=device)  # each key from the shard that holds it
+    else:
+        rs = recall_runtime(adapter, asked, runtime, base_gguf, raw)
     if rs is None:  # torch: the adapter is not certified for llama.cpp, or --runtime torch
         from memft import api
 
@@ -359,8 +387,11 @@ def verify(
                 for c in static:
                     render.console.print(f"vLLM (static, not run): {c.name}: {'ok' if c.ok else '[red]no[/red]'}, {c.detail}")
     else:
-        loaded = api.load_adapter(adapter, device, dtype)
-        res = api.verify(loaded, recs, generate="always" if generate else "uncertified")
+        from memft.cli.store import is_store
+
+        # a store: each record by its shard, one shard loaded at a time (api.verify); sampling odds take one adapter
+        loaded = adapter if is_store(adapter) and temperature is None else api.load_adapter(adapter, device, dtype)
+        res = api.verify(loaded, recs, generate="always" if generate else "uncertified", device=device, dtype=dtype)
         report.update(res.to_json(reveal))
         ok = res.summary["exact_match"] == 1.0
         if not quiet:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from memft.errors import ConfigError
 from memft.cli.options import BaseGguf, Deploy, Device, JsonFile, Preserve, PreserveText, Quiet, Reveal, write_json
 
 Lr = Annotated[Optional[float], typer.Option(help="AdamW learning rate (default: the one the adapter was written with).")]
@@ -43,8 +44,13 @@ def append(
     from memft.memory.rewrite import append as do_append
     from memft.prompts.records import load_records
 
+    from memft.cli import store
+
     recs = load_records(records)
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
+    if store.is_store(adapter):
+        _no_deploy(deploy, base_gguf, adapter)
+        store.report(store.append_store(adapter, recs, update, over, device, quiet), json_out, reveal, quiet)
     hook = for_runtime(adapter, deploy, base_gguf, quiet)
     res = _run(lambda on_step: do_append(adapter, recs, update, over, RuntimeConfig(device=device), on_step, hook),
                adapter, max_steps, quiet)
@@ -71,8 +77,13 @@ def forget(
     from memft.config import RuntimeConfig
     from memft.memory.rewrite import forget as do_forget
 
-    hook = for_runtime(adapter, deploy, base_gguf, quiet)
+    from memft.cli import store
+
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
+    if store.is_store(adapter):
+        _no_deploy(deploy, base_gguf, adapter)
+        store.report(store.forget_store(adapter, keys, over, device, quiet), json_out, reveal, quiet)
+    hook = for_runtime(adapter, deploy, base_gguf, quiet)
     res = _run(lambda on_step: do_forget(adapter, keys, over, RuntimeConfig(device=device), on_step, hook), adapter, max_steps, quiet)
     _finish(res, json_out, quiet, reveal)
 
@@ -82,17 +93,26 @@ def ledger(
     as_json: Annotated[bool, typer.Option("--json", help="Print the ledger as JSON.")] = False,
 ) -> None:
     """List the records an adapter holds (keys, digests, when written, certification at the last write) and its history."""
-    from rich.table import Table
-
-    from memft.store.adapters import read_meta
     from memft.cli import render
+    from memft.cli.store import is_store, ledger_store
+    from memft.store.adapters import read_meta
     from memft.store.ledger import read
 
+    if is_store(adapter):
+        return ledger_store(adapter, as_json)
     book = read(adapter)
     act = activation_entry(read_meta(adapter))
     if as_json:
         typer.echo(json.dumps({**book.to_json(), "activation": act}, indent=2, ensure_ascii=False))
         return
+    for t in ledger_tables(adapter, book, act):
+        render.out.print(t)
+
+
+def ledger_tables(adapter: Any, book: Any, act: dict[str, Any]) -> list[Any]:
+    """The ledger's two tables: the records it holds and its history."""
+    from rich.table import Table
+
     t = Table(title=f"{adapter}: {len(book.entries)} records, generation {book.generation}")
     t.caption = (f"keyed: prompts are the invocation {act['invocation']!r} (token ids {act['invocation_tokens']}) then the key; "
                  "without it the model is the base" if act["activation"] == "keyed" else "always-on: prompts are the key itself")
@@ -101,13 +121,12 @@ def ledger(
     for e in book.entries:
         gap = "—" if e.min_gap is None else f"{e.min_gap:.3f}"
         t.add_row(e.key[:40], e.digest[:12], e.written, str(e.generation), "yes" if e.certified else "[red]no[/red]", f"{e.min_prob:.3f}", gap)
-    render.out.print(t)
     h = Table(title="history")
     for col in ("gen", "time", "op", "added", "updated", "removed", "held", "steps", "certified"):
         h.add_column(col)
     for line in book.history:
         h.add_row(*(str(line.get(c, "—")) for c in ("generation", "time", "op", "added", "updated", "removed", "held", "steps")), f"{100 * line.get('certified', 0):.1f}%")
-    render.out.print(h)
+    return [t, h]
 
 
 def activation_entry(meta: Any) -> dict[str, Any]:
@@ -126,6 +145,12 @@ def for_runtime(adapter: Path, deploy: Optional[str], base_gguf: Optional[Path],
 
     target = deploy_target(deploy, base_gguf, read_meta(existing(adapter)).base.spec)
     return ForRuntime(target, on_round(quiet), progress_lines(quiet))
+
+
+def _no_deploy(deploy: Optional[str], base_gguf: Optional[Path], adapter: Path) -> None:
+    if deploy is not None or base_gguf is not None:
+        raise ConfigError(f"{adapter}: --deploy and --base-gguf change one adapter; a store's shards are written for PyTorch. "
+                          "Leave them out, or give one shard folder (`memft ledger STORE` says which shard holds a key)")
 
 
 def _overrides(lr: Optional[float], max_steps: Optional[int], margin: Optional[float], method: Optional[str]) -> dict[str, Any]:

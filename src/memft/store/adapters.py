@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memft.store import folders
+from memft.store import folders, shards
 from memft.store import meta as meta_mod
 from memft.errors import AdapterError, TrainingError
 from memft.store.meta import AdapterMeta
@@ -98,6 +98,8 @@ def read_version(folder: str | Path) -> Version:
         raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
     raw = folders.read_consistent(folder, (META, CONFIG, WEIGHTS, LEDGER))
     if raw[META] is None:
+        if shards.is_store(folder):
+            raise shards.store_error(folder)
         raise AdapterError(f"{folder}: not a memft adapter (no {META}); give the --out folder of `memft write`")
     meta = meta_mod.parse(raw[META], folder / META)
     check_files(folder, meta, raw[CONFIG], raw[WEIGHTS])

@@ -238,9 +238,11 @@ def fsync_tree(root: Path) -> None:
 
 def carry_over(old: Path, new: Path) -> list[str]:
     """Copy into `new` what the user kept in `old` that the new version does not write itself -> the names."""
+    from memft.store.shards import own_name
+
     names = []
     for p in sorted(old.iterdir()):
-        if p.name in OWN_FILES or (new / p.name).exists() or p.name.startswith(".memft.json.tmp-"):
+        if p.name in OWN_FILES or own_name(p.name) or (new / p.name).exists() or p.name.startswith(".memft.json.tmp-"):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.copytree(p, new / p.name, symlinks=True)

@@ -240,6 +240,10 @@ def read_json(folder: str | Path) -> dict[str, Any]:
         raise AdapterError(f"{folder}: no such adapter folder; give the --out folder of `memft write`")
     path = folder / FILE
     if not path.exists():
+        from memft.store import shards
+
+        if shards.is_store(folder):
+            raise shards.store_error(folder)
         raise AdapterError(f"{folder}: not a memft adapter (no {FILE}); give the --out folder of `memft write`")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
