@@ -110,6 +110,45 @@ def _write_store(records: Sequence[Record], out: str | Path, model: str, lora: L
     return sharded.write(records, out, shard_size, one)
 
 
+def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,
+           runtime: RuntimeConfig | None = None) -> Any:
+    """Add `records` to an adapter (memft.memory.rewrite.append -> RewriteResult) or to a store of shards
+    (memft.memory.sharded.append -> StoreResult: a key a shard holds goes to it, new keys to the open shard when they
+    fit, else to new shards sized from them). `train`: TrainConfig fields to override."""
+    from memft.memory import rewrite
+
+    if not shards.is_store(folders.resolve(folder)):
+        return rewrite.append(folder, records, update, train, runtime)
+    store = sharded.existing(folder)
+    first = shards.shard_dirs(store)
+    if not first:
+        raise shards.store_error(store, "append")
+    meta = adapters.read_meta(first[0])
+    runtime = RuntimeConfig(device=(runtime or RuntimeConfig()).device, dtype=meta.certification.dtype)
+    over = {k: v for k, v in (train or {}).items() if v is not None}
+
+    def write_shard(part: Sequence[Record], path: Path) -> WriteResult:
+        import dataclasses as dc
+
+        from memft.model.base import load_tokenizer
+
+        lora, cfg, size = sharded.new_shard_settings(meta, part, load_tokenizer(meta.base.spec))
+        return write(part, path, meta.base.spec, lora, dc.replace(cfg, **over), runtime,
+                     extra={"sizing": size.to_json(), "store": {"shard": path.name}}, shard_size=0)
+
+    return sharded.append(store, records, update, write_shard, lambda path, part: rewrite.append(path, part, update, train, runtime))
+
+
+def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None, runtime: RuntimeConfig | None = None) -> Any:
+    """Remove `keys` from an adapter (memft.memory.rewrite.forget) or a store (memft.memory.sharded.forget: only the
+    shards holding them are rewritten; a shard left empty is deleted)."""
+    from memft.memory import rewrite
+
+    if not shards.is_store(folders.resolve(folder)):
+        return rewrite.forget(folder, keys, train, runtime)
+    return sharded.forget(folder, keys, lambda path, part: rewrite.forget(path, part, train, runtime))
+
+
 @dataclass
 class Recalled:
     key: str

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.cli.test_cli import FAST, memft
 from tests.conftest import write_jsonl
 
@@ -53,3 +55,53 @@ def test_new_commands_answer_help():
     for cmd in ("append", "forget", "ledger", "audit"):
         h = memft(cmd, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout, cmd
+
+
+@pytest.mark.slow  # three writes and an append; the refusals are checked fast below
+def test_store_through_the_cli(tmp_path):
+    """More records than --shard-size: a store; every command takes it or refuses it in one line."""
+    st = tmp_path / "st"
+    pairs = [(f"P{i}:", f"{i}{i}-{i * 7}") for i in range(6)]
+    recs = _recs(tmp_path, "r.jsonl", pairs)
+    w = memft("write", recs, "--out", st, "--shard-size", "3", "--max-steps", "300", "--activation", "always", "--quiet",
+              "--json", tmp_path / "w.json", *FAST)
+    assert w.returncode == 0, w.stderr
+    rep = json.loads((tmp_path / "w.json").read_text())
+    assert rep["shard_count"] == 2 and rep["records"] == 6 and rep["certified"] == 1.0 and [s["records"] for s in rep["shards"]] == [3, 3]
+    assert memft("recall", st, "P4:").stdout == "44-28\n"
+    lines = [json.loads(x) for x in memft("recall", st, "--keys", "-", input="P0:\nQ:\n").stdout.splitlines()]
+    assert [(x["key"], x["held"], x["value"]) for x in lines] == [("P0:", True, "00-0"), ("Q:", False, None)]
+    assert memft("verify", st, recs, "--quiet").returncode == 0
+    book = json.loads(memft("ledger", st, "--json").stdout)
+    assert book["records"] == 6 and book["shard_size"] == 3 and [s["shard"] for s in book["shards"]] == ["shard-000", "shard-001"]
+    more = _recs(tmp_path, "m.jsonl", [("P6:", "66-42")])
+    a = memft("append", st, more, "--quiet", "--json", tmp_path / "a.json")
+    assert a.returncode == 0, a.stderr
+    assert [s["shard"] for s in json.loads((tmp_path / "a.json").read_text())["shards"]] == ["shard-002"]  # both full: a new shard
+    assert memft("recall", st, "P6:").stdout == "66-42\n"
+    au = memft("audit", st, "--windows", "2", "--quiet", "--json", tmp_path / "au.json")
+    assert au.returncode == 0, au.stderr
+    audit = json.loads((tmp_path / "au.json").read_text())
+    assert [s["shard"] for s in audit["shards"]] == ["shard-000", "shard-001", "shard-002"]
+    assert audit["worst"]["kl_mean"] == max(s["divergence"]["kl_mean"] for s in audit["shards"])
+    r = memft("forget", st, "Nobody:")
+    assert r.returncode == 2 and "not in this store" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_store_refusals_are_one_line(tmp_path):
+    from memft.store import shards
+
+    st = tmp_path / "st"
+    st.mkdir()
+    shards.write_meta(st, shards.StoreMeta(3))
+    for i in range(3):
+        (st / shards.shard_name(i)).mkdir()
+    recs = _recs(tmp_path, "r.jsonl", [(f"P{i}:", str(i)) for i in range(4)])
+    for args, msg in ((("export", st, "--gguf", tmp_path / "x.gguf"), "a memory store of 3 shards"),
+                      (("verify", st, recs, "--merged"), "give a shard, e.g."),
+                      (("write", recs, "--out", tmp_path / "o", "--shard-size", "3", "--rank", "auto", *FAST), "--shard-size 0"),
+                      (("write", recs, "--out", tmp_path / "o", "--shard-size", "-1", *FAST), "--shard-size -1"),
+                      (("append", st, recs, "--deploy", "llama.cpp"), "a store's shards are written for PyTorch")):
+        r = memft(*args)
+        assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
+    assert not (tmp_path / "o").exists()

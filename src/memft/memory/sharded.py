@@ -100,11 +100,8 @@ class _NotSaved(Exception):
 
 
 def check_out(out: Path) -> None:
-    """A store may replace an empty folder, a memft adapter or another store, nothing else."""
-    if out.exists() and not out.is_dir():
-        raise AdapterError(f"--out {out}: is a file; give a folder for the store")
-    if out.is_dir() and not shards.is_store(out):
-        adapters.check_out_dir(out)
+    """A store may replace an empty folder, a memft adapter or another store, nothing else (as one adapter may)."""
+    adapters.check_out_dir(out)
 
 
 def held_keys(store: Path) -> dict[str, list[str]]:
@@ -216,21 +213,42 @@ def forget(store: str | Path, keys: Sequence[str], forget_shard: ForgetShard, on
 
 
 def new_shard_settings(meta: Any, records: Sequence[Record], tokenizer: Any) -> tuple[Any, Any, Any]:
-    """(LoraSettings, TrainConfig, Sizing) of a shard an append adds: sized from its own records as a write of them
-    would be, with what a store keeps the same in every shard taken from `meta` (an existing shard's AdapterMeta):
-    activation and invocation (users call every shard the same way), template, method, margin, seed, preservation,
-    and a null init the user chose (with A frozen)."""
+    """(LoraSettings, TrainConfig, Sizing) of a shard an append adds, from `meta` (an existing shard's AdapterMeta):
+    what the store's write sized (memft.json's `sizing.chosen`) is sized again from the new shard's own records;
+    what the user gave (all of it, when the write was not sized) is kept, and so is what every shard shares: the
+    activation and invocation (users call every shard the same way), template, method, margin, seed, preservation.
+
+    >>> from types import SimpleNamespace as NS
+    >>> from memft.config import DEFAULT_INVOCATION
+    >>> lo = NS(rank=64, preset="top", layers=(26, 27, 28, 29), target_modules=None, alpha=None)
+    >>> m = NS(activation="keyed", invocation=DEFAULT_INVOCATION, lora=lo, train={"lr": 3e-3, "max_steps": 900, "lr_schedule": "progress",
+    ...        "batch_size": 32, "head_vocab": "restricted", "lora_init": "centered", "margin": 0.5, "seed": 4},
+    ...        extra={"sizing": {"chosen": ["rank", "batch_size", "max_steps", "lr", "lr_schedule", "head_vocab", "lora_init"]}})
+    >>> m.train_config = lambda drop=(), **o: NS(**{**m.train, **o})
+    >>> lora, train, size = new_shard_settings(m, [Record(f"k{i}:", "5") for i in range(40)], None)
+    >>> (lora.preset, lora.rank, lora.activation, train.lr, train.lr_schedule, train.seed, size.chosen)
+    ('top', 8, 'keyed', 0.01, 'constant', 4, ('rank', 'batch_size', 'max_steps', 'lr', 'lr_schedule', 'head_vocab', 'lora_init'))
+    """
     from memft.config import LoraSettings
     from memft.training.sizing import size_for, value_tokens
 
-    size = size_for(len(records), value_tokens=value_tokens(records, tokenizer))
-    lora = LoraSettings(rank=size.rank, preset=size.preset, activation=meta.activation,
-                        invocation=meta.invocation if meta.activation == "keyed" else None)
-    init = meta.train.get("lora_init", "")
-    null = isinstance(init, str) and init.startswith("null")
+    sized = set((meta.extra.get("sizing") or {}).get("chosen", ()))
+    t, lo = meta.train, meta.lora
+
+    def kept(name: str, value: Any) -> Any:  # the store's own value when the user gave it, None to size it again
+        return None if name in sized else value
+
+    size = size_for(len(records), preset=kept("preset", lo.preset), rank=kept("rank", lo.rank), batch_size=kept("batch_size", t.get("batch_size")),
+                    max_steps=kept("max_steps", t.get("max_steps")), lr=kept("lr", t.get("lr")), head_vocab=kept("head_vocab", t.get("head_vocab")),
+                    lora_init=kept("lora_init", t.get("lora_init")), lr_schedule=kept("lr_schedule", t.get("lr_schedule")),
+                    value_tokens=value_tokens(records, tokenizer) if "rank" in sized and tokenizer is not None else None)
+    placed = "preset" not in sized  # the user placed the store's LoRA: the same modules in every shard
+    lora = LoraSettings(rank=size.rank, alpha=lo.alpha if "rank" not in sized else None, preset=size.preset,
+                        layers=tuple(lo.layers) if placed and lo.layers else None, target_modules=lo.target_modules if placed else None,
+                        activation=meta.activation, invocation=meta.invocation if meta.activation == "keyed" else None)
     train = meta.train_config(drop=("max_seconds", "active_set", "replay"), lr=size.lr, max_steps=size.max_steps, batch_size=size.batch_size,
-                              head_vocab=size.head_vocab, lora_init=init if null else size.lora_init, lr_schedule=size.lr_schedule,
-                              a_lr_scale=0.0 if null else 1.0)
+                              head_vocab=size.head_vocab, lora_init=size.lora_init, lr_schedule=size.lr_schedule,
+                              a_lr_scale=0.0 if size.lora_init.startswith("null") else 1.0)
     return lora, train, size
 
 

@@ -35,7 +35,7 @@ def check_out_dir(out: Path) -> None:
     """Refuse, before any work, to write over something that is not a memft adapter."""
     if out.exists() and not out.is_dir():
         raise AdapterError(f"--out {out}: is a file; give a folder for the adapter")
-    if out.is_dir() and any(out.iterdir()) and not (out / META).exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / META).exists() and not shards.is_store(out):  # a store: replaced whole
         raise AdapterError(f"--out {out}: the folder holds files that are not a memft adapter; choose another folder or empty it")
 
 
