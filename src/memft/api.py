@@ -76,6 +76,7 @@ def write(
     runtime = runtime or RuntimeConfig()
     if shard_size and len(records) > shard_size:
         return _write_store(records, out, model, lora, train, runtime, base, on_step, extra, shard_size)
+    extra = {"shard_size": shard_size, **(extra or {})}  # what an append grows it into (memft.memory.sharded.grow_size)
     out = folders.check_location(out)  # the real folder, once (a symlinked alias locks and swaps the folder itself)
     adapters.check_out_dir(out)  # before any work: never train for minutes and then refuse to save
     own_base = base is None
@@ -105,26 +106,29 @@ def _write_store(records: Sequence[Record], out: str | Path, model: str, lora: L
     base = base or load_base(model, runtime.device, runtime.dtype, seed=(train or TrainConfig()).seed)
 
     def one(part: Sequence[Record], path: Path) -> WriteResult:
-        return write(part, path, model, lora, train, runtime, base, on_step, {**(extra or {}), "store": {"shard": path.name}}, shard_size=0)
+        return write(part, path, model, lora, train, runtime, base, on_step, {**(extra or {}), "store": {"shard": path.name}, "shard_size": shard_size},
+                     shard_size=0)
 
     return sharded.write(records, out, shard_size, one)
 
 
 def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,
-           runtime: RuntimeConfig | None = None) -> Any:
+           runtime: RuntimeConfig | None = None, shard_size: int | None = None) -> Any:
     """Add `records` to an adapter (memft.memory.rewrite.append -> RewriteResult) or to a store of shards
     (memft.memory.sharded.append -> StoreResult: a key a shard holds goes to it, new keys to the open shard when they
-    fit, else to new shards sized from them). `train`: TrainConfig fields to override."""
+    fit, else to new shards sized from them). `train`: TrainConfig fields to override.
+
+    One adapter that would hold more than `shard_size` records (default: its write's, memft.memory.sharded.grow_size;
+    0: never) becomes a store: the adapter as it is in shard-000, the new records in new shards."""
     from memft.memory import rewrite
 
-    if not shards.is_store(folders.resolve(folder)):
-        return rewrite.append(folder, records, update, train, runtime)
-    store = sharded.existing(folder)
-    first = shards.shard_dirs(store)
-    if not first:
-        raise shards.store_error(store, "append")
-    meta = adapters.read_meta(first[0])
+    real = folders.resolve(folder)
+    is_store = shards.is_store(real)
+    meta = adapters.read_meta(real if not is_store else _first_shard(real))
     runtime = RuntimeConfig(device=(runtime or RuntimeConfig()).device, dtype=meta.certification.dtype)
+    grow = 0 if is_store else sharded.grow_size(meta, shard_size)
+    if not is_store and not grow:
+        return rewrite.append(folder, records, update, train, runtime)
     over = {k: v for k, v in (train or {}).items() if v is not None}
 
     def write_shard(part: Sequence[Record], path: Path) -> WriteResult:
@@ -136,7 +140,16 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
         return write(part, path, meta.base.spec, lora, dc.replace(cfg, **over), runtime,
                      extra={"sizing": size.to_json(), "store": {"shard": path.name}}, shard_size=0)
 
-    return sharded.append(store, records, update, write_shard, lambda path, part: rewrite.append(path, part, update, train, runtime))
+    res = sharded.append(folder, records, update, write_shard, lambda path, part: rewrite.append(path, part, update, train, runtime),
+                         grow=grow)
+    return res if res is not None else rewrite.append(folder, records, update, train, runtime)
+
+
+def _first_shard(store: Path) -> Path:
+    found = shards.shard_dirs(store)
+    if not found:
+        raise shards.store_error(store, "append")
+    return found[0]
 
 
 def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None, runtime: RuntimeConfig | None = None) -> Any:

@@ -116,3 +116,23 @@ def test_one_adapter_and_a_store_replace_each_other(tmp_path):
     assert one.all_certified and sorted(p.name for p in st.iterdir()) == sorted(
         ["README.md", "adapter_config.json", "adapter_model.safetensors", "ledger.json", "memft.json", "notes.txt"])
     assert api.recall(st, recs[1].key).value == recs[1].value
+
+
+def test_a_full_adapter_grows_into_a_store_without_retraining_it(tmp_path):
+    recs = phonebook(5, seed=8)
+    ad = tmp_path / "ad"
+    _store(ad, recs[:3], size=3)  # 3 records, shard size 3: one adapter, full
+    assert json.loads((ad / "memft.json").read_text())["shard_size"] == 3
+    (ad / "notes.txt").write_text("mine")
+    before = _tree(ad)
+    res = api.append(ad, recs[3:], runtime=CPU)
+    assert isinstance(res, StoreResult) and res.saved and [(s.name, s.op, s.records) for s in res.shards] == [("shard-001", "write", 2)]
+    after = _tree(ad)
+    assert {k.removeprefix("shard-000/"): v for k, v in after.items() if k.startswith("shard-000/")} == \
+        {k: v for k, v in before.items() if k != "notes.txt"}  # the adapter as it was, byte for byte
+    assert after["notes.txt"] == b"mine" and json.loads(after["store.json"])["shard_size"] == 3
+    assert [r.value for r in api.recall_many(ad, [r.key for r in recs], device="cpu")] == [r.value for r in recs]
+    one = tmp_path / "one"
+    _store(one, recs[:3], size=3)
+    res = api.append(one, recs[3:4], runtime=CPU, shard_size=0)  # 0: into the adapter, replaying what it holds
+    assert res.saved and not shards.is_store(one) and ledger.read(one).history[-1]["held"] == 4

@@ -160,7 +160,7 @@ def write(
                                                margin, size.rank, say=None if not quiet else (lambda line: None), max_seconds=time_limit)
             if target is None:
                 res = api.write(recs, out, model=model, lora=lora, train=train, runtime=runtime, on_step=step_watch,
-                                extra={"sizing": size.to_json()})
+                                extra={"sizing": size.to_json()}, shard_size=shard_size)
             else:
                 res, outcome = write_deploy(recs, out, target, model, lora, train, runtime, step_watch, {"sizing": size.to_json()}, quiet)
             watch = step_watch.watch

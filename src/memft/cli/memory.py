@@ -33,6 +33,7 @@ def append(
     preserve_text: PreserveText = None,
     deploy: Deploy = None,
     base_gguf: BaseGguf = None,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="One adapter that would hold more records than this becomes a store of shards: the adapter as it is, the new records in new shards (README, Shards); 0: append into the adapter, replaying what it holds. Default: the --shard-size it was written with (1000).")] = None,
     device: Device = "auto",
     json_out: JsonOut = None,
     reveal: Reveal = False,
@@ -50,7 +51,10 @@ def append(
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
     if store.is_store(adapter):
         _no_deploy(deploy, base_gguf, adapter)
-        store.report(store.append_store(adapter, recs, update, over, device, quiet), json_out, reveal, quiet)
+    if deploy is None and base_gguf is None:  # a store, or one adapter that grows into one (README, Shards)
+        grown = store.append_store(adapter, recs, update, over, device, quiet, shard_size)
+        if grown is not None:
+            store.report(grown, json_out, reveal, quiet)
     hook = for_runtime(adapter, deploy, base_gguf, quiet)
     res = _run(lambda on_step: do_append(adapter, recs, update, over, RuntimeConfig(device=device), on_step, hook),
                adapter, max_steps, quiet)

@@ -78,9 +78,12 @@ def write_store(recs: Sequence[Any], out: Path, shard_size: int, plan: Plan, mod
     return sharded.write(recs, out, shard_size, one, _on_shard(quiet))
 
 
-def append_store(store: Path, recs: Sequence[Any], update: bool, over: dict[str, Any], device: str, quiet: bool) -> Any:
+def append_store(store: Path, recs: Sequence[Any], update: bool, over: dict[str, Any], device: str, quiet: bool,
+                 shard_size: Optional[int] = None) -> Any:
     """`memft append` on a store: held keys go to their shards, new ones to the open shard or new shards
-    (memft.store.shards.place); a new shard is sized from its records and keeps the store's activation and method."""
+    (memft.store.shards.place); a new shard is sized from its records and keeps the store's activation and method.
+    On one adapter: None when it appends in place (it and the new records fit in a shard, or it never grows:
+    memft.memory.sharded.grow_size), else the store it becomes."""
     from memft.cli.memory import _run
     from memft.config import RuntimeConfig
     from memft.memory import sharded
@@ -88,11 +91,17 @@ def append_store(store: Path, recs: Sequence[Any], update: bool, over: dict[str,
     from memft.model.base import load_tokenizer
     from memft.store import adapters, shards
 
-    store = sharded.existing(store)
-    first = shards.shard_dirs(store)
-    if not first:
-        raise shards.store_error(store, "append")
-    meta = adapters.read_meta(first[0])
+    if shard_size is not None and shard_size < 0:
+        raise ConfigError(f"--shard-size {shard_size}: give a positive number of records per shard, or 0 to append into the adapter")
+    real = sharded.existing(store)
+    one = not shards.is_store(real)
+    found = [real] if one else shards.shard_dirs(real)
+    if not found:
+        raise shards.store_error(real, "append")
+    meta = adapters.read_meta(found[0])
+    grow = sharded.grow_size(meta, shard_size) if one else 0
+    if one and not grow:
+        return None
     runtime = RuntimeConfig(device=device, dtype=meta.certification.dtype)  # every shard in the precision the store was certified in
 
     def write_shard(part: Sequence[Any], path: Path) -> Any:
@@ -103,7 +112,7 @@ def append_store(store: Path, recs: Sequence[Any], update: bool, over: dict[str,
     def append_shard(path: Path, part: Sequence[Any]) -> Any:
         return _run(lambda on_step: do_append(path, part, update, over, runtime, on_step), path, over.get("max_steps"), quiet)
 
-    return sharded.append(store, recs, update, write_shard, append_shard, _on_shard(quiet))
+    return sharded.append(real, recs, update, write_shard, append_shard, _on_shard(quiet), grow=grow)
 
 
 def forget_store(store: Path, keys: Sequence[str], over: dict[str, Any], device: str, quiet: bool) -> Any:

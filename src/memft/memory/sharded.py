@@ -136,18 +136,29 @@ def write(records: Sequence[Record], out: str | Path, shard_size: int, write_sha
 
 
 def append(store: str | Path, records: Sequence[Record], update: bool, write_shard: WriteShard, append_shard: AppendShard,
-           on_shard: OnShard | None = None) -> StoreResult:
+           on_shard: OnShard | None = None, grow: int = 0) -> StoreResult | None:
     """Add `records` to a store: a key a shard holds goes to that shard (a new value only with `update`, as for one
     adapter), new keys where memft.store.shards.place puts them (the open shard when they all fit, else new shards).
-    Only the shards that get records are rewritten or written."""
+    Only the shards that get records are rewritten or written.
+
+    `store` may also be one adapter folder with `grow` > 0: when its records and the new ones would be more than
+    `grow`, it becomes a store of shards of at most `grow` records, the adapter as it is in `shard-000` (not
+    retrained) and the new keys in new shards; otherwise None (nothing done: the caller appends in place)."""
     store = existing(store)
     t0 = time.perf_counter()
     with folders.locked(store):
-        meta = shards.read_meta(store)  # inside the lock: a write may have just swapped the store in
-        held = held_keys(store)
+        single = not shards.is_store(store)
+        if single:
+            size = shards.check_shard_size(grow, "grow")
+            held = {shards.shard_name(0): [e.key for e in ledger_mod.read(store).entries]}
+        else:
+            size = shards.read_meta(store).shard_size  # inside the lock: a write may have just swapped the store in
+            held = held_keys(store)
         routed, new = shards.route([r.key for r in records], held)
         counts = {n: len(ks) for n, ks in held.items()}
-        placed = shards.place(new, counts, meta.shard_size)
+        placed = shards.place(new, counts, size)
+        if single and set(placed) <= set(held):
+            return None  # they fit in the adapter
         by_key = {r.key: r for r in records}
         work = {name: [by_key[k] for k in keys] for name, keys in routed.items()}
         for name, keys in placed.items():
@@ -156,7 +167,11 @@ def append(store: str | Path, records: Sequence[Record], update: bool, write_sha
         done: list[ShardOutcome] = []
 
         def fill(tmp: Path) -> None:
-            _copy_store(store, tmp)
+            if single:
+                shards.write_meta(tmp, shards.StoreMeta(size))
+                _copy_adapter(store, tmp / shards.shard_name(0))
+            else:
+                _copy_store(store, tmp)
             for i, name in enumerate(order):
                 if on_shard:
                     on_shard(name, i + 1, len(order), len(work[name]))
@@ -210,6 +225,23 @@ def forget(store: str | Path, keys: Sequence[str], forget_shard: ForgetShard, on
         left = sum(len(v) for v in held.values()) - sum(len(v) for v in routed.values())
         count = len(held) - sum(1 for s in done if s.op == "delete")
         return StoreResult(store, "forget", saved, done, left, count, time.perf_counter() - t0)
+
+
+def grow_size(meta: Any, given: int | None = None) -> int:
+    """The shard size one adapter grows into on append (0: it never does, appends replay in place): `given`, else
+    the --shard-size its write used (memft.json `shard_size`; adapters written before stores: the default). An
+    adapter written for a runtime (`--deploy`) stays one adapter: that runtime was proven on it alone.
+
+    >>> from types import SimpleNamespace as NS
+    >>> grow_size(NS(extra={})), grow_size(NS(extra={"shard_size": 0})), grow_size(NS(extra={"deploy": {}})), grow_size(NS(extra={}), 50)
+    (1000, 0, 0, 50)
+    """
+    if given is not None:
+        return given
+    if "deploy" in meta.extra:
+        return 0
+    size = meta.extra.get("shard_size", shards.SHARD_SIZE)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else shards.SHARD_SIZE
 
 
 def new_shard_settings(meta: Any, records: Sequence[Record], tokenizer: Any) -> tuple[Any, Any, Any]:
@@ -273,6 +305,15 @@ def _copy_store(store: Path, tmp: Path) -> None:
     shutil.copy2(store / shards.STORE, tmp / shards.STORE)
     for d in shards.shard_dirs(store):
         shutil.copytree(d, tmp / d.name, symlinks=True)
+
+
+def _copy_adapter(folder: Path, shard: Path) -> None:
+    """One adapter's own files (weights, memft.json, ledger) as a store's first shard; the user's other files stay
+    at the store's top (swap_in carries them over)."""
+    shard.mkdir()
+    for name in sorted(folders.OWN_FILES):
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, shard / name)
 
 
 def _written(name: str, res: Any) -> ShardOutcome:
