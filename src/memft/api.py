@@ -1,5 +1,6 @@
-"""The Python API, the one facade above the core and the checks: write records into an adapter, recall a key,
-verify a record set. The CLI only calls these.
+"""The Python API, the one facade above the core and the checks: write records into an adapter (or a store of
+shards, memft.store.shards), append and forget, recall a key, verify a record set. The CLI calls these (for a store's
+per-shard progress it drives memft.memory.sharded itself).
 
 Facade: may import the core (memft.prompts, .model, .certify, .objectives, .training, .store), memft.memory and
 memft.checks; nothing below imports it. What the memory store and the checks also need lives in the core:
@@ -132,12 +133,10 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     over = {k: v for k, v in (train or {}).items() if v is not None}
 
     def write_shard(part: Sequence[Record], path: Path) -> WriteResult:
-        import dataclasses as dc
-
         from memft.model.base import load_tokenizer
 
         lora, cfg, size = sharded.new_shard_settings(meta, part, load_tokenizer(meta.base.spec))
-        return write(part, path, meta.base.spec, lora, dc.replace(cfg, **over), runtime,
+        return write(part, path, meta.base.spec, lora, dataclasses.replace(cfg, **over), runtime,
                      extra={"sizing": size.to_json(), "store": {"shard": path.name}}, shard_size=0)
 
     res = sharded.append(folder, records, update, write_shard, lambda path, part: rewrite.append(path, part, update, train, runtime),
