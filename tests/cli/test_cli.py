@@ -260,7 +260,7 @@ def test_write_with_a_null_init_freezes_a(tmp_path, monkeypatch):
 
     seen = []
 
-    def fake_write(recs, out, model, lora, train, runtime, on_step=None, extra=None):
+    def fake_write(recs, out, model, lora, train, runtime, on_step=None, extra=None, shard_size=None):
         seen.append(train)
         raise SystemExit(7)  # stop before any training: only the settings matter here
 

@@ -288,7 +288,7 @@ def existing(store: str | Path) -> Path:
     """The real path of a store to change; a missing one is refused before anything (a lock file) is made."""
     real = folders.check_location(store)
     if not real.is_dir() and not folders.leftovers(real)["old"]:
-        raise AdapterError(f"{store}: no such store folder; give the --out folder of `memft write`")
+        raise AdapterError(f"{store}: no such adapter folder; give the --out folder of `memft write`")
     return real
 
 
