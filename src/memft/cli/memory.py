@@ -178,16 +178,23 @@ def _run(call: Any, adapter: Path, max_steps: Optional[int], quiet: bool) -> Any
         return call(render.forecast_watch(on_step, total, cfg.margin, meta.lora.rank, say=(lambda line: None) if quiet else None))
 
 
-def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> None:
+def json_and_failures(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> None:
+    """The start of a rewrite's report (one adapter or a store): the --json file, then the records not certified."""
     from memft.store import safejson
     from memft.cli import render
 
     if json_out:
         write_json(json_out, safejson.dumps(res.to_json(reveal)))
+    failed = [r for r in res.reports if not r.certified]
+    if failed and not quiet:
+        render.console.print(render.records_table(failed))
+
+
+def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> None:
+    from memft.cli import render
+
+    json_and_failures(res, json_out, quiet, reveal)
     if not quiet:
-        failed = [r for r in res.reports if not r.certified]
-        if failed:
-            render.console.print(render.records_table(failed))
         p = res.plan
         render.console.print(
             f"kept {len(p['kept'])}, added {len(p['added'])}, changed {len(p['changed'])}, forgotten {len(p['forgotten'])}, "

@@ -135,14 +135,10 @@ def report(res: Any, json_out: Optional[Path], reveal: bool, quiet: bool) -> Non
     every record certified (a rewrite: and was saved), 1 otherwise."""
     from memft.certify.metrics import within_allowance
     from memft.cli import render
-    from memft.store import safejson
+    from memft.cli.memory import json_and_failures
 
-    if json_out:
-        write_json(json_out, safejson.dumps(res.to_json(reveal)))
+    json_and_failures(res, json_out, quiet, reveal)
     if not quiet:
-        failed = [r for r in res.reports if not r.certified]
-        if failed:
-            render.console.print(render.records_table(failed))
         render.console.print(shards_table(res))
         if res.reports:
             render.console.print(render.summary_table(res.summary, title=f"records of {res.out} written or rewritten now"))
