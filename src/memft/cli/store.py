@@ -227,7 +227,7 @@ def audit_store(store: Path, recs: Optional[Sequence[Any]], run: Callable[[Any, 
         del loaded, res
         gc.collect()
     div = [d["divergence"] for d in done]
-    worst = {k: max(d[k] for d in div) for k in ("kl_mean", "kl_max", "ppl_change") if all(k in d for d in div)}
+    worst = {k: max(d[k] for d in div) for k in ("kl_mean", "kl_max", "ppl_change", "max_abs_logit_diff") if all(k in d for d in div)}
     if all("argmax_agreement" in d for d in div):
         worst["argmax_agreement"] = min(d["argmax_agreement"] for d in div)
     report = {"store": str(store), "shards": done, "worst": worst, "unrelated_leaks": leaks}
