@@ -23,17 +23,10 @@ Plan = Callable[[Sequence[Any]], tuple[Any, Any, Any]]  # records -> (Sizing, Lo
 
 
 def is_store(folder: Path) -> bool:
+    """The folder (its real path) is a store of shards."""
     from memft.store import folders, shards
 
     return shards.is_store(folders.resolve(folder))
-
-
-def check_one_adapter(folder: Path, command: str) -> None:
-    """Commands that take one adapter folder refuse a store with one line naming a shard to give instead."""
-    from memft.store import folders, shards
-
-    if is_store(folder):
-        raise shards.store_error(folders.resolve(folder), command)
 
 
 def _on_shard(quiet: bool) -> Any:
