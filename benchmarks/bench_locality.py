@@ -61,6 +61,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # a frozen A slows B's learning (only B moves): the same with the learning rate of small sets (1e-2)
     **{f"null-contrast-frozen{rk}-lr0.01": ({"rank": int(rk[2:])} if rk else {}, {"preserve": 0.0, "lora_init": "null-contrast", "a_lr_scale": 0.0, "lr": 0.01})
        for rk in ("", "-r32")},
+    # the frozen null-contrast init with a light preservation term on top (both remedies at once)
+    **{f"null-contrast-frozen{rk}-preserve-{w:g}": ({"rank": int(rk[2:])} if rk else {}, {"preserve": w, "lora_init": "null-contrast", "a_lr_scale": 0.0})
+       for rk in ("", "-r32") for w in (0.3, 1.0)},
 }
 GOAL_RECORDS = 1000  # the record count of the goal (top-level keys)
 
