@@ -124,7 +124,7 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
     from memft.memory import rewrite
 
     real = folders.resolve(folder)
-    is_store = shards.is_store(real)
+    is_store = shards.store_at(real) is not None
     meta = adapters.read_meta(real if not is_store else _first_shard(real))
     runtime = RuntimeConfig(device=(runtime or RuntimeConfig()).device, dtype=meta.certification.dtype)
     grow = 0 if is_store else sharded.grow_size(meta, shard_size)
@@ -156,7 +156,7 @@ def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None
     shards holding them are rewritten; a shard left empty is deleted)."""
     from memft.memory import rewrite
 
-    if not shards.is_store(folders.resolve(folder)):
+    if shards.store_at(folder) is None:
         return rewrite.forget(folder, keys, train, runtime)
     return sharded.forget(folder, keys, lambda path, part: rewrite.forget(path, part, train, runtime))
 
@@ -213,8 +213,9 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
 
     for i, k in enumerate(keys):
         check_key(k, f"key {i + 1}" if len(keys) > 1 else "key")
-    if not isinstance(folder, Loaded) and shards.is_store(folders.resolve(folder)):
-        return _recall_store(folders.resolve(folder), keys, raw, batch_size, device)
+    store = None if isinstance(folder, Loaded) else shards.store_at(folder)
+    if store is not None:
+        return _recall_store(store, keys, raw, batch_size, device)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device)
     held = held_keys(ld)
     known = set(held) if held is not None else None
@@ -275,8 +276,9 @@ def verify(
     """Certify every record in one teacher-forced pass; generate greedily where asked (see evaluate())."""
     from memft.certify.evaluate import evaluate
 
-    if not isinstance(folder, Loaded) and shards.is_store(folders.resolve(folder)):
-        return _verify_store(folders.resolve(folder), records, generate, device, dtype, batch_size)
+    store = None if isinstance(folder, Loaded) else shards.store_at(folder)
+    if store is not None:
+        return _verify_store(store, records, generate, device, dtype, batch_size)
     ld = folder if isinstance(folder, Loaded) else load_adapter(folder, device, dtype)
     items = encode_all(records, ld.tokenizer, ld.meta.template, ld.meta.key_prefix)
     reports = evaluate(ld.model, ld.tokenizer, items, generate=generate, batch_size=batch_size)

@@ -23,10 +23,10 @@ Plan = Callable[[Sequence[Any]], tuple[Any, Any, Any]]  # records -> (Sizing, Lo
 
 
 def is_store(folder: Path) -> bool:
-    """The folder (its real path) is a store of shards."""
-    from memft.store import folders, shards
+    """The folder (its real path) is a store of shards (memft.store.shards.store_at)."""
+    from memft.store import shards
 
-    return shards.is_store(folders.resolve(folder))
+    return shards.store_at(folder) is not None
 
 
 def _on_shard(quiet: bool) -> Any:

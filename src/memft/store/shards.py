@@ -163,6 +163,16 @@ def is_store(folder: str | Path) -> bool:
     return (Path(folder) / STORE).is_file()
 
 
+def store_at(folder: str | Path) -> Path | None:
+    """The real path of `folder` when it is a store, else None; a store an interrupted swap left aside is put back
+    first (memft.store.folders.recover_for_reading), so a reader never mistakes it for a missing adapter."""
+    from memft.store import folders
+
+    real = folders.resolve(folder)
+    folders.recover_for_reading(real)
+    return real if is_store(real) else None
+
+
 def shard_dirs(folder: str | Path) -> list[Path]:
     """The store's shard folders, in order of their number."""
     folder = Path(folder)
