@@ -27,11 +27,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peak_rss  # noqa: E402 - the benchmarks' own helper, beside this file
 from typing import Any
 
 import torch
@@ -78,17 +80,15 @@ def machine() -> dict[str, Any]:
 
 
 def run_audit(folder: Path, records_file: Path, out: Path) -> tuple[dict[str, Any], float, float]:
-    """`memft audit` on a saved adapter in its own process -> (its JSON report, wall seconds, peak RSS in MB)."""
+    """`memft audit` on a saved adapter in its own process -> (its JSON report, wall seconds, its own peak RSS in MB).
+    Measured through peak_rss.run: a child of this process (which holds the base and the training state) would
+    report this process's size (rows before that fix read max(this process, the audit))."""
     cmd = [sys.executable, "-c", "from memft.cli.main import main; main()", "audit", str(folder), str(records_file),
            "--device", "cpu", "--json", str(out), "--quiet"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=os.environ.copy())
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):  # 1: a value leaked into an unrelated prompt (the report says which)
-        raise SystemExit(f"memft audit {folder} failed with exit code {code}")
-    return json.loads(out.read_text(encoding="utf-8")), seconds, usage.ru_maxrss / 1024  # ru_maxrss: KiB on Linux
+    done = peak_rss.run(cmd)
+    if done.returncode not in (0, 1):  # 1: a value leaked into an unrelated prompt (the report says which)
+        raise SystemExit(f"memft audit {folder} failed with exit code {done.returncode}: {done.stderr[-500:]}")
+    return json.loads(out.read_text(encoding="utf-8")), done.seconds, done.peak_rss_mb
 
 
 NULL_REPORTS: list[Any] = []  # the NullReport of each null-init write (fit() calls null_init.apply_null once)

@@ -43,6 +43,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import peak_rss  # noqa: E402 - the benchmarks' own helper, beside this file
+
 BITS_PER_RECORD = 10 * math.log2(10)  # a uniformly random 10-digit number
 
 
@@ -52,21 +55,9 @@ def memft(*args: object) -> subprocess.CompletedProcess:
 
 
 def measured(cmd: list[str]) -> subprocess.CompletedProcess:
-    """Run `cmd` with its output captured -> CompletedProcess with `seconds` (wall) and `peak_rss_mb` (the child's
-    own peak resident memory, from wait4's rusage: KiB on Linux) set on it."""
-    import tempfile
-
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=os.environ.copy())
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        out.seek(0)
-        err.seek(0)
-        done = subprocess.CompletedProcess(cmd, os.waitstatus_to_exitcode(status), out.read().decode("utf-8", "replace"),
-                                           err.read().decode("utf-8", "replace"))
-    done.seconds, done.peak_rss_mb = round(wall, 1), round(usage.ru_maxrss / 1024, 1)
-    return done
+    """Run `cmd` with its output captured -> CompletedProcess with `seconds` (wall) and `peak_rss_mb` (the command's
+    own peak resident memory; peak_rss.run says why a launcher measures it)."""
+    return peak_rss.run(cmd)
 
 
 def machine(shared: bool) -> dict:
