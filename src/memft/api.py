@@ -110,7 +110,10 @@ def _write_store(records: Sequence[Record], out: str | Path, model: str, lora: L
         return write(part, path, model, lora, train, runtime, base, on_step, {**(extra or {}), "store": {"shard": path.name}, "shard_size": shard_size},
                      shard_size=0)
 
-    return sharded.write(records, out, shard_size, one)
+    def check(part: Sequence[Record]) -> None:
+        prepare(part, base, *sized_settings(part, base.tokenizer, lora, train)[:2])
+
+    return sharded.write(records, out, shard_size, one, check_shard=check)
 
 
 def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,

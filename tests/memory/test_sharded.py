@@ -139,3 +139,23 @@ def test_a_full_adapter_grows_into_a_store_without_retraining_it(tmp_path):
     _store(one, recs[:3], size=3)
     res = api.append(one, recs[3:4], runtime=CPU, shard_size=0)  # 0: into the adapter, replaying what it holds
     assert res.saved and not shards.is_store(one) and ledger.read(one).history[-1]["held"] == 4
+
+
+def test_an_input_error_in_the_last_shard_is_found_before_any_training(tmp_path, monkeypatch):
+    recs = phonebook(6, seed=9)
+    trained = []
+    monkeypatch.setattr(api, "fit", lambda *a, **k: trained.append(a) or pytest.fail("trained before the check"))
+    with pytest.raises(RecordsError, match="conflicting values"):  # a key twice: never one value in each of two shards
+        _store(tmp_path / "st", [*recs, Record(recs[0].key, "x")], size=2)
+    last = shards.split(recs, lambda r: r.key, 2)[-1]
+    real = api.prepare
+
+    def prepare(part, *args):  # the checks before training, failing for the last shard's records
+        if [r.key for r in part] == [r.key for r in last]:
+            raise RecordsError(f"record {last[0].key!r}: bad")
+        return real(part, *args)
+
+    monkeypatch.setattr(api, "prepare", prepare)
+    with pytest.raises(RecordsError, match="bad"):
+        _store(tmp_path / "st", recs, size=2)
+    assert not trained and not (tmp_path / "st").exists()

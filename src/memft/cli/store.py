@@ -68,7 +68,13 @@ def write_store(recs: Sequence[Any], out: Path, shard_size: int, plan: Plan, mod
             train = dataclasses.replace(train, max_seconds=max(time_limit - (time.perf_counter() - t0), 1e-3))
         return _trained(part, path, size, lora, train, model, runtime, base, quiet)
 
-    return sharded.write(recs, out, shard_size, one, _on_shard(quiet))
+    def check(part: Sequence[Any]) -> None:
+        from memft.training.fit import prepare
+
+        _, lora, train = plan(part)
+        prepare(part, base, lora, train)
+
+    return sharded.write(recs, out, shard_size, one, _on_shard(quiet), check_shard=check)
 
 
 def append_store(store: Path, recs: Sequence[Any], update: bool, over: dict[str, Any], device: str, quiet: bool,

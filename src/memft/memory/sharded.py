@@ -25,7 +25,7 @@ from typing import Any
 
 from memft.certify.metrics import RecordReport, summarize
 from memft.errors import AdapterError, ConfigError, RecordsError
-from memft.prompts.records import Record
+from memft.prompts.records import Record, dedupe
 from memft.store import adapters, folders, shards
 from memft.store import ledger as ledger_mod
 
@@ -109,14 +109,20 @@ def held_keys(store: Path) -> dict[str, list[str]]:
     return {d.name: [e.key for e in ledger_mod.read(d).entries] for d in shards.shard_dirs(store)}
 
 
-def write(records: Sequence[Record], out: str | Path, shard_size: int, write_shard: WriteShard, on_shard: OnShard | None = None) -> StoreResult:
+def write(records: Sequence[Record], out: str | Path, shard_size: int, write_shard: WriteShard, on_shard: OnShard | None = None,
+          check_shard: Callable[[Sequence[Record]], Any] | None = None) -> StoreResult:
     """Write `records` as a store of ceil(n / shard_size) shards (memft.store.shards.split), one after the other, each
     by `write_shard`; swapped in once all are written. As with one adapter, the store is saved whether or not every
-    record certified (StoreResult.all_certified says)."""
+    record certified (StoreResult.all_certified says). `check_shard` (memft.training.fit.prepare's checks) runs on
+    every shard before the first is trained: an input error in the last shard is one line at once, not after the
+    others have trained."""
     shards.check_shard_size(shard_size)
     out = folders.check_location(out)
     check_out(out)
+    records = dedupe(records)  # one shard per key: a key given twice would land in two shards at a cut
     parts = shards.split(records, lambda r: r.key, shard_size)
+    for part in parts if check_shard else ():
+        check_shard(part)
     done: list[ShardOutcome] = []
     t0 = time.perf_counter()
     with folders.locked(out):
