@@ -269,3 +269,20 @@ def test_write_with_a_null_init_freezes_a(tmp_path, monkeypatch):
     for init in ("null-contrast", "centered"):
         assert memft("write", recs, "--out", tmp_path / init, "--model", "tiny-random", "--lora-init", init, "--quiet").returncode == 7
     assert [t.lora_init for t in seen] == ["null-contrast", "centered"] and [t.a_lr_scale for t in seen] == [0.0, 1.0]
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path):
+    """click's own errors (a value of the wrong type, an unknown option or command, a missing argument) are said
+    like memft's: one line on stderr naming the command's --help, exit 2, no box, no traceback."""
+    recs = write_jsonl(tmp_path / "r.jsonl", ['{"key": "a:", "value": "1"}'])
+    for args, said in ((("write", recs, "--out", tmp_path / "o", "--max-steps", "many"), "Invalid value for '--max-steps'"),
+                       (("write", recs), "Missing option '--out'"),
+                       (("writ",), "No such command 'writ'"),
+                       (("recall", "--bogus", tmp_path, "k"), "No such option: --bogus"),
+                       (("append",), "Missing argument")):
+        r = memft_process(*args)
+        assert r.returncode == 2 and r.stderr.startswith("memft: error: " + said) and r.stderr.count("\n") == 1, (args, r.stderr)
+        assert "--help`" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+    h = memft_process()
+    assert "Usage" in h.stdout and h.stderr == ""

@@ -99,9 +99,20 @@ def test_store_refusals_are_one_line(tmp_path):
     recs = _recs(tmp_path, "r.jsonl", [(f"P{i}:", str(i)) for i in range(4)])
     for args, msg in ((("export", st, "--gguf", tmp_path / "x.gguf"), "a memory store of 3 shards"),
                       (("verify", st, recs, "--merged"), "give a shard, e.g."),
-                      (("write", recs, "--out", tmp_path / "o", "--shard-size", "3", "--rank", "auto", *FAST), "--shard-size 0"),
+                      (("write", recs, "--out", tmp_path / "o", "--shard-size", "3", "--rank", "auto", *FAST), "leave --shard-size out"),
                       (("write", recs, "--out", tmp_path / "o", "--shard-size", "-1", *FAST), "--shard-size -1"),
                       (("append", st, recs, "--deploy", "llama.cpp"), "a store's shards are written for PyTorch")):
         r = memft(*args)
         assert r.returncode == 2 and msg in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
     assert not (tmp_path / "o").exists()
+
+
+def test_rank_auto_writes_one_adapter_whatever_the_count(tmp_path, monkeypatch):
+    """--rank auto (and --deploy) make one adapter: more records than the default shard size do not make a store."""
+    from memft.cli import main as cli_main
+
+    seen = []
+    monkeypatch.setattr(cli_main, "_write_auto", lambda recs, out, *a: seen.append(len(recs)) or (_ for _ in ()).throw(SystemExit(7)))
+    recs = _recs(tmp_path, "r.jsonl", [(f"K{i}:", str(i)) for i in range(1001)])
+    r = memft("write", recs, "--out", tmp_path / "o", "--rank", "auto", "--quiet", *FAST)
+    assert r.returncode == 7 and seen == [1001]

@@ -135,13 +135,15 @@ def write(
                             **memory.preserve_options(preserve, preserve_text))
         return size, lora, train
 
-    shard_size = SHARD_SIZE if shard_size is None else shard_size
-    if shard_size < 0:
+    if shard_size is not None and shard_size < 0:
         raise ConfigError(f"--shard-size {shard_size}: give a positive number of records per shard, or 0 for one adapter")
+    if (auto or target is not None) and shard_size is None:
+        shard_size = 0  # --rank auto and --deploy make one adapter (a runtime is proven on it whole), whatever the count
+    shard_size = SHARD_SIZE if shard_size is None else shard_size
     if shard_size and len(recs) > shard_size:
         if auto or target is not None:
             raise ConfigError(f"{len(recs)} records make a store of shards (more than --shard-size {shard_size}); --rank auto and --deploy "
-                              "write one adapter: give --shard-size 0 (one adapter for them all) or leave those options out")
+                              "write one adapter: leave --shard-size out (or give 0) for one adapter, or leave those options out")
         plan(recs[:1])  # every option checked before the model loads
         runtime = RuntimeConfig(device=device, dtype=dtype)
         res = store.write_store(recs, out, shard_size, plan, model, runtime, seed, time_limit, quiet)
@@ -486,8 +488,21 @@ def peak_memory_mib() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     """The `memft` console script; `argv` (default: sys.argv[1:]) lets tests run a command in-process. Exits."""
+    # typer >= 0.29 vendors click; older ones use click itself: the usage error class is BadParameter's base either way
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:
-        app(args=argv)
+        code = app(args=argv, standalone_mode=False)  # click's usage errors come here, to be said in one line
+    except usage_error as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `memft` or `memft CMD` alone: the help, as before
+            typer.echo(e.ctx.get_help() if e.ctx else "")
+            sys.exit(2)
+        # a bad option value, an unknown option or command, a missing argument: one line, exit 2
+        cmd = e.ctx.command_path.split(" ", 1)[1] if e.ctx and " " in e.ctx.command_path else ""
+        said = " ".join(e.format_message().split()).rstrip(".")
+        typer.echo(f"memft: error: {said}; see `memft {cmd + ' ' if cmd else ''}--help`", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        _interrupted()
     except MemftError as e:
         typer.echo(f"memft: error: {e}", err=True)
         sys.exit(2)
@@ -497,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
         if e.code == INTERRUPTED:  # typer turns Ctrl-C into exit 130 itself, before this function sees it
             _interrupted()
         raise
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(N) is returned as N without standalone mode
 
 
 INTERRUPTED = 130  # the shell's exit status for a process ended by Ctrl-C (128 + SIGINT)
