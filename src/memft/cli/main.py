@@ -490,6 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     """The `memft` console script; `argv` (default: sys.argv[1:]) lets tests run a command in-process. Exits."""
     # typer >= 0.29 vendors click; older ones use click itself: the usage error class is BadParameter's base either way
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
         code = app(args=argv, standalone_mode=False)  # click's usage errors come here, to be said in one line
     except usage_error as e:
@@ -500,6 +501,9 @@ def main(argv: list[str] | None = None) -> None:
         cmd = e.ctx.command_path.split(" ", 1)[1] if e.ctx and " " in e.ctx.command_path else ""
         said = " ".join(e.format_message().split()).rstrip(".")
         typer.echo(f"memft: error: {said}; see `memft {cmd + ' ' if cmd else ''}--help`", err=True)
+        sys.exit(2)
+    except click_error as e:  # any other error click raises itself: one line too
+        typer.echo(f"memft: error: {' '.join(e.format_message().split())}", err=True)
         sys.exit(2)
     except typer.Abort:
         _interrupted()
@@ -512,6 +516,8 @@ def main(argv: list[str] | None = None) -> None:
         if e.code == INTERRUPTED:  # typer turns Ctrl-C into exit 130 itself, before this function sees it
             _interrupted()
         raise
+    if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130), returned as 130 without standalone mode
+        _interrupted()
     sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(N) is returned as N without standalone mode
 
 
