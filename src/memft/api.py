@@ -116,35 +116,60 @@ def _write_store(records: Sequence[Record], out: str | Path, model: str, lora: L
     return sharded.write(records, out, shard_size, one, check_shard=check)
 
 
+# How a shard an append adds is trained: (records, folder, Sizing, LoraSettings, TrainConfig, model spec, runtime) ->
+# WriteResult. The CLI's shows the sizing line and a progress bar around write().
+ShardWriter = Callable[[Sequence[Record], Path, Any, LoraSettings, TrainConfig, str, RuntimeConfig], WriteResult]
+# How one folder's rewrite runs: around(call, folder) -> call(on_step)'s result. The CLI's shows a progress bar.
+Around = Callable[[Callable[[Any], Any], Path], Any]
+
+
+def shard_writer(part: Sequence[Record], path: Path, size: Any, lora: LoraSettings, train: TrainConfig, model: str,
+                 runtime: RuntimeConfig, on_step: Callable[[StepRow], None] | None = None, base: Base | None = None) -> WriteResult:
+    """write() of one shard with its sizing and its place in the store recorded in memft.json (a ShardWriter)."""
+    return write(part, path, model, lora, train, runtime, base, on_step, {"sizing": size.to_json(), "store": {"shard": path.name}},
+                 shard_size=0)
+
+
+def _plain(call: Callable[[Any], Any], folder: Path) -> Any:
+    return call(None)
+
+
 def append(folder: str | Path, records: Sequence[Record], update: bool = False, train: dict[str, Any] | None = None,
-           runtime: RuntimeConfig | None = None, shard_size: int | None = None) -> Any:
+           runtime: RuntimeConfig | None = None, shard_size: int | None = None, writer: ShardWriter = shard_writer,
+           around: Around = _plain, on_shard: sharded.OnShard | None = None, deploy: Any = None) -> Any:
     """Add `records` to an adapter (memft.memory.rewrite.append -> RewriteResult) or to a store of shards
     (memft.memory.sharded.append -> StoreResult: a key a shard holds goes to it, new keys to the open shard when they
     fit, else to new shards sized from them). `train`: TrainConfig fields to override.
 
     One adapter that would hold more than `shard_size` records (default: its write's, memft.memory.sharded.grow_size;
-    0: never) becomes a store: the adapter as it is in shard-000, the new records in new shards."""
+    0: never) becomes a store: the adapter as it is in shard-000, the new records in new shards. `deploy` (a
+    memft.runtime.deploy_write.ForRuntime) appends in place, exact in that runtime too; a store refuses it.
+    `writer` and `around` say how a new shard is written and a rewrite is run (the CLI's show progress)."""
     from memft.memory import rewrite
 
     real = folders.resolve(folder)
     is_store = shards.store_at(real) is not None
+    if is_store and deploy is not None:
+        raise shards.store_error(real, "append --deploy")
     meta = adapters.read_meta(real if not is_store else _first_shard(real))
-    runtime = RuntimeConfig(device=(runtime or RuntimeConfig()).device, dtype=meta.certification.dtype)
-    grow = 0 if is_store else sharded.grow_size(meta, shard_size)
+    runtime = RuntimeConfig(device=(runtime or RuntimeConfig()).device, dtype=meta.certification.dtype)  # every shard in one precision
+
+    def in_place(path: Path, part: Sequence[Record]) -> Any:
+        return around(lambda on_step: rewrite.append(path, part, update, train, runtime, on_step, deploy), path)
+
+    grow = 0 if is_store or deploy is not None else sharded.grow_size(meta, shard_size)
     if not is_store and not grow:
-        return rewrite.append(folder, records, update, train, runtime)
+        return in_place(real, records)
     over = {k: v for k, v in (train or {}).items() if v is not None}
 
     def write_shard(part: Sequence[Record], path: Path) -> WriteResult:
         from memft.model.base import load_tokenizer
 
         lora, cfg, size = sharded.new_shard_settings(meta, part, load_tokenizer(meta.base.spec))
-        return write(part, path, meta.base.spec, lora, dataclasses.replace(cfg, **over), runtime,
-                     extra={"sizing": size.to_json(), "store": {"shard": path.name}}, shard_size=0)
+        return writer(part, path, size, lora, dataclasses.replace(cfg, **over), meta.base.spec, runtime)
 
-    res = sharded.append(folder, records, update, write_shard, lambda path, part: rewrite.append(path, part, update, train, runtime),
-                         grow=grow)
-    return res if res is not None else rewrite.append(folder, records, update, train, runtime)
+    res = sharded.append(real, records, update, write_shard, in_place, on_shard, grow=grow)
+    return res if res is not None else in_place(real, records)
 
 
 def _first_shard(store: Path) -> Path:
@@ -154,14 +179,21 @@ def _first_shard(store: Path) -> Path:
     return found[0]
 
 
-def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None, runtime: RuntimeConfig | None = None) -> Any:
+def forget(folder: str | Path, keys: Sequence[str], train: dict[str, Any] | None = None, runtime: RuntimeConfig | None = None,
+           around: Around = _plain, on_shard: sharded.OnShard | None = None, deploy: Any = None) -> Any:
     """Remove `keys` from an adapter (memft.memory.rewrite.forget) or a store (memft.memory.sharded.forget: only the
-    shards holding them are rewritten; a shard left empty is deleted)."""
+    shards holding them are rewritten; a shard left empty is deleted). `deploy`, `around`: as in append."""
     from memft.memory import rewrite
 
-    if shards.store_at(folder) is None:
-        return rewrite.forget(folder, keys, train, runtime)
-    return sharded.forget(folder, keys, lambda path, part: rewrite.forget(path, part, train, runtime))
+    def one(path: Path, part: Sequence[str]) -> Any:
+        return around(lambda on_step: rewrite.forget(path, part, train, runtime, on_step, deploy), path)
+
+    store = shards.store_at(folder)
+    if store is None:
+        return one(folders.resolve(folder), keys)
+    if deploy is not None:
+        raise shards.store_error(store, "forget --deploy")
+    return sharded.forget(store, keys, one, on_shard)
 
 
 @dataclass
@@ -246,18 +278,25 @@ def recall_many(folder: str | Path | Loaded, keys: Sequence[str], raw: bool = Fa
     return [done.get(k) or Recalled(k, "", False, 0.0, False, nearest_keys(k, held or [])) for k in keys]
 
 
+def _routed(store: Path, keys: Sequence[str], command: str, missing_to_first: bool) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """(every shard's held keys, {shard: the given keys it holds}, keys no shard holds) of a store; with
+    missing_to_first, the first shard is also given the keys no shard holds (to generate or score them)."""
+    held = sharded.held_keys(store)
+    if not held:
+        raise shards.store_error(store, command)
+    routed, missing = shards.route(keys, held)
+    if missing_to_first and missing:
+        first = next(iter(held))
+        routed[first] = routed.get(first, []) + missing
+    return held, routed, missing
+
+
 def _recall_store(store: Path, keys: Sequence[str], raw: bool, batch_size: int, device: str) -> list[Recalled]:
     """recall_many() on a store: each key from the shard whose ledger holds it, one shard loaded at a time. A key no
     shard holds is refused with the nearest held keys of the whole store (with raw: generated by the first shard)."""
     import gc
 
-    held = sharded.held_keys(store)
-    if not held:
-        raise shards.store_error(store, "recall")
-    routed, missing = shards.route(list(dict.fromkeys(keys)), held)
-    if raw and missing:
-        first = next(iter(held))
-        routed[first] = routed.get(first, []) + missing
+    held, routed, missing = _routed(store, list(dict.fromkeys(keys)), "recall", missing_to_first=raw)
     done: dict[str, Recalled] = {}
     for name, asked in routed.items():
         ld = load_adapter(store / name, device)
@@ -309,13 +348,7 @@ def _verify_store(store: Path, records: Sequence[Record], generate: str, device:
     whose key no shard holds is not certified (recall refuses it); its other figures are those of the first shard."""
     import gc
 
-    held = sharded.held_keys(store)
-    if not held:
-        raise shards.store_error(store, "verify")
-    routed, missing = shards.route([r.key for r in records], held)
-    if missing:
-        first = next(iter(held))
-        routed[first] = routed.get(first, []) + missing
+    _, routed, missing = _routed(store, [r.key for r in records], "verify", missing_to_first=True)
     by_key = {r.key: r for r in records}
     got: dict[str, RecordReport] = {}
     notes: list[str] = []

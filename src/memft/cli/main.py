@@ -269,16 +269,13 @@ def recall(
     from memft.cli.deploy import recall_runtime
     from memft.cli.store import is_store
 
-    if is_store(adapter) and runtime in ("auto", "torch") and base_gguf is None:
+    # a store is recalled in PyTorch, each key from the shard that holds it (api.recall_many); llama.cpp takes a shard
+    torch_store = is_store(adapter) and runtime in ("auto", "torch") and base_gguf is None
+    rs = None if torch_store else recall_runtime(adapter, asked, runtime, base_gguf, raw)
+    if rs is None:  # torch: a store, an adapter not certified for llama.cpp, or --runtime torch
         from memft import api
 
-        rs = api.recall_many(adapter, asked, raw=raw, device=device)  # each key from the shard that holds it
-    else:
-        rs = recall_runtime(adapter, asked, runtime, base_gguf, raw)
-    if rs is None:  # torch: the adapter is not certified for llama.cpp, or --runtime torch
-        from memft import api
-
-        rs = api.recall_many(api.load_adapter(adapter, device), asked, raw=raw)
+        rs = api.recall_many(adapter, asked, raw=raw, device=device)
     for r in rs:
         if not r.held:
             near = ", ".join(repr(k) for k in r.nearest) or "none close"

@@ -41,23 +41,19 @@ def append(
 ) -> None:
     """Add records to an adapter, replaying the ones it holds. Exit 0 when saved, 1 when some record did not certify
     (the folder keeps the previous adapter)."""
-    from memft.config import RuntimeConfig
-    from memft.memory.rewrite import append as do_append
-    from memft.prompts.records import load_records
-
+    from memft import api
     from memft.cli import store
+    from memft.config import RuntimeConfig
+    from memft.prompts.records import load_records
 
     recs = load_records(records)
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
     if store.is_store(adapter):
         _no_deploy(deploy, base_gguf, adapter)
-    if deploy is None and base_gguf is None:  # a store, or one adapter that grows into one (README, Shards)
-        grown = store.append_store(adapter, recs, update, over, device, quiet, shard_size)
-        if grown is not None:
-            store.report(grown, json_out, reveal, quiet)
     hook = for_runtime(adapter, deploy, base_gguf, quiet)
-    res = _run(lambda on_step: do_append(adapter, recs, update, over, RuntimeConfig(device=device), on_step, hook),
-               adapter, max_steps, quiet)
+    # one adapter, in place or grown into a store (README, Shards), or a store
+    res = api.append(adapter, recs, update, over, RuntimeConfig(device=device), shard_size, store.writer(quiet), store.around(max_steps, quiet),
+                     store.on_shard(quiet), deploy=hook)
     _finish(res, json_out, quiet, reveal)
 
 
@@ -78,17 +74,15 @@ def forget(
     quiet: Quiet = False,
 ) -> None:
     """Remove keys: train their values away, then check greedy recall no longer gives them back. Exit 0 when saved."""
-    from memft.config import RuntimeConfig
-    from memft.memory.rewrite import forget as do_forget
-
+    from memft import api
     from memft.cli import store
+    from memft.config import RuntimeConfig
 
     over = _overrides(lr, max_steps, margin, method) | preserve_options(preserve, preserve_text)
     if store.is_store(adapter):
         _no_deploy(deploy, base_gguf, adapter)
-        store.report(store.forget_store(adapter, keys, over, device, quiet), json_out, reveal, quiet)
     hook = for_runtime(adapter, deploy, base_gguf, quiet)
-    res = _run(lambda on_step: do_forget(adapter, keys, over, RuntimeConfig(device=device), on_step, hook), adapter, max_steps, quiet)
+    res = api.forget(adapter, keys, over, RuntimeConfig(device=device), store.around(max_steps, quiet), store.on_shard(quiet), deploy=hook)
     _finish(res, json_out, quiet, reveal)
 
 
@@ -192,6 +186,11 @@ def json_and_failures(res: Any, json_out: Optional[Path], quiet: bool, reveal: b
 
 def _finish(res: Any, json_out: Optional[Path], quiet: bool, reveal: bool) -> None:
     from memft.cli import render
+    from memft.cli.store import report
+    from memft.memory.sharded import StoreResult
+
+    if isinstance(res, StoreResult):  # a store's rewrite: its shards table and summary
+        report(res, json_out, reveal, quiet)
 
     json_and_failures(res, json_out, quiet, reveal)
     if not quiet:

@@ -1,6 +1,7 @@
 """The CLI's side of a memory store of shards (memft.store.shards): `memft write` of more records than a shard holds,
-and `append`, `forget`, `ledger`, `audit` given a store folder. Each shard is sized, trained and shown as a write or
-rewrite of one adapter is; memft.memory.sharded makes the whole change one swap of the store.
+the progress `append` and `forget` show for each shard (the hooks memft.api.append/forget take), a store's report,
+`ledger` and `audit`. Each shard is sized, trained and shown as a write or rewrite of one adapter is;
+memft.memory.sharded makes the whole change one swap of the store.
 
 CLI layer: parses options, calls the library, prints; may import any layer (torch only inside commands).
 """
@@ -29,7 +30,7 @@ def is_store(folder: Path) -> bool:
     return shards.store_at(folder) is not None
 
 
-def _on_shard(quiet: bool) -> Any:
+def on_shard(quiet: bool) -> Any:
     from memft.cli import render
 
     def say(name: str, i: int, n: int, k: int) -> None:
@@ -46,8 +47,7 @@ def _trained(part: Sequence[Any], path: Path, size: Any, lora: Any, train: Any, 
     with render.training_progress(train.max_steps, enabled=not quiet) as on_step:
         watch = render.forecast_watch(render.first_say(None if quiet else size.line(len(part)), on_step), train.max_steps,
                                       train.margin, lora.rank, say=None if not quiet else (lambda line: None), max_seconds=train.max_seconds)
-        return api.write(part, path, model=model, lora=lora, train=train, runtime=runtime, base=base, on_step=watch,
-                         extra={"sizing": size.to_json(), "store": {"shard": path.name}}, shard_size=0)
+        return api.shard_writer(part, path, size, lora, train, model, runtime, watch, base)
 
 
 def write_store(recs: Sequence[Any], out: Path, shard_size: int, plan: Plan, model: str, runtime: Any, seed: int,
@@ -74,59 +74,21 @@ def write_store(recs: Sequence[Any], out: Path, shard_size: int, plan: Plan, mod
         _, lora, train = plan(part)
         prepare(part, base, lora, train)
 
-    return sharded.write(recs, out, shard_size, one, _on_shard(quiet), check_shard=check)
+    return sharded.write(recs, out, shard_size, one, on_shard(quiet), check_shard=check)
 
 
-def append_store(store: Path, recs: Sequence[Any], update: bool, over: dict[str, Any], device: str, quiet: bool,
-                 shard_size: Optional[int] = None) -> Any:
-    """`memft append` on a store: held keys go to their shards, new ones to the open shard or new shards
-    (memft.store.shards.place); a new shard is sized from its records and keeps the store's activation and method.
-    On one adapter: None when it appends in place (it and the new records fit in a shard, or it never grows:
-    memft.memory.sharded.grow_size), else the store it becomes."""
+def writer(quiet: bool) -> Any:
+    """An api.ShardWriter that shows what a write shows: the sizing line, the progress bar, the forecast."""
+    def write(part: Sequence[Any], path: Path, size: Any, lora: Any, train: Any, model: str, runtime: Any) -> Any:
+        return _trained(part, path, size, lora, train, model, runtime, None, quiet)
+    return write
+
+
+def around(max_steps: Optional[int], quiet: bool) -> Any:
+    """An api.Around that shows a rewrite's progress bar and forecast (memft.cli.memory._run)."""
     from memft.cli.memory import _run
-    from memft.config import RuntimeConfig
-    from memft.memory import sharded
-    from memft.memory.rewrite import append as do_append
-    from memft.model.base import load_tokenizer
-    from memft.store import adapters, shards
 
-    if shard_size is not None and shard_size < 0:
-        raise ConfigError(f"--shard-size {shard_size}: give a positive number of records per shard, or 0 to append into the adapter")
-    real = sharded.existing(store)
-    one = not shards.is_store(real)
-    found = [real] if one else shards.shard_dirs(real)
-    if not found:
-        raise shards.store_error(real, "append")
-    meta = adapters.read_meta(found[0])
-    grow = sharded.grow_size(meta, shard_size) if one else 0
-    if one and not grow:
-        return None
-    runtime = RuntimeConfig(device=device, dtype=meta.certification.dtype)  # every shard in the precision the store was certified in
-
-    def write_shard(part: Sequence[Any], path: Path) -> Any:
-        lora, train, size = sharded.new_shard_settings(meta, part, load_tokenizer(meta.base.spec))
-        train = dataclasses.replace(train, **{k: v for k, v in over.items() if v is not None})
-        return _trained(part, path, size, lora, train, meta.base.spec, runtime, None, quiet)
-
-    def append_shard(path: Path, part: Sequence[Any]) -> Any:
-        return _run(lambda on_step: do_append(path, part, update, over, runtime, on_step), path, over.get("max_steps"), quiet)
-
-    return sharded.append(real, recs, update, write_shard, append_shard, _on_shard(quiet), grow=grow)
-
-
-def forget_store(store: Path, keys: Sequence[str], over: dict[str, Any], device: str, quiet: bool) -> Any:
-    from memft.cli.memory import _run
-    from memft.config import RuntimeConfig
-    from memft.memory import sharded
-    from memft.memory.rewrite import forget as do_forget
-
-    if not keys:
-        raise ConfigError("no keys given: name the keys to forget")
-
-    def forget_shard(path: Path, part: Sequence[str]) -> Any:
-        return _run(lambda on_step: do_forget(path, part, over, RuntimeConfig(device=device), on_step), path, over.get("max_steps"), quiet)
-
-    return sharded.forget(store, keys, forget_shard, _on_shard(quiet))
+    return lambda call, folder: _run(call, folder, max_steps, quiet)
 
 
 def report(res: Any, json_out: Optional[Path], reveal: bool, quiet: bool) -> None:

@@ -198,6 +198,8 @@ def append(store: str | Path, records: Sequence[Record], update: bool, write_sha
 def forget(store: str | Path, keys: Sequence[str], forget_shard: ForgetShard, on_shard: OnShard | None = None) -> StoreResult:
     """Remove `keys` from a store: each shard holding some is rewritten without them; a shard left with nothing is
     deleted (its adapter, the only place its values were, goes with it)."""
+    if not keys:
+        raise ConfigError("no keys given: name the keys to forget")
     store = existing(store)
     t0 = time.perf_counter()
     with folders.locked(store):
@@ -243,6 +245,8 @@ def grow_size(meta: Any, given: int | None = None) -> int:
     (1000, 0, 0, 50)
     """
     if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or given < 0:
+            raise ConfigError(f"--shard-size {given!r}: give a positive number of records per shard, or 0 to append into the adapter")
         return given
     if "deploy" in meta.extra:
         return 0
