@@ -168,8 +168,7 @@ def append(folder: str | Path, records: Sequence[Record], update: bool = False, 
         lora, cfg, size = sharded.new_shard_settings(meta, part, load_tokenizer(meta.base.spec))
         return writer(part, path, size, lora, dataclasses.replace(cfg, **over), meta.base.spec, runtime)
 
-    res = sharded.append(real, records, update, write_shard, in_place, on_shard, grow=grow)
-    return res if res is not None else in_place(real, records)
+    return sharded.append(real, records, update, write_shard, in_place, on_shard, grow=grow)
 
 
 def _first_shard(store: Path) -> Path:

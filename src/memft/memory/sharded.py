@@ -142,14 +142,15 @@ def write(records: Sequence[Record], out: str | Path, shard_size: int, write_sha
 
 
 def append(store: str | Path, records: Sequence[Record], update: bool, write_shard: WriteShard, append_shard: AppendShard,
-           on_shard: OnShard | None = None, grow: int = 0) -> StoreResult | None:
+           on_shard: OnShard | None = None, grow: int = 0) -> Any:
     """Add `records` to a store: a key a shard holds goes to that shard (a new value only with `update`, as for one
     adapter), new keys where memft.store.shards.place puts them (the open shard when they all fit, else new shards).
     Only the shards that get records are rewritten or written.
 
     `store` may also be one adapter folder with `grow` > 0: when its records and the new ones would be more than
     `grow`, it becomes a store of shards of at most `grow` records, the adapter as it is in `shard-000` (not
-    retrained) and the new keys in new shards; otherwise None (nothing done: the caller appends in place)."""
+    retrained) and the new keys in new shards; otherwise they are appended in place by `append_shard(folder,
+    records)` (its result returned), under the same lock: a second writer waits once, and nothing comes in between."""
     store = existing(store)
     t0 = time.perf_counter()
     with folders.locked(store):
@@ -164,7 +165,7 @@ def append(store: str | Path, records: Sequence[Record], update: bool, write_sha
         counts = {n: len(ks) for n, ks in held.items()}
         placed = shards.place(new, counts, size)
         if single and set(placed) <= set(held):
-            return None  # they fit in the adapter
+            return append_shard(store, records)  # they fit in the adapter (its rewrite's lock is this one, held)
         by_key = {r.key: r for r in records}
         work = {name: [by_key[k] for k in keys] for name, keys in routed.items()}
         for name, keys in placed.items():
