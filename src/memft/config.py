@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "linear", "progress")
 HEAD_VOCABS = ("full", "restricted")
+PRESERVE_HEADS = ("support", "full")  # memft.training.preserve: what the preservation term's head scores
 LORA_INITS = ("random", "centered", "null", "null-contrast")  # memft.model.lora_init; null*: memft.training.null_init.INITS
 # always: the adapter acts on every token (a plain LoRA); keyed: only from the invocation sequence on (PEFT's
 # activated LoRA, memft.prompts.keyed), so text without it gets the base's logits exactly.
@@ -154,6 +155,9 @@ class TrainConfig:
     # UTF-8 text file to take the preservation windows from (None: memft.training.preserve.default_text(), Python docstrings,
     # a different source from the audit's pydoc topics).
     preserve_text: str | None = None
+    # Which output tokens the preservation term scores (memft.training.preserve.HEADS): "support", each window's
+    # likely tokens under the base plus the records' targets (cheaper), or "full", the whole vocabulary.
+    preserve_head: str = "support"
 
     def __post_init__(self) -> None:
         problems = []
@@ -187,6 +191,8 @@ class TrainConfig:
             problems.append(f"--preserve must be a finite number >= 0 (0: off), got {self.preserve}")
         if self.preserve_text is not None and not Path(self.preserve_text).is_file():
             problems.append(f"--preserve-text {self.preserve_text}: no such file; give a UTF-8 text file of unrelated text")
+        if self.preserve_head not in PRESERVE_HEADS:
+            problems.append(f"preserve_head must be one of {', '.join(PRESERVE_HEADS)}, got {self.preserve_head!r}")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):
             problems.append(f"--margin must be a probability in [0, 1), got {self.margin}")
         lo = self.precision_log_odds

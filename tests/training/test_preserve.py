@@ -1,6 +1,7 @@
 """The preservation term (memft.training.preserve): its math against a reference KL, where its gradient goes, its text, its options."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from memft.model import peft_lora
 from memft import api
 from memft.config import LoraSettings, TrainConfig
 from memft.errors import ConfigError
-from memft.training.preserve import BaseTargets, Preserver, base_targets, bucket_kl, default_text, windows_of
+from memft.training.preserve import Preserver, base_targets, bucket_kl, default_text, support_ids, support_kl, support_targets, target_ids, windows_of
 from memft.research.bench.phonebook import phonebook
 from tests.cli.test_cli import memft
 from tests.conftest import write_jsonl
@@ -45,6 +46,31 @@ def test_bucket_kl_is_zero_on_the_base_itself():
     assert bucket_kl(p, base_targets(p, k=7)).abs().max().item() < 1e-6
 
 
+def test_support_kl_on_the_whole_vocabulary_is_the_full_kl_and_zero_on_the_base():
+    p, q = torch.randn(5, 11) * 2, torch.randn(5, 11) * 2
+    ids = support_ids(p, k=11)
+    assert ids.tolist() == list(range(11))
+    assert torch.allclose(support_kl(q, support_targets(p, ids)), reference_kl(p, q), atol=1e-6)
+    u = support_ids(p, k=3, extra=torch.tensor([10, 0]))
+    assert {0, 10} <= set(u.tolist()) and set(p.topk(3, -1).indices.flatten().tolist()) <= set(u.tolist())
+    assert support_kl(p[:, u], support_targets(p[:, u], u)).abs().max().item() == 0.0
+
+
+def test_support_kl_by_hand_restricted_and_renormalized():
+    # p = (1/2, 1/4, 1/8, 1/8), k = 1 keeps token 0, extra adds token 2: U = {0, 2}, p_U = (4/5, 1/5).
+    # q = (1/4, 1/4, 1/4, 1/4): q_U = (1/2, 1/2). KL = 4/5 ln(8/5) + 1/5 ln(2/5)
+    p = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
+    ids = support_ids(p, k=1, extra=torch.tensor([2]))
+    assert ids.tolist() == [0, 2]
+    t = support_targets(p[:, ids], ids)
+    assert torch.allclose(t.logp.exp(), torch.tensor([[0.8, 0.2]]))
+    q = torch.zeros(1, 4)
+    got = support_kl(q[:, ids], t).item()
+    assert got == pytest.approx(0.8 * math.log(1.6) + 0.2 * math.log(0.4), abs=1e-6)
+    # the union over positions: each position's top-1
+    assert support_ids(torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 3.0]]), k=1).tolist() == [0, 2]
+
+
 def test_windows_spread_over_the_text_and_short_text_is_an_error():
     assert windows_of(list(range(10)), window=2, n=3) == [[0, 1], [2, 3], [6, 7]]
     assert windows_of(list(range(5)), window=2, n=9) == [[0, 1], [2, 3]]
@@ -52,14 +78,16 @@ def test_windows_spread_over_the_text_and_short_text_is_an_error():
         windows_of([1, 2], window=4, n=2)
 
 
-def _preserver(tiny, weight=1.0):
+def _preserver(tiny, weight=1.0, head="support", extra_ids=()):
     model, place = peft_lora.attach(tiny.model, LoraSettings(rank=4, layers=(2,)), seed=0)
     ids = tiny.tokenizer(default_text()[:4000], add_special_tokens=False)["input_ids"]
-    return model, Preserver(model, windows_of(ids, window=32, n=6), tiny.tokenizer.pad_token_id, min(place["layers"]), weight, per_step=2)
+    return model, Preserver(model, windows_of(ids, window=32, n=6), tiny.tokenizer.pad_token_id, min(place["layers"]), weight, per_step=2,
+                            head=head, extra_ids=extra_ids)
 
 
-def test_term_is_zero_at_init_and_with_the_adapter_disabled(tiny):
-    model, keep = _preserver(tiny)
+@pytest.mark.parametrize("head", ["support", "full"])
+def test_term_is_zero_at_init_and_with_the_adapter_disabled(tiny, head):
+    model, keep = _preserver(tiny, head=head)
     loss, stats = keep.loss(0)
     assert loss.item() == 0.0 and stats["preserve_kl"] == 0.0  # B = 0: the adapter adds exactly nothing
     with torch.no_grad():
@@ -71,9 +99,10 @@ def test_term_is_zero_at_init_and_with_the_adapter_disabled(tiny):
         assert keep.loss(0)[0].item() == 0.0
 
 
-def test_term_equals_weight_times_reference_kl_on_its_windows(tiny):
-    model, keep = _preserver(tiny, weight=2.5)
-    keep.k = 10_000  # more than the vocabulary: buckets = every token, so the term is the exact KL
+@pytest.mark.parametrize("head", ["support", "full"])
+def test_term_equals_weight_times_reference_kl_on_its_windows(tiny, head):
+    model, keep = _preserver(tiny, weight=2.5, head=head)
+    keep.k = 10_000  # more than the vocabulary: buckets (or the support) = every token, so the term is the exact KL
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -87,6 +116,39 @@ def test_term_equals_weight_times_reference_kl_on_its_windows(tiny):
     assert keep.batch(1) == [2, 3]
     assert stats["preserve_kl"] == pytest.approx(reference_kl(p, q).mean().item(), rel=1e-4)
     assert loss.item() == pytest.approx(2.5 * stats["preserve_kl"], rel=1e-6)
+
+
+def test_support_head_scores_each_windows_likely_tokens_and_the_records_targets(tiny):
+    from memft.prompts.encoding import encode_all
+
+    extra = target_ids(encode_all(phonebook(3, seed=5), tiny.tokenizer))
+    assert extra == sorted(set(extra)) and len(extra) >= 3
+    model, keep = _preserver(tiny, head="support", extra_ids=extra)
+    keep._base()
+    V = model.config.vocab_size
+    for i, t in keep.targets.items():
+        ids = t.ids.tolist()
+        assert ids == sorted(set(ids)) and set(extra) <= set(ids) and len(ids) < V
+        # every position's base top-k is in its window's support, and p_U sums to 1 there
+        with torch.no_grad(), model.disable_adapter():
+            logits, _ = keep.runner.logits([i])
+        assert set(logits.topk(keep.k, -1).indices.flatten().tolist()) <= set(ids)
+        assert torch.allclose(t.logp.exp().sum(-1), torch.ones(t.logp.shape[0]), atol=1e-5)
+    # with B moved, the support term is the exact KL of the distributions restricted to each window's support
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    loss, stats = keep.loss(0)
+    want = []
+    for i in keep.batch(0):
+        with torch.no_grad():
+            q, _ = keep.runner.logits([i])
+            with model.disable_adapter():
+                p, _ = keep.runner.logits([i])
+        u = keep.targets[i].ids
+        want.append(reference_kl(p[:, u], q[:, u]))
+    assert stats["preserve_kl"] == pytest.approx(torch.cat(want).mean().item(), rel=1e-4)
 
 
 def test_gradient_reaches_only_the_lora_parameters(tiny):
@@ -138,6 +200,8 @@ def test_training_with_the_term_certifies_and_keeps_the_base_closer(tiny):
 def test_options_are_checked_up_front(tmp_path):
     with pytest.raises(ConfigError, match="--preserve must be a finite number >= 0"):
         TrainConfig(preserve=-1.0)
+    with pytest.raises(ConfigError, match="preserve_head must be one of support, full"):
+        TrainConfig(preserve=1.0, preserve_head="topk")
     with pytest.raises(ConfigError, match="--preserve-text .*no such file"):
         TrainConfig(preserve=1.0, preserve_text=str(tmp_path / "missing.txt"))
     f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "a:", "value": "1"})])

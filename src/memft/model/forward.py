@@ -63,6 +63,17 @@ def run_layers(dec: nn.Module, h: torch.Tensor, batch: Batch, start: int, stop: 
     return h
 
 
+def head_logits(lm: nn.Module, h: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The LM head of `lm` on final hidden states h [N, H] -> float32 logits [N, V], or [N, len(ids)] on the
+    token ids `ids` alone (only those rows of the head are computed)."""
+    head = lm.get_output_embeddings()
+    if ids is None:
+        return head(h).float()
+    ids = ids.to(h.device)
+    bias = head.bias.index_select(0, ids) if getattr(head, "bias", None) is not None else None
+    return F.linear(h, head.weight.index_select(0, ids), bias).float()  # [N, len(ids)]
+
+
 class Runner:
     """Computes target logits [N, V] for micro-batches of records, caching frozen prefixes when asked.
 
@@ -107,25 +118,25 @@ class Runner:
         Records of very different lengths run as groups of similar length (batching.length_groups), each padded
         to its own longest: the same logits (and gradients) as one padded batch, without computing the padding.
         """
+        h, batch = self.hidden(idx, batch)
+        if vocab is None:
+            return head_logits(self.lm, h), batch
+        return head_logits(self.lm, h, vocab.ids), replace(batch, targets=vocab.local(batch.targets))
+
+    def hidden(self, idx: Sequence[int], batch: Batch | None = None) -> tuple[torch.Tensor, Batch]:
+        """Final hidden states [N, H] (after the final norm, what the LM head reads) at the target positions of
+        records `idx`, record by record, and their batch; see `logits`."""
         batch = batch if batch is not None else self.batch(idx)
         groups = length_groups([len(self.items[i].ids) for i in idx]) if len(idx) > 1 else [list(range(len(idx)))]
         if len(groups) == 1:
-            h = self._hidden(idx, batch)
-        else:
-            pieces: list[torch.Tensor] = [batch.input_ids.new_empty(0)] * len(idx)
-            for g in groups:
-                sub = [idx[b] for b in g]
-                sb = self.batch(sub)
-                for b, piece in zip(g, self._hidden(sub, sb).split(sb.lengths.tolist())):
-                    pieces[b] = piece
-            h = torch.cat(pieces)  # record by record in idx order, as collate lays out the targets
-        head = self.lm.get_output_embeddings()
-        if vocab is None:
-            return head(h).float(), batch
-        ids = vocab.ids.to(h.device)
-        bias = head.bias.index_select(0, ids) if getattr(head, "bias", None) is not None else None
-        logits = F.linear(h, head.weight.index_select(0, ids), bias)  # [N, V']
-        return logits.float(), replace(batch, targets=vocab.local(batch.targets))
+            return self._hidden(idx, batch), batch
+        pieces: list[torch.Tensor] = [batch.input_ids.new_empty(0)] * len(idx)
+        for g in groups:
+            sub = [idx[b] for b in g]
+            sb = self.batch(sub)
+            for b, piece in zip(g, self._hidden(sub, sb).split(sb.lengths.tolist())):
+                pieces[b] = piece
+        return torch.cat(pieces), batch  # record by record in idx order, as collate lays out the targets
 
     def _hidden(self, idx: Sequence[int], batch: Batch) -> torch.Tensor:
         """Final hidden states [N, H] at the positions of `batch` that predict targets (records `idx`)."""

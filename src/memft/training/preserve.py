@@ -6,10 +6,21 @@ records' loss. The base is frozen, so its predictions on those windows are compu
 kept; the adapted side runs through `forward.Runner`, which caches the hidden states below the lowest adapted
 layer, so a step re-runs only the adapted layers and the LM head on the windows.
 
-Top-k approximation: the base's distribution at each position is kept as its top-k log-probabilities plus one
-tail bucket (all other tokens), and the KL is taken over those k + 1 buckets. By the data-processing inequality
-this is a lower bound of the full KL, equal to it when the adapted model keeps the base's shape inside the tail;
-it saves keeping [positions, vocabulary] base logits (0.8 GB for 64 windows of 64 tokens on a 49k vocabulary).
+Two heads (TrainConfig.preserve_head):
+
+- "support" (the default): each window scores only its support U, the union of its positions' top-k tokens under
+  the base and the records' target tokens (what training pushes up, so what would leak); the KL is taken between
+  the base's and the adapted model's distributions restricted to U and renormalized (`support_kl`), the exact KL
+  when U is the whole vocabulary. The LM head then costs |U| rows (a few thousand) instead of the vocabulary
+  (49k on SmolLM2), forward and backward, at every step: the head was about half of the term's cost
+  (benchmarks/README.md, Locality). What it does not see: mass moving from U to a token outside it.
+- "full": the whole head; the base's distribution at each position is kept as its top-k log-probabilities plus
+  one tail bucket (all other tokens), and the KL is taken over those k + 1 buckets (`bucket_kl`). By the
+  data-processing inequality this is a lower bound of the full KL, equal to it when the adapted model keeps the
+  base's shape inside the tail.
+
+Either way the base's side is kept small: no [positions, vocabulary] base logits (0.8 GB for 64 windows of 64
+tokens on a 49k vocabulary).
 
 Text: by default the docstrings of a fixed list of standard-library modules (`default_text`), a different source
 from the audit's held-out windows (CPython's pydoc_data topics), so the audit measures text the term never saw
@@ -29,8 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from memft.prompts.encoding import Encoded
+from memft.config import PRESERVE_HEADS
 from memft.errors import ConfigError
-from memft.model.forward import Runner
+from memft.model.forward import Runner, head_logits
 
 # Modules whose docstrings make the default text (~180k characters on Python 3.11); all pure standard library.
 DOC_MODULES = (
@@ -42,7 +54,8 @@ DOC_MODULES = (
 WINDOW_TOKENS = 64  # tokens per preservation window (63 predicted positions)
 POOL_WINDOWS = 64  # windows whose base predictions are kept; a step uses WINDOWS_PER_STEP of them, in turn
 WINDOWS_PER_STEP = 2
-TOP_K = 64  # base log-probabilities kept per position (plus the tail bucket)
+TOP_K = 64  # base log-probabilities kept per position (plus the tail bucket); "support": tokens per position in U
+HEADS = PRESERVE_HEADS
 
 
 def default_text() -> str:
@@ -129,6 +142,45 @@ def bucket_kl(logits: torch.Tensor, t: BaseTargets) -> torch.Tensor:
     return top + tail
 
 
+@dataclass
+class SupportTargets:
+    """The base's next-token distribution at N positions restricted to the token ids `ids` [U] and renormalized
+    there: logp [N, U]."""
+
+    ids: torch.Tensor
+    logp: torch.Tensor
+
+
+def support_ids(logits: torch.Tensor, k: int = TOP_K, extra: torch.Tensor | None = None) -> torch.Tensor:
+    """The support of logits [N, V]: the union of every position's top-k ids and `extra`, ascending [U].
+
+    >>> support_ids(torch.tensor([[3.0, 0.0, 0.0, 1.0], [0.0, 0.0, 3.0, 1.0]]), k=1, extra=torch.tensor([3])).tolist()
+    [0, 2, 3]
+    """
+    ids = logits.topk(min(k, logits.shape[-1]), dim=-1).indices.unique()  # [U], ascending
+    if extra is not None and extra.numel():
+        ids = torch.cat([ids, extra.to(ids.device)]).unique()
+    return ids
+
+
+def support_targets(logits: torch.Tensor, ids: torch.Tensor) -> SupportTargets:
+    """The base's distribution restricted to the token ids `ids` [U] and renormalized there, from its logits on
+    them [N, U] (computed as the adapted side's are, so that the same weights give a KL of exactly 0).
+
+    >>> t = support_targets(torch.log(torch.tensor([[0.5, 0.2], [0.1, 0.7]])), torch.tensor([0, 2]))
+    >>> [[round(x, 3) for x in r] for r in t.logp.exp().tolist()]
+    [[0.714, 0.286], [0.125, 0.875]]
+    """
+    return SupportTargets(ids=ids, logp=F.log_softmax(logits.float(), dim=-1))
+
+
+def support_kl(logits: torch.Tensor, t: SupportTargets) -> torch.Tensor:
+    """KL(p_U ‖ q_U) at each position: logits [N, U] (the adapted model's, on t.ids) -> [N] nats, both distributions
+    restricted to U and renormalized; the exact KL when U is the whole vocabulary."""
+    logq = F.log_softmax(logits.float(), dim=-1)
+    return (t.logp.exp() * (t.logp - logq)).sum(-1)
+
+
 # ---------------------------------------------------------------- the term in training
 
 
@@ -137,20 +189,24 @@ class Preserver:
 
     The base's targets are computed on the first call (adapter disabled, so an adapter that already holds records,
     as in append, is still pulled towards the base itself). `loss(step)` uses windows `per_step` at a time, in turn.
+    `head`: "support" (each window's top-k ids and `extra_ids`, support_kl) or "full" (bucket_kl); see the module.
     """
 
     def __init__(self, model: Any, windows: Sequence[Sequence[int]], pad_id: int, start: int, weight: float,
-                 per_step: int = WINDOWS_PER_STEP, k: int = TOP_K):
+                 per_step: int = WINDOWS_PER_STEP, k: int = TOP_K, head: str = "support", extra_ids: Sequence[int] = ()):
         if not hasattr(model, "disable_adapter"):
             raise ConfigError(f"--preserve needs a PEFT model (one with disable_adapter()), got {type(model).__name__}")
         if not windows or any(len(w) < 2 for w in windows):
             raise ConfigError("--preserve: give at least one window of at least 2 tokens")
+        if head not in HEADS:
+            raise ConfigError(f"preserve_head must be one of {', '.join(HEADS)}, got {head!r}")
         # A window as a record: its first token is the prompt, the rest are the targets, so Runner gives the logits
         # of every position that predicts a next token.
         items = [Encoded(key=f"preserve-{i}", prompt=(w[0],), targets=tuple(w[1:])) for i, w in enumerate(windows)]
         self.model, self.weight, self.per_step, self.k = model, float(weight), max(1, min(per_step, len(items))), k
+        self.head, self.extra = head, torch.tensor(sorted(set(extra_ids)), dtype=torch.long)
         self.runner = Runner(model, items, pad_id, start=start, cache=True)
-        self.targets: dict[int, BaseTargets] = {}
+        self.targets: dict[int, BaseTargets | SupportTargets] = {}
 
     @torch.no_grad()
     def _base(self) -> None:
@@ -158,9 +214,14 @@ class Preserver:
         with self.model.disable_adapter():
             for s in range(0, n, 8):
                 idx = list(range(s, min(s + 8, n)))
-                logits, batch = self.runner.logits(idx)  # [N, V]
-                for i, lg in zip(idx, logits.split(batch.lengths.tolist())):
-                    self.targets[i] = base_targets(lg, self.k)
+                h, batch = self.runner.hidden(idx)  # [N, H]
+                for i, hw in zip(idx, h.split(batch.lengths.tolist())):
+                    logits = head_logits(self.runner.lm, hw)  # [n, V]
+                    if self.head == "full":
+                        self.targets[i] = base_targets(logits, self.k)
+                    else:
+                        ids = support_ids(logits, self.k, self.extra)
+                        self.targets[i] = support_targets(head_logits(self.runner.lm, hw, ids), ids)
 
     def batch(self, step: int) -> list[int]:
         n = len(self.runner.items)
@@ -171,19 +232,32 @@ class Preserver:
         if not self.targets:
             self._base()
         idx = self.batch(step)
-        logits, _ = self.runner.logits(idx)  # [N, V], windows in idx order
-        t = [self.targets[i] for i in idx]
-        kl = bucket_kl(logits, BaseTargets(torch.cat([x.idx for x in t]), torch.cat([x.logp for x in t]), torch.cat([x.log_tail for x in t])))
+        if self.head == "support":
+            h, batch = self.runner.hidden(idx)  # [N, H], windows in idx order
+            kl = torch.cat([support_kl(head_logits(self.runner.lm, hw, self.targets[i].ids), self.targets[i])  # type: ignore[arg-type]
+                            for i, hw in zip(idx, h.split(batch.lengths.tolist()))])
+        else:
+            logits, _ = self.runner.logits(idx)  # [N, V], windows in idx order
+            t = [self.targets[i] for i in idx]
+            kl = bucket_kl(logits, BaseTargets(torch.cat([x.idx for x in t]), torch.cat([x.logp for x in t]), torch.cat([x.log_tail for x in t])))  # type: ignore[union-attr]
         mean = kl.mean()  # every position counts once: summed, divided by the number of positions
         return self.weight * mean, {"preserve_kl": float(mean.detach())}
 
 
-def build(model: Any, tokenizer: Any, weight: float, text_path: str | None, start: int) -> Preserver | None:
-    """The preservation term of TrainConfig.preserve / preserve_text for a PEFT model (None when weight is 0)."""
+def target_ids(items: Sequence[Encoded]) -> list[int]:
+    """Every target token id of the records `items`, ascending: what the support head always scores."""
+    return sorted({t for e in items for t in e.targets})
+
+
+def build(model: Any, tokenizer: Any, weight: float, text_path: str | None, start: int, head: str = "support",
+          extra_ids: Sequence[int] = ()) -> Preserver | None:
+    """The preservation term of TrainConfig.preserve / preserve_text / preserve_head for a PEFT model (None when
+    weight is 0); `extra_ids`: token ids every window's support holds (the records' targets)."""
     if not weight:
         return None
     from memft.prompts.encoding import text_ids
 
     source = f"--preserve-text {text_path}" if text_path else "the default preservation text"
     text = read_text(text_path) if text_path else default_text()
-    return Preserver(model, windows_of(text_ids(text, tokenizer, source), source=source), tokenizer.pad_token_id, start, weight)
+    return Preserver(model, windows_of(text_ids(text, tokenizer, source), source=source), tokenizer.pad_token_id, start, weight,
+                     head=head, extra_ids=extra_ids)
