@@ -158,6 +158,8 @@ class TrainConfig:
     # Which output tokens the preservation term scores (memft.training.preserve.HEADS): "support", each window's
     # likely tokens under the base plus the records' targets (cheaper), or "full", the whole vocabulary.
     preserve_head: str = "support"
+    # How many windows of the preservation text the term keeps the base's predictions for (a step uses 2, in turn).
+    preserve_windows: int = 64
 
     def __post_init__(self) -> None:
         problems = []
@@ -191,6 +193,8 @@ class TrainConfig:
             problems.append(f"--preserve must be a finite number >= 0 (0: off), got {self.preserve}")
         if self.preserve_text is not None and not Path(self.preserve_text).is_file():
             problems.append(f"--preserve-text {self.preserve_text}: no such file; give a UTF-8 text file of unrelated text")
+        if isinstance(self.preserve_windows, bool) or not isinstance(self.preserve_windows, int) or self.preserve_windows < 1:
+            problems.append(f"preserve_windows must be a positive integer, got {self.preserve_windows!r}")
         if self.preserve_head not in PRESERVE_HEADS:
             problems.append(f"preserve_head must be one of {', '.join(PRESERVE_HEADS)}, got {self.preserve_head!r}")
         if not (isinstance(self.margin, (int, float)) and 0 <= self.margin < 1):

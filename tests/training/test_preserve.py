@@ -202,6 +202,9 @@ def test_options_are_checked_up_front(tmp_path):
         TrainConfig(preserve=-1.0)
     with pytest.raises(ConfigError, match="preserve_head must be one of support, full"):
         TrainConfig(preserve=1.0, preserve_head="topk")
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="preserve_windows must be a positive integer"):
+            TrainConfig(preserve=1.0, preserve_windows=bad)
     with pytest.raises(ConfigError, match="--preserve-text .*no such file"):
         TrainConfig(preserve=1.0, preserve_text=str(tmp_path / "missing.txt"))
     f = write_jsonl(tmp_path / "r.jsonl", [json.dumps({"key": "a:", "value": "1"})])
@@ -220,6 +223,9 @@ def test_a_non_utf8_preserve_text_is_one_line_naming_the_file(tmp_path, tiny):
     with pytest.raises(ConfigError, match=r"t.txt:2: bytes that are not UTF-8"):
         build(model, tiny.tokenizer, 1.0, str(bad), 2)
     assert build(model, tiny.tokenizer, 0.0, str(bad), 2) is None
+    assert len(build(model, tiny.tokenizer, 1.0, None, 2).runner.items) == 64  # the default pool
+    kept = build(model, tiny.tokenizer, 1.0, None, 2, windows=5, extra_ids=[7, 3, 7])
+    assert len(kept.runner.items) == 5 and kept.extra.tolist() == [3, 7] and kept.head == "support"
 
 
 def test_trainer_loss_adds_the_term_once_per_accumulated_step(tiny):

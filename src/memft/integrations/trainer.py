@@ -146,7 +146,8 @@ class MemFTLoss:
     returns None) gives 0 * logits.sum(): zero, with a grad_fn, so Trainer's backward works and changes nothing.
     `stats` holds the last call's objective stats plus `tokens` and `mean_loss`.
     `preserve`: a memft.training.preserve.Preserver on the model being trained (`memft.training.preserve.build(peft_model, tokenizer,
-    weight, None, lowest_adapted_layer)`); its term is added to the objective's value and scaled with it, so an
+    weight, None, lowest_adapted_layer, extra_ids=memft.training.preserve.target_ids(encoded_records))`: the records'
+    target tokens join every window's support); its term is added to the objective's value and scaled with it, so an
     accumulated step adds it once in all. Its windows rotate with the step that CertificationStop(loss=this) sets.
     """
 

@@ -13,7 +13,7 @@ Two heads (TrainConfig.preserve_head):
   the base's and the adapted model's distributions restricted to U and renormalized (`support_kl`), the exact KL
   when U is the whole vocabulary. The LM head then costs |U| rows (a few thousand) instead of the vocabulary
   (49k on SmolLM2), forward and backward, at every step: the head was about half of the term's cost
-  (benchmarks/README.md, Locality). What it does not see: mass moving from U to a token outside it.
+  (benchmarks/README.md, "Locality, fifth session"). What it does not see: mass moving from U to a token outside it.
 - "full": the whole head; the base's distribution at each position is kept as its top-k log-probabilities plus
   one tail bucket (all other tokens), and the KL is taken over those k + 1 buckets (`bucket_kl`). By the
   data-processing inequality this is a lower bound of the full KL, equal to it when the adapted model keeps the
@@ -250,14 +250,14 @@ def target_ids(items: Sequence[Encoded]) -> list[int]:
 
 
 def build(model: Any, tokenizer: Any, weight: float, text_path: str | None, start: int, head: str = "support",
-          extra_ids: Sequence[int] = ()) -> Preserver | None:
-    """The preservation term of TrainConfig.preserve / preserve_text / preserve_head for a PEFT model (None when
-    weight is 0); `extra_ids`: token ids every window's support holds (the records' targets)."""
+          extra_ids: Sequence[int] = (), windows: int = POOL_WINDOWS) -> Preserver | None:
+    """The preservation term of TrainConfig.preserve / preserve_text / preserve_head / preserve_windows for a PEFT
+    model (None when weight is 0); `extra_ids`: token ids every window's support holds (the records' targets)."""
     if not weight:
         return None
     from memft.prompts.encoding import text_ids
 
     source = f"--preserve-text {text_path}" if text_path else "the default preservation text"
     text = read_text(text_path) if text_path else default_text()
-    return Preserver(model, windows_of(text_ids(text, tokenizer, source), source=source), tokenizer.pad_token_id, start, weight,
+    return Preserver(model, windows_of(text_ids(text, tokenizer, source), n=windows, source=source), tokenizer.pad_token_id, start, weight,
                      head=head, extra_ids=extra_ids)
