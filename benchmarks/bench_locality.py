@@ -63,20 +63,32 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # a frozen A slows B's learning (only B moves): the same with the learning rate of small sets (1e-2)
     **{f"null-contrast-frozen{rk}-lr0.01": ({"rank": int(rk[2:])} if rk else {}, {"preserve": 0.0, "lora_init": "null-contrast", "a_lr_scale": 0.0, "lr": 0.01})
        for rk in ("", "-r32")},
+    # placement: the frozen null-contrast init on the MLP's down_proj alone (its 1536-wide input separates records
+    # from text about twice as well as gate/up's 576: benchmarks/results/null_init_probe.json), in the sized `top`
+    # layers or in every layer from the probe's up (`upper`)
+    **{f"null-contrast-frozen-{pre}down{rk}": ({"target_modules": ("down_proj",), **({"preset": "upper"} if pre else {}), **({"rank": int(rk[2:])} if rk else {})},
+                                              {"preserve": 0.0, "lora_init": "null-contrast", "a_lr_scale": 0.0})
+       for pre in ("", "upper-") for rk in ("", "-r8", "-r32", "-r64")},
     # the frozen null-contrast init with a light preservation term on top (both remedies at once)
     **{f"null-contrast-frozen{rk}-preserve-{w:g}": ({"rank": int(rk[2:])} if rk else {}, {"preserve": w, "lora_init": "null-contrast", "a_lr_scale": 0.0})
-       for rk in ("", "-r32") for w in (0.3, 1.0)},
+       for rk in ("", "-r32") for w in (0.3, 1.0, 3.0)},
 }
+# The preservation term scores each window's support (TrainConfig.preserve_head="support", the default since issue
+# 24's fifth session); "-full": the same variant with the whole head (bucket KL), as every --preserve row before it.
+VARIANTS |= {f"{name}-full": (lo, {**tr, "preserve_head": "full"}) for name, (lo, tr) in list(VARIANTS.items()) if tr.get("preserve")}
+# "-wN": the term keeps the base's predictions on N windows instead of 64 (does it generalize to held-out text better?)
+VARIANTS |= {f"{name}-w{n}": (lo, {**tr, "preserve_windows": n}) for name, (lo, tr) in list(VARIANTS.items())
+             if tr.get("preserve") and not name.endswith("-full") for n in (256,)}
 GOAL_RECORDS = 1000  # the record count of the issue's goal (top-level keys)
 
 
-def machine() -> dict[str, Any]:
-    """Where the figures were measured: the CPU (its model name), cores, threads, versions."""
+def machine(note: str = "2 cores shared with other work (the lead and other helpers' tests) while measuring") -> dict[str, Any]:
+    """Where the figures were measured: the CPU (its model name), cores, threads, versions, and what else ran (`note`)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), platform.processor())
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "avx512_bf16": " avx512_bf16" in info,
             "python": platform.python_version(), "torch": torch.__version__,
-            "note": "2 cores shared with other work (the lead and other helpers' tests) while measuring"}
+            "note": note}
 
 
 def run_audit(folder: Path, records_file: Path, out: Path) -> tuple[dict[str, Any], float, float]:
@@ -120,8 +132,8 @@ def run_variant(name: str, base: Any, records: list, seed: int, work: Path) -> d
     d, hist, ident = rep["divergence"], res.history, rep.get("off_trigger_identity")
     return {
         "variant": name, "records": len(records), "activation": lora.activation, "invocation": lora.key_prefix or None,
-        "lora": {"rank": lora.rank, "preset": lora.preset},
-        "train": {k: getattr(train, k) for k in ("batch_size", "max_steps", "lr", "lr_schedule", "head_vocab", "lora_init", *train_over)} | {"preserve": train.preserve},
+        "lora": {"rank": lora.rank, "preset": lora.preset, "target_modules": lora.target_modules},
+        "train": {k: getattr(train, k) for k in ("batch_size", "max_steps", "lr", "lr_schedule", "head_vocab", "lora_init", *train_over)} | {"preserve": train.preserve, "preserve_head": train.preserve_head, "preserve_windows": train.preserve_windows},
         # null inits: mean over modules of E_text[(a.x)^2] / E_records[(a.x)^2] on the init's text (1 = no separation)
         "null_text_to_records": (sum(NULL_REPORTS[0].text_to_records.values()) / len(NULL_REPORTS[0].text_to_records)) if NULL_REPORTS else None,
         "certified": res.summary["certified"], "min_prob": res.summary["min_prob"], "steps": res.meta.train["steps"],
@@ -139,8 +151,11 @@ def run_variant(name: str, base: Any, records: list, seed: int, work: Path) -> d
 
 def result(rows: dict[str, dict[str, Any]], model: str) -> dict[str, Any]:
     """The result file: every row (with train_seconds_ratio against `none` at its record count) and, at the top
-    level, the issue's figures at GOAL_RECORDS records (None where that run is missing)."""
+    level, the issue's figures at GOAL_RECORDS records (None where that run is missing). A row keeps the ratio it
+    was given in its own file (against its own run's `none`), so rows collected from several runs stay like for like."""
     for r in rows.values():  # rows from before issue 24 have fit_cpu_seconds (api.fit, one thread) instead: compared alike only
+        if r.get("train_seconds_ratio") is not None:
+            continue
         ref = rows.get(f"none@{r['records']}") or {}
         cpu = next((k for k in ("write_cpu_seconds", "fit_cpu_seconds") if r.get(k) and ref.get(k)), None)
         r["train_seconds_ratio"] = r[cpu] / ref[cpu] if cpu else None
@@ -169,6 +184,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default="none,keyed")
     ap.add_argument("--out", default="benchmarks/results/locality.json")
+    ap.add_argument("--note", default="2 cores shared with other work while measuring", help="what else ran on the machine (kept in each row)")
     ap.add_argument("--collect", default=None, help="comma-separated result files whose rows to merge into --out (no training)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -188,7 +204,7 @@ def main() -> None:
         for name in names:
             t0 = time.perf_counter()
             row = run_variant(name, base, records, a.seed, Path(tmp))
-            row |= {"wall_seconds": round(time.perf_counter() - t0, 1), "dtype": base.dtype, "machine": machine()}
+            row |= {"wall_seconds": round(time.perf_counter() - t0, 1), "dtype": base.dtype, "machine": machine(a.note)}
             rows[f"{name}@{a.records}"] = row
             print(json.dumps({k: row[k] for k in ("variant", "records", "certified", "steps", "write_seconds", "ppl_increase", "argmax_agreement",
                                                  "kl_mean", "kl_max", "max_abs_logit_diff", "unrelated_leaks", "audit_seconds", "audit_peak_rss_mb")}), flush=True)

@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--work", default="/tmp/memft-locality-varied")
     ap.add_argument("--out", default="benchmarks/results/locality_varied.json")
+    ap.add_argument("--note", default="2 cores shared with other work while measuring", help="what else ran on the machine")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,7 @@ def main() -> None:
     rows.append(run("null-contrast-frozen-2x-rank", ["--lora-init", "null-contrast", "--rank", str(2 * rank)], records, work))
     for r in rows:
         r["write_seconds_ratio"] = round(r["write_seconds"] / rows[0]["write_seconds"], 3)
-    doc = {"command": " ".join(sys.argv), "records": f"varied({a.records}, seed={a.seed})", "activation": "always", "machine": machine(), "rows": rows}
+    doc = {"command": " ".join(sys.argv), "records": f"varied({a.records}, seed={a.seed})", "activation": "always", "machine": machine(a.note), "rows": rows}
     Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -158,8 +158,9 @@ class TrainConfig:
     # Which output tokens the preservation term scores (memft.training.preserve.HEADS): "support", each window's
     # likely tokens under the base plus the records' targets (cheaper), or "full", the whole vocabulary.
     preserve_head: str = "support"
-    # How many windows of the preservation text the term keeps the base's predictions for (a step uses 2, in turn).
-    preserve_windows: int = 64
+    # How many windows of the preservation text the term keeps the base's predictions for (a step uses 2, in turn);
+    # memft.training.preserve.POOL_WINDOWS.
+    preserve_windows: int = 256
 
     def __post_init__(self) -> None:
         problems = []

@@ -223,7 +223,7 @@ def test_a_non_utf8_preserve_text_is_one_line_naming_the_file(tmp_path, tiny):
     with pytest.raises(ConfigError, match=r"t.txt:2: bytes that are not UTF-8"):
         build(model, tiny.tokenizer, 1.0, str(bad), 2)
     assert build(model, tiny.tokenizer, 0.0, str(bad), 2) is None
-    assert len(build(model, tiny.tokenizer, 1.0, None, 2).runner.items) == 64  # the default pool
+    assert len(build(model, tiny.tokenizer, 1.0, None, 2).runner.items) == 256 == TrainConfig().preserve_windows  # the default pool
     kept = build(model, tiny.tokenizer, 1.0, None, 2, windows=5, extra_ids=[7, 3, 7])
     assert len(kept.runner.items) == 5 and kept.extra.tolist() == [3, 7] and kept.head == "support"
 

@@ -19,8 +19,8 @@ Two heads (TrainConfig.preserve_head):
   data-processing inequality this is a lower bound of the full KL, equal to it when the adapted model keeps the
   base's shape inside the tail.
 
-Either way the base's side is kept small: no [positions, vocabulary] base logits (0.8 GB for 64 windows of 64
-tokens on a 49k vocabulary).
+Either way the base's side is kept small: no [positions, vocabulary] base logits (0.8 GB for every 64 windows of
+64 tokens on a 49k vocabulary).
 
 Text: by default the docstrings of a fixed list of standard-library modules (`default_text`), a different source
 from the audit's held-out windows (CPython's pydoc_data topics), so the audit measures text the term never saw
@@ -52,7 +52,10 @@ DOC_MODULES = (
     "typing", "unittest.case", "urllib.parse", "uuid", "zipfile",
 )
 WINDOW_TOKENS = 64  # tokens per preservation window (63 predicted positions)
-POOL_WINDOWS = 64  # windows whose base predictions are kept; a step uses WINDOWS_PER_STEP of them, in turn
+# Windows whose base predictions are kept; a step uses WINDOWS_PER_STEP of them, in turn. More windows carry the
+# term's locality to held-out text better at the same cost per step (256 against 64: benchmarks/README.md,
+# "Locality, fifth session"); the price is their base targets, computed once.
+POOL_WINDOWS = 256
 WINDOWS_PER_STEP = 2
 TOP_K = 64  # base log-probabilities kept per position (plus the tail bucket); "support": tokens per position in U
 HEADS = PRESERVE_HEADS
