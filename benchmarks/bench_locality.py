@@ -76,9 +76,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 # The preservation term scores each window's support (TrainConfig.preserve_head="support", the default since issue
 # 24's fifth session); "-full": the same variant with the whole head (bucket KL), as every --preserve row before it.
 VARIANTS |= {f"{name}-full": (lo, {**tr, "preserve_head": "full"}) for name, (lo, tr) in list(VARIANTS.items()) if tr.get("preserve")}
-# "-wN": the term keeps the base's predictions on N windows instead of 64 (does it generalize to held-out text better?)
+# "-wN": the term keeps the base's predictions on N windows (the default: 256 since the fifth session; 64 before)
 VARIANTS |= {f"{name}-w{n}": (lo, {**tr, "preserve_windows": n}) for name, (lo, tr) in list(VARIANTS.items())
-             if tr.get("preserve") and not name.endswith("-full") for n in (256,)}
+             if tr.get("preserve") and not name.endswith("-full") for n in (64, 256)}
 GOAL_RECORDS = 1000  # the record count of the issue's goal (top-level keys)
 
 
