@@ -155,7 +155,7 @@ class TrainConfig:
     # UTF-8 text file to take the preservation windows from (None: memft.training.preserve.default_text(), Python docstrings,
     # a different source from the audit's pydoc topics).
     preserve_text: str | None = None
-    # Which output tokens the preservation term scores (memft.training.preserve.HEADS): "support", each window's
+    # Which output tokens the preservation term scores (PRESERVE_HEADS): "support", each window's
     # likely tokens under the base plus the records' targets (cheaper), or "full", the whole vocabulary.
     preserve_head: str = "support"
     # How many windows of the preservation text the term keeps the base's predictions for (a step uses 2, in turn);

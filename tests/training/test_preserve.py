@@ -226,6 +226,14 @@ def test_a_non_utf8_preserve_text_is_one_line_naming_the_file(tmp_path, tiny):
     assert len(build(model, tiny.tokenizer, 1.0, None, 2).runner.items) == 256 == TrainConfig().preserve_windows  # the default pool
     kept = build(model, tiny.tokenizer, 1.0, None, 2, windows=5, extra_ids=[7, 3, 7])
     assert len(kept.runner.items) == 5 and kept.extra.tolist() == [3, 7] and kept.head == "support"
+    from memft.prompts.encoding import Encoded
+    from memft.training.preserve import from_config
+
+    items = [Encoded(key="a:", prompt=(1,), targets=(9, 4)), Encoded(key="b:", prompt=(1,), targets=(4,))]
+    cfg = TrainConfig(preserve=2.5, preserve_head="full", preserve_windows=7)
+    got = from_config(model, tiny.tokenizer, cfg, 2, items)
+    assert (got.weight, got.head, len(got.runner.items), got.extra.tolist()) == (2.5, "full", 7, [4, 9])
+    assert from_config(model, tiny.tokenizer, TrainConfig(), 2, items) is None
 
 
 def test_trainer_loss_adds_the_term_once_per_accumulated_step(tiny):

@@ -205,7 +205,7 @@ def _rewrite(op: Opened, plan: Plan, cfg: TrainConfig, event: dict[str, Any], on
     gone = encode_all(plan.forget, tok, cfg.template, meta.key_prefix)
     check_items(items, base, cfg.template, meta.key_prefix)
     start = min(meta.lora.layers)
-    keep = preserve.build(ld.model, tok, cfg.preserve, cfg.preserve_text, start, cfg.preserve_head, preserve.target_ids(items), cfg.preserve_windows)
+    keep = preserve.from_config(ld.model, tok, cfg, start, items)
     res = train_loop(ld.model, items + gone, tok.pad_token_id, cfg, start, stop_on_divergence(on_step), forget=range(len(items), len(items) + len(gone)),
                      preserve=keep, warm=warm_start(items + gone, op.recalls))
     final = {i: st for i, st in res.final.items() if i < len(items)}  # the last full pass, forgotten records left out

@@ -248,7 +248,7 @@ def write(records: Sequence[Any], out: str | Path, t: Target, model: str = "smol
         try:
             first, later = f.train, []
             start = min(f.placement["layers"])
-            keep = preserve.build(f.model, base.tokenizer, train.preserve, train.preserve_text, start, train.preserve_head, preserve.target_ids(items), train.preserve_windows)
+            keep = preserve.from_config(f.model, base.tokenizer, train, start, items)
 
             def retrain(margins: dict[int, float]) -> tuple[int, float, bool] | None:
                 nonlocal f

@@ -61,7 +61,7 @@ def fit(
         null = None
         if train.lora_init in null_init.INITS:  # A set before training; the loop's first check leaves it alone
             null = null_init.apply_null(peft_model, base.tokenizer, items, start, contrast=null_init.INITS[train.lora_init])
-        keep = preserve.build(peft_model, base.tokenizer, train.preserve, train.preserve_text, start, train.preserve_head, preserve.target_ids(items), train.preserve_windows)
+        keep = preserve.from_config(peft_model, base.tokenizer, train, start, items)
         res = train_loop(peft_model, items, base.tokenizer.pad_token_id, train, start, on_step, preserve=keep)
         reports = evaluate(peft_model, base.tokenizer, items, generate=generate, batch_size=train.batch_size, stats=res.final)
     except BaseException:

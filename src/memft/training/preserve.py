@@ -58,7 +58,6 @@ WINDOW_TOKENS = 64  # tokens per preservation window (63 predicted positions)
 POOL_WINDOWS = 256
 WINDOWS_PER_STEP = 2
 TOP_K = 64  # base log-probabilities kept per position (plus the tail bucket); "support": tokens per position in U
-HEADS = PRESERVE_HEADS
 
 
 def default_text() -> str:
@@ -201,8 +200,8 @@ class Preserver:
             raise ConfigError(f"--preserve needs a PEFT model (one with disable_adapter()), got {type(model).__name__}")
         if not windows or any(len(w) < 2 for w in windows):
             raise ConfigError("--preserve: give at least one window of at least 2 tokens")
-        if head not in HEADS:
-            raise ConfigError(f"preserve_head must be one of {', '.join(HEADS)}, got {head!r}")
+        if head not in PRESERVE_HEADS:
+            raise ConfigError(f"preserve_head must be one of {', '.join(PRESERVE_HEADS)}, got {head!r}")
         # A window as a record: its first token is the prompt, the rest are the targets, so Runner gives the logits
         # of every position that predicts a next token.
         items = [Encoded(key=f"preserve-{i}", prompt=(w[0],), targets=tuple(w[1:])) for i, w in enumerate(windows)]
@@ -235,14 +234,14 @@ class Preserver:
         if not self.targets:
             self._base()
         idx = self.batch(step)
+        h, batch = self.runner.hidden(idx)  # [N, H], windows in idx order
         if self.head == "support":
-            h, batch = self.runner.hidden(idx)  # [N, H], windows in idx order
             kl = torch.cat([support_kl(head_logits(self.runner.lm, hw, self.targets[i].ids), self.targets[i])  # type: ignore[arg-type]
                             for i, hw in zip(idx, h.split(batch.lengths.tolist()))])
         else:
-            logits, _ = self.runner.logits(idx)  # [N, V], windows in idx order
             t = [self.targets[i] for i in idx]
-            kl = bucket_kl(logits, BaseTargets(torch.cat([x.idx for x in t]), torch.cat([x.logp for x in t]), torch.cat([x.log_tail for x in t])))  # type: ignore[union-attr]
+            kl = bucket_kl(head_logits(self.runner.lm, h), BaseTargets(torch.cat([x.idx for x in t]), torch.cat([x.logp for x in t]),  # type: ignore[union-attr]
+                                                                      torch.cat([x.log_tail for x in t])))  # type: ignore[union-attr]
         mean = kl.mean()  # every position counts once: summed, divided by the number of positions
         return self.weight * mean, {"preserve_kl": float(mean.detach())}
 
@@ -250,6 +249,12 @@ class Preserver:
 def target_ids(items: Sequence[Encoded]) -> list[int]:
     """Every target token id of the records `items`, ascending: what the support head always scores."""
     return sorted({t for e in items for t in e.targets})
+
+
+def from_config(model: Any, tokenizer: Any, train: Any, start: int, items: Sequence[Encoded]) -> Preserver | None:
+    """The preservation term a TrainConfig `train` asks for (None when train.preserve is 0), for a PEFT model whose
+    adapted layers start at `start`, trained on the records `items` (their targets join every window's support)."""
+    return build(model, tokenizer, train.preserve, train.preserve_text, start, train.preserve_head, target_ids(items), train.preserve_windows)
 
 
 def build(model: Any, tokenizer: Any, weight: float, text_path: str | None, start: int, head: str = "support",
